@@ -1,0 +1,282 @@
+//! The identity index: which files are managed by some session right now.
+//!
+//! One index spans every session. A file enters it when it is preserved and
+//! leaves it when it is unpreserved (its outgoing session aborted); a file that
+//! is retrieved stays in it until its session is finished. A second preserve of
+//! a file that is in the index fails with `EBUSY`, in any session.
+//!
+//! Each handler chooses what "the same file" means ([`IdentityKind`]):
+//!
+//! - [`IdentityKind::OpenFile`], the default: the open file description. A
+//!   `dup`, a fork copy or an SCM_RIGHTS copy is the same file; two eventfds are
+//!   not, although they share the one anonymous inode.
+//! - [`IdentityKind::Inode`], for memfd: the inode, so that a re-open through
+//!   `/proc/self/fd/N` (a new open file description on the same pages) is caught.
+//!
+//! Files are bucketed by `(st_dev, st_ino)`. A bucket holding an inode identity
+//! admits nothing else. Inside a bucket, open file descriptions are kept in a
+//! balanced tree ordered by `kcmp(KCMP_FILE)`, so the eventfd bucket, which
+//! holds every preserved eventfd of the system, costs O(log n) `kcmp` calls per
+//! insert, lookup and remove, never a scan.
+//!
+//! Where `kcmp` is unavailable (`ENOSYS`, or `EPERM` under seccomp), the index
+//! falls back to inode identity for everything, conservatively: a file whose
+//! inode already has a managed file is refused with `EBUSY`, so two distinct
+//! eventfds can no longer both be preserved, but no file is ever managed twice.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use luo_sys::{Errno, FileStat};
+
+use crate::tree::Tree;
+
+/// What identifies a file for the "managed by at most one session" rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdentityKind {
+    /// The open file description (the kernel's default, `struct file *`).
+    OpenFile,
+    /// The inode (the kernel's memfd `get_id`).
+    Inode,
+}
+
+/// A file's identity: its inode, and whether the open file description counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// `st_dev` of the file.
+    pub dev: u64,
+    /// `st_ino` of the file.
+    pub ino: u64,
+    /// What the handler chose.
+    pub kind: IdentityKind,
+}
+
+impl Identity {
+    /// The identity of a file with `stat`, as chosen by a handler.
+    pub fn new(stat: &FileStat, kind: IdentityKind) -> Identity {
+        Identity {
+            dev: stat.dev,
+            ino: stat.ino,
+            kind,
+        }
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            IdentityKind::OpenFile => write!(f, "file@{:x}:{}", self.dev, self.ino),
+            IdentityKind::Inode => write!(f, "inode@{:x}:{}", self.dev, self.ino),
+        }
+    }
+}
+
+/// Orders open file descriptions. The real one is [`Kcmp`]; tests substitute
+/// others to exercise the fallback.
+pub trait FileOrder: fmt::Debug + Send {
+    /// How `a` orders against `b`; `Equal` means the same open file description.
+    fn compare(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<Ordering, Errno>;
+}
+
+/// `kcmp(KCMP_FILE)` on this process's descriptors.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Kcmp;
+
+impl FileOrder for Kcmp {
+    fn compare(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<Ordering, Errno> {
+        luo_sys::kcmp_file(a, b)
+    }
+}
+
+/// How the index tells open file descriptions apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexMode {
+    /// `kcmp(KCMP_FILE)` works: open-file identity is exact.
+    Kcmp,
+    /// `kcmp` is unavailable: every identity is treated as inode identity.
+    InodeFallback(Errno),
+}
+
+/// Who holds an index entry: a session key and a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Holder {
+    /// The session's internal key.
+    pub session: u64,
+    /// The file's token within that session.
+    pub token: u64,
+}
+
+/// Why an insert was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The file is already managed (the holder, where known).
+    Busy(Option<Holder>),
+    /// The comparison itself failed with an unexpected errno.
+    Error(Errno),
+}
+
+#[derive(Debug)]
+struct Entry {
+    fd: Arc<OwnedFd>,
+    holder: Holder,
+}
+
+#[derive(Debug)]
+enum Bucket {
+    Inode(Holder),
+    Files(Tree<Entry>),
+}
+
+/// The global identity index. See the module documentation.
+#[derive(Debug)]
+pub struct IdentityIndex {
+    buckets: HashMap<(u64, u64), Bucket>,
+    len: usize,
+    order: Box<dyn FileOrder>,
+    mode: IndexMode,
+}
+
+fn unavailable(e: Errno) -> bool {
+    e == Errno::ENOSYS || e == Errno::EPERM
+}
+
+impl IdentityIndex {
+    /// An empty index using `order`. The order is probed once on a pipe: if it
+    /// fails with `ENOSYS` or `EPERM` the index runs in
+    /// [`IndexMode::InodeFallback`].
+    pub fn new(order: Box<dyn FileOrder>) -> IdentityIndex {
+        let mode = match luo_sys::pipe() {
+            Ok((r, _w)) => match order.compare(r.as_fd(), r.as_fd()) {
+                Err(e) if unavailable(e) => IndexMode::InodeFallback(e),
+                _ => IndexMode::Kcmp,
+            },
+            Err(_) => IndexMode::Kcmp,
+        };
+        IdentityIndex {
+            buckets: HashMap::new(),
+            len: 0,
+            order,
+            mode,
+        }
+    }
+
+    /// How open file descriptions are told apart.
+    pub fn mode(&self) -> IndexMode {
+        self.mode
+    }
+
+    /// Number of managed files.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no file is managed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Records `fd` (with `identity`) as managed by `holder`, or says who
+    /// already manages it. On refusal the index is unchanged.
+    pub fn insert(
+        &mut self,
+        identity: Identity,
+        fd: &Arc<OwnedFd>,
+        holder: Holder,
+    ) -> Result<(), Refusal> {
+        let key = (identity.dev, identity.ino);
+        let inode_only = identity.kind == IdentityKind::Inode || self.mode != IndexMode::Kcmp;
+        match self.buckets.get_mut(&key) {
+            None => {
+                let bucket = if identity.kind == IdentityKind::Inode {
+                    Bucket::Inode(holder)
+                } else {
+                    let mut t = Tree::default();
+                    let entry = Entry {
+                        fd: fd.clone(),
+                        holder,
+                    };
+                    let _ = t.insert(entry, |_| Ok::<_, Errno>(Ordering::Equal));
+                    Bucket::Files(t)
+                };
+                self.buckets.insert(key, bucket);
+            }
+            Some(Bucket::Inode(h)) => return Err(Refusal::Busy(Some(*h))),
+            Some(Bucket::Files(t)) => {
+                if inode_only {
+                    return Err(Refusal::Busy(t.iter().next().map(|e| e.holder)));
+                }
+                let order = &self.order;
+                let entry = Entry {
+                    fd: fd.clone(),
+                    holder,
+                };
+                match t.insert(entry, |e| order.compare(fd.as_fd(), e.fd.as_fd())) {
+                    Ok(Ok(())) => {}
+                    Ok(Err((_, existing))) => return Err(Refusal::Busy(Some(existing.holder))),
+                    // kcmp stopped working: conservatively, the inode is taken.
+                    Err(e) if unavailable(e) => return Err(Refusal::Busy(None)),
+                    Err(e) => return Err(Refusal::Error(e)),
+                }
+            }
+        }
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Who manages the file `fd` with `identity`, if anyone.
+    pub fn holder(&self, identity: Identity, fd: BorrowedFd<'_>) -> Result<Option<Holder>, Errno> {
+        match self.buckets.get(&(identity.dev, identity.ino)) {
+            None => Ok(None),
+            Some(Bucket::Inode(h)) => Ok(Some(*h)),
+            Some(Bucket::Files(t)) => {
+                if identity.kind == IdentityKind::Inode || self.mode != IndexMode::Kcmp {
+                    return Ok(t.iter().next().map(|e| e.holder));
+                }
+                Ok(t.find(|e| self.order.compare(fd, e.fd.as_fd()))?
+                    .map(|e| e.holder))
+            }
+        }
+    }
+
+    /// Forgets the entry that `insert(identity, fd, _)` made. Removing an entry
+    /// that is not there is a no-op.
+    pub fn remove(&mut self, identity: Identity, fd: &Arc<OwnedFd>) {
+        let key = (identity.dev, identity.ino);
+        let removed = match self.buckets.get_mut(&key) {
+            None => false,
+            Some(Bucket::Inode(_)) => {
+                self.buckets.remove(&key);
+                true
+            }
+            Some(Bucket::Files(t)) => {
+                let order = &self.order;
+                let found = match t.remove(|e| order.compare(fd.as_fd(), e.fd.as_fd())) {
+                    Ok(v) => v,
+                    // Only if kcmp broke after the entry went in: find it by
+                    // pointer, so that unpreserve never leaves an entry behind.
+                    Err(_) => t.remove_where(|e| Arc::ptr_eq(&e.fd, fd)),
+                };
+                if t.is_empty() {
+                    self.buckets.remove(&key);
+                }
+                found.is_some()
+            }
+        };
+        if removed {
+            self.len -= 1;
+        }
+    }
+
+    /// Number of files in the bucket of `(dev, ino)` (for diagnostics and
+    /// tests: every preserved eventfd shares one bucket).
+    pub fn bucket_len(&self, dev: u64, ino: u64) -> usize {
+        match self.buckets.get(&(dev, ino)) {
+            None => 0,
+            Some(Bucket::Inode(_)) => 1,
+            Some(Bucket::Files(t)) => t.len(),
+        }
+    }
+}

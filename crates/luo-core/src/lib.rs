@@ -1,0 +1,1050 @@
+//! The Live Update Orchestrator's session and file model, with the kernel's
+//! semantics.
+//!
+//! [`Luo`] holds every session, preserved file, handler, FLB and the global
+//! [identity index](identity). It is sans-IO: plain methods over plain state,
+//! no sockets and no threads. The agent moves bytes and descriptors; this crate
+//! decides what they mean.
+//!
+//! ```
+//! use std::os::fd::AsFd;
+//! use luo_core::{Luo, Errno};
+//!
+//! let mut luo = Luo::with_default_handlers();
+//! let s = luo.create_session(0, b"db").unwrap();
+//! let memfd = luo_sys::memfd_create("data", 0).unwrap();
+//! luo.preserve(s, memfd.as_fd().try_clone_to_owned().unwrap(), 1).unwrap();
+//! // The same memfd again, under another token: already managed.
+//! let again = luo.preserve(s, memfd.as_fd().try_clone_to_owned().unwrap(), 2);
+//! assert_eq!(again.unwrap_err().errno, Errno::EBUSY);
+//!
+//! luo.handover(s).unwrap();              // the old process is done
+//! let s2 = luo.retrieve_session(0, b"db").unwrap();
+//! let fd = luo.retrieve_fd(s2, 1).unwrap();
+//! luo.finish(s2).unwrap();
+//! luo.close(s2).unwrap();
+//! assert!(luo.sessions().is_empty());
+//! # drop(fd);
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+mod error;
+pub mod flb;
+pub mod handler;
+pub mod identity;
+pub mod testing;
+mod tree;
+
+pub use error::{Errno, Error, Result};
+pub use flb::{Flb, FlbStatus};
+pub use handler::{FileHandler, FileInfo, FileOpArgs, RetrieveStatus};
+pub use identity::{FileOrder, Holder, Identity, IdentityIndex, IdentityKind, IndexMode, Kcmp};
+
+use error::err;
+use flb::{FlbSlot, Gen};
+use identity::Refusal;
+
+/// Longest session name in bytes (the kernel's 64-byte field less its NUL).
+pub const MAX_SESSION_NAME: usize = 63;
+/// Longest handler or FLB compatible string in bytes.
+pub const MAX_COMPATIBLE: usize = 47;
+/// Most FLBs that can be registered (the kernel's `LUO_FLB_MAX` on 4 KiB pages).
+pub const MAX_FLBS: usize = 63;
+
+/// Limits that fail with `ENOSPC`. The defaults are the kernel's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most outgoing sessions at once (kernel: 10,000 blocks of 51 = 510,000).
+    pub max_sessions: usize,
+    /// Most files in one session (kernel: 10,000 blocks of 63 = 630,000).
+    pub max_files_per_session: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 510_000,
+            max_files_per_session: 630_000,
+        }
+    }
+}
+
+/// A handle on a session, like a session fd: [`Luo::dup`] copies it, and the
+/// session reacts when the last copy is [closed](Luo::close). After the
+/// session crosses to the incoming side its old handles are stale (`ESTALE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionHandle(pub u64);
+
+/// Index of a registered handler, in registration order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HandlerId(pub usize);
+
+/// Index of a registered FLB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlbId(pub usize);
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Outgoing: accepting files, to be handed over.
+    Open,
+    /// Incoming, waiting to be retrieved.
+    Incoming,
+    /// Incoming and held through a handle returned by `retrieve_session`.
+    Retrieved,
+    /// Finished; it disappears when its last handle closes.
+    Finished,
+}
+
+/// Observable state of one preserved file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStatus {
+    /// The file's token.
+    pub token: u64,
+    /// The handler's compatible string.
+    pub handler: String,
+    /// Whether the handler's files survive kexec.
+    pub kexec_safe: bool,
+    /// The identity under which the file is managed.
+    pub identity: Identity,
+    /// Whether the file is in the identity index (managed) right now.
+    pub managed: bool,
+    /// Retrieve outcome so far.
+    pub retrieve: RetrieveStatus,
+    /// `st_size` of the custody file (the bytes a memfd pins).
+    pub size: u64,
+}
+
+/// Observable state of one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session's name.
+    pub name: Vec<u8>,
+    /// The uid that owns it.
+    pub owner: u32,
+    /// Its state.
+    pub state: SessionState,
+    /// Live handles on it.
+    pub handles: usize,
+    /// Its files, in preservation order.
+    pub files: Vec<FileStatus>,
+}
+
+#[derive(Debug)]
+struct PreservedFile {
+    token: u64,
+    handler: usize,
+    identity: Identity,
+    custody: Arc<OwnedFd>,
+    data: u64,
+    flb_refs: Vec<(usize, Gen)>,
+    indexed: bool,
+    retrieve: RetrieveStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Outgoing,
+    Incoming { finished: bool },
+}
+
+#[derive(Debug)]
+struct Session {
+    name: Vec<u8>,
+    owner: u32,
+    side: Side,
+    files: Vec<PreservedFile>,
+    tokens: HashMap<u64, usize>,
+    handles: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HandleEntry {
+    session: u64,
+    live: bool,
+}
+
+type NameKey = (u32, Vec<u8>);
+
+/// Steps a failed preserve undoes, newest first.
+enum Undo {
+    Index(Identity, Arc<OwnedFd>),
+    Flb(usize, Gen),
+}
+
+/// The whole model: sessions, files, handlers, FLBs, the identity index and
+/// the epoch. See the crate documentation.
+#[derive(Debug)]
+pub struct Luo {
+    handlers: Vec<Box<dyn FileHandler>>,
+    handler_flbs: Vec<Vec<usize>>,
+    flbs: Vec<FlbSlot>,
+    sessions: BTreeMap<u64, Session>,
+    outgoing: HashMap<NameKey, u64>,
+    incoming: HashMap<NameKey, u64>,
+    handles: HashMap<u64, HandleEntry>,
+    index: IdentityIndex,
+    limits: Limits,
+    epoch: u64,
+    next_key: u64,
+    next_handle: u64,
+}
+
+fn show(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
+fn validate_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() {
+        return err(Errno::EINVAL, "session name is empty");
+    }
+    if name.len() > MAX_SESSION_NAME {
+        return err(
+            Errno::EINVAL,
+            format!(
+                "session name is {} bytes; the limit is {MAX_SESSION_NAME}",
+                name.len()
+            ),
+        );
+    }
+    if name.contains(&0) {
+        return err(Errno::EINVAL, "session name contains a NUL byte");
+    }
+    Ok(())
+}
+
+fn validate_compatible(what: &str, c: &str) -> Result<()> {
+    if c.is_empty() || c.len() > MAX_COMPATIBLE || c.contains('\0') {
+        return err(
+            Errno::EINVAL,
+            format!(
+                "{what} compatible string {c:?} must be 1 to {MAX_COMPATIBLE} bytes without NUL"
+            ),
+        );
+    }
+    Ok(())
+}
+
+impl Default for Luo {
+    fn default() -> Self {
+        Luo::with_default_handlers()
+    }
+}
+
+impl Luo {
+    /// An empty model with no handlers, default limits and `kcmp` ordering.
+    pub fn new(limits: Limits) -> Luo {
+        Luo::with_order(limits, Box::new(Kcmp))
+    }
+
+    /// An empty model whose identity index orders open files with `order`.
+    pub fn with_order(limits: Limits, order: Box<dyn FileOrder>) -> Luo {
+        Luo {
+            handlers: Vec::new(),
+            handler_flbs: Vec::new(),
+            flbs: Vec::new(),
+            sessions: BTreeMap::new(),
+            outgoing: HashMap::new(),
+            incoming: HashMap::new(),
+            handles: HashMap::new(),
+            index: IdentityIndex::new(order),
+            limits,
+            epoch: 1,
+            next_key: 1,
+            next_handle: 1,
+        }
+    }
+
+    /// A model with the built-in handlers ([`handler::default_handlers`]).
+    pub fn with_default_handlers() -> Luo {
+        let mut luo = Luo::new(Limits::default());
+        for h in handler::default_handlers() {
+            luo.register_handler(h)
+                .expect("built-in handlers are valid");
+        }
+        luo
+    }
+
+    /// Registers a handler after the existing ones.
+    ///
+    /// `EINVAL` for a compatible string that is empty or longer than 47 bytes,
+    /// `EEXIST` for one already registered.
+    pub fn register_handler(&mut self, h: Box<dyn FileHandler>) -> Result<HandlerId> {
+        validate_compatible("handler", h.compatible())?;
+        if self
+            .handlers
+            .iter()
+            .any(|x| x.compatible() == h.compatible())
+        {
+            return err(
+                Errno::EEXIST,
+                format!("a handler {:?} is already registered", h.compatible()),
+            );
+        }
+        self.handlers.push(h);
+        self.handler_flbs.push(Vec::new());
+        Ok(HandlerId(self.handlers.len() - 1))
+    }
+
+    /// Registers an FLB and links it to `handlers`: every file those handlers
+    /// preserve from now on depends on it.
+    ///
+    /// `EINVAL` for a bad compatible string or an unknown handler, `EEXIST`
+    /// for a compatible string already registered, `ENOSPC` past 63 FLBs.
+    pub fn register_flb(&mut self, flb: Box<dyn Flb>, handlers: &[HandlerId]) -> Result<FlbId> {
+        validate_compatible("FLB", flb.compatible())?;
+        if let Some(h) = handlers.iter().find(|h| h.0 >= self.handlers.len()) {
+            return err(Errno::EINVAL, format!("no handler {} is registered", h.0));
+        }
+        if self
+            .flbs
+            .iter()
+            .any(|s| s.flb.compatible() == flb.compatible())
+        {
+            return err(
+                Errno::EEXIST,
+                format!("an FLB {:?} is already registered", flb.compatible()),
+            );
+        }
+        if self.flbs.len() >= MAX_FLBS {
+            return err(
+                Errno::ENOSPC,
+                format!("at most {MAX_FLBS} FLBs can be registered"),
+            );
+        }
+        let id = self.flbs.len();
+        self.flbs.push(FlbSlot::new(flb));
+        for h in handlers {
+            self.handler_flbs[h.0].push(id);
+        }
+        Ok(FlbId(id))
+    }
+
+    /// The current epoch (1 when the model is created; +1 per [`Luo::update`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The identity index (read-only), for status and diagnostics.
+    pub fn index(&self) -> &IdentityIndex {
+        &self.index
+    }
+
+    /// The registered handlers, in order.
+    pub fn handlers(&self) -> impl Iterator<Item = &dyn FileHandler> {
+        self.handlers.iter().map(|h| h.as_ref())
+    }
+
+    fn new_handle(&mut self, session: u64) -> SessionHandle {
+        let h = self.next_handle;
+        self.next_handle += 1;
+        self.handles.insert(
+            h,
+            HandleEntry {
+                session,
+                live: true,
+            },
+        );
+        self.sessions
+            .get_mut(&session)
+            .expect("session")
+            .handles
+            .push(h);
+        SessionHandle(h)
+    }
+
+    fn live(&self, h: SessionHandle) -> Result<u64> {
+        match self.handles.get(&h.0) {
+            None => err(Errno::EBADF, format!("no session handle {}", h.0)),
+            Some(e) if !e.live => err(
+                Errno::ESTALE,
+                "the session handle is stale: its session crossed to the incoming side",
+            ),
+            Some(e) => Ok(e.session),
+        }
+    }
+
+    fn stale_handles(&mut self, key: u64) {
+        let s = self.sessions.get_mut(&key).expect("session");
+        for h in s.handles.drain(..) {
+            if let Some(e) = self.handles.get_mut(&h) {
+                e.live = false;
+            }
+        }
+    }
+
+    /// Creates an outgoing session named `name` for `owner`; returns its first
+    /// handle.
+    ///
+    /// `EINVAL` for a name that is empty, longer than 63 bytes or contains a
+    /// NUL; `ENOSPC` at [`Limits::max_sessions`] outgoing sessions; `EEXIST`
+    /// when `owner` already has an outgoing session of that name (an incoming
+    /// session of the same name does not count). Checked in that order, as
+    /// the kernel does.
+    pub fn create_session(&mut self, owner: u32, name: &[u8]) -> Result<SessionHandle> {
+        validate_name(name)?;
+        if self.outgoing.len() >= self.limits.max_sessions {
+            return err(
+                Errno::ENOSPC,
+                format!(
+                    "{} outgoing sessions already exist (the limit)",
+                    self.outgoing.len()
+                ),
+            );
+        }
+        let nk = (owner, name.to_vec());
+        if self.outgoing.contains_key(&nk) {
+            return err(
+                Errno::EEXIST,
+                format!("an outgoing session named '{}' already exists", show(name)),
+            );
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        self.sessions.insert(
+            key,
+            Session {
+                name: name.to_vec(),
+                owner,
+                side: Side::Outgoing,
+                files: Vec::new(),
+                tokens: HashMap::new(),
+                handles: Vec::new(),
+            },
+        );
+        self.outgoing.insert(nk, key);
+        Ok(self.new_handle(key))
+    }
+
+    /// A second handle on the same session (like `dup` of a session fd).
+    pub fn dup(&mut self, h: SessionHandle) -> Result<SessionHandle> {
+        let key = self.live(h)?;
+        Ok(self.new_handle(key))
+    }
+
+    /// The session's name (like `LIVEUPDATE_SESSION_GET_NAME`).
+    pub fn name(&self, h: SessionHandle) -> Result<&[u8]> {
+        let key = self.live(h)?;
+        Ok(&self.sessions[&key].name)
+    }
+
+    /// The session's owner.
+    pub fn owner(&self, h: SessionHandle) -> Result<u32> {
+        let key = self.live(h)?;
+        Ok(self.sessions[&key].owner)
+    }
+
+    /// Preserves `fd` in the outgoing session under `token`. luo keeps the
+    /// descriptor (its custody copy); the caller may close its own copies.
+    ///
+    /// Checks, in the kernel's order: `EINVAL` (not an outgoing session),
+    /// `EEXIST` (token used in this session), `ENOSPC`
+    /// ([`Limits::max_files_per_session`]), `EBADF` (an `O_PATH` fd), `ENOENT`
+    /// (no handler accepts the file), `EBUSY` (the file is already managed by
+    /// any session), then the FLB and handler `preserve` errors. A refused
+    /// preserve leaves nothing behind: no index entry, no FLB reference, and
+    /// `fd` is closed.
+    pub fn preserve(&mut self, h: SessionHandle, fd: OwnedFd, token: u64) -> Result<()> {
+        let key = self.live(h)?;
+        let s = &self.sessions[&key];
+        if s.side != Side::Outgoing {
+            return err(
+                Errno::EINVAL,
+                "files can be preserved only in an outgoing session",
+            );
+        }
+        if s.tokens.contains_key(&token) {
+            return err(
+                Errno::EEXIST,
+                format!(
+                    "token {token} is already used in session '{}'",
+                    show(&s.name)
+                ),
+            );
+        }
+        if s.files.len() >= self.limits.max_files_per_session {
+            return err(
+                Errno::ENOSPC,
+                format!(
+                    "session '{}' holds {} files (the limit)",
+                    show(&s.name),
+                    s.files.len()
+                ),
+            );
+        }
+        let mut undo = Vec::new();
+        match self.preserve_steps(key, fd, token, &mut undo) {
+            Ok(file) => {
+                let s = self.sessions.get_mut(&key).expect("session");
+                s.tokens.insert(token, s.files.len());
+                s.files.push(file);
+                Ok(())
+            }
+            Err(e) => {
+                for step in undo.into_iter().rev() {
+                    match step {
+                        Undo::Index(id, fd) => self.index.remove(id, &fd),
+                        Undo::Flb(i, g) => self.flbs[i].put_outgoing(g),
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn preserve_steps(
+        &mut self,
+        key: u64,
+        fd: OwnedFd,
+        token: u64,
+        undo: &mut Vec<Undo>,
+    ) -> Result<PreservedFile> {
+        let bad = |e: Errno| {
+            Error::new(
+                Errno::EBADF,
+                format!("token {token}: not a usable file ({e:?})"),
+            )
+        };
+        if luo_sys::is_o_path(fd.as_fd()).map_err(bad)? {
+            return err(
+                Errno::EBADF,
+                format!("token {token}: an O_PATH descriptor holds no file"),
+            );
+        }
+        let stat = luo_sys::fstat(fd.as_fd()).map_err(bad)?;
+        let info = FileInfo {
+            fd: fd.as_fd(),
+            stat,
+        };
+        let Some(hi) = self.handlers.iter().position(|h| h.can_preserve(&info)) else {
+            return err(
+                Errno::ENOENT,
+                format!("token {token}: no handler can preserve this kind of file"),
+            );
+        };
+        let handler = &self.handlers[hi];
+        let identity = Identity::new(&stat, handler.identity(&info));
+        let custody = Arc::new(fd);
+        let holder = Holder {
+            session: key,
+            token,
+        };
+        match self.index.insert(identity, &custody, holder) {
+            Ok(()) => undo.push(Undo::Index(identity, custody.clone())),
+            Err(Refusal::Busy(by)) => {
+                let by = by
+                    .and_then(|h| self.sessions.get(&h.session).map(|s| (s, h.token)))
+                    .map(|(s, t)| format!(" (session '{}', token {t})", show(&s.name)))
+                    .unwrap_or_default();
+                return err(
+                    Errno::EBUSY,
+                    format!("token {token}: the file is already managed by a session{by}"),
+                );
+            }
+            Err(Refusal::Error(e)) => {
+                return err(e, format!("token {token}: comparing open files failed"));
+            }
+        }
+        let mut flb_refs = Vec::new();
+        for &fi in &self.handler_flbs[hi] {
+            let g = self.flbs[fi].get_outgoing().map_err(|e| {
+                Error::new(
+                    e,
+                    format!(
+                        "token {token}: FLB {:?} preserve failed",
+                        self.flbs[fi].flb.compatible()
+                    ),
+                )
+            })?;
+            undo.push(Undo::Flb(fi, g));
+            flb_refs.push((fi, g));
+        }
+        let args = FileOpArgs {
+            token,
+            file: custody.as_fd(),
+            serialized_data: 0,
+            retrieve_status: RetrieveStatus::NotRetrieved,
+        };
+        let data = self.handlers[hi].preserve(&args).map_err(|e| {
+            Error::new(
+                e,
+                format!(
+                    "token {token}: handler {:?} preserve failed",
+                    self.handlers[hi].compatible()
+                ),
+            )
+        })?;
+        Ok(PreservedFile {
+            token,
+            handler: hi,
+            identity,
+            custody,
+            data,
+            flb_refs,
+            indexed: true,
+            retrieve: RetrieveStatus::NotRetrieved,
+        })
+    }
+
+    fn freeze(&mut self, keys: &[u64]) -> Result<()> {
+        let mut done: Vec<(u64, usize, u64)> = Vec::new();
+        for &key in keys {
+            let s = self.sessions.get_mut(&key).expect("session");
+            for (i, f) in s.files.iter_mut().enumerate() {
+                let h = &self.handlers[f.handler];
+                let mut args = FileOpArgs {
+                    token: f.token,
+                    file: f.custody.as_fd(),
+                    serialized_data: f.data,
+                    retrieve_status: f.retrieve,
+                };
+                match h.freeze(&mut args) {
+                    Ok(()) => {
+                        done.push((key, i, f.data));
+                        f.data = args.serialized_data;
+                    }
+                    Err(e) => {
+                        let what = format!(
+                            "freeze of token {} in session '{}' failed; nothing was changed",
+                            f.token,
+                            show(&s.name)
+                        );
+                        self.unfreeze(done);
+                        return err(e, what);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Unfreezes what froze, newest first, restoring each file's data.
+    fn unfreeze(&mut self, done: Vec<(u64, usize, u64)>) {
+        for (key, i, before) in done.into_iter().rev() {
+            let f = &mut self.sessions.get_mut(&key).expect("session").files[i];
+            let args = FileOpArgs {
+                token: f.token,
+                file: f.custody.as_fd(),
+                serialized_data: f.data,
+                retrieve_status: f.retrieve,
+            };
+            self.handlers[f.handler].unfreeze(&args);
+            f.data = before;
+        }
+    }
+
+    /// Moves the FLB references of every file in `keys` to the incoming side.
+    fn cross_flbs(&mut self, keys: &[u64]) {
+        let mut counts: BTreeMap<(usize, Gen), usize> = BTreeMap::new();
+        for key in keys {
+            for f in &self.sessions[key].files {
+                for &(fi, g) in &f.flb_refs {
+                    if self.flbs[fi].is_outgoing(g) {
+                        *counts.entry((fi, g)).or_default() += 1;
+                    }
+                }
+            }
+        }
+        let moved: HashMap<(usize, Gen), Gen> = counts
+            .into_iter()
+            .map(|((fi, g), n)| ((fi, g), self.flbs[fi].cross(g, n)))
+            .collect();
+        for key in keys {
+            let s = self.sessions.get_mut(key).expect("session");
+            for f in &mut s.files {
+                for r in &mut f.flb_refs {
+                    if let Some(&g2) = moved.get(r) {
+                        r.1 = g2;
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_incoming_free(&self, keys: &[u64]) -> Result<()> {
+        for key in keys {
+            let s = &self.sessions[key];
+            if let Some(k) = self.incoming.get(&(s.owner, s.name.clone())) {
+                if self.sessions[k].side != (Side::Incoming { finished: true }) {
+                    return err(
+                        Errno::EEXIST,
+                        format!(
+                            "an incoming session named '{}' is still waiting to be retrieved and finished",
+                            show(&s.name)
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes an outgoing session incoming (its handles go stale).
+    fn make_incoming(&mut self, key: u64) {
+        self.stale_handles(key);
+        let s = self.sessions.get_mut(&key).expect("session");
+        s.side = Side::Incoming { finished: false };
+        let nk = (s.owner, s.name.clone());
+        self.outgoing.remove(&nk);
+        if let Some(old) = self.incoming.insert(nk, key) {
+            // Only a finished session can be displaced (check_incoming_free).
+            self.remove_session(old);
+        }
+    }
+
+    fn remove_session(&mut self, key: u64) {
+        self.stale_handles(key);
+        let s = self.sessions.remove(&key).expect("session");
+        let nk = (s.owner, s.name);
+        let list = match s.side {
+            Side::Outgoing => &mut self.outgoing,
+            Side::Incoming { .. } => &mut self.incoming,
+        };
+        if list.get(&nk) == Some(&key) {
+            list.remove(&nk);
+        }
+    }
+
+    /// Hands one outgoing session over: its files are frozen (first to last)
+    /// and it becomes incoming now, without an epoch change. This is how a
+    /// service restarts without a reboot. Its handles go stale.
+    ///
+    /// `EINVAL` on a session that is not outgoing; `EEXIST` when an incoming
+    /// session of the same name and owner is still unfinished. If a freeze
+    /// fails, every file already frozen is unfrozen in reverse order, nothing
+    /// changes, and the freeze's errno is returned.
+    pub fn handover(&mut self, h: SessionHandle) -> Result<()> {
+        let key = self.live(h)?;
+        if self.sessions[&key].side != Side::Outgoing {
+            return err(Errno::EINVAL, "only an outgoing session can be handed over");
+        }
+        self.check_incoming_free(&[key])?;
+        self.freeze(&[key])?;
+        self.cross_flbs(&[key]);
+        self.make_incoming(key);
+        Ok(())
+    }
+
+    /// A global update: every outgoing session is frozen, in creation order,
+    /// and crosses to the incoming list of the next epoch. Incoming sessions
+    /// that are not finished are carried to the next epoch (held ones are
+    /// released, as if their holders had died); finished ones are dropped.
+    /// Every handle of the current epoch goes stale. Returns the new epoch.
+    ///
+    /// `EEXIST` (before anything is frozen) when an outgoing session's name
+    /// equals that of an unfinished incoming session of the same owner. If any
+    /// freeze fails, everything already frozen is unfrozen in reverse order,
+    /// nothing changes, and the freeze's errno is returned.
+    pub fn update(&mut self) -> Result<u64> {
+        let out: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.side == Side::Outgoing)
+            .map(|(k, _)| *k)
+            .collect();
+        self.check_incoming_free(&out)?;
+        self.freeze(&out)?;
+        self.cross_flbs(&out);
+        let inc: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.side != Side::Outgoing)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in inc {
+            if self.sessions[&key].side == (Side::Incoming { finished: true }) {
+                self.remove_session(key);
+            } else {
+                self.stale_handles(key);
+            }
+        }
+        for key in out {
+            self.make_incoming(key);
+        }
+        self.epoch += 1;
+        Ok(self.epoch)
+    }
+
+    /// Takes hold of the incoming session `name` of `owner`; returns a handle.
+    ///
+    /// `ENOENT` when there is no such incoming session; `EINVAL` when it is
+    /// already held (retrieved and not released) or finished.
+    pub fn retrieve_session(&mut self, owner: u32, name: &[u8]) -> Result<SessionHandle> {
+        let Some(&key) = self.incoming.get(&(owner, name.to_vec())) else {
+            return err(
+                Errno::ENOENT,
+                format!("no incoming session named '{}'", show(name)),
+            );
+        };
+        let s = &self.sessions[&key];
+        if !s.handles.is_empty() || s.side == (Side::Incoming { finished: true }) {
+            return err(
+                Errno::EINVAL,
+                format!("incoming session '{}' is already retrieved", show(name)),
+            );
+        }
+        Ok(self.new_handle(key))
+    }
+
+    /// Retrieves the file preserved under `token`. Any order, any number of
+    /// times: every call returns a new descriptor of the same open file.
+    ///
+    /// `EINVAL` on an outgoing session; `ENOENT` for an unknown token (or after
+    /// finish); a failed retrieve is sticky: the same errno every time, without
+    /// calling the handler again.
+    pub fn retrieve_fd(&mut self, h: SessionHandle, token: u64) -> Result<OwnedFd> {
+        let key = self.live(h)?;
+        let s = self.sessions.get_mut(&key).expect("session");
+        if s.side == Side::Outgoing {
+            return err(
+                Errno::EINVAL,
+                "files can be retrieved only from an incoming session",
+            );
+        }
+        let Some(&i) = s.tokens.get(&token) else {
+            return err(
+                Errno::ENOENT,
+                format!("session '{}' has no file with token {token}", show(&s.name)),
+            );
+        };
+        let f = &mut s.files[i];
+        let what = |f: &PreservedFile| format!("retrieve of token {} failed", f.token);
+        match f.retrieve {
+            RetrieveStatus::Failed(e) => return err(e, what(f)),
+            RetrieveStatus::Retrieved => {
+                return f
+                    .custody
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| Error::new(e.into(), "duplicating the retrieved file failed"));
+            }
+            RetrieveStatus::NotRetrieved => {}
+        }
+        let args = FileOpArgs {
+            token,
+            file: f.custody.as_fd(),
+            serialized_data: f.data,
+            retrieve_status: f.retrieve,
+        };
+        let new = match self.handlers[f.handler].retrieve(&args) {
+            Ok(fd) => Arc::new(fd),
+            Err(e) => {
+                f.retrieve = RetrieveStatus::Failed(e);
+                return err(e, what(f));
+            }
+        };
+        // Hand out a copy first: failing here (EMFILE) retries cleanly.
+        let out = new
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::new(e.into(), "duplicating the retrieved file failed"))?;
+        // The retrieved file replaces the custody copy, so luo holds one
+        // descriptor per file, and it is managed until finish.
+        if f.indexed {
+            self.index.remove(f.identity, &f.custody);
+        }
+        f.custody = new;
+        f.retrieve = RetrieveStatus::Retrieved;
+        let holder = Holder {
+            session: key,
+            token,
+        };
+        // As in the kernel, a conflict here cannot fail the retrieve.
+        f.indexed = self.index.insert(f.identity, &f.custody, holder).is_ok();
+        Ok(out)
+    }
+
+    /// Finishes a retrieved incoming session: every handler's `can_finish` is
+    /// asked first (any `false` refuses with `EBUSY` and nothing changes), then
+    /// every file, last to first, is finished and leaves custody and the
+    /// identity index; files never retrieved are discarded. A second finish is
+    /// a no-op. The session disappears when its last handle closes.
+    ///
+    /// `EINVAL` on an outgoing session.
+    pub fn finish(&mut self, h: SessionHandle) -> Result<()> {
+        let key = self.live(h)?;
+        let s = self.sessions.get_mut(&key).expect("session");
+        match s.side {
+            Side::Outgoing => {
+                return err(Errno::EINVAL, "only an incoming session can be finished")
+            }
+            Side::Incoming { finished: true } => return Ok(()),
+            Side::Incoming { finished: false } => {}
+        }
+        for f in &s.files {
+            let args = FileOpArgs {
+                token: f.token,
+                file: f.custody.as_fd(),
+                serialized_data: f.data,
+                retrieve_status: f.retrieve,
+            };
+            if !self.handlers[f.handler].can_finish(&args) {
+                return err(
+                    Errno::EBUSY,
+                    format!(
+                        "handler {:?} cannot finish token {} yet; nothing was finished",
+                        self.handlers[f.handler].compatible(),
+                        f.token
+                    ),
+                );
+            }
+        }
+        s.side = Side::Incoming { finished: true };
+        s.tokens.clear();
+        let files = std::mem::take(&mut s.files);
+        for f in files.into_iter().rev() {
+            let args = FileOpArgs {
+                token: f.token,
+                file: f.custody.as_fd(),
+                serialized_data: f.data,
+                retrieve_status: f.retrieve,
+            };
+            self.handlers[f.handler].finish(&args);
+            for &(fi, g) in f.flb_refs.iter().rev() {
+                self.flbs[fi].put_incoming(g);
+            }
+            if f.indexed {
+                self.index.remove(f.identity, &f.custody);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes a handle. When it was the last handle of its session:
+    ///
+    /// - an outgoing session is aborted: every file is unpreserved, last to
+    ///   first, and the session is gone;
+    /// - a retrieved session that was not finished returns to the incoming
+    ///   list with every file still in custody (the kernel would finish it
+    ///   implicitly and discard unretrieved files: a deliberate deviation);
+    /// - a finished session is gone.
+    ///
+    /// Closing a stale handle just forgets it. `EBADF` for an unknown handle.
+    pub fn close(&mut self, h: SessionHandle) -> Result<()> {
+        let Some(e) = self.handles.remove(&h.0) else {
+            return err(Errno::EBADF, format!("no session handle {}", h.0));
+        };
+        if !e.live {
+            return Ok(());
+        }
+        let s = self.sessions.get_mut(&e.session).expect("session");
+        s.handles.retain(|x| *x != h.0);
+        if !s.handles.is_empty() {
+            return Ok(());
+        }
+        match s.side {
+            Side::Outgoing => self.abort(e.session),
+            Side::Incoming { finished: true } => self.remove_session(e.session),
+            Side::Incoming { finished: false } => {}
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self, key: u64) {
+        let s = self.sessions.get_mut(&key).expect("session");
+        let files = std::mem::take(&mut s.files);
+        for f in files.into_iter().rev() {
+            let args = FileOpArgs {
+                token: f.token,
+                file: f.custody.as_fd(),
+                serialized_data: f.data,
+                retrieve_status: f.retrieve,
+            };
+            self.handlers[f.handler].unpreserve(&args);
+            for &(fi, g) in f.flb_refs.iter().rev() {
+                self.flbs[fi].put_outgoing(g);
+            }
+            self.index.remove(f.identity, &f.custody);
+        }
+        self.remove_session(key);
+    }
+
+    /// The incoming object of an FLB, retrieving it on first use (sticky on
+    /// error); `ENODATA` when no incoming lifecycle is live.
+    pub fn flb_incoming(&mut self, id: FlbId) -> Result<u64> {
+        let slot = self
+            .flbs
+            .get_mut(id.0)
+            .ok_or_else(|| Error::new(Errno::EINVAL, format!("no FLB {}", id.0)))?;
+        slot.get_incoming().map_err(|e| {
+            Error::new(
+                e,
+                format!("FLB {:?} has no incoming object", slot.flb.compatible()),
+            )
+        })
+    }
+
+    /// The outgoing data of an FLB; `ENOENT` when no dependent file is preserved.
+    pub fn flb_outgoing(&self, id: FlbId) -> Result<u64> {
+        let slot = self
+            .flbs
+            .get(id.0)
+            .ok_or_else(|| Error::new(Errno::EINVAL, format!("no FLB {}", id.0)))?;
+        slot.get_outgoing_data().map_err(|e| {
+            Error::new(
+                e,
+                format!("FLB {:?} is not preserved", slot.flb.compatible()),
+            )
+        })
+    }
+
+    /// Reference counts of every FLB.
+    pub fn flb_status(&self) -> Vec<FlbStatus> {
+        self.flbs.iter().map(|s| s.status()).collect()
+    }
+
+    /// Every session, in creation order.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.sessions.values().map(|s| self.info(s)).collect()
+    }
+
+    /// The session behind a live handle.
+    pub fn session(&self, h: SessionHandle) -> Result<SessionInfo> {
+        let key = self.live(h)?;
+        Ok(self.info(&self.sessions[&key]))
+    }
+
+    fn info(&self, s: &Session) -> SessionInfo {
+        let state = match s.side {
+            Side::Outgoing => SessionState::Open,
+            Side::Incoming { finished: true } => SessionState::Finished,
+            Side::Incoming { finished: false } if s.handles.is_empty() => SessionState::Incoming,
+            Side::Incoming { finished: false } => SessionState::Retrieved,
+        };
+        SessionInfo {
+            name: s.name.clone(),
+            owner: s.owner,
+            state,
+            handles: s.handles.len(),
+            files: s
+                .files
+                .iter()
+                .map(|f| FileStatus {
+                    token: f.token,
+                    handler: self.handlers[f.handler].compatible().to_string(),
+                    kexec_safe: self.handlers[f.handler].kexec_safe(),
+                    identity: f.identity,
+                    managed: f.indexed,
+                    retrieve: f.retrieve,
+                    size: luo_sys::fstat(f.custody.as_fd()).map_or(0, |st| st.size),
+                })
+                .collect(),
+        }
+    }
+
+    /// Descriptors luo holds in custody (one per preserved file).
+    pub fn custody_count(&self) -> usize {
+        self.sessions.values().map(|s| s.files.len()).sum()
+    }
+}

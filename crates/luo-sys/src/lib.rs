@@ -1,0 +1,463 @@
+//! The one place in luo that holds `unsafe` code.
+//!
+//! Every function here is a thin, safe wrapper over one Linux syscall (or a
+//! small fixed sequence of them). Wrappers take [`BorrowedFd`] and return
+//! [`OwnedFd`], so fd ownership is checked by the type system everywhere else;
+//! every other crate in the workspace is `#![forbid(unsafe_code)]`.
+//!
+//! Errors are returned as [`Errno`], unchanged from the kernel.
+
+#![deny(missing_docs)]
+
+use std::cmp::Ordering;
+use std::ffi::CString;
+use std::fmt;
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+mod errno;
+pub use errno::Errno;
+
+/// Result of a syscall wrapper.
+pub type Result<T> = std::result::Result<T, Errno>;
+
+fn cvt(ret: libc::c_int) -> Result<libc::c_int> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The parts of `struct stat` that luo uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    /// Device of the filesystem holding the inode (`st_dev`).
+    pub dev: u64,
+    /// Inode number (`st_ino`).
+    pub ino: u64,
+    /// File type and mode bits (`st_mode`).
+    pub mode: u32,
+    /// Number of hard links (`st_nlink`); 0 for a memfd.
+    pub nlink: u64,
+    /// Size in bytes (`st_size`).
+    pub size: u64,
+}
+
+impl FileStat {
+    /// `S_ISREG`.
+    pub fn is_regular(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+    /// `S_ISSOCK`.
+    pub fn is_socket(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFSOCK
+    }
+    /// `S_ISFIFO` (pipes and named FIFOs).
+    pub fn is_fifo(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFIFO
+    }
+}
+
+/// `fstat(2)`.
+pub fn fstat(fd: BorrowedFd<'_>) -> Result<FileStat> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fd` is a live descriptor for the borrow's duration and `st`
+    // points to writable memory of the size fstat writes.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat returned 0, so it initialised the whole struct.
+    let st = unsafe { st.assume_init() };
+    Ok(FileStat {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        mode: st.st_mode,
+        nlink: st.st_nlink,
+        size: st.st_size as u64,
+    })
+}
+
+/// `TMPFS_MAGIC`, the `f_type` of shmem files (memfds among them).
+pub const TMPFS_MAGIC: i64 = 0x0102_1994;
+/// `HUGETLBFS_MAGIC`, the `f_type` of `MFD_HUGETLB` memfds.
+pub const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+
+/// `fstatfs(2)`, returning the filesystem's magic number (`f_type`).
+pub fn fstatfs_type(fd: BorrowedFd<'_>) -> Result<i64> {
+    let mut st = MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `fd` is live and `st` is writable memory of the right size.
+    cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatfs returned 0, so the struct is initialised.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // f_type is not i64 on every target
+    Ok(st.f_type as i64)
+}
+
+/// `fcntl(F_GETFL)`: the open file description's status flags.
+pub fn fcntl_getfl(fd: BorrowedFd<'_>) -> Result<i32> {
+    // SAFETY: F_GETFL takes no pointer argument; `fd` is live.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })
+}
+
+/// `fcntl(F_GETFD)`: the descriptor flags (`FD_CLOEXEC`).
+pub fn fcntl_getfd(fd: BorrowedFd<'_>) -> Result<i32> {
+    // SAFETY: F_GETFD takes no pointer argument; `fd` is live.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })
+}
+
+/// True when `fd` was opened with `O_PATH` (such fds carry no file to preserve).
+pub fn is_o_path(fd: BorrowedFd<'_>) -> Result<bool> {
+    Ok(fcntl_getfl(fd)? & libc::O_PATH != 0)
+}
+
+/// `fcntl(F_GET_SEALS)`: the memfd's seals (EINVAL for files without sealing).
+pub fn get_seals(fd: BorrowedFd<'_>) -> Result<i32> {
+    // SAFETY: F_GET_SEALS takes no pointer argument; `fd` is live.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })
+}
+
+/// `kcmp(getpid(), getpid(), KCMP_FILE, a, b)`: whether two descriptors of this
+/// process refer to the same open file description, and if not, their order in
+/// the kernel's (per-boot, obfuscated) total order of open file descriptions.
+///
+/// Fails with `ENOSYS` where the kernel lacks `CONFIG_KCMP` and `EPERM` where a
+/// seccomp filter or ptrace policy forbids it.
+pub fn kcmp_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<Ordering> {
+    const KCMP_FILE: libc::c_long = 0;
+    let pid = std::process::id() as libc::c_long;
+    // SAFETY: kcmp only reads its integer arguments; both fds are live for the
+    // duration of the borrows.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            pid,
+            KCMP_FILE,
+            a.as_raw_fd() as libc::c_long,
+            b.as_raw_fd() as libc::c_long,
+        )
+    };
+    match ret {
+        0 => Ok(Ordering::Equal),
+        1 => Ok(Ordering::Less),
+        2 => Ok(Ordering::Greater),
+        r if r < 0 => Err(Errno::last()),
+        // 3 means "not equal, no order", which KCMP_FILE never returns.
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// Flags for [`memfd_create`].
+pub mod mfd {
+    /// `MFD_CLOEXEC`.
+    pub const CLOEXEC: u32 = libc::MFD_CLOEXEC;
+    /// `MFD_ALLOW_SEALING`.
+    pub const ALLOW_SEALING: u32 = libc::MFD_ALLOW_SEALING;
+    /// `MFD_HUGETLB`.
+    pub const HUGETLB: u32 = libc::MFD_HUGETLB;
+}
+
+/// `memfd_create(2)`. `MFD_CLOEXEC` is always added.
+pub fn memfd_create(name: &str, flags: u32) -> Result<OwnedFd> {
+    let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), flags | libc::MFD_CLOEXEC) })?;
+    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `eventfd(2)` with `EFD_CLOEXEC`.
+pub fn eventfd(initval: u32) -> Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointers.
+    let fd = cvt(unsafe { libc::eventfd(initval, libc::EFD_CLOEXEC) })?;
+    // SAFETY: eventfd returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `pipe2(O_CLOEXEC)`: returns `(read end, write end)`.
+pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded; both descriptors are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A socket's `(SO_DOMAIN, SO_TYPE, SO_PROTOCOL)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketKind {
+    /// Address family, e.g. `AF_UNIX`, `AF_INET`, `AF_INET6`.
+    pub domain: i32,
+    /// Socket type, e.g. `SOCK_STREAM`, `SOCK_DGRAM`, `SOCK_SEQPACKET`.
+    pub ty: i32,
+    /// Protocol, e.g. `IPPROTO_TCP`.
+    pub protocol: i32,
+}
+
+fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> Result<i32> {
+    let mut val: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `val` and `len` are valid for writes and `len` holds their size.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&mut val as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(val)
+}
+
+/// `getsockopt(SO_DOMAIN / SO_TYPE / SO_PROTOCOL)`; `ENOTSOCK` for non-sockets.
+pub fn socket_kind(fd: BorrowedFd<'_>) -> Result<SocketKind> {
+    Ok(SocketKind {
+        domain: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?,
+        ty: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?,
+        protocol: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)?,
+    })
+}
+
+/// Address families and socket types, re-exported for callers of [`socket_kind`].
+pub mod sock {
+    pub use libc::{
+        AF_INET, AF_INET6, AF_UNIX, IPPROTO_TCP, IPPROTO_UDP, SOCK_DGRAM, SOCK_SEQPACKET,
+        SOCK_STREAM,
+    };
+}
+
+/// What [`recv_with_fds`] received.
+#[derive(Debug)]
+pub struct Received {
+    /// Bytes of payload received.
+    pub len: usize,
+    /// Descriptors that arrived (already owned, `FD_CLOEXEC` set).
+    pub fds: Vec<OwnedFd>,
+    /// `MSG_TRUNC`: the payload did not fit in the buffer.
+    pub truncated: bool,
+    /// `MSG_CTRUNC`: control data was cut, so descriptors may have been lost.
+    pub ctrunc: bool,
+}
+
+/// Most descriptors the kernel accepts in one SCM_RIGHTS message (`SCM_MAX_FD`).
+pub const SCM_MAX_FD: usize = 253;
+
+/// `sendmsg(2)` with the descriptors attached as one `SCM_RIGHTS` message.
+/// `MSG_NOSIGNAL` is always set.
+pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<usize> {
+    if fds.len() > SCM_MAX_FD {
+        return Err(Errno::EINVAL);
+    }
+    let iov = [IoSlice::new(data)];
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let payload = std::mem::size_of_val(raw.as_slice()) as u32;
+    let space = if raw.is_empty() {
+        0
+    } else {
+        // SAFETY: CMSG_SPACE is a pure computation.
+        unsafe { libc::CMSG_SPACE(payload) as usize }
+    };
+    // u64 storage keeps the buffer aligned for cmsghdr.
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: an all-zero msghdr is a valid empty message header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = 1;
+    if !raw.is_empty() {
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: msg_control points to `space` bytes, enough for one cmsghdr
+        // carrying `payload` bytes, so CMSG_FIRSTHDR is non-null and the header
+        // and data writes stay inside the buffer.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as usize;
+            std::ptr::copy_nonoverlapping(
+                raw.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(cmsg),
+                payload as usize,
+            );
+        }
+    }
+    // SAFETY: `msg` points to live iovec and control buffers that outlive the
+    // call; the fds are borrowed and stay open.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    Ok(n as usize)
+}
+
+/// `recvmsg(2)` with room for at least `max_fds` descriptors, received with
+/// `MSG_CMSG_CLOEXEC`. Every descriptor that arrived is returned as an
+/// [`OwnedFd`], also when control data was truncated, so that dropping the
+/// result closes them all.
+pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], max_fds: usize) -> Result<Received> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let payload = (max_fds.min(SCM_MAX_FD) * std::mem::size_of::<RawFd>()) as u32;
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(payload) as usize };
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: an all-zero msghdr is a valid empty message header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr().cast();
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: `msg` points to live, writable iovec and control buffers.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG_* macros
+    // walk only within msg_controllen, and each SCM_RIGHTS payload holds
+    // (cmsg_len - CMSG_LEN(0)) / 4 descriptors that are now ours.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg);
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    fds.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(Received {
+        len: n as usize,
+        fds,
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+        ctrunc: msg.msg_flags & libc::MSG_CTRUNC != 0,
+    })
+}
+
+/// `socketpair(AF_UNIX, ty | SOCK_CLOEXEC, 0)`.
+pub fn socketpair(ty: i32) -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors socketpair writes.
+    cvt(unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
+    // SAFETY: both descriptors are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `open(path, O_PATH | O_CLOEXEC)`: a descriptor that names a file without
+/// opening it (luo refuses these with `EBADF`, as the kernel's `fget` does).
+pub fn open_path(path: &std::path::Path) -> Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
+    let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) })?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `RLIMIT_NOFILE` as `(soft, hard)`.
+pub fn nofile_limit() -> Result<(u64, u64)> {
+    let mut r = MaybeUninit::<libc::rlimit>::uninit();
+    // SAFETY: `r` is writable memory of the size getrlimit writes.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, r.as_mut_ptr()) })?;
+    // SAFETY: getrlimit returned 0, so `r` is initialised.
+    let r = unsafe { r.assume_init() };
+    Ok((r.rlim_cur, r.rlim_max))
+}
+
+/// Raises the `RLIMIT_NOFILE` soft limit to the hard limit; returns the new
+/// `(soft, hard)`.
+pub fn raise_nofile_limit() -> Result<(u64, u64)> {
+    let (_, hard) = nofile_limit()?;
+    let r = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
+    // SAFETY: `r` is a valid rlimit read by setrlimit.
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) })?;
+    Ok((hard, hard))
+}
+
+/// Number of descriptors open in this process (entries of `/proc/self/fd`,
+/// less the one used to read it).
+pub fn open_fd_count() -> std::io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/fd")?
+        .count()
+        .saturating_sub(1))
+}
+
+/// What `/proc/self/fd/N` names, e.g. `anon_inode:[eventfd]` or
+/// `/memfd:data (deleted)`.
+pub fn fd_target(fd: BorrowedFd<'_>) -> std::io::Result<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// The path under which `fd` can be re-opened (a new open file description of
+/// the same inode): `/proc/self/fd/N`.
+pub fn reopen_path(fd: BorrowedFd<'_>) -> std::path::PathBuf {
+    format!("/proc/self/fd/{}", fd.as_raw_fd()).into()
+}
+
+impl fmt::Display for FileStat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dev {:#x} ino {}", self.dev, self.ino)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn kcmp_tells_dups_from_distinct_eventfds() {
+        let a = eventfd(0).unwrap();
+        let b = eventfd(0).unwrap();
+        let a2 = a.try_clone().unwrap();
+        assert_eq!(kcmp_file(a.as_fd(), a2.as_fd()).unwrap(), Ordering::Equal);
+        let ab = kcmp_file(a.as_fd(), b.as_fd()).unwrap();
+        assert_ne!(ab, Ordering::Equal);
+        assert_eq!(kcmp_file(b.as_fd(), a.as_fd()).unwrap(), ab.reverse());
+        // Distinct eventfds share the one anonymous inode.
+        assert_eq!(fstat(a.as_fd()).unwrap().ino, fstat(b.as_fd()).unwrap().ino);
+    }
+
+    #[test]
+    fn scm_rights_round_trip_and_ctrunc() {
+        let (s, r) = socketpair(libc::SOCK_SEQPACKET).unwrap();
+        let m = memfd_create("x", 0).unwrap();
+        let e = eventfd(0).unwrap();
+        send_with_fds(s.as_fd(), b"hi", &[m.as_fd(), e.as_fd()]).unwrap();
+        let mut buf = [0u8; 16];
+        let got = recv_with_fds(r.as_fd(), &mut buf, 4).unwrap();
+        assert_eq!((got.len, got.fds.len(), got.ctrunc), (2, 2, false));
+        assert_eq!(
+            fcntl_getfd(got.fds[0].as_fd()).unwrap() & libc::FD_CLOEXEC,
+            libc::FD_CLOEXEC
+        );
+        assert_eq!(
+            kcmp_file(m.as_fd(), got.fds[0].as_fd()).unwrap(),
+            Ordering::Equal
+        );
+        // Room for one fd (two after cmsg alignment), three sent: the kernel
+        // truncates, says so, and what did arrive is owned and closed on drop.
+        let before = open_fd_count().unwrap();
+        send_with_fds(s.as_fd(), b"hi", &[m.as_fd(), e.as_fd(), m.as_fd()]).unwrap();
+        let got = recv_with_fds(r.as_fd(), &mut buf, 1).unwrap();
+        assert!(got.ctrunc);
+        assert!(got.fds.len() < 3);
+        drop(got);
+        assert_eq!(open_fd_count().unwrap(), before);
+    }
+
+    #[test]
+    fn o_path_is_detected() {
+        let p = open_path(std::path::Path::new("/")).unwrap();
+        assert!(is_o_path(p.as_fd()).unwrap());
+        let m = memfd_create("x", 0).unwrap();
+        assert!(!is_o_path(m.as_fd()).unwrap());
+    }
+}
