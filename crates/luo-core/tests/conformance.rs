@@ -1,0 +1,953 @@
+//! Conformance: the cases of `kernel-luo.md` §2.10 that apply to the session
+//! and file model, plus the identity rules, lifecycles, rollbacks and FLB
+//! reference counting. Each test asserts what a user would notice: an errno,
+//! a byte that survived, a descriptor that was not leaked.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Mutex, MutexGuard};
+
+use luo_core::handler::{MemfdHandler, UserspaceHandler, UserspaceKind};
+use luo_core::testing::{Faults, FaultyHandler, Op, TestFlb};
+use luo_core::{
+    Errno, FileOrder, IndexMode, Limits, Luo, RetrieveStatus, SessionHandle, SessionState,
+};
+
+/// Tests count the process's open descriptors, so they run one at a time
+/// (nextest runs each in its own process anyway; this covers `cargo test`).
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn fds() -> usize {
+    luo_sys::open_fd_count().unwrap()
+}
+
+fn memfd(bytes: &[u8]) -> OwnedFd {
+    let fd = luo_sys::memfd_create("conformance", 0).unwrap();
+    let mut f = File::from(fd);
+    f.write_all(bytes).unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.into()
+}
+
+fn read_all(fd: BorrowedFd<'_>) -> Vec<u8> {
+    let mut f = File::from(fd.try_clone_to_owned().unwrap());
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).unwrap();
+    v
+}
+
+fn copy(fd: &OwnedFd) -> OwnedFd {
+    fd.try_clone().unwrap()
+}
+
+fn errno<T: std::fmt::Debug>(r: luo_core::Result<T>) -> Errno {
+    r.unwrap_err().errno
+}
+
+fn reopen(fd: &OwnedFd) -> OwnedFd {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(luo_sys::reopen_path(fd.as_fd()))
+        .unwrap()
+        .into()
+}
+
+fn luo() -> Luo {
+    Luo::with_default_handlers()
+}
+
+/// A model whose memfd and eventfd handlers fail and log through `faults`.
+fn faulty(faults: &Faults) -> Luo {
+    let mut l = Luo::new(Limits::default());
+    l.register_handler(Box::new(FaultyHandler::new(MemfdHandler, faults.clone())))
+        .unwrap();
+    l.register_handler(Box::new(FaultyHandler::new(
+        UserspaceHandler(UserspaceKind::Eventfd),
+        faults.clone(),
+    )))
+    .unwrap();
+    l
+}
+
+fn state(l: &Luo, name: &[u8]) -> Vec<SessionState> {
+    l.sessions()
+        .into_iter()
+        .filter(|s| s.name == name)
+        .map(|s| s.state)
+        .collect()
+}
+
+// ---- session names and lists ----------------------------------------------
+
+#[test]
+fn session_names_follow_the_kernel_rules() {
+    let _g = serial();
+    let mut l = luo();
+    assert_eq!(errno(l.create_session(0, b"")), Errno::EINVAL);
+    assert_eq!(errno(l.create_session(0, &[b'X'; 64])), Errno::EINVAL);
+    assert_eq!(errno(l.create_session(0, b"a\0b")), Errno::EINVAL);
+    let s = l.create_session(0, &[b'A'; 63]).unwrap();
+    assert_eq!(l.name(s).unwrap(), &[b'A'; 63]);
+    l.create_session(0, b"dup").unwrap();
+    assert_eq!(errno(l.create_session(0, b"dup")), Errno::EEXIST);
+    // Names are per owner: another uid may use the same name.
+    l.create_session(1000, b"dup").unwrap();
+}
+
+#[test]
+fn outgoing_name_may_equal_an_incoming_one() {
+    let _g = serial();
+    let mut l = luo();
+    let s = l.create_session(0, b"svc").unwrap();
+    l.handover(s).unwrap();
+    let s2 = l.create_session(0, b"svc").unwrap();
+    assert_eq!(
+        state(&l, b"svc"),
+        [SessionState::Incoming, SessionState::Open]
+    );
+    // But the new one cannot cross while the old one is unfinished.
+    assert_eq!(errno(l.handover(s2)), Errno::EEXIST);
+    assert_eq!(errno(l.update()), Errno::EEXIST);
+    let r = l.retrieve_session(0, b"svc").unwrap();
+    l.finish(r).unwrap();
+    l.handover(s2).unwrap();
+}
+
+#[test]
+fn enospc_for_sessions_comes_before_eexist() {
+    let _g = serial();
+    let mut l = Luo::new(Limits {
+        max_sessions: 2,
+        ..Limits::default()
+    });
+    l.create_session(0, b"a").unwrap();
+    l.create_session(0, b"b").unwrap();
+    // The kernel grows its block set before the duplicate check.
+    assert_eq!(errno(l.create_session(0, b"a")), Errno::ENOSPC);
+    assert_eq!(errno(l.create_session(0, b"c")), Errno::ENOSPC);
+    assert_eq!(errno(l.create_session(0, b"")), Errno::EINVAL);
+}
+
+// ---- preserve: errnos and their order --------------------------------------
+
+#[test]
+fn preserve_checks_run_in_the_kernels_order() {
+    let _g = serial();
+    let mut l = Luo::new(Limits {
+        max_files_per_session: 2,
+        ..Limits::default()
+    });
+    for h in luo_core::handler::default_handlers() {
+        l.register_handler(h).unwrap();
+    }
+    let s = l.create_session(0, b"s").unwrap();
+    let m = memfd(b"x");
+    l.preserve(s, copy(&m), 1).unwrap();
+    let opath = || luo_sys::open_path(std::path::Path::new("/")).unwrap();
+    // EEXIST (token) before EBADF (O_PATH) and EBUSY (same file).
+    assert_eq!(errno(l.preserve(s, opath(), 1)), Errno::EEXIST);
+    assert_eq!(errno(l.preserve(s, copy(&m), 1)), Errno::EEXIST);
+    // EBADF before ENOENT and EBUSY.
+    assert_eq!(errno(l.preserve(s, opath(), 2)), Errno::EBADF);
+    let null: OwnedFd = File::open("/dev/null").unwrap().into();
+    assert_eq!(errno(l.preserve(s, null, 2)), Errno::ENOENT);
+    assert_eq!(errno(l.preserve(s, copy(&m), 2)), Errno::EBUSY);
+    l.preserve(s, memfd(b"y"), 2).unwrap();
+    // ENOSPC before EBADF and EBUSY, after EEXIST.
+    assert_eq!(errno(l.preserve(s, opath(), 3)), Errno::ENOSPC);
+    assert_eq!(errno(l.preserve(s, copy(&m), 3)), Errno::ENOSPC);
+    assert_eq!(errno(l.preserve(s, opath(), 2)), Errno::EEXIST);
+    // The same token in another session is fine.
+    let s2 = l.create_session(0, b"s2").unwrap();
+    l.preserve(s2, memfd(b"z"), 1).unwrap();
+}
+
+#[test]
+fn no_handler_means_enoent() {
+    let _g = serial();
+    let mut l = luo();
+    let s = l.create_session(0, b"s").unwrap();
+    let null: OwnedFd = File::open("/dev/null").unwrap().into();
+    assert_eq!(errno(l.preserve(s, null, 1)), Errno::ENOENT);
+    let regular: OwnedFd = File::open("/proc/self/exe").unwrap().into();
+    assert_eq!(errno(l.preserve(s, regular, 2)), Errno::ENOENT);
+    // A linked file on tmpfs is shmem too, but not a memfd (nlink 1).
+    let p =
+        std::path::Path::new("/dev/shm").join(format!("luo-conformance-{}", std::process::id()));
+    if let Ok(f) = File::create(&p) {
+        let fd: OwnedFd = f.into();
+        let linked = luo_sys::fstat(fd.as_fd()).unwrap().nlink == 1;
+        let r = l.preserve(s, fd, 3);
+        std::fs::remove_file(&p).unwrap();
+        assert!(linked);
+        assert_eq!(errno(r), Errno::ENOENT);
+    }
+    assert!(l.index().is_empty());
+}
+
+#[test]
+fn hugetlb_memfd_has_no_handler() {
+    let _g = serial();
+    let mut l = luo();
+    let s = l.create_session(0, b"s").unwrap();
+    let h = luo_sys::memfd_create("huge", luo_sys::mfd::HUGETLB)
+        .expect("MFD_HUGETLB memfds can be created on this kernel");
+    assert_eq!(
+        luo_sys::fstatfs_type(h.as_fd()).unwrap(),
+        luo_sys::HUGETLBFS_MAGIC
+    );
+    assert_eq!(errno(l.preserve(s, h, 1)), Errno::ENOENT);
+    assert!(l.index().is_empty());
+}
+
+#[test]
+fn every_builtin_type_is_accepted_by_its_handler() {
+    let _g = serial();
+    let mut l = luo();
+    let s = l.create_session(0, b"s").unwrap();
+    let tcp: OwnedFd = std::net::TcpListener::bind("127.0.0.1:0").unwrap().into();
+    let udp: OwnedFd = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().into();
+    let (ua, _ub) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (pr, pw) = luo_sys::pipe().unwrap();
+    l.preserve(s, memfd(b"m"), 1).unwrap();
+    l.preserve(s, tcp, 2).unwrap();
+    l.preserve(s, udp, 3).unwrap();
+    l.preserve(s, ua.into(), 4).unwrap();
+    l.preserve(s, luo_sys::eventfd(0).unwrap(), 5).unwrap();
+    // Both ends of one pipe share an inode but are distinct open files.
+    l.preserve(s, pr, 6).unwrap();
+    l.preserve(s, pw, 7).unwrap();
+    let files = l.session(s).unwrap().files;
+    let kinds: Vec<(&str, bool)> = files
+        .iter()
+        .map(|f| (f.handler.as_str(), f.kexec_safe))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("memfd-v2", true),
+            ("luo-tcp-socket-v1", false),
+            ("luo-udp-socket-v1", false),
+            ("luo-unix-socket-v1", false),
+            ("luo-eventfd-v1", false),
+            ("luo-pipe-v1", false),
+            ("luo-pipe-v1", false),
+        ]
+    );
+}
+
+#[test]
+fn handlers_are_tried_in_registration_order() {
+    let _g = serial();
+    let (f1, f2) = (Faults::default(), Faults::default());
+    let mut l = Luo::new(Limits::default());
+    l.register_handler(Box::new(FaultyHandler::named(
+        MemfdHandler,
+        f1.clone(),
+        "first",
+    )))
+    .unwrap();
+    l.register_handler(Box::new(FaultyHandler::named(
+        MemfdHandler,
+        f2.clone(),
+        "second",
+    )))
+    .unwrap();
+    let s = l.create_session(0, b"s").unwrap();
+    l.preserve(s, memfd(b"a"), 1).unwrap();
+    assert_eq!(l.session(s).unwrap().files[0].handler, "first");
+    // When the first declines, the second gets the file.
+    f1.fail(Op::CanPreserve, Errno::EPERM);
+    l.preserve(s, memfd(b"b"), 2).unwrap();
+    assert_eq!(l.session(s).unwrap().files[1].handler, "second");
+    assert!(f2.log().contains(&(Op::Preserve, 2)));
+}
+
+#[test]
+fn handler_and_flb_registration_errors() {
+    let _g = serial();
+    let mut l = Luo::new(Limits::default());
+    let h = l.register_handler(Box::new(MemfdHandler)).unwrap();
+    assert_eq!(
+        errno(l.register_handler(Box::new(MemfdHandler))),
+        Errno::EEXIST
+    );
+    let long = "x".repeat(48);
+    let f = Faults::default();
+    assert_eq!(
+        errno(l.register_handler(Box::new(FaultyHandler::named(
+            MemfdHandler,
+            f.clone(),
+            &long
+        )))),
+        Errno::EINVAL
+    );
+    l.register_flb(Box::new(TestFlb::new(0, f.clone())), &[h])
+        .unwrap();
+    assert_eq!(
+        errno(l.register_flb(Box::new(TestFlb::new(0, f.clone())), &[h])),
+        Errno::EEXIST
+    );
+    assert_eq!(
+        errno(l.register_flb(
+            Box::new(TestFlb::new(1, f.clone())),
+            &[luo_core::HandlerId(9)]
+        )),
+        Errno::EINVAL
+    );
+    for n in 1..63 {
+        l.register_flb(Box::new(TestFlb::new(n, f.clone())), &[])
+            .unwrap();
+    }
+    assert_eq!(
+        errno(l.register_flb(Box::new(TestFlb::new(63, f)), &[])),
+        Errno::ENOSPC
+    );
+}
+
+// ---- the identity index -----------------------------------------------------
+
+#[test]
+fn distinct_eventfds_and_memfds_do_not_collide() {
+    let _g = serial();
+    let mut l = luo();
+    let s = l.create_session(0, b"s").unwrap();
+    let (e1, e2) = (luo_sys::eventfd(0).unwrap(), luo_sys::eventfd(0).unwrap());
+    // The shared anonymous inode: an inode flag would make these collide.
+    assert_eq!(
+        luo_sys::fstat(e1.as_fd()).unwrap().ino,
+        luo_sys::fstat(e2.as_fd()).unwrap().ino
+    );
+    l.preserve(s, e1, 1).unwrap();
+    l.preserve(s, e2, 2).unwrap();
+    l.preserve(s, memfd(b"1"), 3).unwrap();
+    l.preserve(s, memfd(b"2"), 4).unwrap();
+    assert_eq!(l.index().len(), 4);
+}
+
+#[test]
+fn the_same_file_again_is_ebusy_in_any_session() {
+    let _g = serial();
+    let mut l = luo();
+    let a = l.create_session(0, b"a").unwrap();
+    let b = l.create_session(1, b"b").unwrap();
+    let ev = luo_sys::eventfd(0).unwrap();
+    let m = memfd(b"data");
+    l.preserve(a, copy(&ev), 1).unwrap();
+    l.preserve(a, copy(&m), 2).unwrap();
+
+    // A copy received over SCM_RIGHTS is the same open file.
+    let (tx, rx) = luo_sys::socketpair(libc_seqpacket()).unwrap();
+    luo_sys::send_with_fds(tx.as_fd(), b"x", &[ev.as_fd(), m.as_fd()]).unwrap();
+    let mut buf = [0u8; 4];
+    let mut got = luo_sys::recv_with_fds(rx.as_fd(), &mut buf, 2).unwrap().fds;
+    let (ev_scm, m_scm) = (got.remove(0), got.remove(0));
+
+    for s in [a, b] {
+        // dup
+        assert_eq!(errno(l.preserve(s, copy(&ev), 10)), Errno::EBUSY);
+        assert_eq!(errno(l.preserve(s, copy(&m), 11)), Errno::EBUSY);
+        // SCM_RIGHTS copy
+        assert_eq!(errno(l.preserve(s, copy(&ev_scm), 12)), Errno::EBUSY);
+        assert_eq!(errno(l.preserve(s, copy(&m_scm), 13)), Errno::EBUSY);
+        // memfd re-opened through /proc/self/fd/N: a new open file, same inode.
+        let r = reopen(&m);
+        assert_ne!(
+            luo_sys::kcmp_file(r.as_fd(), m.as_fd()).unwrap(),
+            std::cmp::Ordering::Equal
+        );
+        assert_eq!(errno(l.preserve(s, r, 14)), Errno::EBUSY);
+    }
+    assert_eq!(l.index().len(), 2);
+    assert_eq!(l.session(b).unwrap().files.len(), 0);
+}
+
+fn libc_seqpacket() -> i32 {
+    luo_sys::sock::SOCK_SEQPACKET
+}
+
+#[test]
+fn after_abort_or_finish_the_same_file_can_be_preserved_again() {
+    let _g = serial();
+    let mut l = luo();
+    let ev = luo_sys::eventfd(0).unwrap();
+    let m = memfd(b"again");
+    let a = l.create_session(0, b"a").unwrap();
+    l.preserve(a, copy(&ev), 1).unwrap();
+    l.preserve(a, copy(&m), 2).unwrap();
+    l.close(a).unwrap(); // abort
+    assert!(l.index().is_empty());
+    let b = l.create_session(0, b"b").unwrap();
+    l.preserve(b, copy(&ev), 1).unwrap();
+    l.preserve(b, copy(&m), 2).unwrap();
+    l.handover(b).unwrap();
+    let r = l.retrieve_session(0, b"b").unwrap();
+    let ev2 = l.retrieve_fd(r, 1).unwrap();
+    // Retrieved but not finished: still managed.
+    let c = l.create_session(0, b"c").unwrap();
+    assert_eq!(errno(l.preserve(c, copy(&ev2), 1)), Errno::EBUSY);
+    assert_eq!(errno(l.preserve(c, copy(&m), 2)), Errno::EBUSY);
+    l.finish(r).unwrap();
+    assert!(l.index().is_empty());
+    l.preserve(c, ev2, 1).unwrap();
+    l.preserve(c, copy(&m), 2).unwrap();
+}
+
+/// An order that says kcmp is blocked, as under a seccomp filter.
+#[derive(Debug)]
+struct NoKcmp(Errno);
+
+impl FileOrder for NoKcmp {
+    fn compare(&self, _: BorrowedFd<'_>, _: BorrowedFd<'_>) -> Result<std::cmp::Ordering, Errno> {
+        Err(self.0)
+    }
+}
+
+#[test]
+fn without_kcmp_the_index_falls_back_to_inode_identity() {
+    let _g = serial();
+    for e in [Errno::ENOSYS, Errno::EPERM] {
+        let mut l = Luo::with_order(Limits::default(), Box::new(NoKcmp(e)));
+        for h in luo_core::handler::default_handlers() {
+            l.register_handler(h).unwrap();
+        }
+        assert_eq!(l.index().mode(), IndexMode::InodeFallback(e));
+        let s = l.create_session(0, b"s").unwrap();
+        let ev = luo_sys::eventfd(0).unwrap();
+        l.preserve(s, copy(&ev), 1).unwrap();
+        // Conservative: a dup is still caught, and so is any other eventfd.
+        assert_eq!(errno(l.preserve(s, copy(&ev), 2)), Errno::EBUSY);
+        assert_eq!(
+            errno(l.preserve(s, luo_sys::eventfd(0).unwrap(), 3)),
+            Errno::EBUSY
+        );
+        // Distinct inodes are unaffected.
+        l.preserve(s, memfd(b"1"), 4).unwrap();
+        l.preserve(s, memfd(b"2"), 5).unwrap();
+        l.close(s).unwrap();
+        assert!(l.index().is_empty());
+    }
+    assert_eq!(luo().index().mode(), IndexMode::Kcmp);
+}
+
+#[test]
+fn thousands_of_eventfds_share_one_bucket_and_stay_distinct() {
+    let _g = serial();
+    let _ = luo_sys::raise_nofile_limit();
+    let n = 4_000;
+    let mut l = luo();
+    let s = l.create_session(0, b"many").unwrap();
+    let first = luo_sys::eventfd(0).unwrap();
+    let st = luo_sys::fstat(first.as_fd()).unwrap();
+    l.preserve(s, copy(&first), 0).unwrap();
+    for t in 1..n {
+        l.preserve(s, luo_sys::eventfd(0).unwrap(), t).unwrap();
+    }
+    assert_eq!(l.index().bucket_len(st.dev, st.ino), n as usize);
+    assert_eq!(errno(l.preserve(s, first, n)), Errno::EBUSY);
+    let before = fds();
+    l.close(s).unwrap();
+    assert_eq!(fds(), before - n as usize);
+    assert!(l.index().is_empty());
+}
+
+// ---- lifecycles -------------------------------------------------------------
+
+#[test]
+fn abort_unpreserves_in_reverse_and_leaves_files_usable() {
+    let _g = serial();
+    let f = Faults::default();
+    let mut l = faulty(&f);
+    let base = fds();
+    let s = l.create_session(0, b"s").unwrap();
+    let m = memfd(b"hello liveupdate");
+    l.preserve(s, copy(&m), 0x1234).unwrap();
+    l.preserve(s, memfd(b"b"), 2).unwrap();
+    l.preserve(s, luo_sys::eventfd(0).unwrap(), 3).unwrap();
+    assert_eq!(fds(), base + 4);
+    let d = l.dup(s).unwrap();
+    l.close(s).unwrap();
+    assert_eq!(state(&l, b"s"), [SessionState::Open]); // a copy remains
+    f.take_log();
+    l.close(d).unwrap();
+    let unpreserved: Vec<u64> = f
+        .log()
+        .into_iter()
+        .filter(|(o, _)| *o == Op::Unpreserve)
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(unpreserved, [3, 2, 0x1234]);
+    assert!(l.sessions().is_empty());
+    assert!(l.index().is_empty());
+    assert_eq!(fds(), base + 1);
+    assert_eq!(read_all(m.as_fd()), b"hello liveupdate");
+}
+
+#[test]
+fn bytes_survive_handover_and_retrieve_in_any_order() {
+    let _g = serial();
+    let mut l = luo();
+    let s = l.create_session(0, b"state").unwrap();
+    let big: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 31 % 251) as u8).collect();
+    l.preserve(s, memfd(&big), 0xAAAA).unwrap();
+    l.preserve(s, memfd(b"second"), 0xBBBB).unwrap();
+    l.handover(s).unwrap();
+    assert_eq!(errno(l.name(s)), Errno::ESTALE);
+    assert_eq!(errno(l.preserve(s, memfd(b"late"), 9)), Errno::ESTALE);
+    let r = l.retrieve_session(0, b"state").unwrap();
+    assert_eq!(l.name(r).unwrap(), b"state");
+    let b = l.retrieve_fd(r, 0xBBBB).unwrap();
+    let a = l.retrieve_fd(r, 0xAAAA).unwrap();
+    assert_eq!(read_all(a.as_fd()), big);
+    assert_eq!(read_all(b.as_fd()), b"second");
+    // Retrieve twice: the same open file description.
+    let a2 = l.retrieve_fd(r, 0xAAAA).unwrap();
+    assert_eq!(
+        luo_sys::kcmp_file(a.as_fd(), a2.as_fd()).unwrap(),
+        std::cmp::Ordering::Equal
+    );
+    assert_eq!(
+        luo_sys::fcntl_getfd(a2.as_fd()).unwrap() & 1,
+        1,
+        "FD_CLOEXEC"
+    );
+    assert_eq!(errno(l.retrieve_fd(r, 0xCCCC)), Errno::ENOENT);
+    l.finish(r).unwrap();
+    assert_eq!(errno(l.retrieve_fd(r, 0xAAAA)), Errno::ENOENT);
+    l.close(r).unwrap();
+    assert_eq!(errno(l.retrieve_session(0, b"state")), Errno::ENOENT);
+    // The caller's descriptors outlive luo's custody.
+    assert_eq!(read_all(a.as_fd()), big);
+}
+
+#[test]
+fn wrong_session_kind_is_einval() {
+    let _g = serial();
+    let mut l = luo();
+    let out = l.create_session(0, b"out").unwrap();
+    assert_eq!(errno(l.retrieve_fd(out, 1)), Errno::EINVAL);
+    assert_eq!(errno(l.finish(out)), Errno::EINVAL);
+    let x = l.create_session(0, b"in").unwrap();
+    l.handover(x).unwrap();
+    let inc = l.retrieve_session(0, b"in").unwrap();
+    assert_eq!(errno(l.preserve(inc, memfd(b"x"), 1)), Errno::EINVAL);
+    assert_eq!(errno(l.handover(inc)), Errno::EINVAL);
+    assert_eq!(errno(l.close(SessionHandle(999_999))), Errno::EBADF);
+    assert_eq!(errno(l.name(SessionHandle(999_999))), Errno::EBADF);
+}
+
+#[test]
+fn retrieve_session_unknown_twice_and_after_close() {
+    let _g = serial();
+    let mut l = luo();
+    assert_eq!(errno(l.retrieve_session(0, b"nope")), Errno::ENOENT);
+    let s = l.create_session(0, b"s").unwrap();
+    let m = memfd(b"kept");
+    l.preserve(s, copy(&m), 1).unwrap();
+    l.preserve(s, memfd(b"never retrieved"), 2).unwrap();
+    // Outgoing sessions cannot be retrieved.
+    assert_eq!(errno(l.retrieve_session(0, b"s")), Errno::ENOENT);
+    l.handover(s).unwrap();
+    // Another owner sees nothing under that name.
+    assert_eq!(errno(l.retrieve_session(1000, b"s")), Errno::ENOENT);
+    let r = l.retrieve_session(0, b"s").unwrap();
+    assert_eq!(errno(l.retrieve_session(0, b"s")), Errno::EINVAL);
+    let _one = l.retrieve_fd(r, 1).unwrap();
+    // The holder goes away before finish: nothing is lost (a deviation: the
+    // kernel would finish implicitly and discard token 2).
+    l.close(r).unwrap();
+    assert_eq!(state(&l, b"s"), [SessionState::Incoming]);
+    assert_eq!(l.index().len(), 2);
+    let r = l.retrieve_session(0, b"s").unwrap();
+    let two = l.retrieve_fd(r, 2).unwrap();
+    assert_eq!(read_all(two.as_fd()), b"never retrieved");
+    l.finish(r).unwrap();
+    // Finished but still held: a second retrieve is EINVAL, as in the kernel.
+    assert_eq!(errno(l.retrieve_session(0, b"s")), Errno::EINVAL);
+    l.close(r).unwrap();
+    assert_eq!(errno(l.retrieve_session(0, b"s")), Errno::ENOENT);
+}
+
+#[test]
+fn finish_before_all_retrieved_discards_the_rest_and_frees_custody() {
+    let _g = serial();
+    let f = Faults::default();
+    let mut l = faulty(&f);
+    let base = fds();
+    let s = l.create_session(0, b"s").unwrap();
+    for t in 0..4 {
+        l.preserve(s, memfd(format!("file {t}").as_bytes()), t)
+            .unwrap();
+    }
+    l.handover(s).unwrap();
+    let r = l.retrieve_session(0, b"s").unwrap();
+    let kept = l.retrieve_fd(r, 2).unwrap();
+    assert_eq!(fds(), base + 5);
+    f.take_log();
+    l.finish(r).unwrap();
+    let finished: Vec<(Op, u64)> = f
+        .log()
+        .into_iter()
+        .filter(|(o, _)| *o == Op::Finish)
+        .collect();
+    assert_eq!(
+        finished,
+        [
+            (Op::Finish, 3),
+            (Op::Finish, 2),
+            (Op::Finish, 1),
+            (Op::Finish, 0)
+        ]
+    );
+    assert_eq!(fds(), base + 1, "only the caller's retrieved fd remains");
+    assert_eq!(read_all(kept.as_fd()), b"file 2");
+    assert_eq!(errno(l.retrieve_fd(r, 0)), Errno::ENOENT);
+    // FINISH twice is a no-op.
+    f.take_log();
+    l.finish(r).unwrap();
+    assert!(f.log().is_empty());
+    assert_eq!(state(&l, b"s"), [SessionState::Finished]);
+    l.close(r).unwrap();
+    assert!(l.sessions().is_empty());
+    // An empty session can be handed over and finished too.
+    let e = l.create_session(0, b"empty").unwrap();
+    l.handover(e).unwrap();
+    let r = l.retrieve_session(0, b"empty").unwrap();
+    l.finish(r).unwrap();
+}
+
+#[test]
+fn failed_retrieve_is_sticky() {
+    let _g = serial();
+    let f = Faults::default();
+    let mut l = faulty(&f);
+    let s = l.create_session(0, b"s").unwrap();
+    l.preserve(s, memfd(b"lost"), 1).unwrap();
+    l.preserve(s, memfd(b"fine"), 2).unwrap();
+    l.handover(s).unwrap();
+    let r = l.retrieve_session(0, b"s").unwrap();
+    f.fail_token(Op::Retrieve, 1, Errno::EIO);
+    let base = fds();
+    assert_eq!(errno(l.retrieve_fd(r, 1)), Errno::EIO);
+    f.clear_all();
+    f.take_log();
+    assert_eq!(errno(l.retrieve_fd(r, 1)), Errno::EIO);
+    assert!(f.log().is_empty(), "the handler is not called again");
+    assert_eq!(fds(), base);
+    let ok = l.retrieve_fd(r, 2).unwrap();
+    assert_eq!(read_all(ok.as_fd()), b"fine");
+    let st = l.session(r).unwrap().files;
+    assert_eq!(st[0].retrieve, RetrieveStatus::Failed(Errno::EIO));
+    assert_eq!(st[1].retrieve, RetrieveStatus::Retrieved);
+}
+
+#[test]
+fn can_finish_false_refuses_with_ebusy_and_changes_nothing() {
+    let _g = serial();
+    let f = Faults::default();
+    let mut l = faulty(&f);
+    let s = l.create_session(0, b"s").unwrap();
+    l.preserve(s, memfd(b"a"), 1).unwrap();
+    l.preserve(s, memfd(b"b"), 2).unwrap();
+    l.handover(s).unwrap();
+    let r = l.retrieve_session(0, b"s").unwrap();
+    f.fail_token(Op::CanFinish, 2, Errno::EBUSY);
+    f.take_log();
+    assert_eq!(errno(l.finish(r)), Errno::EBUSY);
+    assert!(!f.log().iter().any(|(o, _)| *o == Op::Finish));
+    assert_eq!(state(&l, b"s"), [SessionState::Retrieved]);
+    assert_eq!(l.session(r).unwrap().files.len(), 2);
+    let a = l.retrieve_fd(r, 1).unwrap();
+    assert_eq!(read_all(a.as_fd()), b"a");
+    f.clear_all();
+    l.finish(r).unwrap();
+    assert!(l.index().is_empty());
+}
+
+// ---- updates, freeze and rollback ------------------------------------------
+
+#[test]
+fn a_freeze_failure_rolls_back_the_whole_update() {
+    let _g = serial();
+    let f = Faults::default();
+    let mut l = faulty(&f);
+    let names: [&[u8]; 3] = [b"s1", b"s2", b"s3"];
+    let mut hs = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let h = l.create_session(0, n).unwrap();
+        for t in 0..2 {
+            l.preserve(h, memfd(b"x"), (i as u64) * 10 + t).unwrap();
+        }
+        hs.push(h);
+    }
+    // Session s2's second file (token 11) refuses to freeze.
+    f.fail_token(Op::Freeze, 11, Errno::EAGAIN);
+    f.take_log();
+    let before = l.sessions();
+    assert_eq!(errno(l.update()), Errno::EAGAIN);
+    let log: Vec<(Op, u64)> = f
+        .log()
+        .into_iter()
+        .filter(|(o, _)| matches!(o, Op::Freeze | Op::Unfreeze))
+        .collect();
+    assert_eq!(
+        log,
+        [
+            (Op::Freeze, 0),
+            (Op::Freeze, 1),
+            (Op::Freeze, 10),
+            (Op::Freeze, 11),
+            (Op::Unfreeze, 10),
+            (Op::Unfreeze, 1),
+            (Op::Unfreeze, 0),
+        ]
+    );
+    assert_eq!(l.sessions(), before);
+    assert_eq!(l.epoch(), 1);
+    for h in &hs {
+        l.name(*h).unwrap(); // handles still live
+    }
+    // The same for a per-session handover.
+    f.take_log();
+    assert_eq!(errno(l.handover(hs[1])), Errno::EAGAIN);
+    assert_eq!(
+        f.take_log()
+            .iter()
+            .filter(|(o, _)| *o == Op::Unfreeze)
+            .count(),
+        1
+    );
+    assert_eq!(l.sessions(), before);
+    f.clear_all();
+    assert_eq!(l.update().unwrap(), 2);
+    assert!(l
+        .sessions()
+        .iter()
+        .all(|s| s.state == SessionState::Incoming));
+    for h in hs {
+        assert_eq!(errno(l.name(h)), Errno::ESTALE);
+        l.close(h).unwrap(); // closing a stale handle aborts nothing
+    }
+    assert_eq!(l.index().len(), 6);
+}
+
+#[test]
+fn update_carries_unfinished_incoming_sessions_and_drops_finished_ones() {
+    let _g = serial();
+    let mut l = luo();
+    let a = l.create_session(0, b"a").unwrap();
+    l.preserve(a, memfd(b"A"), 1).unwrap();
+    let b = l.create_session(0, b"b").unwrap();
+    l.preserve(b, memfd(b"B"), 1).unwrap();
+    let c = l.create_session(0, b"c").unwrap();
+    l.handover(a).unwrap();
+    l.handover(b).unwrap();
+    let ra = l.retrieve_session(0, b"a").unwrap(); // held through the update
+    let rb = l.retrieve_session(0, b"b").unwrap();
+    l.finish(rb).unwrap();
+    assert_eq!(l.update().unwrap(), 2);
+    assert_eq!(errno(l.name(ra)), Errno::ESTALE);
+    let names: Vec<(Vec<u8>, SessionState)> = l
+        .sessions()
+        .into_iter()
+        .map(|s| (s.name, s.state))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (b"a".to_vec(), SessionState::Incoming),
+            (b"c".to_vec(), SessionState::Incoming),
+        ]
+    );
+    let ra = l.retrieve_session(0, b"a").unwrap();
+    let fa = l.retrieve_fd(ra, 1).unwrap();
+    assert_eq!(read_all(fa.as_fd()), b"A");
+    let _ = c;
+}
+
+// ---- FLB --------------------------------------------------------------------
+
+fn flb_events(f: &Faults) -> Vec<Op> {
+    f.log()
+        .into_iter()
+        .map(|(o, _)| o)
+        .filter(|o| {
+            matches!(
+                o,
+                Op::FlbPreserve | Op::FlbUnpreserve | Op::FlbRetrieve | Op::FlbFinish
+            )
+        })
+        .collect()
+}
+
+fn flb_luo(f: &Faults) -> (Luo, luo_core::FlbId) {
+    let mut l = Luo::new(Limits::default());
+    let h = l.register_handler(Box::new(MemfdHandler)).unwrap();
+    l.register_handler(Box::new(UserspaceHandler(UserspaceKind::Eventfd)))
+        .unwrap();
+    let id = l
+        .register_flb(Box::new(TestFlb::new(0, f.clone())), &[h])
+        .unwrap();
+    (l, id)
+}
+
+#[test]
+fn flb_is_preserved_once_and_unpreserved_with_the_last_file() {
+    let _g = serial();
+    let f = Faults::default();
+    let (mut l, id) = flb_luo(&f);
+    assert_eq!(errno(l.flb_outgoing(id)), Errno::ENOENT);
+    let a = l.create_session(0, b"a").unwrap();
+    let b = l.create_session(0, b"b").unwrap();
+    l.preserve(a, memfd(b"1"), 1).unwrap();
+    l.preserve(b, memfd(b"2"), 1).unwrap();
+    l.preserve(b, luo_sys::eventfd(0).unwrap(), 2).unwrap(); // not linked
+    assert_eq!(flb_events(&f), [Op::FlbPreserve]);
+    assert_eq!(l.flb_outgoing(id).unwrap(), 0xFEED_F00D_CAFE_BEE0);
+    assert_eq!(l.flb_status()[0].outgoing_refs, 2);
+    l.close(a).unwrap();
+    assert_eq!(flb_events(&f), [Op::FlbPreserve]);
+    l.close(b).unwrap();
+    assert_eq!(flb_events(&f), [Op::FlbPreserve, Op::FlbUnpreserve]);
+    assert_eq!(l.flb_status()[0].outgoing_refs, 0);
+}
+
+#[test]
+fn flb_finishes_with_the_last_file_even_if_nobody_asked_for_it() {
+    let _g = serial();
+    let f = Faults::default();
+    let (mut l, id) = flb_luo(&f);
+    let a = l.create_session(0, b"a").unwrap();
+    l.preserve(a, memfd(b"1"), 1).unwrap();
+    l.preserve(a, memfd(b"2"), 2).unwrap();
+    let b = l.create_session(0, b"b").unwrap();
+    l.preserve(b, memfd(b"3"), 1).unwrap();
+    assert_eq!(errno(l.flb_incoming(id)), Errno::ENODATA);
+    l.update().unwrap();
+    // The incoming count is set when the epoch begins.
+    assert_eq!(l.flb_status()[0].incoming_refs, [3]);
+    assert_eq!(l.flb_status()[0].outgoing_refs, 0);
+    let ra = l.retrieve_session(0, b"a").unwrap();
+    l.finish(ra).unwrap();
+    assert_eq!(flb_events(&f), [Op::FlbPreserve]);
+    let rb = l.retrieve_session(0, b"b").unwrap();
+    l.finish(rb).unwrap();
+    // Never asked for: retrieved on the way to finish, then finished.
+    assert_eq!(
+        flb_events(&f),
+        [Op::FlbPreserve, Op::FlbRetrieve, Op::FlbFinish]
+    );
+    assert!(f.log().contains(&(Op::FlbFinish, 0xFEED_F00D_CAFE_BEE1)));
+    assert_eq!(errno(l.flb_incoming(id)), Errno::ENODATA);
+}
+
+#[test]
+fn flb_retrieve_is_sticky_and_retrievable_in_the_next_epoch() {
+    let _g = serial();
+    let f = Faults::default();
+    let (mut l, id) = flb_luo(&f);
+    let a = l.create_session(0, b"a").unwrap();
+    l.preserve(a, memfd(b"1"), 1).unwrap();
+    l.update().unwrap();
+    f.fail(Op::FlbRetrieve, Errno::EIO);
+    assert_eq!(errno(l.flb_incoming(id)), Errno::EIO);
+    f.clear_all();
+    assert_eq!(errno(l.flb_incoming(id)), Errno::EIO);
+    let r = l.retrieve_session(0, b"a").unwrap();
+    l.finish(r).unwrap();
+    // Retrieve failed: finish is not called on an object that never existed.
+    assert_eq!(flb_events(&f), [Op::FlbPreserve, Op::FlbRetrieve]);
+
+    let f = Faults::default();
+    let (mut l, id) = flb_luo(&f);
+    let a = l.create_session(0, b"a").unwrap();
+    l.preserve(a, memfd(b"1"), 1).unwrap();
+    l.update().unwrap();
+    assert_eq!(l.flb_incoming(id).unwrap(), 0xFEED_F00D_CAFE_BEE1);
+    assert_eq!(l.flb_incoming(id).unwrap(), 0xFEED_F00D_CAFE_BEE1);
+    assert_eq!(flb_events(&f), [Op::FlbPreserve, Op::FlbRetrieve]);
+}
+
+#[test]
+fn a_failed_flb_preserve_leaves_nothing_behind() {
+    let _g = serial();
+    let f = Faults::default();
+    let mut l = Luo::new(Limits::default());
+    let h = l
+        .register_handler(Box::new(FaultyHandler::new(MemfdHandler, f.clone())))
+        .unwrap();
+    l.register_flb(Box::new(TestFlb::new(0, f.clone())), &[h])
+        .unwrap();
+    l.register_flb(Box::new(TestFlb::new(1, f.clone())), &[h])
+        .unwrap();
+    let s = l.create_session(0, b"s").unwrap();
+    let base = fds();
+    // The second FLB fails: the first is put back (unpreserved at 1→0).
+    f.fail_token(Op::FlbPreserve, 0xFEED_F00D_CAFE_BEE1, Errno::ENOMEM);
+    let m = memfd(b"m");
+    assert_eq!(errno(l.preserve(s, copy(&m), 1)), Errno::ENOMEM);
+    assert_eq!(
+        flb_events(&f),
+        [Op::FlbPreserve, Op::FlbPreserve, Op::FlbUnpreserve]
+    );
+    assert!(l.index().is_empty());
+    assert!(l.flb_status().iter().all(|s| s.outgoing_refs == 0));
+    assert_eq!(fds(), base + 1);
+    // The handler's preserve fails: both FLBs are put back, in reverse.
+    f.clear_all();
+    f.fail(Op::Preserve, Errno::EFBIG);
+    f.take_log();
+    assert_eq!(errno(l.preserve(s, copy(&m), 1)), Errno::EFBIG);
+    let log: Vec<(Op, u64)> = f
+        .log()
+        .into_iter()
+        .filter(|(o, _)| matches!(o, Op::FlbPreserve | Op::FlbUnpreserve))
+        .collect();
+    assert_eq!(
+        log,
+        [
+            (Op::FlbPreserve, 0xFEED_F00D_CAFE_BEE0),
+            (Op::FlbPreserve, 0xFEED_F00D_CAFE_BEE1),
+            (Op::FlbUnpreserve, 0xFEED_F00D_CAFE_BEE1),
+            (Op::FlbUnpreserve, 0xFEED_F00D_CAFE_BEE0),
+        ]
+    );
+    assert!(l.index().is_empty());
+    assert_eq!(fds(), base + 1);
+    f.clear_all();
+    l.preserve(s, m, 1).unwrap();
+}
+
+#[test]
+fn partial_handover_splits_the_flb_lifecycle() {
+    let _g = serial();
+    let f = Faults::default();
+    let (mut l, id) = flb_luo(&f);
+    let a = l.create_session(0, b"a").unwrap();
+    let b = l.create_session(0, b"b").unwrap();
+    l.preserve(a, memfd(b"1"), 1).unwrap();
+    l.preserve(b, memfd(b"2"), 1).unwrap();
+    l.handover(a).unwrap();
+    let st = &l.flb_status()[0];
+    assert_eq!((st.outgoing_refs, st.incoming_refs.clone()), (1, vec![1]));
+    // Both sides work on the same data.
+    assert_eq!(l.flb_outgoing(id).unwrap(), 0xFEED_F00D_CAFE_BEE0);
+    assert_eq!(l.flb_incoming(id).unwrap(), 0xFEED_F00D_CAFE_BEE1);
+    // The rest crosses later and joins the same incoming lifecycle.
+    l.handover(b).unwrap();
+    assert_eq!(l.flb_status()[0].incoming_refs, [2]);
+    for n in [b"a", b"b"] {
+        let r = l.retrieve_session(0, n).unwrap();
+        l.finish(r).unwrap();
+    }
+    assert_eq!(
+        flb_events(&f),
+        [Op::FlbPreserve, Op::FlbRetrieve, Op::FlbFinish]
+    );
+}
