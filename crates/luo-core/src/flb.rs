@@ -9,9 +9,11 @@
 //! finished when its last dependent file is finished.
 //!
 //! When only some of an outgoing lifecycle's files cross (a per-session
-//! handover), the lifecycle splits: the files that crossed hold an incoming
-//! lifecycle with the same data, the others keep the outgoing one. Both get
-//! their callbacks exactly once.
+//! handover), the lifecycle is shared: the files that crossed hold incoming
+//! references, the others outgoing ones, and new preserves still join it. It
+//! ends exactly once, when its last reference of either kind is gone: with
+//! `finish` (after `retrieve`, if nobody asked for the object) when any of its
+//! files crossed, with `unpreserve` when none did.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,27 +37,25 @@ pub trait Flb: fmt::Debug + Send {
 /// Generation number of one FLB lifecycle.
 pub(crate) type Gen = u64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Outgoing,
-    /// `obj` is `None` until retrieved, then the (sticky) result.
-    Incoming {
-        obj: Option<Result<u64, Errno>>,
-        origin: Gen,
-    },
-}
-
+/// One preserve of an FLB, from `preserve` until its single teardown.
 #[derive(Debug)]
 struct Lifecycle {
     data: u64,
-    refs: usize,
-    phase: Phase,
+    /// References held by outgoing files.
+    out: usize,
+    /// References held by files that crossed to the incoming side.
+    inc: usize,
+    /// Whether any file crossed: the teardown is then `finish`, not `unpreserve`.
+    crossed: bool,
+    /// `None` until retrieved, then the (sticky) result.
+    obj: Option<Result<u64, Errno>>,
 }
 
 /// One registered FLB and its lifecycles.
 #[derive(Debug)]
 pub(crate) struct FlbSlot {
     pub(crate) flb: Box<dyn Flb>,
+    /// The lifecycle that new preserves join.
     outgoing: Option<Gen>,
     lifecycles: BTreeMap<Gen, Lifecycle>,
     next_gen: Gen,
@@ -68,7 +68,8 @@ pub struct FlbStatus {
     pub compatible: String,
     /// References held by outgoing files (0: not preserved).
     pub outgoing_refs: usize,
-    /// References held by incoming files, per live incoming lifecycle.
+    /// References held by incoming files, per lifecycle that has any, oldest
+    /// first.
     pub incoming_refs: Vec<usize>,
 }
 
@@ -82,125 +83,95 @@ impl FlbSlot {
         }
     }
 
-    fn new_gen(&mut self) -> Gen {
-        let g = self.next_gen;
-        self.next_gen += 1;
-        g
+    fn lc(&mut self, g: Gen) -> &mut Lifecycle {
+        self.lifecycles.get_mut(&g).expect("live FLB lifecycle")
     }
 
-    /// Takes an outgoing reference for a file being preserved.
+    /// Takes an outgoing reference for a file being preserved; preserves the
+    /// FLB on 0→1.
     pub(crate) fn get_outgoing(&mut self) -> Result<Gen, Errno> {
         if let Some(g) = self.outgoing {
-            self.lifecycles
-                .get_mut(&g)
-                .expect("outgoing lifecycle")
-                .refs += 1;
+            self.lc(g).out += 1;
             return Ok(g);
         }
         let data = self.flb.preserve()?;
-        let g = self.new_gen();
+        let g = self.next_gen;
+        self.next_gen += 1;
         self.lifecycles.insert(
             g,
             Lifecycle {
                 data,
-                refs: 1,
-                phase: Phase::Outgoing,
+                out: 1,
+                inc: 0,
+                crossed: false,
+                obj: None,
             },
         );
         self.outgoing = Some(g);
         Ok(g)
     }
 
-    /// Drops an outgoing reference (file unpreserved); unpreserves at zero.
+    /// Drops an outgoing reference (file unpreserved).
     pub(crate) fn put_outgoing(&mut self, g: Gen) {
-        let l = self.lifecycles.get_mut(&g).expect("outgoing lifecycle");
-        debug_assert_eq!(l.phase, Phase::Outgoing);
-        l.refs -= 1;
-        if l.refs == 0 {
-            let data = l.data;
-            self.lifecycles.remove(&g);
+        let l = self.lc(g);
+        l.out -= 1;
+        if l.out == 0 && self.outgoing == Some(g) {
+            // No outgoing file holds it: the next preserve starts a new one.
             self.outgoing = None;
+        }
+        self.end_if_unused(g);
+    }
+
+    /// Moves `n` outgoing references of lifecycle `g` to the incoming side.
+    pub(crate) fn cross(&mut self, g: Gen, n: usize) {
+        let l = self.lc(g);
+        l.out -= n;
+        l.inc += n;
+        l.crossed = true;
+        if l.out == 0 && self.outgoing == Some(g) {
+            // Everything crossed: the next preserve starts a new lifecycle.
+            self.outgoing = None;
+        }
+    }
+
+    /// Drops an incoming reference (file finished).
+    pub(crate) fn put_incoming(&mut self, g: Gen) {
+        self.lc(g).inc -= 1;
+        self.end_if_unused(g);
+    }
+
+    fn retrieve_gen(&mut self, g: Gen) -> Result<u64, Errno> {
+        let l = self.lifecycles.get_mut(&g).expect("live FLB lifecycle");
+        *l.obj.get_or_insert_with(|| self.flb.retrieve(l.data))
+    }
+
+    /// The single teardown, once no file references `g`.
+    fn end_if_unused(&mut self, g: Gen) {
+        let l = &self.lifecycles[&g];
+        if l.out + l.inc > 0 {
+            return;
+        }
+        let (data, crossed) = (l.data, l.crossed);
+        if crossed {
+            let r = self.retrieve_gen(g);
+            self.lifecycles.remove(&g);
+            // A failed retrieve left no object to finish.
+            if let Ok(obj) = r {
+                self.flb.finish(obj);
+            }
+        } else {
+            self.lifecycles.remove(&g);
             self.flb.unpreserve(data);
         }
     }
 
-    /// Moves `n` references of outgoing lifecycle `g` to the incoming side;
-    /// returns the incoming lifecycle they now hold.
-    pub(crate) fn cross(&mut self, g: Gen, n: usize) -> Gen {
-        let l = self.lifecycles.get(&g).expect("lifecycle");
-        if l.phase != Phase::Outgoing {
-            return g; // already incoming: carried to the next epoch as it is
-        }
-        let data = l.data;
-        // Files from the same outgoing lifecycle that crossed earlier join it.
-        let joined = self.lifecycles.iter().find_map(|(k, v)| match v.phase {
-            Phase::Incoming { origin, .. } if origin == g => Some(*k),
-            _ => None,
-        });
-        let all = l.refs == n;
-        let target = match (joined, all) {
-            (Some(k), _) => {
-                self.lifecycles.get_mut(&k).expect("joined").refs += n;
-                k
-            }
-            (None, true) => {
-                let l = self.lifecycles.get_mut(&g).expect("lifecycle");
-                l.phase = Phase::Incoming {
-                    obj: None,
-                    origin: g,
-                };
-                self.outgoing = None;
-                return g;
-            }
-            (None, false) => {
-                let k = self.new_gen();
-                self.lifecycles.insert(
-                    k,
-                    Lifecycle {
-                        data,
-                        refs: n,
-                        phase: Phase::Incoming {
-                            obj: None,
-                            origin: g,
-                        },
-                    },
-                );
-                k
-            }
-        };
-        let l = self.lifecycles.get_mut(&g).expect("lifecycle");
-        l.refs -= n;
-        if l.refs == 0 {
-            // Everything crossed: the outgoing lifecycle ends without
-            // unpreserve, because its data now lives on the incoming side.
-            self.lifecycles.remove(&g);
-            self.outgoing = None;
-        }
-        target
-    }
-
-    fn retrieve_gen(&mut self, g: Gen) -> Result<u64, Errno> {
-        let l = self.lifecycles.get_mut(&g).expect("incoming lifecycle");
-        let Phase::Incoming { obj, .. } = &mut l.phase else {
-            return Err(Errno::ENODATA);
-        };
-        match obj {
-            Some(r) => *r,
-            None => {
-                let r = self.flb.retrieve(l.data);
-                *obj = Some(r);
-                r
-            }
-        }
-    }
-
     /// The incoming object (retrieving it on first use); `ENODATA` when no
-    /// incoming lifecycle is live. With several, the oldest is used.
+    /// lifecycle has incoming references. With several, the oldest is used.
     pub(crate) fn get_incoming(&mut self) -> Result<u64, Errno> {
         let g = self
             .lifecycles
             .iter()
-            .find(|(_, l)| matches!(l.phase, Phase::Incoming { .. }))
+            .find(|(_, l)| l.inc > 0)
             .map(|(g, _)| *g)
             .ok_or(Errno::ENODATA)?;
         self.retrieve_gen(g)
@@ -213,35 +184,15 @@ impl FlbSlot {
             .ok_or(Errno::ENOENT)
     }
 
-    /// Drops an incoming reference (file finished); at zero retrieves if
-    /// needed and finishes.
-    pub(crate) fn put_incoming(&mut self, g: Gen) {
-        let l = self.lifecycles.get_mut(&g).expect("incoming lifecycle");
-        l.refs -= 1;
-        if l.refs == 0 {
-            let r = self.retrieve_gen(g);
-            self.lifecycles.remove(&g);
-            if let Ok(obj) = r {
-                self.flb.finish(obj);
-            }
-        }
-    }
-
-    pub(crate) fn is_outgoing(&self, g: Gen) -> bool {
-        self.lifecycles
-            .get(&g)
-            .is_some_and(|l| l.phase == Phase::Outgoing)
-    }
-
     pub(crate) fn status(&self) -> FlbStatus {
         FlbStatus {
             compatible: self.flb.compatible().to_string(),
-            outgoing_refs: self.outgoing.map_or(0, |g| self.lifecycles[&g].refs),
+            outgoing_refs: self.lifecycles.values().map(|l| l.out).sum(),
             incoming_refs: self
                 .lifecycles
                 .values()
-                .filter(|l| matches!(l.phase, Phase::Incoming { .. }))
-                .map(|l| l.refs)
+                .filter(|l| l.inc > 0)
+                .map(|l| l.inc)
                 .collect(),
         }
     }

@@ -644,29 +644,13 @@ impl Luo {
         }
     }
 
-    /// Moves the FLB references of every file in `keys` to the incoming side.
+    /// Moves the FLB references of every file of the outgoing sessions `keys`
+    /// to the incoming side.
     fn cross_flbs(&mut self, keys: &[u64]) {
-        let mut counts: BTreeMap<(usize, Gen), usize> = BTreeMap::new();
         for key in keys {
             for f in &self.sessions[key].files {
                 for &(fi, g) in &f.flb_refs {
-                    if self.flbs[fi].is_outgoing(g) {
-                        *counts.entry((fi, g)).or_default() += 1;
-                    }
-                }
-            }
-        }
-        let moved: HashMap<(usize, Gen), Gen> = counts
-            .into_iter()
-            .map(|((fi, g), n)| ((fi, g), self.flbs[fi].cross(g, n)))
-            .collect();
-        for key in keys {
-            let s = self.sessions.get_mut(key).expect("session");
-            for f in &mut s.files {
-                for r in &mut f.flb_refs {
-                    if let Some(&g2) = moved.get(r) {
-                        r.1 = g2;
-                    }
+                    self.flbs[fi].cross(g, 1);
                 }
             }
         }

@@ -925,7 +925,7 @@ fn a_failed_flb_preserve_leaves_nothing_behind() {
 }
 
 #[test]
-fn partial_handover_splits_the_flb_lifecycle() {
+fn partial_handover_shares_one_flb_lifecycle() {
     let _g = serial();
     let f = Faults::default();
     let (mut l, id) = flb_luo(&f);
@@ -939,7 +939,7 @@ fn partial_handover_splits_the_flb_lifecycle() {
     // Both sides work on the same data.
     assert_eq!(l.flb_outgoing(id).unwrap(), 0xFEED_F00D_CAFE_BEE0);
     assert_eq!(l.flb_incoming(id).unwrap(), 0xFEED_F00D_CAFE_BEE1);
-    // The rest crosses later and joins the same incoming lifecycle.
+    // The rest crosses later and joins the same lifecycle.
     l.handover(b).unwrap();
     assert_eq!(l.flb_status()[0].incoming_refs, [2]);
     for n in [b"a", b"b"] {
@@ -950,4 +950,51 @@ fn partial_handover_splits_the_flb_lifecycle() {
         flb_events(&f),
         [Op::FlbPreserve, Op::FlbRetrieve, Op::FlbFinish]
     );
+}
+
+#[test]
+fn a_shared_flb_lifecycle_ends_exactly_once() {
+    let _g = serial();
+    // The side that crossed finishes before the rest crosses: the FLB is not
+    // finished while an outgoing file still depends on it.
+    let f = Faults::default();
+    let (mut l, _) = flb_luo(&f);
+    let a = l.create_session(0, b"a").unwrap();
+    let b = l.create_session(0, b"b").unwrap();
+    l.preserve(a, memfd(b"1"), 1).unwrap();
+    l.preserve(b, memfd(b"2"), 1).unwrap();
+    l.handover(a).unwrap();
+    let r = l.retrieve_session(0, b"a").unwrap();
+    l.finish(r).unwrap();
+    assert_eq!(flb_events(&f), [Op::FlbPreserve]);
+    l.handover(b).unwrap();
+    let r = l.retrieve_session(0, b"b").unwrap();
+    l.finish(r).unwrap();
+    assert_eq!(
+        flb_events(&f),
+        [Op::FlbPreserve, Op::FlbRetrieve, Op::FlbFinish]
+    );
+
+    // The files that stayed are aborted: no unpreserve of data the incoming
+    // side still uses; the crossed side's finish ends it.
+    let f = Faults::default();
+    let (mut l, _) = flb_luo(&f);
+    let a = l.create_session(0, b"a").unwrap();
+    let b = l.create_session(0, b"b").unwrap();
+    l.preserve(a, memfd(b"1"), 1).unwrap();
+    l.preserve(b, memfd(b"2"), 1).unwrap();
+    l.handover(a).unwrap();
+    l.close(b).unwrap();
+    assert_eq!(flb_events(&f), [Op::FlbPreserve]);
+    let r = l.retrieve_session(0, b"a").unwrap();
+    l.finish(r).unwrap();
+    assert_eq!(
+        flb_events(&f),
+        [Op::FlbPreserve, Op::FlbRetrieve, Op::FlbFinish]
+    );
+    // A new preserve after everything crossed starts a new lifecycle.
+    let c = l.create_session(0, b"c").unwrap();
+    l.preserve(c, memfd(b"3"), 1).unwrap();
+    l.close(c).unwrap();
+    assert_eq!(flb_events(&f)[3..], [Op::FlbPreserve, Op::FlbUnpreserve]);
 }
