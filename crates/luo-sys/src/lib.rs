@@ -15,6 +15,8 @@ use std::fmt;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering as AtomicOrdering};
+use std::sync::Once;
 
 mod errno;
 pub use errno::Errno;
@@ -124,7 +126,7 @@ pub fn get_seals(fd: BorrowedFd<'_>) -> Result<i32> {
 /// seccomp filter or ptrace policy forbids it.
 pub fn kcmp_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<Ordering> {
     const KCMP_FILE: libc::c_long = 0;
-    let pid = std::process::id() as libc::c_long;
+    let pid = getpid() as libc::c_long;
     // SAFETY: kcmp only reads its integer arguments; both fds are live for the
     // duration of the borrows.
     let ret = unsafe {
@@ -145,6 +147,32 @@ pub fn kcmp_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<Ordering> {
         // 3 means "not equal, no order", which KCMP_FILE never returns.
         _ => Err(Errno::EINVAL),
     }
+}
+
+static PID: AtomicI32 = AtomicI32::new(0);
+static ATFORK: Once = Once::new();
+
+extern "C" fn forget_pid_after_fork() {
+    PID.store(0, AtomicOrdering::Relaxed);
+}
+
+/// `getpid(2)`, cached: glibc no longer caches it, and [`kcmp_file`] needs it
+/// on every comparison. A `pthread_atfork` child handler clears the cache, so
+/// a forked child sees its own pid.
+pub fn getpid() -> i32 {
+    let p = PID.load(AtomicOrdering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    ATFORK.call_once(|| {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe as a child handler must be.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_pid_after_fork)) };
+    });
+    // SAFETY: getpid takes no arguments and cannot fail.
+    let p = unsafe { libc::getpid() };
+    PID.store(p, AtomicOrdering::Relaxed);
+    p
 }
 
 /// Flags for [`memfd_create`].
@@ -451,6 +479,24 @@ mod tests {
         assert!(got.fds.len() < 3);
         drop(got);
         assert_eq!(open_fd_count().unwrap(), before);
+    }
+
+    #[test]
+    fn cached_pid_follows_fork() {
+        let parent = getpid();
+        assert_eq!(parent as u32, std::process::id());
+        // SAFETY: the child calls only getpid and _exit before it ends.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: getpid takes no arguments.
+            let ok = getpid() != parent && getpid() == unsafe { libc::getpid() };
+            // SAFETY: _exit ends the child without running the parent's state.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: `status` is writable; `child` is our own child.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert_eq!(status, 0, "the forked child saw a stale pid");
     }
 
     #[test]

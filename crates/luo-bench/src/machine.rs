@@ -1,0 +1,58 @@
+//! The machine a benchmark ran on, reported with every result: figures
+//! without their machine cannot be compared.
+
+use crate::cli::Failure;
+use crate::json::Json;
+
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// CPUs this process may run on (what `nproc` prints).
+    pub nproc: usize,
+    /// `/proc/sys/kernel/osrelease`.
+    pub kernel: String,
+    /// The first `model name` of `/proc/cpuinfo`.
+    pub cpu: String,
+    /// `RLIMIT_NOFILE` (soft, hard) after raising the soft limit.
+    pub nofile: (u64, u64),
+}
+
+impl Machine {
+    /// Raises the soft `RLIMIT_NOFILE` to the hard limit (the benchmarks hold
+    /// thousands of fds) and reads the machine's facts.
+    pub fn setup() -> Result<Machine, Failure> {
+        let nofile = luo_sys::raise_nofile_limit()
+            .map_err(|e| Failure::run(format!("raising RLIMIT_NOFILE: {e}")))?;
+        Ok(Machine {
+            nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map_or_else(|_| "unknown".into(), |s| s.trim().to_string()),
+            cpu: cpu_model().unwrap_or_else(|| "unknown".into()),
+            nofile,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{}, {} CPUs, Linux {}; RLIMIT_NOFILE soft {} hard {}",
+            self.cpu, self.nproc, self.kernel, self.nofile.0, self.nofile.1
+        )
+    }
+
+    pub fn to_json(&self) -> Json {
+        Json::Obj(vec![
+            ("cpu", Json::str(&self.cpu)),
+            ("nproc", Json::uint(self.nproc)),
+            ("kernel", Json::str(&self.kernel)),
+            ("nofile_soft", Json::uint(self.nofile.0)),
+            ("nofile_hard", Json::uint(self.nofile.1)),
+        ])
+    }
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim() == "model name")
+        .map(|(_, v)| v.trim().to_string())
+}
