@@ -3,6 +3,14 @@
 use std::fmt;
 
 /// A Linux error number (`errno`), as the kernel returned it.
+///
+/// ```
+/// use luo_sys::Errno;
+///
+/// assert_eq!(Errno::EBUSY.name(), Some("EBUSY"));
+/// assert_eq!(Errno::from_name("EDQUOT"), Some(Errno::EDQUOT));
+/// assert_eq!(format!("{:?}", Errno::ENOENT), "ENOENT");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Errno(pub i32);
 

@@ -63,6 +63,15 @@ impl FileStat {
 }
 
 /// `fstat(2)`.
+///
+/// ```
+/// use std::os::fd::AsFd;
+///
+/// let m = luo_sys::memfd_create("data", 0).unwrap();
+/// let st = luo_sys::fstat(m.as_fd()).unwrap();
+/// assert!(st.is_regular());
+/// assert_eq!(st.nlink, 0); // a memfd has no name in any directory
+/// ```
 pub fn fstat(fd: BorrowedFd<'_>) -> Result<FileStat> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `fd` is a live descriptor for the borrow's duration and `st`
@@ -124,6 +133,17 @@ pub fn get_seals(fd: BorrowedFd<'_>) -> Result<i32> {
 ///
 /// Fails with `ENOSYS` where the kernel lacks `CONFIG_KCMP` and `EPERM` where a
 /// seccomp filter or ptrace policy forbids it.
+///
+/// ```
+/// use std::cmp::Ordering;
+/// use std::os::fd::AsFd;
+///
+/// let a = luo_sys::eventfd(0).unwrap();
+/// let b = luo_sys::eventfd(0).unwrap();
+/// let a2 = a.try_clone().unwrap(); // a dup: the same open file
+/// assert_eq!(luo_sys::kcmp_file(a.as_fd(), a2.as_fd()).unwrap(), Ordering::Equal);
+/// assert_ne!(luo_sys::kcmp_file(a.as_fd(), b.as_fd()).unwrap(), Ordering::Equal);
+/// ```
 pub fn kcmp_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<Ordering> {
     const KCMP_FILE: libc::c_long = 0;
     let pid = getpid() as libc::c_long;
@@ -273,6 +293,19 @@ pub const SCM_MAX_FD: usize = 253;
 
 /// `sendmsg(2)` with the descriptors attached as one `SCM_RIGHTS` message.
 /// `MSG_NOSIGNAL` is always set.
+///
+/// ```
+/// use std::os::fd::AsFd;
+///
+/// let (a, b) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
+/// let m = luo_sys::memfd_create("data", 0).unwrap();
+/// luo_sys::send_with_fds(a.as_fd(), b"take this", &[m.as_fd()]).unwrap();
+/// let mut buf = [0u8; 64];
+/// let got = luo_sys::recv_with_fds(b.as_fd(), &mut buf, 4).unwrap();
+/// assert_eq!(&buf[..got.len], b"take this");
+/// assert_eq!(got.fds.len(), 1);
+/// assert!(!got.ctrunc);
+/// ```
 pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<usize> {
     if fds.len() > SCM_MAX_FD {
         return Err(Errno::EINVAL);
