@@ -148,6 +148,18 @@ struct PreservedFile {
     retrieve: RetrieveStatus,
 }
 
+impl PreservedFile {
+    /// The callback arguments for this file.
+    fn args(&self) -> FileOpArgs<'_> {
+        FileOpArgs {
+            token: self.token,
+            file: self.custody.as_fd(),
+            serialized_data: self.data,
+            retrieve_status: self.retrieve,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
     Outgoing,
@@ -603,12 +615,7 @@ impl Luo {
             let s = self.sessions.get_mut(&key).expect("session");
             for (i, f) in s.files.iter_mut().enumerate() {
                 let h = &self.handlers[f.handler];
-                let mut args = FileOpArgs {
-                    token: f.token,
-                    file: f.custody.as_fd(),
-                    serialized_data: f.data,
-                    retrieve_status: f.retrieve,
-                };
+                let mut args = f.args();
                 match h.freeze(&mut args) {
                     Ok(()) => {
                         done.push((key, i, f.data));
@@ -633,12 +640,7 @@ impl Luo {
     fn unfreeze(&mut self, done: Vec<(u64, usize, u64)>) {
         for (key, i, before) in done.into_iter().rev() {
             let f = &mut self.sessions.get_mut(&key).expect("session").files[i];
-            let args = FileOpArgs {
-                token: f.token,
-                file: f.custody.as_fd(),
-                serialized_data: f.data,
-                retrieve_status: f.retrieve,
-            };
+            let args = f.args();
             self.handlers[f.handler].unfreeze(&args);
             f.data = before;
         }
@@ -815,13 +817,7 @@ impl Luo {
             }
             RetrieveStatus::NotRetrieved => {}
         }
-        let args = FileOpArgs {
-            token,
-            file: f.custody.as_fd(),
-            serialized_data: f.data,
-            retrieve_status: f.retrieve,
-        };
-        let new = match self.handlers[f.handler].retrieve(&args) {
+        let new = match self.handlers[f.handler].retrieve(&f.args()) {
             Ok(fd) => Arc::new(fd),
             Err(e) => {
                 f.retrieve = RetrieveStatus::Failed(e);
@@ -867,12 +863,7 @@ impl Luo {
             Side::Incoming { finished: false } => {}
         }
         for f in &s.files {
-            let args = FileOpArgs {
-                token: f.token,
-                file: f.custody.as_fd(),
-                serialized_data: f.data,
-                retrieve_status: f.retrieve,
-            };
+            let args = f.args();
             if !self.handlers[f.handler].can_finish(&args) {
                 return err(
                     Errno::EBUSY,
@@ -888,12 +879,7 @@ impl Luo {
         s.tokens.clear();
         let files = std::mem::take(&mut s.files);
         for f in files.into_iter().rev() {
-            let args = FileOpArgs {
-                token: f.token,
-                file: f.custody.as_fd(),
-                serialized_data: f.data,
-                retrieve_status: f.retrieve,
-            };
+            let args = f.args();
             self.handlers[f.handler].finish(&args);
             for &(fi, g) in f.flb_refs.iter().rev() {
                 self.flbs[fi].put_incoming(g);
@@ -939,12 +925,7 @@ impl Luo {
         let s = self.sessions.get_mut(&key).expect("session");
         let files = std::mem::take(&mut s.files);
         for f in files.into_iter().rev() {
-            let args = FileOpArgs {
-                token: f.token,
-                file: f.custody.as_fd(),
-                serialized_data: f.data,
-                retrieve_status: f.retrieve,
-            };
+            let args = f.args();
             self.handlers[f.handler].unpreserve(&args);
             for &(fi, g) in f.flb_refs.iter().rev() {
                 self.flbs[fi].put_outgoing(g);
