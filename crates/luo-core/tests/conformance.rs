@@ -75,6 +75,14 @@ fn faulty(faults: &Faults) -> Luo {
     l
 }
 
+/// The logged calls of `ops`, in order.
+fn calls(f: &Faults, ops: &[Op]) -> Vec<(Op, u64)> {
+    f.log()
+        .into_iter()
+        .filter(|(o, _)| ops.contains(o))
+        .collect()
+}
+
 fn state(l: &Luo, name: &[u8]) -> Vec<SessionState> {
     l.sessions()
         .into_iter()
@@ -476,13 +484,14 @@ fn abort_unpreserves_in_reverse_and_leaves_files_usable() {
     assert_eq!(state(&l, b"s"), [SessionState::Open]); // a copy remains
     f.take_log();
     l.close(d).unwrap();
-    let unpreserved: Vec<u64> = f
-        .log()
-        .into_iter()
-        .filter(|(o, _)| *o == Op::Unpreserve)
-        .map(|(_, t)| t)
-        .collect();
-    assert_eq!(unpreserved, [3, 2, 0x1234]);
+    assert_eq!(
+        calls(&f, &[Op::Unpreserve]),
+        [
+            (Op::Unpreserve, 3),
+            (Op::Unpreserve, 2),
+            (Op::Unpreserve, 0x1234)
+        ]
+    );
     assert!(l.sessions().is_empty());
     assert!(l.index().is_empty());
     assert_eq!(fds(), base + 1);
@@ -591,13 +600,8 @@ fn finish_before_all_retrieved_discards_the_rest_and_frees_custody() {
     assert_eq!(fds(), base + 5);
     f.take_log();
     l.finish(r).unwrap();
-    let finished: Vec<(Op, u64)> = f
-        .log()
-        .into_iter()
-        .filter(|(o, _)| *o == Op::Finish)
-        .collect();
     assert_eq!(
-        finished,
+        calls(&f, &[Op::Finish]),
         [
             (Op::Finish, 3),
             (Op::Finish, 2),
@@ -691,13 +695,8 @@ fn a_freeze_failure_rolls_back_the_whole_update() {
     f.take_log();
     let before = l.sessions();
     assert_eq!(errno(l.update()), Errno::EAGAIN);
-    let log: Vec<(Op, u64)> = f
-        .log()
-        .into_iter()
-        .filter(|(o, _)| matches!(o, Op::Freeze | Op::Unfreeze))
-        .collect();
     assert_eq!(
-        log,
+        calls(&f, &[Op::Freeze, Op::Unfreeze]),
         [
             (Op::Freeze, 0),
             (Op::Freeze, 1),
@@ -716,13 +715,7 @@ fn a_freeze_failure_rolls_back_the_whole_update() {
     // The same for a per-session handover.
     f.take_log();
     assert_eq!(errno(l.handover(hs[1])), Errno::EAGAIN);
-    assert_eq!(
-        f.take_log()
-            .iter()
-            .filter(|(o, _)| *o == Op::Unfreeze)
-            .count(),
-        1
-    );
+    assert_eq!(calls(&f, &[Op::Unfreeze]), [(Op::Unfreeze, 10)]);
     assert_eq!(l.sessions(), before);
     f.clear_all();
     assert_eq!(l.update().unwrap(), 2);
@@ -774,16 +767,13 @@ fn update_carries_unfinished_incoming_sessions_and_drops_finished_ones() {
 // ---- FLB --------------------------------------------------------------------
 
 fn flb_events(f: &Faults) -> Vec<Op> {
-    f.log()
-        .into_iter()
-        .map(|(o, _)| o)
-        .filter(|o| {
-            matches!(
-                o,
-                Op::FlbPreserve | Op::FlbUnpreserve | Op::FlbRetrieve | Op::FlbFinish
-            )
-        })
-        .collect()
+    let flb = [
+        Op::FlbPreserve,
+        Op::FlbUnpreserve,
+        Op::FlbRetrieve,
+        Op::FlbFinish,
+    ];
+    calls(f, &flb).into_iter().map(|(o, _)| o).collect()
 }
 
 fn flb_luo(f: &Faults) -> (Luo, luo_core::FlbId) {
@@ -904,13 +894,8 @@ fn a_failed_flb_preserve_leaves_nothing_behind() {
     f.fail(Op::Preserve, Errno::EFBIG);
     f.take_log();
     assert_eq!(errno(l.preserve(s, copy(&m), 1)), Errno::EFBIG);
-    let log: Vec<(Op, u64)> = f
-        .log()
-        .into_iter()
-        .filter(|(o, _)| matches!(o, Op::FlbPreserve | Op::FlbUnpreserve))
-        .collect();
     assert_eq!(
-        log,
+        calls(&f, &[Op::FlbPreserve, Op::FlbUnpreserve]),
         [
             (Op::FlbPreserve, 0xFEED_F00D_CAFE_BEE0),
             (Op::FlbPreserve, 0xFEED_F00D_CAFE_BEE1),
