@@ -343,19 +343,9 @@ impl Luo {
         self.epoch
     }
 
-    /// The limits in force.
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// The identity index (read-only), for status and diagnostics.
     pub fn index(&self) -> &IdentityIndex {
         &self.index
-    }
-
-    /// The registered handlers, in order.
-    pub fn handlers(&self) -> impl Iterator<Item = &dyn FileHandler> {
-        self.handlers.iter().map(|h| h.as_ref())
     }
 
     fn new_handle(&mut self, session: u64) -> SessionHandle {

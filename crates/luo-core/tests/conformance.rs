@@ -75,6 +75,22 @@ fn faulty(faults: &Faults) -> Luo {
     l
 }
 
+/// Session "s" with memfds `(token, contents)`, handed over and retrieved.
+fn retrieved(l: &mut Luo, files: &[(u64, &[u8])]) -> SessionHandle {
+    let s = l.create_session(0, b"s").unwrap();
+    for (t, bytes) in files {
+        l.preserve(s, memfd(bytes), *t).unwrap();
+    }
+    l.handover(s).unwrap();
+    l.retrieve_session(0, b"s").unwrap()
+}
+
+/// Retrieves and finishes the incoming session `name`.
+fn finish_incoming(l: &mut Luo, name: &[u8]) {
+    let r = l.retrieve_session(0, name).unwrap();
+    l.finish(r).unwrap();
+}
+
 /// The logged calls of `ops`, in order.
 fn calls(f: &Faults, ops: &[Op]) -> Vec<(Op, u64)> {
     f.log()
@@ -351,7 +367,7 @@ fn the_same_file_again_is_ebusy_in_any_session() {
     l.preserve(a, copy(&m), 2).unwrap();
 
     // A copy received over SCM_RIGHTS is the same open file.
-    let (tx, rx) = luo_sys::socketpair(libc_seqpacket()).unwrap();
+    let (tx, rx) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
     luo_sys::send_with_fds(tx.as_fd(), b"x", &[ev.as_fd(), m.as_fd()]).unwrap();
     let mut buf = [0u8; 4];
     let mut got = luo_sys::recv_with_fds(rx.as_fd(), &mut buf, 2).unwrap().fds;
@@ -374,10 +390,6 @@ fn the_same_file_again_is_ebusy_in_any_session() {
     }
     assert_eq!(l.index().len(), 2);
     assert_eq!(l.session(b).unwrap().files.len(), 0);
-}
-
-fn libc_seqpacket() -> i32 {
-    luo_sys::sock::SOCK_SEQPACKET
 }
 
 #[test]
@@ -589,13 +601,15 @@ fn finish_before_all_retrieved_discards_the_rest_and_frees_custody() {
     let f = Faults::default();
     let mut l = faulty(&f);
     let base = fds();
-    let s = l.create_session(0, b"s").unwrap();
-    for t in 0..4 {
-        l.preserve(s, memfd(format!("file {t}").as_bytes()), t)
-            .unwrap();
-    }
-    l.handover(s).unwrap();
-    let r = l.retrieve_session(0, b"s").unwrap();
+    let r = retrieved(
+        &mut l,
+        &[
+            (0, b"file 0"),
+            (1, b"file 1"),
+            (2, b"file 2"),
+            (3, b"file 3"),
+        ],
+    );
     let kept = l.retrieve_fd(r, 2).unwrap();
     assert_eq!(fds(), base + 5);
     f.take_log();
@@ -631,11 +645,7 @@ fn failed_retrieve_is_sticky() {
     let _g = serial();
     let f = Faults::default();
     let mut l = faulty(&f);
-    let s = l.create_session(0, b"s").unwrap();
-    l.preserve(s, memfd(b"lost"), 1).unwrap();
-    l.preserve(s, memfd(b"fine"), 2).unwrap();
-    l.handover(s).unwrap();
-    let r = l.retrieve_session(0, b"s").unwrap();
+    let r = retrieved(&mut l, &[(1, b"lost"), (2, b"fine")]);
     f.fail_token(Op::Retrieve, 1, Errno::EIO);
     let base = fds();
     assert_eq!(errno(l.retrieve_fd(r, 1)), Errno::EIO);
@@ -656,11 +666,7 @@ fn can_finish_false_refuses_with_ebusy_and_changes_nothing() {
     let _g = serial();
     let f = Faults::default();
     let mut l = faulty(&f);
-    let s = l.create_session(0, b"s").unwrap();
-    l.preserve(s, memfd(b"a"), 1).unwrap();
-    l.preserve(s, memfd(b"b"), 2).unwrap();
-    l.handover(s).unwrap();
-    let r = l.retrieve_session(0, b"s").unwrap();
+    let r = retrieved(&mut l, &[(1, b"a"), (2, b"b")]);
     f.fail_token(Op::CanFinish, 2, Errno::EBUSY);
     f.take_log();
     assert_eq!(errno(l.finish(r)), Errno::EBUSY);
@@ -776,6 +782,15 @@ fn flb_events(f: &Faults) -> Vec<Op> {
     calls(f, &flb).into_iter().map(|(o, _)| o).collect()
 }
 
+/// Outgoing sessions "a" and "b", one memfd each under token 1.
+fn two_sessions(l: &mut Luo) -> (SessionHandle, SessionHandle) {
+    let a = l.create_session(0, b"a").unwrap();
+    let b = l.create_session(0, b"b").unwrap();
+    l.preserve(a, memfd(b"1"), 1).unwrap();
+    l.preserve(b, memfd(b"2"), 1).unwrap();
+    (a, b)
+}
+
 fn flb_luo(f: &Faults) -> (Luo, luo_core::FlbId) {
     let mut l = Luo::new(Limits::default());
     let h = l.register_handler(Box::new(MemfdHandler)).unwrap();
@@ -793,10 +808,7 @@ fn flb_is_preserved_once_and_unpreserved_with_the_last_file() {
     let f = Faults::default();
     let (mut l, id) = flb_luo(&f);
     assert_eq!(errno(l.flb_outgoing(id)), Errno::ENOENT);
-    let a = l.create_session(0, b"a").unwrap();
-    let b = l.create_session(0, b"b").unwrap();
-    l.preserve(a, memfd(b"1"), 1).unwrap();
-    l.preserve(b, memfd(b"2"), 1).unwrap();
+    let (a, b) = two_sessions(&mut l);
     l.preserve(b, luo_sys::eventfd(0).unwrap(), 2).unwrap(); // not linked
     assert_eq!(flb_events(&f), [Op::FlbPreserve]);
     assert_eq!(l.flb_outgoing(id).unwrap(), 0xFEED_F00D_CAFE_BEE0);
@@ -823,11 +835,9 @@ fn flb_finishes_with_the_last_file_even_if_nobody_asked_for_it() {
     // The incoming count is set when the epoch begins.
     assert_eq!(l.flb_status()[0].incoming_refs, [3]);
     assert_eq!(l.flb_status()[0].outgoing_refs, 0);
-    let ra = l.retrieve_session(0, b"a").unwrap();
-    l.finish(ra).unwrap();
+    finish_incoming(&mut l, b"a");
     assert_eq!(flb_events(&f), [Op::FlbPreserve]);
-    let rb = l.retrieve_session(0, b"b").unwrap();
-    l.finish(rb).unwrap();
+    finish_incoming(&mut l, b"b");
     // Never asked for: retrieved on the way to finish, then finished.
     assert_eq!(
         flb_events(&f),
@@ -914,10 +924,7 @@ fn partial_handover_shares_one_flb_lifecycle() {
     let _g = serial();
     let f = Faults::default();
     let (mut l, id) = flb_luo(&f);
-    let a = l.create_session(0, b"a").unwrap();
-    let b = l.create_session(0, b"b").unwrap();
-    l.preserve(a, memfd(b"1"), 1).unwrap();
-    l.preserve(b, memfd(b"2"), 1).unwrap();
+    let (a, b) = two_sessions(&mut l);
     l.handover(a).unwrap();
     let st = &l.flb_status()[0];
     assert_eq!((st.outgoing_refs, st.incoming_refs.clone()), (1, vec![1]));
@@ -927,10 +934,8 @@ fn partial_handover_shares_one_flb_lifecycle() {
     // The rest crosses later and joins the same lifecycle.
     l.handover(b).unwrap();
     assert_eq!(l.flb_status()[0].incoming_refs, [2]);
-    for n in [b"a", b"b"] {
-        let r = l.retrieve_session(0, n).unwrap();
-        l.finish(r).unwrap();
-    }
+    finish_incoming(&mut l, b"a");
+    finish_incoming(&mut l, b"b");
     assert_eq!(
         flb_events(&f),
         [Op::FlbPreserve, Op::FlbRetrieve, Op::FlbFinish]
@@ -944,17 +949,12 @@ fn a_shared_flb_lifecycle_ends_exactly_once() {
     // finished while an outgoing file still depends on it.
     let f = Faults::default();
     let (mut l, _) = flb_luo(&f);
-    let a = l.create_session(0, b"a").unwrap();
-    let b = l.create_session(0, b"b").unwrap();
-    l.preserve(a, memfd(b"1"), 1).unwrap();
-    l.preserve(b, memfd(b"2"), 1).unwrap();
+    let (a, b) = two_sessions(&mut l);
     l.handover(a).unwrap();
-    let r = l.retrieve_session(0, b"a").unwrap();
-    l.finish(r).unwrap();
+    finish_incoming(&mut l, b"a");
     assert_eq!(flb_events(&f), [Op::FlbPreserve]);
     l.handover(b).unwrap();
-    let r = l.retrieve_session(0, b"b").unwrap();
-    l.finish(r).unwrap();
+    finish_incoming(&mut l, b"b");
     assert_eq!(
         flb_events(&f),
         [Op::FlbPreserve, Op::FlbRetrieve, Op::FlbFinish]
@@ -964,15 +964,11 @@ fn a_shared_flb_lifecycle_ends_exactly_once() {
     // side still uses; the crossed side's finish ends it.
     let f = Faults::default();
     let (mut l, _) = flb_luo(&f);
-    let a = l.create_session(0, b"a").unwrap();
-    let b = l.create_session(0, b"b").unwrap();
-    l.preserve(a, memfd(b"1"), 1).unwrap();
-    l.preserve(b, memfd(b"2"), 1).unwrap();
+    let (a, b) = two_sessions(&mut l);
     l.handover(a).unwrap();
     l.close(b).unwrap();
     assert_eq!(flb_events(&f), [Op::FlbPreserve]);
-    let r = l.retrieve_session(0, b"a").unwrap();
-    l.finish(r).unwrap();
+    finish_incoming(&mut l, b"a");
     assert_eq!(
         flb_events(&f),
         [Op::FlbPreserve, Op::FlbRetrieve, Op::FlbFinish]

@@ -11,7 +11,6 @@
 
 use std::cmp::Ordering;
 use std::ffi::CString;
-use std::fmt;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -119,12 +118,6 @@ pub fn fcntl_getfd(fd: BorrowedFd<'_>) -> Result<i32> {
 /// True when `fd` was opened with `O_PATH` (such fds carry no file to preserve).
 pub fn is_o_path(fd: BorrowedFd<'_>) -> Result<bool> {
     Ok(fcntl_getfl(fd)? & libc::O_PATH != 0)
-}
-
-/// `fcntl(F_GET_SEALS)`: the memfd's seals (EINVAL for files without sealing).
-pub fn get_seals(fd: BorrowedFd<'_>) -> Result<i32> {
-    // SAFETY: F_GET_SEALS takes no pointer argument; `fd` is live.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })
 }
 
 /// `kcmp(getpid(), getpid(), KCMP_FILE, a, b)`: whether two descriptors of this
@@ -460,12 +453,6 @@ pub fn fd_target(fd: BorrowedFd<'_>) -> std::io::Result<std::path::PathBuf> {
 /// the same inode): `/proc/self/fd/N`.
 pub fn reopen_path(fd: BorrowedFd<'_>) -> std::path::PathBuf {
     format!("/proc/self/fd/{}", fd.as_raw_fd()).into()
-}
-
-impl fmt::Display for FileStat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "dev {:#x} ino {}", self.dev, self.ino)
-    }
 }
 
 #[cfg(test)]
