@@ -122,11 +122,12 @@ impl FlbSlot {
         self.end_if_unused(g);
     }
 
-    /// Moves `n` outgoing references of lifecycle `g` to the incoming side.
-    pub(crate) fn cross(&mut self, g: Gen, n: usize) {
+    /// Moves one outgoing reference of lifecycle `g` (a file that crossed) to
+    /// the incoming side.
+    pub(crate) fn cross(&mut self, g: Gen) {
         let l = self.lc(g);
-        l.out -= n;
-        l.inc += n;
+        l.out -= 1;
+        l.inc += 1;
         l.crossed = true;
         if l.out == 0 && self.outgoing == Some(g) {
             // Everything crossed: the next preserve starts a new lifecycle.

@@ -642,7 +642,7 @@ impl Luo {
         for key in keys {
             for f in &self.sessions[key].files {
                 for &(fi, g) in &f.flb_refs {
-                    self.flbs[fi].cross(g, 1);
+                    self.flbs[fi].cross(g);
                 }
             }
         }
@@ -926,7 +926,7 @@ impl Luo {
     }
 
     /// The incoming object of an FLB, retrieving it on first use (sticky on
-    /// error); `ENODATA` when no incoming lifecycle is live.
+    /// error); `ENODATA` when no file holds an incoming reference.
     pub fn flb_incoming(&mut self, id: FlbId) -> Result<u64> {
         let slot = self
             .flbs
