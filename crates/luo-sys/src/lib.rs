@@ -401,6 +401,227 @@ pub fn socketpair(ty: i32) -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+fn unix_addr(path: &std::path::Path) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: an all-zero sockaddr_un is valid (empty path).
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    // The path and its NUL must fit in sun_path (108 bytes).
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    Ok((addr, len as libc::socklen_t))
+}
+
+fn seqpacket_socket(nonblock: bool) -> Result<OwnedFd> {
+    let flags = if nonblock { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: plain socket(2) call with constant arguments.
+    let fd = cvt(unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | flags,
+            0,
+        )
+    })?;
+    // SAFETY: socket returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A non-blocking `AF_UNIX` `SOCK_SEQPACKET` socket bound to `path` and
+/// listening. `ENAMETOOLONG` when the path does not fit in `sun_path`.
+pub fn seqpacket_listen(path: &std::path::Path, backlog: i32) -> Result<OwnedFd> {
+    let (addr, len) = unix_addr(path)?;
+    let fd = seqpacket_socket(true)?;
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    })?;
+    // SAFETY: plain listen(2) on our own socket.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    Ok(fd)
+}
+
+/// A blocking `SOCK_SEQPACKET` connection to the socket at `path`.
+pub fn seqpacket_connect(path: &std::path::Path) -> Result<OwnedFd> {
+    let (addr, len) = unix_addr(path)?;
+    let fd = seqpacket_socket(false)?;
+    loop {
+        // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
+        let r = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                len,
+            )
+        };
+        match cvt(r) {
+            Ok(_) => return Ok(fd),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `accept4(fd, SOCK_CLOEXEC | SOCK_NONBLOCK)`.
+pub fn accept(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+    // SAFETY: a null address is allowed when the peer address is not wanted.
+    let c = cvt(unsafe {
+        libc::accept4(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        )
+    })?;
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(c) })
+}
+
+/// A Unix socket peer's credentials (`SO_PEERCRED`): taken when it connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    /// Process id (0 if the peer is in another pid namespace).
+    pub pid: i32,
+    /// Effective user id.
+    pub uid: u32,
+    /// Effective group id.
+    pub gid: u32,
+}
+
+/// `getsockopt(SO_PEERCRED)`.
+pub fn peer_cred(fd: BorrowedFd<'_>) -> Result<PeerCred> {
+    let mut c = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `c` and `len` are valid for writes and `len` holds their size.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut c as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(PeerCred {
+        pid: c.pid,
+        uid: c.uid,
+        gid: c.gid,
+    })
+}
+
+/// Sets or clears `O_NONBLOCK`.
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    let fl = fcntl_getfl(fd)?;
+    let new = if on {
+        fl | libc::O_NONBLOCK
+    } else {
+        fl & !libc::O_NONBLOCK
+    };
+    // SAFETY: F_SETFL with an int argument on a descriptor we borrow.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) })?;
+    Ok(())
+}
+
+/// Sets `SO_SNDBUF` (the kernel doubles it and applies its own bounds).
+pub fn set_send_buffer(fd: BorrowedFd<'_>, bytes: i32) -> Result<()> {
+    // SAFETY: `bytes` is a valid int read by setsockopt.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// This process's effective uid.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Readiness bits for [`Epoll`].
+pub mod epoll {
+    pub use libc::{EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP};
+}
+
+/// A level-triggered epoll instance that reports a caller-chosen `u64` per fd.
+#[derive(Debug)]
+pub struct Epoll {
+    fd: OwnedFd,
+}
+
+impl Epoll {
+    /// `epoll_create1(EPOLL_CLOEXEC)`.
+    pub fn new() -> Result<Epoll> {
+        // SAFETY: plain epoll_create1 call.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: epoll_create1 returned a new descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Epoll { fd })
+    }
+
+    fn ctl(&self, op: i32, fd: BorrowedFd<'_>, key: u64, events: i32) -> Result<()> {
+        let mut ev = libc::epoll_event {
+            events: events as u32,
+            u64: key,
+        };
+        // SAFETY: `ev` is a valid epoll_event; the kernel copies it.
+        cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) })?;
+        Ok(())
+    }
+
+    /// Watches `fd` for `events`, reporting `key`.
+    pub fn add(&self, fd: BorrowedFd<'_>, key: u64, events: i32) -> Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, key, events)
+    }
+
+    /// Changes the events (and key) watched for `fd`.
+    pub fn modify(&self, fd: BorrowedFd<'_>, key: u64, events: i32) -> Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, key, events)
+    }
+
+    /// Stops watching `fd` (closing it does that too).
+    pub fn delete(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Waits up to `timeout_ms` (-1: forever) and fills `out` with
+    /// `(key, events)` of ready fds, at most `max`. `EINTR` is returned as is.
+    pub fn wait(&self, out: &mut Vec<(u64, u32)>, max: usize, timeout_ms: i32) -> Result<()> {
+        out.clear();
+        let max = max.clamp(1, 4096);
+        let mut evs = vec![libc::epoll_event { events: 0, u64: 0 }; max];
+        // SAFETY: `evs` has room for `max` events.
+        let n = cvt(unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                evs.as_mut_ptr(),
+                max as libc::c_int,
+                timeout_ms,
+            )
+        })?;
+        out.extend(evs[..n as usize].iter().map(|e| (e.u64, e.events)));
+        Ok(())
+    }
+}
+
 /// `open(path, O_PATH | O_CLOEXEC)`: a descriptor that names a file without
 /// opening it (luo refuses these with `EBADF`, as the kernel's `fget` does).
 pub fn open_path(path: &std::path::Path) -> Result<OwnedFd> {
@@ -459,9 +680,14 @@ pub fn reopen_path(fd: BorrowedFd<'_>) -> std::path::PathBuf {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+    use std::sync::Mutex;
+
+    /// Tests that count this process's fds must not overlap with tests that open some.
+    static FDS: Mutex<()> = Mutex::new(());
 
     #[test]
     fn kcmp_tells_dups_from_distinct_eventfds() {
+        let _serial = FDS.lock().unwrap_or_else(|e| e.into_inner());
         let a = eventfd(0).unwrap();
         let b = eventfd(0).unwrap();
         let a2 = a.try_clone().unwrap();
@@ -475,6 +701,7 @@ mod tests {
 
     #[test]
     fn scm_rights_round_trip_and_ctrunc() {
+        let _serial = FDS.lock().unwrap_or_else(|e| e.into_inner());
         let (s, r) = socketpair(libc::SOCK_SEQPACKET).unwrap();
         let m = memfd_create("x", 0).unwrap();
         let e = eventfd(0).unwrap();
@@ -521,9 +748,48 @@ mod tests {
 
     #[test]
     fn o_path_is_detected() {
+        let _serial = FDS.lock().unwrap_or_else(|e| e.into_inner());
         let p = open_path(std::path::Path::new("/")).unwrap();
         assert!(is_o_path(p.as_fd()).unwrap());
         let m = memfd_create("x", 0).unwrap();
         assert!(!is_o_path(m.as_fd()).unwrap());
+    }
+    #[test]
+    fn seqpacket_listen_connect_accept_and_peer_cred() {
+        let _serial = FDS.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = std::env::temp_dir().join(format!("luo-sys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let l = seqpacket_listen(&path, 8).unwrap();
+        // Nothing pending: a non-blocking accept says so.
+        assert_eq!(accept(l.as_fd()).unwrap_err(), Errno::EAGAIN);
+        let c = seqpacket_connect(&path).unwrap();
+        let a = accept(l.as_fd()).unwrap();
+        let cred = peer_cred(a.as_fd()).unwrap();
+        assert_eq!(cred.uid, geteuid());
+        assert_eq!(cred.pid as u32, std::process::id());
+        send_with_fds(c.as_fd(), b"one", &[]).unwrap();
+        send_with_fds(c.as_fd(), b"two", &[]).unwrap();
+        let ep = Epoll::new().unwrap();
+        ep.add(a.as_fd(), 7, epoll::EPOLLIN).unwrap();
+        let mut ready = Vec::new();
+        ep.wait(&mut ready, 8, 1000).unwrap();
+        assert_eq!(ready, vec![(7, epoll::EPOLLIN as u32)]);
+        // Datagram boundaries are kept.
+        let mut buf = [0u8; 8];
+        assert_eq!(recv_with_fds(a.as_fd(), &mut buf, 0).unwrap().len, 3);
+        assert_eq!(&buf[..3], b"one");
+        drop(c);
+        assert_eq!(recv_with_fds(a.as_fd(), &mut buf, 0).unwrap().len, 3);
+        // Peer gone: EOF, and epoll reports the hang-up.
+        assert_eq!(recv_with_fds(a.as_fd(), &mut buf, 0).unwrap().len, 0);
+        ep.wait(&mut ready, 8, 1000).unwrap();
+        assert!(ready[0].1 & epoll::EPOLLHUP as u32 != 0);
+        assert_eq!(
+            seqpacket_listen(&dir.join("x".repeat(200)), 1).unwrap_err(),
+            Errno::ENAMETOOLONG
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
