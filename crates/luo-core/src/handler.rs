@@ -62,6 +62,12 @@ pub trait FileHandler: fmt::Debug + Send {
         false
     }
 
+    /// True when a preserved file pins its size in memory (memfd), so that it
+    /// counts against the owner's pinned-bytes quota.
+    fn pins_memory(&self) -> bool {
+        false
+    }
+
     /// A cheap type check. The first registered handler that accepts wins.
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool;
 
@@ -114,6 +120,9 @@ impl FileHandler for MemfdHandler {
         "memfd-v2"
     }
     fn kexec_safe(&self) -> bool {
+        true
+    }
+    fn pins_memory(&self) -> bool {
         true
     }
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool {

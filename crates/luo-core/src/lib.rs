@@ -75,6 +75,39 @@ impl Default for Limits {
     }
 }
 
+/// Per-owner quotas that fail with `EDQUOT`. They bind every uid but root
+/// (uid 0); `u64::MAX` means no limit, the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Most sessions (outgoing and incoming) one owner may have.
+    pub sessions: u64,
+    /// Most preserved files one owner may have in custody.
+    pub files: u64,
+    /// Most bytes of memfd (`st_size` when preserved) one owner may pin.
+    pub pinned_bytes: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota {
+            sessions: u64::MAX,
+            files: u64::MAX,
+            pinned_bytes: u64::MAX,
+        }
+    }
+}
+
+/// What one owner holds, as counted against its [`Quota`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Sessions, outgoing and incoming, until they are gone.
+    pub sessions: u64,
+    /// Files in custody, until finished or unpreserved.
+    pub files: u64,
+    /// Bytes of memfd pinned by those files (sizes when preserved).
+    pub pinned_bytes: u64,
+}
+
 /// A handle on a session, like a session fd: [`Luo::dup`] copies it, and the
 /// session reacts when the last copy is [closed](Luo::close). After the
 /// session crosses to the incoming side its old handles are stale (`ESTALE`).
@@ -146,6 +179,7 @@ struct PreservedFile {
     flb_refs: Vec<(usize, Gen)>,
     indexed: bool,
     retrieve: RetrieveStatus,
+    pinned: u64,
 }
 
 impl PreservedFile {
@@ -203,6 +237,8 @@ pub struct Luo {
     handles: HashMap<u64, HandleEntry>,
     index: IdentityIndex,
     limits: Limits,
+    quota: Quota,
+    usage: HashMap<u32, Usage>,
     epoch: u64,
     next_key: u64,
     next_handle: u64,
@@ -267,6 +303,8 @@ impl Luo {
             handles: HashMap::new(),
             index: IdentityIndex::new(order),
             limits,
+            quota: Quota::default(),
+            usage: HashMap::new(),
             epoch: 1,
             next_key: 1,
             next_handle: 1,
@@ -343,6 +381,33 @@ impl Luo {
         self.epoch
     }
 
+    /// Sets the per-owner quota. Lowering it below what an owner holds takes
+    /// nothing away; it refuses new sessions and files until usage drops.
+    pub fn set_quota(&mut self, quota: Quota) {
+        self.quota = quota;
+    }
+
+    /// The per-owner quota.
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    /// What `owner` holds now.
+    pub fn usage(&self, owner: u32) -> Usage {
+        self.usage.get(&owner).copied().unwrap_or_default()
+    }
+
+    fn usage_mut(&mut self, owner: u32) -> &mut Usage {
+        self.usage.entry(owner).or_default()
+    }
+
+    /// Drops a file's share of its owner's usage when it leaves custody.
+    fn release_file(&mut self, owner: u32, pinned: u64) {
+        let u = self.usage_mut(owner);
+        u.files -= 1;
+        u.pinned_bytes -= pinned;
+    }
+
     /// The identity index (read-only), for status and diagnostics.
     pub fn index(&self) -> &IdentityIndex {
         &self.index
@@ -412,6 +477,16 @@ impl Luo {
                 format!("an outgoing session named '{}' already exists", show(name)),
             );
         }
+        let used = self.usage(owner).sessions;
+        if owner != 0 && used >= self.quota.sessions {
+            return err(
+                Errno::EDQUOT,
+                format!(
+                    "uid {owner} has {used} sessions, its quota of sessions (luod --quota-sessions)"
+                ),
+            );
+        }
+        self.usage_mut(owner).sessions += 1;
         let key = self.next_key;
         self.next_key += 1;
         self.sessions.insert(
@@ -426,6 +501,18 @@ impl Luo {
             },
         );
         self.outgoing.insert(nk, key);
+        Ok(self.new_handle(key))
+    }
+
+    /// A new handle on the outgoing session `name` of `owner`, for acting on
+    /// it by name (the agent's `handover NAME`). `ENOENT` when there is none.
+    pub fn open_outgoing(&mut self, owner: u32, name: &[u8]) -> Result<SessionHandle> {
+        let Some(&key) = self.outgoing.get(&(owner, name.to_vec())) else {
+            return err(
+                Errno::ENOENT,
+                format!("no outgoing session named '{}'", show(name)),
+            );
+        };
         Ok(self.new_handle(key))
     }
 
@@ -489,8 +576,13 @@ impl Luo {
         match self.preserve_steps(key, fd, token, &mut undo) {
             Ok(file) => {
                 let s = self.sessions.get_mut(&key).expect("session");
+                let owner = s.owner;
+                let pinned = file.pinned;
                 s.tokens.insert(token, s.files.len());
                 s.files.push(file);
+                let u = self.usage_mut(owner);
+                u.files += 1;
+                u.pinned_bytes += pinned;
                 Ok(())
             }
             Err(e) => {
@@ -536,6 +628,27 @@ impl Luo {
             );
         };
         let handler = &self.handlers[hi];
+        let pinned = if handler.pins_memory() { stat.size } else { 0 };
+        let owner = self.sessions[&key].owner;
+        let u = self.usage(owner);
+        if owner != 0 && u.files >= self.quota.files {
+            return err(
+                Errno::EDQUOT,
+                format!(
+                    "token {token}: uid {owner} has {} files preserved, its quota of files (luod --quota-files)",
+                    u.files
+                ),
+            );
+        }
+        if owner != 0 && u.pinned_bytes.saturating_add(pinned) > self.quota.pinned_bytes {
+            return err(
+                Errno::EDQUOT,
+                format!(
+                    "token {token}: {pinned} more bytes of memfd would exceed uid {owner}'s quota of {} pinned bytes ({} in use; luod --quota-bytes)",
+                    self.quota.pinned_bytes, u.pinned_bytes
+                ),
+            );
+        }
         let identity = Identity::new(&stat, handler.identity(&info));
         let custody = Arc::new(fd);
         let holder = Holder {
@@ -596,6 +709,7 @@ impl Luo {
             flb_refs,
             indexed: true,
             retrieve: RetrieveStatus::NotRetrieved,
+            pinned,
         })
     }
 
@@ -682,6 +796,7 @@ impl Luo {
     fn remove_session(&mut self, key: u64) {
         self.stale_handles(key);
         let s = self.sessions.remove(&key).expect("session");
+        self.usage_mut(s.owner).sessions -= 1;
         let nk = (s.owner, s.name);
         let list = match s.side {
             Side::Outgoing => &mut self.outgoing,
@@ -867,8 +982,10 @@ impl Luo {
         }
         s.side = Side::Incoming { finished: true };
         s.tokens.clear();
+        let owner = s.owner;
         let files = std::mem::take(&mut s.files);
         for f in files.into_iter().rev() {
+            self.release_file(owner, f.pinned);
             let args = f.args();
             self.handlers[f.handler].finish(&args);
             for &(fi, g) in f.flb_refs.iter().rev() {
@@ -913,8 +1030,10 @@ impl Luo {
 
     fn abort(&mut self, key: u64) {
         let s = self.sessions.get_mut(&key).expect("session");
+        let owner = s.owner;
         let files = std::mem::take(&mut s.files);
         for f in files.into_iter().rev() {
+            self.release_file(owner, f.pinned);
             let args = f.args();
             self.handlers[f.handler].unpreserve(&args);
             for &(fi, g) in f.flb_refs.iter().rev() {

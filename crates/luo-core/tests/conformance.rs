@@ -11,7 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 use luo_core::handler::{MemfdHandler, UserspaceHandler, UserspaceKind};
 use luo_core::testing::{Faults, FaultyHandler, Op, TestFlb};
 use luo_core::{
-    Errno, FileOrder, IndexMode, Limits, Luo, RetrieveStatus, SessionHandle, SessionState,
+    Errno, FileOrder, IndexMode, Limits, Luo, Quota, RetrieveStatus, SessionHandle, SessionState,
+    Usage,
 };
 
 /// Tests count the process's open descriptors, so they run one at a time
@@ -978,4 +979,90 @@ fn a_shared_flb_lifecycle_ends_exactly_once() {
     l.preserve(c, memfd(b"3"), 1).unwrap();
     l.close(c).unwrap();
     assert_eq!(flb_events(&f)[3..], [Op::FlbPreserve, Op::FlbUnpreserve]);
+}
+
+#[test]
+fn quotas_refuse_with_edquot_and_free_up_when_files_leave() {
+    let _s = serial();
+    let mut l = luo();
+    l.set_quota(Quota {
+        sessions: 2,
+        files: 2,
+        pinned_bytes: 100,
+    });
+    let a = l.create_session(1000, b"a").unwrap();
+    let b = l.create_session(1000, b"b").unwrap();
+    // EEXIST is checked before the quota, as the name is the caller's mistake.
+    assert_eq!(errno(l.create_session(1000, b"a")), Errno::EEXIST);
+    let e = l.create_session(1000, b"c").unwrap_err();
+    assert_eq!(e.errno, Errno::EDQUOT);
+    assert!(e.message.contains("quota of sessions"), "{e}");
+    // Other uids have their own count; root has none.
+    l.create_session(1001, b"c").unwrap();
+    l.create_session(0, b"c").unwrap();
+    l.create_session(0, b"d").unwrap();
+    l.create_session(0, b"e").unwrap();
+
+    let before = fds();
+    // 60 + 50 bytes of memfd would pass 100: refused, fd closed.
+    l.preserve(a, memfd(&[1; 60]), 1).unwrap();
+    let e = l.preserve(a, memfd(&[2; 50]), 2).unwrap_err();
+    assert_eq!(e.errno, Errno::EDQUOT);
+    assert!(e.message.contains("pinned bytes"), "{e}");
+    // Eventfds pin nothing, but count as files.
+    l.preserve(b, luo_sys::eventfd(0).unwrap(), 1).unwrap();
+    let e = l.preserve(b, luo_sys::eventfd(0).unwrap(), 2).unwrap_err();
+    assert_eq!(e.errno, Errno::EDQUOT);
+    assert!(e.message.contains("quota of files"), "{e}");
+    assert_eq!(
+        l.usage(1000),
+        Usage {
+            sessions: 2,
+            files: 2,
+            pinned_bytes: 60
+        }
+    );
+    assert_eq!(fds(), before + 2);
+    // The check comes after ENOENT (nothing to account) and before EBUSY.
+    let null = File::open("/dev/null").unwrap();
+    assert_eq!(errno(l.preserve(b, null.into(), 3)), Errno::ENOENT);
+
+    // Aborting a session gives back its session and files.
+    l.close(b).unwrap();
+    assert_eq!(
+        l.usage(1000),
+        Usage {
+            sessions: 1,
+            files: 1,
+            pinned_bytes: 60
+        }
+    );
+    // Finishing gives back files; the session counts until it is gone.
+    l.handover(a).unwrap();
+    let r = l.retrieve_session(1000, b"a").unwrap();
+    l.finish(r).unwrap();
+    assert_eq!(l.usage(1000).files, 0);
+    assert_eq!(l.usage(1000).pinned_bytes, 0);
+    assert_eq!(l.usage(1000).sessions, 1);
+    l.close(r).unwrap();
+    assert_eq!(l.usage(1000), Usage::default());
+    assert_eq!(fds(), before);
+}
+
+#[test]
+fn open_outgoing_names_a_session_of_one_owner() {
+    let _s = serial();
+    let mut l = luo();
+    let s = l.create_session(1000, b"db").unwrap();
+    l.preserve(s, memfd(b"x"), 1).unwrap();
+    assert_eq!(errno(l.open_outgoing(1001, b"db")), Errno::ENOENT);
+    let h = l.open_outgoing(1000, b"db").unwrap();
+    l.handover(h).unwrap();
+    // Both handles went stale together.
+    assert_eq!(errno(l.preserve(s, memfd(b"y"), 2)), Errno::ESTALE);
+    assert_eq!(errno(l.open_outgoing(1000, b"db")), Errno::ENOENT);
+    l.close(h).unwrap();
+    l.close(s).unwrap();
+    let r = l.retrieve_session(1000, b"db").unwrap();
+    assert_eq!(read_all(l.retrieve_fd(r, 1).unwrap().as_fd()), b"x");
 }
