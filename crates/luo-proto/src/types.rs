@@ -1,0 +1,329 @@
+//! The results the agent reports (`status`, `sessions`, `show`), with their
+//! JSON form. One definition serves the agent that writes them and the
+//! clients that read them.
+
+use crate::json::Value;
+use crate::{str_field, u64_field, Errno, Error, Result};
+
+fn bool_field(v: &Value, key: &str) -> Result<bool> {
+    v.get(key)
+        .and_then(Value::as_bool)
+        .ok_or_else(|| Error::new(Errno::EPROTO, format!("\"{key}\" must be a boolean")))
+}
+
+fn proto<T>(r: Result<T>) -> Result<T> {
+    r.map_err(|e| Error::new(Errno::EPROTO, format!("unexpected reply: {}", e.message)))
+}
+
+fn list<'a>(v: &'a Value, key: &str) -> Result<&'a [Value]> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::new(Errno::EPROTO, format!("\"{key}\" must be an array")))
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Outgoing: accepting files, to be handed over.
+    Open,
+    /// Handed over, waiting to be retrieved.
+    Incoming,
+    /// Retrieved, not finished yet.
+    Retrieved,
+    /// Finished; gone when its last handle closes.
+    Finished,
+}
+
+impl SessionState {
+    /// The protocol's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Open => "open",
+            SessionState::Incoming => "incoming",
+            SessionState::Retrieved => "retrieved",
+            SessionState::Finished => "finished",
+        }
+    }
+
+    /// Parses [`SessionState::as_str`].
+    pub fn parse(s: &str) -> Option<SessionState> {
+        Some(match s {
+            "open" => SessionState::Open,
+            "incoming" => SessionState::Incoming,
+            "retrieved" => SessionState::Retrieved,
+            "finished" => SessionState::Finished,
+            _ => return None,
+        })
+    }
+}
+
+/// One preserved file, as `show` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDetail {
+    /// Its token.
+    pub token: u64,
+    /// The handler's compatible string, e.g. `memfd-v2`.
+    pub handler: String,
+    /// A short type name: `memfd`, `tcp-socket`, `udp-socket`,
+    /// `unix-socket`, `eventfd`, `pipe`, or the handler's string.
+    pub kind: String,
+    /// `inode` (memfd: any descriptor of the inode is the same file) or
+    /// `open-file` (the open file description).
+    pub identity: String,
+    /// `st_dev` of the file.
+    pub dev: u64,
+    /// `st_ino` of the file.
+    pub ino: u64,
+    /// `st_size` now.
+    pub size: u64,
+    /// Bytes it counts against the owner's pinned-bytes quota.
+    pub pinned_bytes: u64,
+    /// Whether it survives a kexec.
+    pub kexec_safe: bool,
+    /// Whether it is in the identity index (managed) now.
+    pub managed: bool,
+    /// `no`, `yes`, or `failed: ERRNO`.
+    pub retrieved: String,
+}
+
+impl FileDetail {
+    /// The JSON form.
+    pub fn to_value(&self) -> Value {
+        Value::object()
+            .with("token", self.token)
+            .with("handler", self.handler.as_str())
+            .with("type", self.kind.as_str())
+            .with("identity", self.identity.as_str())
+            .with("dev", self.dev)
+            .with("ino", self.ino)
+            .with("size", self.size)
+            .with("pinned_bytes", self.pinned_bytes)
+            .with("kexec_safe", self.kexec_safe)
+            .with("managed", self.managed)
+            .with("retrieved", self.retrieved.as_str())
+    }
+
+    /// Parses [`FileDetail::to_value`].
+    pub fn from_value(v: &Value) -> Result<FileDetail> {
+        proto((|| {
+            Ok(FileDetail {
+                token: u64_field(v, "token")?,
+                handler: str_field(v, "handler")?.to_string(),
+                kind: str_field(v, "type")?.to_string(),
+                identity: str_field(v, "identity")?.to_string(),
+                dev: u64_field(v, "dev")?,
+                ino: u64_field(v, "ino")?,
+                size: u64_field(v, "size")?,
+                pinned_bytes: u64_field(v, "pinned_bytes")?,
+                kexec_safe: bool_field(v, "kexec_safe")?,
+                managed: bool_field(v, "managed")?,
+                retrieved: str_field(v, "retrieved")?.to_string(),
+            })
+        })())
+    }
+}
+
+/// One session: a summary (`sessions`) or, with its files, a detail (`show`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDetail {
+    /// Its name.
+    pub name: String,
+    /// The uid that owns it.
+    pub owner: u32,
+    /// Its state.
+    pub state: SessionState,
+    /// Live handles on it.
+    pub handles: u64,
+    /// How many files it holds.
+    pub file_count: u64,
+    /// memfd bytes its files pin.
+    pub pinned_bytes: u64,
+    /// Whether every file in it survives a kexec.
+    pub kexec_safe: bool,
+    /// Its files (empty in a summary).
+    pub files: Vec<FileDetail>,
+}
+
+impl SessionDetail {
+    /// The JSON form; `with_files` adds the `"files"` array.
+    pub fn to_value(&self, with_files: bool) -> Value {
+        let mut v = Value::object()
+            .with("name", self.name.as_str())
+            .with("owner", self.owner)
+            .with("state", self.state.as_str())
+            .with("handles", self.handles)
+            .with("file_count", self.file_count)
+            .with("pinned_bytes", self.pinned_bytes)
+            .with("kexec_safe", self.kexec_safe);
+        if with_files {
+            v.set(
+                "files",
+                self.files
+                    .iter()
+                    .map(FileDetail::to_value)
+                    .collect::<Vec<_>>(),
+            );
+        }
+        v
+    }
+
+    /// Parses [`SessionDetail::to_value`] (files are optional).
+    pub fn from_value(v: &Value) -> Result<SessionDetail> {
+        let state = str_field(v, "state")?;
+        let files = match v.get("files") {
+            Some(_) => list(v, "files")?
+                .iter()
+                .map(FileDetail::from_value)
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        proto((|| {
+            Ok(SessionDetail {
+                name: str_field(v, "name")?.to_string(),
+                owner: u64_field(v, "owner")? as u32,
+                state: SessionState::parse(state).ok_or_else(|| {
+                    Error::new(Errno::EPROTO, format!("unknown session state {state:?}"))
+                })?,
+                handles: u64_field(v, "handles")?,
+                file_count: u64_field(v, "file_count")?,
+                pinned_bytes: u64_field(v, "pinned_bytes")?,
+                kexec_safe: bool_field(v, "kexec_safe")?,
+                files,
+            })
+        })())
+    }
+}
+
+/// Sessions, files and pinned bytes, as counted against a quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Sessions (outgoing and incoming).
+    pub sessions: u64,
+    /// Files in custody.
+    pub files: u64,
+    /// memfd bytes pinned.
+    pub pinned_bytes: u64,
+}
+
+impl Usage {
+    /// The JSON form; `u64::MAX` (no limit) is written as `null`.
+    pub fn to_value(&self) -> Value {
+        let n = |x: u64| if x == u64::MAX { Value::Null } else { x.into() };
+        Value::object()
+            .with("sessions", n(self.sessions))
+            .with("files", n(self.files))
+            .with("pinned_bytes", n(self.pinned_bytes))
+    }
+
+    /// Parses [`Usage::to_value`] (`null` is `u64::MAX`).
+    pub fn from_value(v: &Value) -> Result<Usage> {
+        let n = |k: &str| match v.get(k) {
+            Some(Value::Null) => Ok(u64::MAX),
+            _ => proto(u64_field(v, k)),
+        };
+        Ok(Usage {
+            sessions: n("sessions")?,
+            files: n("files")?,
+            pinned_bytes: n("pinned_bytes")?,
+        })
+    }
+}
+
+/// What `status` reports. Counts cover what the caller may see: its own
+/// sessions, or every session for root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The agent's name and version, e.g. `luod 0.1.0`.
+    pub agent: String,
+    /// The protocol version.
+    pub protocol: u64,
+    /// `emulated` (or `kernel`).
+    pub backend: String,
+    /// The agent's pid.
+    pub pid: u32,
+    /// The caller's uid as the agent saw it.
+    pub uid: u32,
+    /// The current epoch.
+    pub epoch: u64,
+    /// Outgoing sessions.
+    pub outgoing: u64,
+    /// Incoming sessions (waiting, retrieved or finished).
+    pub incoming: u64,
+    /// Files in custody.
+    pub files: u64,
+    /// memfd bytes pinned.
+    pub pinned_bytes: u64,
+    /// Open client connections and session handles (whole agent).
+    pub connections: u64,
+    /// Descriptors the agent has open (whole agent).
+    pub open_fds: u64,
+    /// The agent's `RLIMIT_NOFILE` soft limit.
+    pub nofile_soft: u64,
+    /// The agent's `RLIMIT_NOFILE` hard limit.
+    pub nofile_hard: u64,
+    /// The per-uid quota (`u64::MAX`: none).
+    pub quota: Usage,
+    /// What the caller's uid holds against it.
+    pub usage: Usage,
+}
+
+impl Status {
+    /// The JSON form.
+    pub fn to_value(&self) -> Value {
+        Value::object()
+            .with("agent", self.agent.as_str())
+            .with("protocol", self.protocol)
+            .with("backend", self.backend.as_str())
+            .with("pid", self.pid)
+            .with("uid", self.uid)
+            .with("epoch", self.epoch)
+            .with("outgoing", self.outgoing)
+            .with("incoming", self.incoming)
+            .with("files", self.files)
+            .with("pinned_bytes", self.pinned_bytes)
+            .with("connections", self.connections)
+            .with("open_fds", self.open_fds)
+            .with("nofile_soft", self.nofile_soft)
+            .with("nofile_hard", self.nofile_hard)
+            .with("quota", self.quota.to_value())
+            .with("usage", self.usage.to_value())
+    }
+
+    /// Parses [`Status::to_value`].
+    pub fn from_value(v: &Value) -> Result<Status> {
+        let sub = |k: &str| {
+            v.get(k)
+                .ok_or_else(|| Error::new(Errno::EPROTO, format!("\"{k}\" is missing")))
+        };
+        let quota = Usage::from_value(sub("quota")?)?;
+        let usage = Usage::from_value(sub("usage")?)?;
+        proto((|| {
+            Ok(Status {
+                agent: str_field(v, "agent")?.to_string(),
+                protocol: u64_field(v, "protocol")?,
+                backend: str_field(v, "backend")?.to_string(),
+                pid: u64_field(v, "pid")? as u32,
+                uid: u64_field(v, "uid")? as u32,
+                epoch: u64_field(v, "epoch")?,
+                outgoing: u64_field(v, "outgoing")?,
+                incoming: u64_field(v, "incoming")?,
+                files: u64_field(v, "files")?,
+                pinned_bytes: u64_field(v, "pinned_bytes")?,
+                connections: u64_field(v, "connections")?,
+                open_fds: u64_field(v, "open_fds")?,
+                nofile_soft: u64_field(v, "nofile_soft")?,
+                nofile_hard: u64_field(v, "nofile_hard")?,
+                quota,
+                usage,
+            })
+        })())
+    }
+}
+
+/// Parses the `"sessions"` array of a `sessions` or `show` reply.
+pub fn sessions_from_value(v: &Value) -> Result<Vec<SessionDetail>> {
+    list(v, "sessions")?
+        .iter()
+        .map(SessionDetail::from_value)
+        .collect()
+}
