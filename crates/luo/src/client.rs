@@ -1,0 +1,338 @@
+//! The agent connection.
+
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use luo_proto::types::{sessions_from_value, SessionDetail, Status};
+use luo_proto::{request, u64_field, Errno, Error, Message, Value};
+
+use crate::wire::{self, field};
+use crate::{Result, Session};
+
+/// A connection to `luod`: the counterpart of the kernel's
+/// `/dev/liveupdate`. Sessions are created and retrieved here, and the agent
+/// is asked about its state.
+///
+/// The agent knows the caller by the uid of the process that connected
+/// (`SO_PEERCRED`): sessions belong to that uid, and only root may act on
+/// another uid's sessions (the `owner` arguments).
+///
+/// A `Client` is `Send` and `Sync`: requests from several threads are
+/// serialised, one request and its reply at a time. Dropping it closes the
+/// connection; sessions already created or retrieved live on in their
+/// [`Session`] handles.
+///
+/// ```no_run
+/// let luo = luo::Client::connect()?;
+/// let status = luo.status()?;
+/// println!("{} at epoch {}", status.agent, status.epoch);
+/// # Ok::<(), luo::Error>(())
+/// ```
+pub struct Client {
+    fd: OwnedFd,
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// The error for a failed `connect(2)` to `path`, saying what to do.
+fn connect_error(path: &Path, errno: Errno) -> Error {
+    let path = path.display();
+    let why = match errno {
+        Errno::ENOENT => "no such socket (is luod running? start it with `luod`, or set LUOD_SOCKET or --socket)".to_string(),
+        Errno::ECONNREFUSED => "connection refused (the socket exists but nobody is listening: luod may have exited; start it again with `luod`, or set LUOD_SOCKET or --socket)".to_string(),
+        Errno::EACCES | Errno::EPERM => "permission denied (the socket or a directory above it is not accessible to this user; check their permissions, or set LUOD_SOCKET or --socket)".to_string(),
+        Errno::ENOTDIR => "a component of the path is not a directory (set LUOD_SOCKET or --socket to luod's socket)".to_string(),
+        Errno::ENAMETOOLONG => "the path is too long for a Unix socket (at most 107 bytes; use a shorter LUOD_SOCKET or --socket)".to_string(),
+        Errno::EAGAIN => "luod is not accepting connections now (its backlog is full); try again".to_string(),
+        e => format!("{} (is luod running? start it with `luod`, or set LUOD_SOCKET or --socket)", e.description()),
+    };
+    Error::new(errno, format!("cannot connect to luod at {path}: {why}"))
+}
+
+impl Client {
+    /// Connects to `luod` at [`default_socket_path`](crate::default_socket_path).
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect()?;
+    /// println!("connected to {}", luo.path().display());
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect_to`].
+    pub fn connect() -> Result<Client> {
+        Client::connect_to(crate::default_socket_path())
+    }
+
+    /// Connects to `luod` at `path`.
+    ///
+    /// # Errors
+    ///
+    /// `connect(2)`'s errno, with a message naming the path and saying what
+    /// to do: `ENOENT` (no socket there: luod is not running, or is
+    /// listening elsewhere), `ECONNREFUSED` (a stale socket: luod exited),
+    /// `EACCES` (no permission to reach the socket).
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join("luo-doc-nowhere");
+    /// let e = luo::Client::connect_to(dir.join("luod.sock")).unwrap_err();
+    /// assert_eq!(e.errno, luo::Errno::ENOENT);
+    /// assert!(e.message.contains("is luod running?"));
+    /// ```
+    pub fn connect_to(path: impl AsRef<Path>) -> Result<Client> {
+        let path = path.as_ref();
+        let fd = luo_sys::seqpacket_connect(path).map_err(|e| connect_error(path, e))?;
+        Ok(Client::from_parts(fd, path.to_path_buf()))
+    }
+
+    pub(crate) fn from_parts(fd: OwnedFd, path: PathBuf) -> Client {
+        Client {
+            fd,
+            path,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// The socket path this client connected to.
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect_to("/run/luod/luod.sock")?;
+    /// assert_eq!(luo.path(), std::path::Path::new("/run/luod/luod.sock"));
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn call(&self, body: &Value, want_fds: usize) -> Result<Message> {
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        wire::call(self.fd.as_fd(), body, &[], want_fds)
+    }
+
+    fn call_for_session(&self, body: &Value) -> Result<Session> {
+        let mut reply = self.call(body, 1)?;
+        let fd = reply
+            .fds
+            .pop()
+            .ok_or_else(|| wire::unexpected("no handle"))?;
+        Ok(Session::from(fd))
+    }
+
+    /// Sends one request that carries no descriptors and expects none back,
+    /// and returns the whole successful reply (`"ok": true`, `"v"`, `"fds"`
+    /// and the results). For tools such as `luoctl` that show the agent's
+    /// replies as they are; programs should prefer the typed methods.
+    ///
+    /// `"v"` and `"fds"` are set for you. A request whose reply carries
+    /// descriptors (`create_session`, `retrieve_session`) fails with
+    /// `EPROTO`, and the descriptors are closed.
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect()?;
+    /// let reply = luo.raw_request(&luo::Value::object().with("op", "status"))?;
+    /// println!("{}", reply.to_json_pretty());
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The agent's refusal, or `EPROTO`/`ECONNRESET` as for every request.
+    pub fn raw_request(&self, body: &Value) -> Result<Value> {
+        Ok(self.call(body, 0)?.body)
+    }
+
+    /// Creates an outgoing session named `name` (1 to 63 bytes, no NUL),
+    /// owned by the caller's uid, and returns its handle. Closing the last
+    /// copy of the handle before [`Session::handover`] aborts the session:
+    /// every file in it is let go.
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect()?;
+    /// let session = luo.create_session("kv")?;
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` a bad name, `EEXIST` an outgoing session of that name exists,
+    /// `ENOSPC` too many sessions, `EDQUOT` over the caller's session quota.
+    pub fn create_session(&self, name: &str) -> Result<Session> {
+        self.call_for_session(&request("create_session").with("name", name))
+    }
+
+    /// Retrieves the caller's incoming (handed-over) session named `name`
+    /// and returns its handle.
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect()?;
+    /// let session = luo.retrieve_session("kv")?;
+    /// let state = session.retrieve_fd(1)?;
+    /// session.finish()?;
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` no incoming session of that name, `EINVAL` it was already
+    /// retrieved (and its handle is still open somewhere).
+    pub fn retrieve_session(&self, name: &str) -> Result<Session> {
+        self.call_for_session(&request("retrieve_session").with("name", name))
+    }
+
+    /// As [`Client::retrieve_session`], for the session named `name` of uid
+    /// `owner`. Only root may name another uid.
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect()?; // as root
+    /// let session = luo.retrieve_session_of(1000, "kv")?;
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::retrieve_session`], and `EPERM` for a caller other than
+    /// root naming another uid.
+    pub fn retrieve_session_of(&self, owner: u32, name: &str) -> Result<Session> {
+        self.call_for_session(
+            &request("retrieve_session")
+                .with("name", name)
+                .with("owner", owner),
+        )
+    }
+
+    /// An emulated live update: every outgoing session crosses (is handed
+    /// over) at once and the epoch advances. Handles on the crossed sessions
+    /// become stale (`ESTALE`); retrieve the sessions anew. Returns the new
+    /// epoch.
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect()?;
+    /// let epoch = luo.update()?;
+    /// println!("now at epoch {epoch}");
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `EPERM` unless the caller is root or the agent's own uid, `EEXIST` an
+    /// incoming session of the same name and owner as an outgoing one is
+    /// unfinished, or the errno of a handler that refused to freeze.
+    pub fn update(&self) -> Result<u64> {
+        let reply = self.call(&request("update"), 0)?;
+        field(u64_field(&reply.body, "epoch"))
+    }
+
+    /// The agent's state: version, backend, epoch, the caller's sessions,
+    /// files and pinned bytes, connections and descriptors, quota and usage.
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect()?;
+    /// let s = luo.status()?;
+    /// println!("{} sessions out, {} files, {} bytes pinned", s.outgoing, s.files, s.pinned_bytes);
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `EPROTO` for a reply this library cannot read, `ECONNRESET` if the
+    /// agent hung up.
+    pub fn status(&self) -> Result<Status> {
+        Status::from_value(&self.call(&request("status"), 0)?.body)
+    }
+
+    /// Summaries (without files) of the caller's sessions, or of every
+    /// session for root.
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect()?;
+    /// for s in luo.sessions()? {
+    ///     println!("{} (uid {}): {}, {} files", s.name, s.owner, s.state.as_str(), s.file_count);
+    /// }
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::status`].
+    pub fn sessions(&self) -> Result<Vec<SessionDetail>> {
+        sessions_from_value(&self.call(&request("sessions"), 0)?.body)
+    }
+
+    /// Details, with files, of the sessions named `name` of the caller (or
+    /// of uid `owner`, for root): one, or two when an outgoing and an
+    /// incoming session share the name.
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect()?;
+    /// for s in luo.show("kv", None)? {
+    ///     for f in &s.files {
+    ///         println!("{}: {} {} bytes", f.token, f.kind, f.size);
+    ///     }
+    /// }
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` no session of that name, `EPERM` a caller other than root
+    /// naming another uid.
+    pub fn show(&self, name: &str, owner: Option<u32>) -> Result<Vec<SessionDetail>> {
+        sessions_from_value(&self.call(&by_name("show", name, owner), 0)?.body)
+    }
+
+    /// Hands over the outgoing session named `name` (of uid `owner`, for
+    /// root) without holding its handle: the same as [`Session::handover`].
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect()?;
+    /// luo.handover("kv", None)?;
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` no outgoing session of that name, `EEXIST` an incoming
+    /// session of that name is unfinished, a handler's freeze errno, `EPERM`.
+    pub fn handover(&self, name: &str, owner: Option<u32>) -> Result<()> {
+        self.call(&by_name("handover", name, owner), 0).map(drop)
+    }
+
+    /// Retrieves and finishes the incoming session named `name` (of uid
+    /// `owner`, for root) in one step. Files that were never retrieved are
+    /// discarded: this is how an operator clears a session nobody will come
+    /// back for.
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect()?;
+    /// luo.finish("kv", None)?;
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` no such incoming session, `EINVAL` a process holds it
+    /// (retrieved, handle open), `EBUSY` a handler cannot finish, `EPERM`.
+    pub fn finish(&self, name: &str, owner: Option<u32>) -> Result<()> {
+        self.call(&by_name("finish", name, owner), 0).map(drop)
+    }
+}
+
+fn by_name(op: &str, name: &str, owner: Option<u32>) -> Value {
+    let mut v = request(op).with("name", name);
+    if let Some(o) = owner {
+        v.set("owner", o);
+    }
+    v
+}

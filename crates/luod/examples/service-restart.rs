@@ -1,0 +1,542 @@
+//! The main demo: a key-value service keeps its data in a memfd and serves it
+//! over TCP; it is restarted twice through luo while a client keeps sending
+//! requests. Nothing is copied and no request fails: the data stays in the
+//! memfd, and connections that arrive during a restart wait in the listening
+//! socket's queue until the next process accepts them.
+//!
+//! ```text
+//! cargo run --release --example service-restart [-- --size 1G --restarts 2]
+//! ```
+//!
+//! One binary plays every part: run without arguments it is the orchestrator,
+//! which starts an agent on the emulated backend in a temporary directory,
+//! then the service, then the load client; the agent and every generation of
+//! the service are separate processes (this binary again, with a role).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SESSION: &str = "kv-demo";
+const TOKEN_DATA: u64 = 1;
+const TOKEN_LISTENER: u64 = 2;
+/// Bytes per value: record `i` lives at offset `i * RECORD`.
+const RECORD: u64 = 64;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let r = match args.first().map(String::as_str) {
+        Some("__agent") => agent(&args[1..]),
+        Some("__service") => service(&args[1..]),
+        _ => orchestrate(&args),
+    };
+    if let Err(e) = r {
+        eprintln!("service-restart: {e}");
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The data: record i is eight 64-bit words derived from i, so any reader can
+// check any value without a copy of the data.
+
+fn word(j: u64) -> u64 {
+    // splitmix64
+    let mut z = j.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn record(i: u64) -> [u8; RECORD as usize] {
+    let mut r = [0u8; RECORD as usize];
+    for (k, chunk) in r.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&word(i * 8 + k as u64).to_le_bytes());
+    }
+    r
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn parse_size(s: &str) -> Res<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let m = match s[i..].to_ascii_uppercase().trim_end_matches("IB") {
+                "" | "B" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                other => return Err(format!("unknown size unit {other:?} in {s:?}").into()),
+            };
+            (&s[..i], m)
+        }
+        None => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad size {s:?}: use e.g. 256M or 1G"))?;
+    Ok(n * mult)
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Role: the agent.
+
+fn agent(args: &[String]) -> Res<()> {
+    let socket = PathBuf::from(args.first().ok_or("__agent needs a socket path")?);
+    let config = luod::Config {
+        socket,
+        ..luod::Config::default()
+    };
+    luod::Agent::bind(config)?.serve()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Role: one generation of the key-value service.
+//
+// stdout carries one event per line for the orchestrator; stdin carries its
+// commands ("restart" or "quit").
+
+fn event(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn service(args: &[String]) -> Res<()> {
+    let socket = args.first().ok_or("__service needs a socket path")?;
+    let generation: u64 = args.get(1).ok_or("__service needs a generation")?.parse()?;
+    let size: u64 = args.get(2).ok_or("__service needs a size")?.parse()?;
+    let client = luo::Client::connect_to(socket)?;
+
+    let (data, listener) = if generation == 1 {
+        start_fresh(size)?
+    } else {
+        take_over(&client)?
+    };
+    event(&format!(
+        "READY {} {}",
+        listener.local_addr()?.port(),
+        data.metadata()?.len()
+    ));
+
+    // A thread turns stdin into a flag; the accept loop checks it between
+    // requests, so no accepted connection is ever dropped.
+    let command = Arc::new(Mutex::new(None::<String>));
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (command, stop) = (command.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut line);
+            *command.lock().unwrap_or_else(|e| e.into_inner()) = Some(line.trim().to_string());
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    listener.set_nonblocking(true)?;
+    let records = data.metadata()?.len() / RECORD;
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((conn, _)) => serve_one(conn, &data, records, generation),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_micros(100))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let cmd = command.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if cmd.as_deref() != Some("restart") {
+        return Ok(());
+    }
+    // Restart: hand the data and the listening socket to the next process.
+    let t = Instant::now();
+    let session = client.create_session(SESSION)?;
+    session.preserve(TOKEN_DATA, data.as_fd())?;
+    session.preserve(TOKEN_LISTENER, listener.as_fd())?;
+    session.handover()?;
+    event(&format!("HANDED_OVER {}", t.elapsed().as_micros()));
+    Ok(())
+}
+
+/// Generation 1: a new memfd, filled, and a new listening socket.
+fn start_fresh(size: u64) -> Res<(File, TcpListener)> {
+    let data = File::from(luo_sys::memfd_create("kv-data", luo_sys::mfd::CLOEXEC)?);
+    let records = size / RECORD;
+    data.set_len(records * RECORD)?;
+    const CHUNK: u64 = 4 << 20;
+    let mut buf = Vec::with_capacity(CHUNK as usize);
+    let mut done = 0u64;
+    let mut last_pct = u64::MAX;
+    while done < records {
+        let n = (CHUNK / RECORD).min(records - done);
+        buf.clear();
+        for i in done..done + n {
+            buf.extend_from_slice(&record(i));
+        }
+        data.write_all_at(&buf, done * RECORD)?;
+        done += n;
+        let pct = done * 100 / records;
+        if pct != last_pct {
+            event(&format!("FILL {pct}"));
+            last_pct = pct;
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok((data, listener))
+}
+
+/// Later generations: everything comes from the previous one, through luo.
+fn take_over(client: &luo::Client) -> Res<(File, TcpListener)> {
+    let t = Instant::now();
+    let session = client.retrieve_session(SESSION)?;
+    let data = File::from(session.retrieve_fd(TOKEN_DATA)?);
+    let listener = TcpListener::from(session.retrieve_fd(TOKEN_LISTENER)?);
+    session.finish()?;
+    event(&format!("RETRIEVED {}", t.elapsed().as_micros()));
+    Ok((data, listener))
+}
+
+/// One request per connection: `GET i\n` → `G <hex of record i>\n`, where G
+/// is the generation that answered.
+fn serve_one(conn: TcpStream, data: &File, records: u64, generation: u64) {
+    let _ = conn.set_nonblocking(false);
+    let mut reader = BufReader::new(&conn);
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let reply = match line.trim().strip_prefix("GET ").map(str::parse::<u64>) {
+        Some(Ok(i)) if i < records => {
+            let mut v = [0u8; RECORD as usize];
+            match data.read_exact_at(&mut v, i * RECORD) {
+                Ok(()) => format!("{generation} {}\n", hex(&v)),
+                Err(e) => format!("ERR {e}\n"),
+            }
+        }
+        _ => "ERR bad request\n".to_string(),
+    };
+    let _ = (&conn).write_all(reply.as_bytes());
+}
+
+// ---------------------------------------------------------------------------
+// Role: the orchestrator, and the load client it runs on a thread.
+
+struct Options {
+    size: u64,
+    restarts: u32,
+}
+
+fn options(args: &[String]) -> Res<Options> {
+    let mut o = Options {
+        size: 1 << 30,
+        restarts: 2,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--size" => o.size = parse_size(value()?)?,
+            "--restarts" => o.restarts = value()?.parse()?,
+            "-h" | "--help" => {
+                println!(
+                    "usage: service-restart [--size SIZE] [--restarts N]\n\n\
+                     Starts luod (emulated backend) in a temporary directory, a key-value\n\
+                     service holding SIZE bytes (default 1G) in a memfd, and a client that\n\
+                     keeps sending requests; restarts the service N times (default 2)\n\
+                     through luo and reports each blackout and every failed request."
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
+        }
+    }
+    if o.size < RECORD {
+        return Err(format!("--size must be at least {RECORD} bytes").into());
+    }
+    Ok(o)
+}
+
+/// A child process that is killed if the orchestrator leaves early.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Generation {
+    proc: Proc,
+    stdin: ChildStdin,
+    events: Receiver<String>,
+}
+
+fn spawn_service(socket: &Path, generation: u64, size: u64) -> Res<Generation> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("__service")
+        .arg(socket)
+        .arg(generation.to_string())
+        .arg(size.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdin = child.stdin.take().ok_or("no stdin")?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, events) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(Generation {
+        proc: Proc(child),
+        stdin,
+        events,
+    })
+}
+
+/// Waits for the next event of `kind`, showing fill progress on the way.
+fn wait_for(g: &mut Generation, kind: &str) -> Res<Vec<String>> {
+    loop {
+        let line = match g.events.recv_timeout(Duration::from_secs(300)) {
+            Ok(l) => l,
+            Err(_) => {
+                let status = g.proc.0.try_wait()?;
+                return Err(format!("the service stopped before {kind} ({status:?})").into());
+            }
+        };
+        let mut parts = line.split_whitespace().map(str::to_string);
+        let head = parts.next().unwrap_or_default();
+        if head == "FILL" {
+            let pct = parts.next().unwrap_or_default();
+            print!("\r  filling the memfd: {pct:>3}%");
+            let _ = std::io::stdout().flush();
+            if pct == "100" {
+                println!();
+            }
+            continue;
+        }
+        if head == kind {
+            return Ok(parts.collect());
+        }
+    }
+}
+
+/// Statistics the load client shares with the orchestrator.
+#[derive(Default)]
+struct Load {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    /// Generation that answered the latest successful request.
+    generation: AtomicU64,
+    /// Failure messages, first few only.
+    errors: Mutex<Vec<String>>,
+    stop: AtomicBool,
+}
+
+fn load_client(addr: SocketAddr, records: u64, load: Arc<Load>) {
+    let mut i = 0u64;
+    while !load.stop.load(Ordering::SeqCst) {
+        let key = word(i) % records;
+        i += 1;
+        match request(addr, key) {
+            Ok(generation) => {
+                load.ok.fetch_add(1, Ordering::SeqCst);
+                load.generation.store(generation, Ordering::SeqCst);
+            }
+            Err(e) => {
+                load.failed.fetch_add(1, Ordering::SeqCst);
+                let mut errs = load.errors.lock().unwrap_or_else(|e| e.into_inner());
+                if errs.len() < 5 {
+                    errs.push(format!("GET {key}: {e}"));
+                }
+            }
+        }
+    }
+}
+
+fn request(addr: SocketAddr, key: u64) -> Res<u64> {
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    c.set_read_timeout(Some(Duration::from_secs(30)))?;
+    c.write_all(format!("GET {key}\n").as_bytes())?;
+    let mut reply = String::new();
+    c.read_to_string(&mut reply)?;
+    let (generation, value) = reply
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| format!("bad reply {reply:?}"))?;
+    if value != hex(&record(key)) {
+        return Err(format!("wrong value for key {key}: {value}").into());
+    }
+    Ok(generation.parse()?)
+}
+
+fn orchestrate(args: &[String]) -> Res<()> {
+    let o = options(args)?;
+    let dir = std::env::temp_dir().join(format!("luo-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let _cleanup = RemoveDir(dir.clone());
+    let socket = dir.join("luod.sock");
+    let log = File::create(dir.join("luod.log"))?;
+
+    println!("luo demo: a key-value service restarted through luo under load");
+    let _agent = Proc(
+        Command::new(std::env::current_exe()?)
+            .arg("__agent")
+            .arg(&socket)
+            .stderr(log)
+            .spawn()?,
+    );
+    let t = Instant::now();
+    while luo::Client::connect_to(&socket).is_err() {
+        if t.elapsed() > Duration::from_secs(10) {
+            return Err("luod did not come up within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!(
+        "  luod (emulated backend) listening on {}",
+        socket.display()
+    );
+
+    let records = o.size / RECORD;
+    println!(
+        "  generation 1: {} of data in a memfd ({records} records of {RECORD} bytes)",
+        human(records * RECORD)
+    );
+    let mut g = spawn_service(&socket, 1, o.size)?;
+    let ready = wait_for(&mut g, "READY")?;
+    let port: u16 = ready.first().ok_or("READY without port")?.parse()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    println!("  generation 1 serving on {addr}");
+
+    let load = Arc::new(Load::default());
+    let client = {
+        let load = load.clone();
+        std::thread::spawn(move || load_client(addr, records, load))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+
+    let agent = luo::Client::connect_to(&socket)?;
+    let mut blackouts = Vec::new();
+    for n in 1..=o.restarts as u64 {
+        let next = n + 1;
+        let before = load.ok.load(Ordering::SeqCst);
+        println!("\nrestart {n}: generation {n} -> {next} ({before} requests answered so far)");
+        let stop_at = Instant::now();
+        writeln!(g.stdin, "restart")?;
+        let handed = wait_for(&mut g, "HANDED_OVER")?;
+        let _ = g.proc.0.wait();
+        let shown = agent.show(SESSION, None)?;
+        for s in &shown {
+            for f in &s.files {
+                println!(
+                    "  preserved token {}: {} ({}, {}, {})",
+                    f.token,
+                    f.kind,
+                    human(f.size),
+                    f.identity,
+                    if f.kexec_safe {
+                        "kexec-safe"
+                    } else {
+                        "not kexec-safe"
+                    }
+                );
+            }
+        }
+        let mut ng = spawn_service(&socket, next, o.size)?;
+        let retrieved = wait_for(&mut ng, "RETRIEVED")?;
+        wait_for(&mut ng, "READY")?;
+        // Blackout: from the stop request to the first answer by the new process.
+        while load.generation.load(Ordering::SeqCst) != next {
+            if stop_at.elapsed() > Duration::from_secs(60) {
+                return Err("no request was answered by the new generation within 60 s".into());
+            }
+            std::hint::spin_loop();
+        }
+        let blackout = stop_at.elapsed();
+        blackouts.push(blackout);
+        let us = |v: &[String]| v.first().and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        println!(
+            "  preserve + handover {:.2} ms, retrieve + finish {:.2} ms, blackout {:.2} ms",
+            us(&handed) as f64 / 1000.0,
+            us(&retrieved) as f64 / 1000.0,
+            blackout.as_secs_f64() * 1000.0
+        );
+        g = ng;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    load.stop.store(true, Ordering::SeqCst);
+    let _ = client.join();
+    let _ = writeln!(g.stdin, "quit");
+    let _ = g.proc.0.wait();
+
+    let ok = load.ok.load(Ordering::SeqCst);
+    let failed = load.failed.load(Ordering::SeqCst);
+    println!("\nsummary");
+    println!(
+        "  data kept across restarts: {} (nothing copied)",
+        human(records * RECORD)
+    );
+    for (i, b) in blackouts.iter().enumerate() {
+        println!(
+            "  restart {}: blackout {:.2} ms",
+            i + 1,
+            b.as_secs_f64() * 1000.0
+        );
+    }
+    println!("  requests answered: {ok}, failed: {failed}");
+    for e in load.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        println!("    {e}");
+    }
+    let left = agent.sessions()?;
+    println!("  sessions left in luod: {}", left.len());
+    if failed > 0 {
+        return Err(format!("{failed} requests failed").into());
+    }
+    Ok(())
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[allow(dead_code)]
+fn keep(_: OwnedFd) {}

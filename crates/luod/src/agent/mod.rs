@@ -1,0 +1,653 @@
+//! The event loop: the listening socket, agent connections and session
+//! handles, each with an outbox of replies.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use luo_core::{Luo, SessionHandle, SessionState};
+use luo_proto::{Errno, Error, Value};
+use luo_sys::epoll::{EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP};
+use luo_sys::Epoll;
+use tracing::{debug, info, warn};
+
+use crate::{AgentError, Backend, Config};
+
+mod ops;
+mod report;
+
+/// Epoll key of the listening socket; connections get keys from 1 up, never
+/// reused, so a stale event for a closed connection finds nothing.
+const LISTENER: u64 = 0;
+/// Pending connections the kernel queues for us.
+const BACKLOG: i32 = 1024;
+/// Most requests read from one connection per wakeup, so that one busy
+/// client cannot starve the others.
+const MAX_BATCH: usize = 64;
+/// Most connections accepted per wakeup.
+const MAX_ACCEPT: usize = 256;
+/// How long the listener rests after `accept` ran out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Most events taken from one `epoll_wait`.
+const MAX_EVENTS: usize = 256;
+
+/// What a connection is.
+#[derive(Debug, Clone)]
+enum Kind {
+    /// What `connect(2)` to the socket path gives; the peer's credentials
+    /// were taken at accept.
+    Agent { uid: u32, pid: i32 },
+    /// The agent's end of a session handle: it owns one luo handle.
+    Handle {
+        handle: SessionHandle,
+        name: String,
+        owner: u32,
+    },
+}
+
+/// An encoded reply waiting to be sent, with its descriptors.
+#[derive(Debug)]
+struct Outgoing {
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+/// A reply before encoding: a body and the descriptors to attach.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) body: Value,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+impl Reply {
+    pub(crate) fn ok(body: Value) -> Reply {
+        Reply {
+            body,
+            fds: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Conn {
+    fd: OwnedFd,
+    kind: Kind,
+    /// Replies not sent yet. While it is not empty the connection is not
+    /// read (backpressure), so it holds at most one reply.
+    outbox: VecDeque<Outgoing>,
+    /// The events epoll watches for.
+    interest: u32,
+    /// Sending failed for good (the peer is gone or stopped reading for
+    /// good): requests still queued are carried out, their replies dropped,
+    /// until the hang-up.
+    dead: bool,
+}
+
+/// A running agent: a bound, listening socket and the sessions it keeps.
+///
+/// [`Agent::bind`] returns once the socket accepts connections;
+/// [`Agent::serve`] (or repeated [`Agent::poll`]) answers them.
+#[derive(Debug)]
+pub struct Agent {
+    socket: PathBuf,
+    /// `(st_dev, st_ino)` of the socket file we created, so that dropping the
+    /// agent removes that file and not a successor's.
+    socket_id: Option<(u64, u64)>,
+    backend: Backend,
+    euid: u32,
+    listener: OwnedFd,
+    epoll: Epoll,
+    luo: Luo,
+    conns: HashMap<u64, Conn>,
+    next_key: u64,
+    /// Set while the listener rests after `EMFILE`/`ENFILE`.
+    paused_until: Option<Instant>,
+    events: Vec<(u64, u32)>,
+}
+
+fn is_transport_error(e: Errno) -> bool {
+    matches!(e, Errno::EMSGSIZE | Errno::EINVAL | Errno::EPROTONOSUPPORT)
+}
+
+/// Quotes a session name for a log line (names may hold any character).
+pub(crate) fn quoted(name: &str) -> String {
+    format!("'{}'", name.escape_debug())
+}
+
+impl Agent {
+    /// Binds the listening socket and prepares the agent; once this returns,
+    /// clients can connect (their connections wait until [`Agent::serve`]).
+    ///
+    /// The socket's parent directory is created (mode 0755) if missing. If
+    /// the socket file exists and an agent answers on it, this fails with
+    /// [`AgentError::AlreadyRunning`]; if nobody answers, the stale file is
+    /// removed. The socket is made mode 0666: anyone may connect, and what
+    /// they may do is decided per uid.
+    pub fn bind(config: Config) -> Result<Agent, AgentError> {
+        let backend = match config.backend {
+            Backend::Emulated => Backend::Emulated,
+            Backend::Auto => {
+                if Path::new("/dev/liveupdate").exists() {
+                    info!(
+                        "/dev/liveupdate exists, but the kernel backend is not implemented yet; using the emulated backend"
+                    );
+                }
+                Backend::Emulated
+            }
+            Backend::Kernel => {
+                return Err(AgentError::Backend(
+                    "the kernel backend is not implemented yet; use --backend emulated (or auto)"
+                        .into(),
+                ))
+            }
+        };
+        let path = config.socket;
+        if path.as_os_str().is_empty() {
+            return Err(AgentError::NoSocketPath);
+        }
+        prepare_socket_path(&path)?;
+        let listener = match luo_sys::seqpacket_listen(&path, BACKLOG) {
+            Ok(l) => l,
+            Err(e) if std::io::Error::from(e).kind() == ErrorKind::AddrInUse => {
+                return Err(AgentError::AlreadyRunning(path))
+            }
+            Err(Errno::ENAMETOOLONG) => {
+                return Err(AgentError::sys(
+                    format!(
+                        "binding {}: a Unix socket path must be shorter than 108 bytes",
+                        path.display()
+                    ),
+                    Errno::ENAMETOOLONG,
+                ))
+            }
+            Err(e) => return Err(AgentError::sys(format!("binding {}", path.display()), e)),
+        };
+        let meta = fs::symlink_metadata(&path)
+            .map_err(|e| AgentError::sys(format!("inspecting {}", path.display()), e))?;
+        let socket_id = Some((meta.dev(), meta.ino()));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666))
+            .map_err(|e| AgentError::sys(format!("making {} mode 0666", path.display()), e))?;
+        let epoll = Epoll::new().map_err(|e| AgentError::sys("creating an epoll instance", e))?;
+        epoll
+            .add(listener.as_fd(), LISTENER, EPOLLIN)
+            .map_err(|e| AgentError::sys("watching the listening socket", e))?;
+        let mut luo = Luo::with_default_handlers();
+        luo.set_quota(config.quota);
+        let agent = Agent {
+            socket: path,
+            socket_id,
+            backend,
+            euid: luo_sys::geteuid(),
+            listener,
+            epoll,
+            luo,
+            conns: HashMap::new(),
+            next_key: LISTENER + 1,
+            paused_until: None,
+            events: Vec::with_capacity(MAX_EVENTS),
+        };
+        let q = config.quota;
+        let limit = |n: u64| {
+            if n == u64::MAX {
+                "unlimited".to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        info!(
+            "ready: listening on {} (backend {}, pid {}; quota per uid: {} sessions, {} files, {} pinned bytes)",
+            agent.socket.display(),
+            agent.backend,
+            std::process::id(),
+            limit(q.sessions),
+            limit(q.files),
+            limit(q.pinned_bytes),
+        );
+        Ok(agent)
+    }
+
+    /// The path of the listening socket.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The backend in use (never [`Backend::Auto`]).
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Connections open now: agent connections and session handles.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The session model, read-only (for tests and diagnostics).
+    pub fn luo(&self) -> &Luo {
+        &self.luo
+    }
+
+    /// Serves forever. Returns only on a fatal error (epoll failing).
+    pub fn serve(&mut self) -> Result<(), AgentError> {
+        loop {
+            self.poll(None)?;
+        }
+    }
+
+    /// One turn of the event loop: waits up to `timeout` (`None`: until
+    /// something happens) and handles what is ready.
+    pub fn poll(&mut self, timeout: Option<Duration>) -> Result<(), AgentError> {
+        self.maybe_resume_listener();
+        let mut wait = timeout;
+        if let Some(until) = self.paused_until {
+            let rest = until.saturating_duration_since(Instant::now());
+            wait = Some(wait.map_or(rest, |w| w.min(rest)));
+        }
+        // Round up, so that a short rest does not turn into a busy loop.
+        let ms = wait.map_or(-1, |d| {
+            i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+        });
+        let mut events = std::mem::take(&mut self.events);
+        match self.epoll.wait(&mut events, MAX_EVENTS, ms) {
+            Ok(()) => {}
+            Err(Errno::EINTR) => {}
+            Err(e) => {
+                self.events = events;
+                return Err(AgentError::sys("waiting for events", e));
+            }
+        }
+        for &(key, ev) in &events {
+            if key == LISTENER {
+                self.accept_some();
+            } else {
+                self.service(key, ev);
+            }
+        }
+        self.events = events;
+        self.maybe_resume_listener();
+        Ok(())
+    }
+
+    fn maybe_resume_listener(&mut self) {
+        let Some(until) = self.paused_until else {
+            return;
+        };
+        if Instant::now() < until {
+            return;
+        }
+        match self.epoll.add(self.listener.as_fd(), LISTENER, EPOLLIN) {
+            Ok(()) => {
+                self.paused_until = None;
+                debug!("accepting connections again");
+            }
+            Err(e) => {
+                warn!("could not watch the listening socket again ({e}); retrying shortly");
+                self.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+            }
+        }
+    }
+
+    fn pause_listener(&mut self) {
+        if self.paused_until.is_none() {
+            let _ = self.epoll.delete(self.listener.as_fd());
+        }
+        self.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+    }
+
+    fn accept_some(&mut self) {
+        if self.paused_until.is_some() {
+            return;
+        }
+        for _ in 0..MAX_ACCEPT {
+            match luo_sys::accept(self.listener.as_fd()) {
+                Ok(fd) => self.add_agent_conn(fd),
+                Err(Errno::EAGAIN) => return,
+                Err(Errno::EINTR | Errno::EPROTO) => continue,
+                // ECONNABORTED: the client gave up before we accepted it.
+                Err(e) if std::io::Error::from(e).kind() == ErrorKind::ConnectionAborted => {
+                    continue
+                }
+                Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
+                    warn!(
+                        "cannot accept connections: {e}; {} connections are open; pausing for {} ms (raise the descriptor limit with ulimit -n, or look for a client that leaks connections)",
+                        self.conns.len(),
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                    self.pause_listener();
+                    return;
+                }
+                Err(e) => {
+                    warn!(
+                        "accept failed: {e}; pausing for {} ms",
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                    self.pause_listener();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_agent_conn(&mut self, fd: OwnedFd) {
+        let cred = match luo_sys::peer_cred(fd.as_fd()) {
+            Ok(c) => c,
+            Err(e) => {
+                debug!("dropping a connection whose credentials cannot be read: {e}");
+                return;
+            }
+        };
+        let kind = Kind::Agent {
+            uid: cred.uid,
+            pid: cred.pid,
+        };
+        if let Ok(key) = self.add_conn(fd, kind) {
+            debug!("connection {key} from uid {} pid {}", cred.uid, cred.pid);
+        }
+    }
+
+    /// Registers a non-blocking socket with epoll and the connection table.
+    fn add_conn(&mut self, fd: OwnedFd, kind: Kind) -> Result<u64, Error> {
+        let key = self.next_key;
+        let interest = (EPOLLIN | EPOLLRDHUP) as u32;
+        if let Err(e) = self.epoll.add(fd.as_fd(), key, interest as i32) {
+            warn!("cannot watch a new connection: {e}");
+            return Err(Error::new(
+                e,
+                "the agent cannot watch another socket; try again later",
+            ));
+        }
+        self.next_key += 1;
+        self.conns.insert(
+            key,
+            Conn {
+                fd,
+                kind,
+                outbox: VecDeque::new(),
+                interest,
+                dead: false,
+            },
+        );
+        Ok(key)
+    }
+
+    /// Creates a session handle: a socketpair whose agent end is watched and
+    /// owns the luo handle that `make` returns; gives back the client's end.
+    pub(crate) fn new_handle(
+        &mut self,
+        make: impl FnOnce(&mut Luo) -> luo_core::Result<SessionHandle>,
+    ) -> Result<(OwnedFd, SessionHandle), Error> {
+        let (ours, theirs) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).map_err(|e| {
+            Error::new(
+                e,
+                format!(
+                    "creating the session handle failed ({e}); the agent may be out of descriptors"
+                ),
+            )
+        })?;
+        luo_sys::set_nonblocking(ours.as_fd(), true)
+            .map_err(|e| Error::new(e, "making the session handle non-blocking failed"))?;
+        let handle = make(&mut self.luo).map_err(ops::core_error)?;
+        let (name, owner) = match (self.luo.name(handle), self.luo.owner(handle)) {
+            (Ok(n), Ok(o)) => (String::from_utf8_lossy(n).into_owned(), o),
+            _ => (String::new(), 0),
+        };
+        let kind = Kind::Handle {
+            handle,
+            name,
+            owner,
+        };
+        if let Err(e) = self.add_conn(ours, kind) {
+            let _ = self.luo.close(handle);
+            return Err(e);
+        }
+        Ok((theirs, handle))
+    }
+
+    /// Handles readiness of a connection: sends what waits in its outbox,
+    /// then reads up to [`MAX_BATCH`] requests unless replies are waiting.
+    fn service(&mut self, key: u64, ev: u32) {
+        let hangup = ev & (EPOLLHUP | EPOLLRDHUP | EPOLLERR) as u32 != 0;
+        self.flush(key);
+        for _ in 0..MAX_BATCH {
+            let Some(c) = self.conns.get(&key) else {
+                return;
+            };
+            if !c.outbox.is_empty() {
+                break;
+            }
+            match luo_proto::recv(c.fd.as_fd()) {
+                Ok(Some(msg)) => {
+                    let reply = self.request(key, msg);
+                    self.reply(key, reply);
+                }
+                Ok(None) => {
+                    // End of file, or an empty datagram. With a hang-up
+                    // reported (or the peer known gone) it is the end.
+                    if hangup || c.dead {
+                        self.drop_conn(key, None);
+                        return;
+                    }
+                    self.reply(
+                        key,
+                        Err(Error::new(
+                            Errno::EINVAL,
+                            "empty message: every message is one JSON object",
+                        )),
+                    );
+                }
+                Err(e) if e.errno == Errno::EAGAIN => break,
+                Err(e) if is_transport_error(e.errno) => {
+                    debug!("connection {key}: refused a message: {e}");
+                    self.reply(key, Err(e));
+                }
+                Err(e) if matches!(e.errno, Errno::ENOMEM | Errno::ENOBUFS) => {
+                    warn!("connection {key}: receiving failed: {e}; will retry");
+                    break;
+                }
+                Err(e) => {
+                    let why = format!("receiving failed: {e}");
+                    self.drop_conn(key, Some(&why));
+                    return;
+                }
+            }
+        }
+        self.update_interest(key);
+    }
+
+    /// Queues a reply and tries to send it at once.
+    fn reply(&mut self, key: u64, reply: Result<Reply, Error>) {
+        let out = encode(reply);
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if c.dead {
+            return;
+        }
+        c.outbox.push_back(out);
+        self.flush(key);
+    }
+
+    /// Sends queued replies until the socket is full.
+    fn flush(&mut self, key: u64) {
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        while let Some(out) = c.outbox.front() {
+            let fds: Vec<BorrowedFd<'_>> = out.fds.iter().map(AsFd::as_fd).collect();
+            match luo_proto::send_encoded(c.fd.as_fd(), &out.bytes, &fds) {
+                Ok(()) => {
+                    // Sent: our copies of its descriptors close here.
+                    c.outbox.pop_front();
+                }
+                Err(e) if e.errno == Errno::EAGAIN => break,
+                Err(e) => {
+                    debug!("connection {key}: {}; dropping its replies", e.errno);
+                    c.outbox.clear();
+                    c.dead = true;
+                }
+            }
+        }
+    }
+
+    fn update_interest(&mut self, key: u64) {
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        // While replies wait, only writability matters. Not EPOLLRDHUP: a
+        // peer that shut down its writing side but does not read would make
+        // it fire forever. A peer that is gone raises EPOLLHUP, which epoll
+        // always reports; the send then fails and the connection is dropped.
+        let want = if c.outbox.is_empty() {
+            (EPOLLIN | EPOLLRDHUP) as u32
+        } else {
+            EPOLLOUT as u32
+        };
+        if want == c.interest {
+            return;
+        }
+        match self.epoll.modify(c.fd.as_fd(), key, want as i32) {
+            Ok(()) => c.interest = want,
+            Err(e) => {
+                let why = format!("cannot change what epoll watches: {e}");
+                self.drop_conn(key, Some(&why));
+            }
+        }
+    }
+
+    /// Forgets a connection: its socket and queued descriptors close, and a
+    /// session handle's luo handle is closed (the session reacts as to the
+    /// last copy of a session fd closing). `why` is `None` for the normal
+    /// end: the peer hung up.
+    fn drop_conn(&mut self, key: u64, why: Option<&str>) {
+        let Some(c) = self.conns.remove(&key) else {
+            return;
+        };
+        let _ = self.epoll.delete(c.fd.as_fd());
+        if let Some(why) = why {
+            warn!("dropping connection {key}: {why}");
+        }
+        match c.kind {
+            Kind::Agent { uid, pid } => {
+                debug!("connection {key} of uid {uid} pid {pid} closed")
+            }
+            Kind::Handle {
+                handle,
+                name,
+                owner,
+            } => self.close_handle(handle, &name, owner),
+        }
+    }
+
+    fn close_handle(&mut self, h: SessionHandle, name: &str, owner: u32) {
+        let before = self.luo.session(h);
+        let _ = self.luo.close(h);
+        let name = quoted(name);
+        match before {
+            Ok(s) if s.handles <= 1 => match s.state {
+                SessionState::Open => info!(
+                    "session {name} of uid {owner} aborted: its last handle closed, {} files unpreserved",
+                    s.files.len()
+                ),
+                SessionState::Retrieved => info!(
+                    "session {name} of uid {owner} returned to waiting: its handle closed before finish; its {} files stay in custody",
+                    s.files.len()
+                ),
+                SessionState::Finished => {
+                    debug!("session {name} of uid {owner} is gone: finished, and its handle closed")
+                }
+                SessionState::Incoming => {
+                    debug!("a handle of session {name} of uid {owner} closed")
+                }
+            },
+            Ok(_) => debug!("a handle of session {name} of uid {owner} closed; others remain"),
+            Err(_) => debug!(
+                "a stale handle of session {name} of uid {owner} closed (the session crossed over)"
+            ),
+        }
+    }
+}
+
+/// Encodes a reply; one too large to send becomes an `EMSGSIZE` error.
+fn encode(reply: Result<Reply, Error>) -> Outgoing {
+    let (body, fds) = match reply {
+        Ok(r) => (r.body, r.fds),
+        Err(e) => (e.to_reply(), Vec::new()),
+    };
+    match luo_proto::encode(&body, fds.len()) {
+        Ok(bytes) => Outgoing { bytes, fds },
+        Err(e) => {
+            let e = Error::new(
+                e.errno,
+                format!(
+                    "the reply does not fit in one message ({}); ask for less, e.g. show NAME instead of sessions",
+                    e.message
+                ),
+            );
+            let bytes = luo_proto::encode(&e.to_reply(), 0).unwrap_or_default();
+            Outgoing {
+                bytes,
+                fds: Vec::new(),
+            }
+        }
+    }
+}
+
+/// Makes sure the socket can be bound at `path`: creates the parent
+/// directory, refuses a running agent or a non-socket, removes a stale socket.
+fn prepare_socket_path(path: &Path) -> Result<(), AgentError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(|e| AgentError::sys(format!("creating {}", parent.display()), e))?;
+            // The umask may have taken bits away.
+            let _ = fs::set_permissions(parent, fs::Permissions::from_mode(0o755));
+        }
+    }
+    match fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => Err(AgentError::NotASocket(path.to_path_buf())),
+        Ok(_) => match luo_sys::seqpacket_connect(path) {
+            Ok(_) => Err(AgentError::AlreadyRunning(path.to_path_buf())),
+            Err(Errno::ECONNREFUSED) => {
+                info!(
+                    "removing the stale socket {} (nobody listens on it)",
+                    path.display()
+                );
+                match fs::remove_file(path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(AgentError::sys(
+                        format!("removing the stale socket {}", path.display()),
+                        e,
+                    )),
+                }
+            }
+            Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(AgentError::sys(
+                format!(
+                    "checking whether luod already runs at {} (connecting to it failed)",
+                    path.display()
+                ),
+                e,
+            )),
+        },
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(AgentError::sys(format!("inspecting {}", path.display()), e)),
+    }
+}
+
+impl Drop for Agent {
+    /// Removes the socket file, if it is still the one this agent bound.
+    fn drop(&mut self) {
+        if let (Some(id), Ok(m)) = (self.socket_id, fs::symlink_metadata(&self.socket)) {
+            if (m.dev(), m.ino()) == id {
+                let _ = fs::remove_file(&self.socket);
+            }
+        }
+    }
+}

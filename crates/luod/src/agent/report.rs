@@ -1,0 +1,101 @@
+//! From the model's view of sessions to the protocol's results.
+
+use luo_core::{IdentityKind, RetrieveStatus, SessionInfo, SessionState};
+use luo_proto::types::{self, FileDetail, SessionDetail};
+
+/// The handler whose files pin memory (their size counts as pinned bytes).
+const MEMFD: &str = "memfd-v2";
+
+/// The protocol's short type name for a handler's files.
+pub(crate) fn kind(handler: &str) -> &str {
+    match handler {
+        MEMFD => "memfd",
+        "luo-tcp-socket-v1" => "tcp-socket",
+        "luo-udp-socket-v1" => "udp-socket",
+        "luo-unix-socket-v1" => "unix-socket",
+        "luo-eventfd-v1" => "eventfd",
+        "luo-pipe-v1" => "pipe",
+        other => other,
+    }
+}
+
+fn retrieved(r: RetrieveStatus) -> String {
+    match r {
+        RetrieveStatus::NotRetrieved => "no".into(),
+        RetrieveStatus::Retrieved => "yes".into(),
+        RetrieveStatus::Failed(e) => match e.name() {
+            Some(n) => format!("failed: {n}"),
+            None => format!("failed: errno {}", e.0),
+        },
+    }
+}
+
+fn state(s: SessionState) -> types::SessionState {
+    match s {
+        SessionState::Open => types::SessionState::Open,
+        SessionState::Incoming => types::SessionState::Incoming,
+        SessionState::Retrieved => types::SessionState::Retrieved,
+        SessionState::Finished => types::SessionState::Finished,
+    }
+}
+
+/// Bytes of memory a file pins: a memfd's size, nothing for other files.
+pub(crate) fn pinned(handler: &str, size: u64) -> u64 {
+    if handler == MEMFD {
+        size
+    } else {
+        0
+    }
+}
+
+/// A session as `sessions` (without files) or `show`/`info` (with) report it.
+pub(crate) fn detail(s: &SessionInfo) -> SessionDetail {
+    let files: Vec<FileDetail> = s
+        .files
+        .iter()
+        .map(|f| FileDetail {
+            token: f.token,
+            handler: f.handler.clone(),
+            kind: kind(&f.handler).to_string(),
+            identity: match f.identity.kind {
+                IdentityKind::Inode => "inode",
+                IdentityKind::OpenFile => "open-file",
+            }
+            .to_string(),
+            dev: f.identity.dev,
+            ino: f.identity.ino,
+            size: f.size,
+            pinned_bytes: pinned(&f.handler, f.size),
+            kexec_safe: f.kexec_safe,
+            managed: f.managed,
+            retrieved: retrieved(f.retrieve),
+        })
+        .collect();
+    SessionDetail {
+        name: String::from_utf8_lossy(&s.name).into_owned(),
+        owner: s.owner,
+        state: state(s.state),
+        handles: s.handles as u64,
+        file_count: files.len() as u64,
+        pinned_bytes: files.iter().map(|f| f.pinned_bytes).sum(),
+        kexec_safe: files.iter().all(|f| f.kexec_safe),
+        files,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use luo_core::Errno;
+
+    #[test]
+    fn names() {
+        assert_eq!(kind("memfd-v2"), "memfd");
+        assert_eq!(kind("luo-pipe-v1"), "pipe");
+        assert_eq!(kind("something-else"), "something-else");
+        assert_eq!(retrieved(RetrieveStatus::Failed(Errno::EIO)), "failed: EIO");
+        assert_eq!(retrieved(RetrieveStatus::Retrieved), "yes");
+        assert_eq!(pinned("memfd-v2", 7), 7);
+        assert_eq!(pinned("luo-pipe-v1", 7), 0);
+    }
+}

@@ -1,0 +1,74 @@
+//! `luod`: the Live Update Orchestrator agent. See `luod --help` and
+//! `docs/protocol.md`.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use luod::cli::{self, Command, LogLevel};
+use luod::Config;
+use tracing::level_filters::LevelFilter;
+
+fn main() -> ExitCode {
+    // Rust ignores SIGPIPE already, and every send uses MSG_NOSIGNAL.
+    let opts = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(Command::Run(o)) => o,
+        Ok(Command::Help) => {
+            print!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("luod {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("luod: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let level = match opts.log_level {
+        Some(l) => l,
+        None => match std::env::var("LUOD_LOG") {
+            Ok(v) if !v.is_empty() => match LogLevel::parse(&v) {
+                Some(l) => l,
+                None => {
+                    eprintln!(
+                        "luod: LUOD_LOG={v:?} is not a log level; choose error, warn, info, debug or trace"
+                    );
+                    return ExitCode::from(2);
+                }
+            },
+            _ => LogLevel::Info,
+        },
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(match level {
+            LogLevel::Error => LevelFilter::ERROR,
+            LogLevel::Warn => LevelFilter::WARN,
+            LogLevel::Info => LevelFilter::INFO,
+            LogLevel::Debug => LevelFilter::DEBUG,
+            LogLevel::Trace => LevelFilter::TRACE,
+        })
+        .with_target(false)
+        .init();
+    let socket = match luod::resolve_socket_path(opts.socket) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("luod: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let config = Config {
+        socket,
+        backend: opts.backend,
+        quota: opts.quota,
+    };
+    match luod::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("luod: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

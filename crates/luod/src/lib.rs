@@ -1,0 +1,211 @@
+//! `luod`, the Live Update Orchestrator agent, as a library.
+//!
+//! The agent plays the part of the kernel's `/dev/liveupdate` for userspace:
+//! clients connect to a `SOCK_SEQPACKET` Unix socket and speak the protocol
+//! of `docs/protocol.md`; the agent keeps their sessions and preserved files
+//! in a [`luo_core::Luo`] model. The `luod` binary is a thin wrapper around
+//! [`run`]; tests and demos can run an agent in-process:
+//!
+//! ```no_run
+//! use luod::{Agent, Config};
+//!
+//! let mut agent = Agent::bind(Config::new("/tmp/luod-demo/luod.sock")).unwrap();
+//! // The socket accepts connections from here on.
+//! std::thread::spawn(move || agent.serve());
+//! ```
+//!
+//! The agent is a single-threaded, level-triggered epoll loop over
+//! non-blocking sockets: nothing a client does can block it, and malformed
+//! input of any kind is answered with an error on the same socket.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+mod agent;
+pub mod cli;
+
+pub use agent::Agent;
+pub use luo_core::Quota;
+
+/// Which implementation keeps the sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Pick the best available one. Today that is always [`Backend::Emulated`]:
+    /// the kernel backend is not implemented yet.
+    #[default]
+    Auto,
+    /// Sessions live in the agent's memory; they survive a service's restart,
+    /// not a kexec.
+    Emulated,
+    /// The kernel's `/dev/liveupdate`. Not implemented yet: binding with it
+    /// fails with [`AgentError::Backend`].
+    Kernel,
+}
+
+impl Backend {
+    /// The name used on the command line and in `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Emulated => "emulated",
+            Backend::Kernel => "kernel",
+        }
+    }
+
+    /// Parses [`Backend::as_str`].
+    pub fn parse(s: &str) -> Option<Backend> {
+        Some(match s {
+            "auto" => Backend::Auto,
+            "emulated" => Backend::Emulated,
+            "kernel" => Backend::Kernel,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How to run an agent.
+///
+/// `Config::default()` has an empty socket path, which [`Agent::bind`]
+/// refuses: set `socket` (e.g. `Config { socket, ..Config::default() }`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    /// Where the listening socket goes.
+    pub socket: PathBuf,
+    /// Which backend keeps the sessions.
+    pub backend: Backend,
+    /// The per-uid quota (root is exempt).
+    pub quota: Quota,
+}
+
+impl Config {
+    /// A configuration with the `auto` backend and no quota.
+    pub fn new(socket: impl Into<PathBuf>) -> Config {
+        Config {
+            socket: socket.into(),
+            backend: Backend::Auto,
+            quota: Quota::default(),
+        }
+    }
+}
+
+/// Why the agent could not start, or stopped.
+#[derive(Debug)]
+pub enum AgentError {
+    /// No socket path was given and none could be chosen: a non-root user
+    /// without `$XDG_RUNTIME_DIR`, or an empty [`Config::socket`].
+    NoSocketPath,
+    /// Another agent answers on this socket.
+    AlreadyRunning(PathBuf),
+    /// The socket path exists and is not a socket.
+    NotASocket(PathBuf),
+    /// The requested backend is not available.
+    Backend(String),
+    /// A system call failed: what the agent was doing, and the errno.
+    Sys {
+        /// What was being done.
+        what: String,
+        /// The errno.
+        errno: luo_sys::Errno,
+    },
+}
+
+impl AgentError {
+    /// The exit status for this error: 2 for a configuration problem the
+    /// user must fix on the command line, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AgentError::NoSocketPath | AgentError::Backend(_) => 2,
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn sys(what: impl Into<String>, errno: impl Into<luo_sys::Errno>) -> AgentError {
+        AgentError::Sys {
+            what: what.into(),
+            errno: errno.into(),
+        }
+    }
+}
+
+impl fmt::Display for AgentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgentError::NoSocketPath => write!(
+                f,
+                "no socket path was given, and $XDG_RUNTIME_DIR is not set to choose one; pass --socket PATH or set $LUOD_SOCKET"
+            ),
+            AgentError::AlreadyRunning(p) => write!(
+                f,
+                "luod is already running at {}; stop it first or pass another --socket",
+                p.display()
+            ),
+            AgentError::NotASocket(p) => write!(
+                f,
+                "{} exists and is not a socket; remove it or pass another --socket",
+                p.display()
+            ),
+            AgentError::Backend(m) => f.write_str(m),
+            AgentError::Sys { what, errno } => write!(f, "{what}: {errno}"),
+        }
+    }
+}
+
+impl std::error::Error for AgentError {}
+
+/// The socket path used when neither `--socket` nor `$LUOD_SOCKET` is given:
+/// `/run/luod/luod.sock` for root, `$XDG_RUNTIME_DIR/luod.sock` for anyone
+/// else; [`AgentError::NoSocketPath`] when `$XDG_RUNTIME_DIR` is unset.
+///
+/// (The client library has its own `luo::default_socket_path`, which cannot
+/// fail; the agent must not guess, so it keeps this stricter copy.)
+pub fn default_socket_path() -> Result<PathBuf, AgentError> {
+    if luo_sys::geteuid() == 0 {
+        return Ok(PathBuf::from("/run/luod/luod.sock"));
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => Ok(Path::new(&d).join("luod.sock")),
+        _ => Err(AgentError::NoSocketPath),
+    }
+}
+
+/// The socket path: `flag` (from `--socket`), else `$LUOD_SOCKET`, else
+/// [`default_socket_path`].
+pub fn resolve_socket_path(flag: Option<PathBuf>) -> Result<PathBuf, AgentError> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    match std::env::var_os("LUOD_SOCKET") {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => default_socket_path(),
+    }
+}
+
+/// Runs an agent: raises the `RLIMIT_NOFILE` soft limit to the hard limit,
+/// binds the socket ([`Agent::bind`]) and serves forever. Returns only on a
+/// fatal error.
+pub fn run(config: Config) -> Result<(), AgentError> {
+    match (luo_sys::nofile_limit(), luo_sys::raise_nofile_limit()) {
+        (Ok((before, _)), Ok((soft, hard))) => tracing::info!(
+            "RLIMIT_NOFILE: soft limit {before} raised to {soft} (hard limit {hard})"
+        ),
+        (_, Err(e)) => tracing::warn!(
+            "could not raise the RLIMIT_NOFILE soft limit to the hard limit: {}",
+            e.description()
+        ),
+        (Err(e), Ok((soft, hard))) => tracing::info!(
+            "RLIMIT_NOFILE: soft limit {soft}, hard limit {hard} (the old value is unknown: {})",
+            e.description()
+        ),
+    }
+    let mut agent = Agent::bind(config)?;
+    agent.serve()
+}
