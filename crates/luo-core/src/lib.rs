@@ -1083,6 +1083,17 @@ impl Luo {
         self.sessions.values().map(|s| self.info(s)).collect()
     }
 
+    /// The sessions of `owner` named `name`: the outgoing one, then the
+    /// incoming one, where they exist. Costs nothing for other sessions.
+    pub fn find(&self, owner: u32, name: &[u8]) -> Vec<SessionInfo> {
+        let key = (owner, name.to_vec());
+        [self.outgoing.get(&key), self.incoming.get(&key)]
+            .into_iter()
+            .flatten()
+            .map(|k| self.info(&self.sessions[k]))
+            .collect()
+    }
+
     /// The session behind a live handle.
     pub fn session(&self, h: SessionHandle) -> Result<SessionInfo> {
         let key = self.live(h)?;

@@ -327,3 +327,178 @@ pub fn sessions_from_value(v: &Value) -> Result<Vec<SessionDetail>> {
         .map(SessionDetail::from_value)
         .collect()
 }
+
+/// Bytes of items one paged reply may carry, leaving room for the envelope
+/// and the session headers.
+pub const PAGE_BYTES: usize = crate::MAX_MESSAGE - 4096;
+
+/// One page of session summaries from index `start`: the `"sessions"`
+/// array and the `"next"` index (`None` on the last page). A reply of
+/// `sessions` is paged because a host may have more sessions than fit in one
+/// datagram.
+pub fn page_summaries(all: &[SessionDetail], start: usize) -> (Vec<Value>, Option<u64>) {
+    let mut out = Vec::new();
+    let mut used = 0;
+    for s in all.iter().skip(start) {
+        let v = s.to_value(false);
+        let len = v.to_json().len() + 1;
+        if !out.is_empty() && used + len > PAGE_BYTES {
+            let next = (start + out.len()) as u64;
+            return (out, Some(next));
+        }
+        used += len;
+        out.push(v);
+    }
+    (out, None)
+}
+
+/// One page of session details: every session's header, with the files
+/// from index `start` of all their files taken in order (the first
+/// session's, then the second's), as many as fit; and the `"next"` file
+/// index (`None` on the last page).
+pub fn page_details(all: &[SessionDetail], start: usize) -> (Vec<Value>, Option<u64>) {
+    let mut used = 0;
+    let mut index = 0;
+    let mut next = None;
+    let mut out = Vec::new();
+    for s in all {
+        let mut files = Vec::new();
+        for f in &s.files {
+            let at = index;
+            index += 1;
+            if at < start || next.is_some() {
+                continue;
+            }
+            let v = f.to_value();
+            let len = v.to_json().len() + 1;
+            if at > start && used + len > PAGE_BYTES {
+                next = Some(at as u64);
+                continue;
+            }
+            used += len;
+            files.push(v);
+        }
+        let mut v = s.to_value(false);
+        v.set("files", files);
+        out.push(v);
+    }
+    (out, next)
+}
+
+/// Adds one page of [`page_details`] to what earlier pages gave. `EAGAIN`
+/// when the sessions changed between pages (the listing is not a snapshot:
+/// ask again).
+pub fn merge_details(acc: &mut Vec<SessionDetail>, page: Vec<SessionDetail>) -> Result<()> {
+    if acc.is_empty() {
+        *acc = page;
+        return Ok(());
+    }
+    let same = acc.len() == page.len()
+        && acc
+            .iter()
+            .zip(&page)
+            .all(|(a, b)| a.name == b.name && a.owner == b.owner && a.state == b.state);
+    if !same {
+        return Err(Error::new(
+            Errno::EAGAIN,
+            "the session changed while its files were being listed; ask again",
+        ));
+    }
+    for (a, b) in acc.iter_mut().zip(page) {
+        a.files.extend(b.files);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(token: u64) -> FileDetail {
+        FileDetail {
+            token,
+            handler: "memfd-v2".into(),
+            kind: "memfd".into(),
+            identity: "inode".into(),
+            dev: 1,
+            ino: token,
+            size: 4096,
+            pinned_bytes: 4096,
+            kexec_safe: true,
+            managed: true,
+            retrieved: "no".into(),
+        }
+    }
+
+    fn session(name: &str, files: u64) -> SessionDetail {
+        SessionDetail {
+            name: name.into(),
+            owner: 1000,
+            state: SessionState::Open,
+            handles: 1,
+            file_count: files,
+            pinned_bytes: 4096 * files,
+            kexec_safe: true,
+            files: (0..files).map(file).collect(),
+        }
+    }
+
+    fn fits(items: &[Value]) {
+        let body = crate::ok_reply()
+            .with("sessions", items.to_vec())
+            .with("next", 1u64);
+        assert!(
+            crate::encode(&body, 0).is_ok(),
+            "a page must fit in one message"
+        );
+    }
+
+    #[test]
+    fn details_of_thousands_of_files_come_back_whole_in_pages() {
+        let all = vec![session("a", 3000), session("b", 1500)];
+        let mut acc = Vec::new();
+        let mut start = 0;
+        let mut pages = 0;
+        loop {
+            let (items, next) = page_details(&all, start);
+            fits(&items);
+            let page = items
+                .iter()
+                .map(SessionDetail::from_value)
+                .collect::<Result<Vec<_>>>()
+                .unwrap();
+            merge_details(&mut acc, page).unwrap();
+            pages += 1;
+            match next {
+                Some(n) => start = n as usize,
+                None => break,
+            }
+        }
+        assert!(pages > 10, "{pages} pages");
+        assert_eq!(acc, all);
+    }
+
+    #[test]
+    fn summaries_page_and_a_changed_session_is_eagain() {
+        let all: Vec<SessionDetail> = (0..2000).map(|i| session(&format!("s{i}"), 0)).collect();
+        let mut got = Vec::new();
+        let mut start = 0;
+        loop {
+            let (items, next) = page_summaries(&all, start);
+            fits(&items);
+            got.extend(items.iter().map(|v| SessionDetail::from_value(v).unwrap()));
+            match next {
+                Some(n) => start = n as usize,
+                None => break,
+            }
+        }
+        assert_eq!(got, all);
+        let mut acc = vec![session("a", 1)];
+        let mut moved = session("a", 1);
+        moved.state = SessionState::Incoming;
+        assert_eq!(
+            merge_details(&mut acc, vec![moved]).unwrap_err().errno,
+            Errno::EAGAIN
+        );
+    }
+}

@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use luo_proto::types::{sessions_from_value, SessionDetail, Status};
+use luo_proto::types::{merge_details, sessions_from_value, SessionDetail, Status};
 use luo_proto::{request, u64_field, Errno, Error, Message, Value};
 
 use crate::wire::{self, field};
@@ -267,7 +267,16 @@ impl Client {
     ///
     /// As [`Client::status`].
     pub fn sessions(&self) -> Result<Vec<SessionDetail>> {
-        sessions_from_value(&self.call(&request("sessions"), 0)?.body)
+        let mut all = Vec::new();
+        let mut start = 0;
+        loop {
+            let reply = self.call(&request("sessions").with("start", start), 0)?;
+            all.extend(sessions_from_value(&reply.body)?);
+            match wire::next_page(&reply)? {
+                Some(n) => start = n,
+                None => return Ok(all),
+            }
+        }
     }
 
     /// Details, with files, of the sessions named `name` of the caller (or
@@ -289,7 +298,17 @@ impl Client {
     /// `ENOENT` no session of that name, `EPERM` a caller other than root
     /// naming another uid.
     pub fn show(&self, name: &str, owner: Option<u32>) -> Result<Vec<SessionDetail>> {
-        sessions_from_value(&self.call(&by_name("show", name, owner), 0)?.body)
+        let mut all = Vec::new();
+        let mut start = 0;
+        loop {
+            let req = by_name("show", name, owner).with("start", start);
+            let reply = self.call(&req, 0)?;
+            merge_details(&mut all, sessions_from_value(&reply.body)?)?;
+            match wire::next_page(&reply)? {
+                Some(n) => start = n,
+                None => return Ok(all),
+            }
+        }
     }
 
     /// Hands over the outgoing session named `name` (of uid `owner`, for

@@ -4,7 +4,7 @@ use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 
-use luo_proto::types::SessionDetail;
+use luo_proto::types::{merge_details, SessionDetail};
 use luo_proto::{request, str_field, u64_field, Message, Value, MAX_FDS};
 
 use crate::wire::{self, field};
@@ -91,12 +91,20 @@ impl Session {
     ///
     /// `ESTALE` once the session has crossed.
     pub fn info(&self) -> Result<SessionDetail> {
-        let reply = self.call(&request("info"), &[], 0)?;
-        let s = reply
-            .body
-            .get("session")
-            .ok_or_else(|| wire::unexpected("\"session\" is missing"))?;
-        SessionDetail::from_value(s)
+        let mut all = Vec::new();
+        let mut start = 0;
+        loop {
+            let reply = self.call(&request("info").with("start", start), &[], 0)?;
+            let s = reply
+                .body
+                .get("session")
+                .ok_or_else(|| wire::unexpected("\"session\" is missing"))?;
+            merge_details(&mut all, vec![SessionDetail::from_value(s)?])?;
+            match wire::next_page(&reply)? {
+                Some(n) => start = n,
+                None => return all.pop().ok_or_else(|| wire::unexpected("no session")),
+            }
+        }
     }
 
     /// Preserves the file `fd` refers to under `token`, which the next

@@ -93,3 +93,9 @@ pub(crate) fn call(
 pub(crate) fn field<T>(r: Result<T>) -> Result<T> {
     r.map_err(|e| unexpected(e.message))
 }
+
+/// The `"next"` of a paged reply: where the next page starts, or `None`
+/// after the last page.
+pub(crate) fn next_page(reply: &Message) -> Result<Option<u64>> {
+    luo_proto::opt_u64_field(&reply.body, "next").map_err(|e| unexpected(e.message))
+}

@@ -389,3 +389,48 @@ fn another_uid_can_neither_see_nor_take_nor_block_a_session() {
     assert!(owner.wait().unwrap().success());
     assert!(root.sessions().unwrap().is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// Listings larger than one datagram
+
+#[test]
+fn listings_larger_than_one_message_come_back_whole() {
+    let agent = Agent::start("pages");
+    let luo = agent.client();
+    let big = luo.create_session("big").unwrap();
+    let files: Vec<File> = (0..3000).map(|i| memfd_with(&[i as u8; 3])).collect();
+    let batch: Vec<(u64, std::os::fd::BorrowedFd<'_>)> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (i as u64, f.as_fd()))
+        .collect();
+    big.preserve_batch(&batch).unwrap();
+    drop(files);
+    let many: Vec<luo::Session> = (0..1500)
+        .map(|i| luo.create_session(&format!("session-{i:04}")).unwrap())
+        .collect();
+
+    let info = big.info().unwrap();
+    assert_eq!(info.files.len(), 3000);
+    assert!(info
+        .files
+        .iter()
+        .enumerate()
+        .all(|(i, f)| f.token == i as u64));
+    let shown = luo.show("big", None).unwrap();
+    assert_eq!(shown[0].files.len(), 3000);
+    assert_eq!(shown[0].pinned_bytes, 9000);
+    assert_eq!(luo.sessions().unwrap().len(), 1501);
+
+    let (code, v) = agent.luoctl(None, &["show", "big"]);
+    assert_eq!(code, 0);
+    let shown = luo_proto::types::sessions_from_value(&v).unwrap();
+    assert_eq!(shown[0].files.len(), 3000);
+    let (code, v) = agent.luoctl(None, &["sessions"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        luo_proto::types::sessions_from_value(&v).unwrap().len(),
+        1501
+    );
+    drop(many);
+}

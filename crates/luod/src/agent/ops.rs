@@ -1,7 +1,7 @@
 //! The requests of `docs/protocol.md`, on both kinds of socket.
 
 use luo_core::{SessionHandle, SessionState};
-use luo_proto::types::{Status, Usage};
+use luo_proto::types::{page_details, page_summaries, Status, Usage};
 use luo_proto::{ok_reply, opt_u64_field, str_field, u64_list, Errno, Error, Message, Value};
 use tracing::{debug, info};
 
@@ -85,6 +85,11 @@ fn owner_arg(caller: u32, msg: &Message, what: &str) -> Result<u32, Error> {
         Errno::EPERM,
         format!("only uid {o} or root may {what} uid {o}'s sessions; you are uid {caller}"),
     ))
+}
+
+/// Where a paged listing continues: the `"next"` of the previous page.
+fn start_arg(msg: &Message) -> Result<usize, Error> {
+    Ok(opt_u64_field(&msg.body, "start")?.unwrap_or(0) as usize)
 }
 
 fn tokens_arg(msg: &Message, op: &str) -> Result<Vec<u64>, Error> {
@@ -234,32 +239,39 @@ impl Agent {
                 Ok(Reply::ok(body))
             }
             "sessions" => {
-                let list: Vec<Value> = self
+                let start = start_arg(&msg)?;
+                let all: Vec<_> = self
                     .luo
                     .sessions()
                     .iter()
                     .filter(|s| uid == 0 || s.owner == uid)
-                    .map(|s| report::detail(s).to_value(false))
+                    .map(report::detail)
                     .collect();
-                Ok(Reply::ok(ok_reply().with("sessions", list)))
+                let (list, next) = page_summaries(&all, start);
+                Ok(Reply::ok(
+                    ok_reply().with("sessions", list).with("next", next),
+                ))
             }
             "show" => {
                 let name = name_arg(&msg)?;
                 let owner = owner_arg(uid, &msg, "show")?;
-                let list: Vec<Value> = self
+                let start = start_arg(&msg)?;
+                let all: Vec<_> = self
                     .luo
-                    .sessions()
+                    .find(owner, name.as_bytes())
                     .iter()
-                    .filter(|s| s.owner == owner && s.name == name.as_bytes())
-                    .map(|s| report::detail(s).to_value(true))
+                    .map(report::detail)
                     .collect();
-                if list.is_empty() {
+                if all.is_empty() {
                     return Err(Error::new(
                         Errno::ENOENT,
                         format!("uid {owner} has no session named {}", quoted(&name)),
                     ));
                 }
-                Ok(Reply::ok(ok_reply().with("sessions", list)))
+                let (list, next) = page_details(&all, start);
+                Ok(Reply::ok(
+                    ok_reply().with("sessions", list).with("next", next),
+                ))
             }
             _ => Err(wrong_socket(op, true)),
         }
@@ -294,9 +306,11 @@ impl Agent {
                 Ok(Reply::ok(ok_reply().with("name", name)))
             }
             "info" => {
+                let start = start_arg(&msg)?;
                 let s = self.luo.session(h).map_err(core_error)?;
+                let (mut list, next) = page_details(&[report::detail(&s)], start);
                 Ok(Reply::ok(
-                    ok_reply().with("session", report::detail(&s).to_value(true)),
+                    ok_reply().with("session", list.pop()).with("next", next),
                 ))
             }
             "preserve" => {

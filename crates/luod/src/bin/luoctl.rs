@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use luo::{Client, Errno, Error, SessionDetail, Status, Usage, Value};
-use luo_proto::types::sessions_from_value;
+use luo_proto::ok_reply;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -661,14 +661,30 @@ fn run(opts: &Opts) -> Result<String, Failure> {
         (Command::Update, false) => Some(client.status().map_err(fail)?.epoch),
         _ => None,
     };
+    // Listings come in pages; the library puts them together.
+    let listing = match cmd {
+        Command::Sessions => Some((client.sessions().map_err(fail)?, false)),
+        Command::Show(n, o) => Some((client.show(n, *o).map_err(fail)?, true)),
+        _ => None,
+    };
+    if let Some((sessions, with_files)) = listing {
+        if opts.json {
+            let list: Vec<Value> = sessions.iter().map(|s| s.to_value(with_files)).collect();
+            return Ok(format!("{}\n", ok_reply().with("sessions", list).to_json()));
+        }
+        return Ok(if with_files {
+            render_show(&sessions)
+        } else {
+            render_sessions(&sessions)
+        });
+    }
     let reply = client.raw_request(&request).map_err(fail)?;
     if opts.json {
         return Ok(format!("{}\n", reply.to_json()));
     }
     let text = match cmd {
         Command::Status => render_status(&Status::from_value(&reply).map_err(fail)?),
-        Command::Sessions => render_sessions(&sessions_from_value(&reply).map_err(fail)?),
-        Command::Show(..) => render_show(&sessions_from_value(&reply).map_err(fail)?),
+        Command::Sessions | Command::Show(..) => unreachable!("listed above"),
         Command::Update => {
             let after = luo_proto::u64_field(&reply, "epoch").map_err(|e| {
                 fail(Error::new(
