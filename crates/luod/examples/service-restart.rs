@@ -16,7 +16,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -463,11 +463,15 @@ fn orchestrate(args: &[String]) -> Res<()> {
         let shown = agent.show(SESSION, None)?;
         for s in &shown {
             for f in &s.files {
+                let size = if f.kind == "memfd" {
+                    format!("{}, ", human(f.size))
+                } else {
+                    String::new()
+                };
                 println!(
-                    "  preserved token {}: {} ({}, {}, {})",
+                    "  preserved token {}: {} ({size}identity: {}, {})",
                     f.token,
                     f.kind,
-                    human(f.size),
                     f.identity,
                     if f.kexec_safe {
                         "kexec-safe"
@@ -497,8 +501,9 @@ fn orchestrate(args: &[String]) -> Res<()> {
             blackout.as_secs_f64() * 1000.0
         );
         g = ng;
+        // Let the new generation serve for a while before the next restart.
+        std::thread::sleep(Duration::from_millis(500));
     }
-    std::thread::sleep(Duration::from_millis(300));
     load.stop.store(true, Ordering::SeqCst);
     let _ = client.join();
     let _ = writeln!(g.stdin, "quit");
@@ -537,6 +542,3 @@ impl Drop for RemoveDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
-
-#[allow(dead_code)]
-fn keep(_: OwnedFd) {}

@@ -154,7 +154,8 @@ fn role_env() -> (Client, PathBuf) {
     (Client::connect_to(socket).unwrap(), dir.into())
 }
 
-/// The known pattern: word j of the memfd is a hash of j.
+/// The known pattern: every 4 KiB page of the memfd repeats a hash of its
+/// page number, so a lost, zeroed or misplaced page shows.
 fn word(j: u64) -> u64 {
     let mut z = j.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -162,10 +163,15 @@ fn word(j: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn chunk(start_word: u64, words: u64) -> Vec<u8> {
-    (start_word..start_word + words)
-        .flat_map(|j| word(j).to_le_bytes())
-        .collect()
+const PAGE: u64 = 4096;
+
+/// The pattern's bytes from offset `off`, `len` bytes (both page multiples).
+fn chunk(off: u64, len: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len as usize);
+    for page in off / PAGE..(off + len) / PAGE {
+        v.extend_from_slice(&word(page).to_le_bytes().repeat((PAGE / 8) as usize));
+    }
+    v
 }
 
 fn memfd_with(bytes: &[u8]) -> File {
@@ -189,7 +195,7 @@ fn role_restart_stage1() {
     let (luo, dir) = role_env();
     let data = File::from(luo_sys::memfd_create("e2e-data", 0).unwrap());
     for off in (0..BIG).step_by(CHUNK as usize) {
-        data.write_all_at(&chunk(off / 8, CHUNK / 8), off).unwrap();
+        data.write_all_at(&chunk(off, CHUNK), off).unwrap();
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -212,7 +218,7 @@ fn role_restart_stage2() {
     for off in (0..BIG).step_by(CHUNK as usize) {
         data.read_exact_at(&mut buf, off).unwrap();
         assert!(
-            buf == chunk(off / 8, CHUNK / 8),
+            buf == chunk(off, CHUNK),
             "memfd bytes differ in the chunk at offset {off}"
         );
     }
@@ -433,4 +439,41 @@ fn listings_larger_than_one_message_come_back_whole() {
         1501
     );
     drop(many);
+}
+
+// ---------------------------------------------------------------------------
+// The README's demo
+
+#[test]
+fn the_demo_restarts_its_service_twice_without_a_failed_request() {
+    // Cargo builds examples next to the test binaries' directory.
+    let exe = std::env::current_exe().unwrap();
+    let demo = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples/service-restart");
+    assert!(
+        demo.exists(),
+        "{} is missing: build the examples (cargo test builds them)",
+        demo.display()
+    );
+    let out = Command::new(&demo)
+        .args(["--size", "16M", "--restarts", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("preserved token 1: memfd (16.0 MiB"),
+        "{text}"
+    );
+    assert!(text.contains("preserved token 2: tcp-socket"), "{text}");
+    assert_eq!(text.matches("blackout").count(), 4, "{text}");
+    assert!(text.contains(", failed: 0"), "{text}");
+    assert!(text.contains("sessions left in luod: 0"), "{text}");
 }

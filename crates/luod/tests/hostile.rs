@@ -768,7 +768,11 @@ fn listings_too_large_for_one_message_are_paged_and_echoes_are_cut_short() {
     loop {
         let m = call(&c, request("sessions").with("start", start), &[]);
         let body = ok(&m);
-        seen += body.get("sessions").and_then(Value::as_array).unwrap().len();
+        seen += body
+            .get("sessions")
+            .and_then(Value::as_array)
+            .unwrap()
+            .len();
         pages += 1;
         match body.get("next").and_then(Value::as_u64) {
             Some(n) => start = n,
