@@ -148,6 +148,9 @@ impl<H: FileHandler> FileHandler for FaultyHandler<H> {
     fn kexec_safe(&self) -> bool {
         self.inner.kexec_safe()
     }
+    fn pins_memory(&self) -> bool {
+        self.inner.pins_memory()
+    }
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
         // Only files the inner handler accepts count as calls.
         self.inner.can_preserve(file) && self.faults.hit(Op::CanPreserve, 0).is_none()

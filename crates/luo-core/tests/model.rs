@@ -32,7 +32,7 @@ use luo_core::handler::{MemfdHandler, UserspaceHandler, UserspaceKind};
 use luo_core::testing::{Faults, FaultyHandler, Op, TestFlb};
 use luo_core::{
     Errno, FileStatus, FlbId, FlbStatus, HandlerId, Holder, Identity, IdentityKind, IndexMode,
-    Limits, Luo, RetrieveStatus, SessionHandle, SessionInfo, SessionState,
+    Limits, Luo, RetrieveStatus, SessionHandle, SessionInfo, SessionState, Usage,
 };
 
 const DEFAULT_SEEDS: u64 = 500;
@@ -1466,7 +1466,25 @@ fn check_state(w: &mut World, a: Action, pre: &[FlbStatus]) -> Vec<(Op, u64)> {
             &w.model.flb_outgoing(fi),
         );
     }
-    same("sessions", &w.luo.sessions(), &w.model.infos(&w.pool));
+    let infos = w.model.infos(&w.pool);
+    same("sessions", &w.luo.sessions(), &infos);
+    // Quota usage: every session of an owner counts, every file in custody,
+    // and a memfd's size (which never changes here) as pinned bytes.
+    let mut owners: Vec<u32> = infos.iter().map(|s| s.owner).collect();
+    owners.extend([0, 1000, 1001]);
+    for owner in owners {
+        let mine = infos.iter().filter(|s| s.owner == owner);
+        let files = mine.clone().flat_map(|s| &s.files);
+        let want = Usage {
+            sessions: mine.clone().count() as u64,
+            files: files.clone().count() as u64,
+            pinned_bytes: files
+                .filter(|f| f.handler == HANDLER_NAMES[0])
+                .map(|f| f.size)
+                .sum(),
+        };
+        same(format!("usage({owner})"), &w.luo.usage(owner), &want);
+    }
     same("epoch", &w.luo.epoch(), &w.model.epoch);
     let files = w.model.file_count();
     same("index().len()", &w.luo.index().len(), &files);
