@@ -622,6 +622,81 @@ impl Epoll {
     }
 }
 
+/// Signal numbers for [`SignalFd`].
+pub mod signal {
+    pub use libc::{SIGHUP, SIGINT, SIGTERM};
+}
+
+/// A `signalfd` for a set of signals that are blocked in the calling thread,
+/// so that they are read from a descriptor (e.g. in an epoll loop) instead of
+/// interrupting the program. Threads started later inherit the block; so do
+/// children, until they unblock.
+#[derive(Debug)]
+pub struct SignalFd {
+    fd: OwnedFd,
+}
+
+impl SignalFd {
+    /// Blocks `signals` in this thread and returns a non-blocking signalfd
+    /// that reports them.
+    pub fn new(signals: &[i32]) -> Result<SignalFd> {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises the set it is given.
+        cvt(unsafe { libc::sigemptyset(set.as_mut_ptr()) })?;
+        for &sig in signals {
+            // SAFETY: the set was initialised by sigemptyset.
+            cvt(unsafe { libc::sigaddset(set.as_mut_ptr(), sig) })?;
+        }
+        // SAFETY: initialised above.
+        let set = unsafe { set.assume_init() };
+        // SAFETY: `set` is a valid sigset; the old mask is not wanted.
+        let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if r != 0 {
+            return Err(Errno(r));
+        }
+        // SAFETY: -1 asks for a new signalfd for the valid set `set`.
+        let fd = cvt(unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })?;
+        // SAFETY: signalfd returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(SignalFd { fd })
+    }
+
+    /// The next pending signal, or `None` when none is pending.
+    pub fn read(&self) -> Result<Option<i32>> {
+        // SAFETY: an all-zero signalfd_siginfo is a valid value to overwrite.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: `info` is writable and exactly `size` bytes long.
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                size,
+            )
+        };
+        if n < 0 {
+            return match Errno::last() {
+                Errno::EAGAIN => Ok(None),
+                e => Err(e),
+            };
+        }
+        Ok((n as usize == size).then_some(info.ssi_signo as i32))
+    }
+}
+
+impl std::os::fd::AsFd for SignalFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// `raise(3)`: sends `signal` to the calling thread.
+pub fn raise_signal(signal: i32) -> Result<()> {
+    // SAFETY: raise takes a signal number and touches no memory of ours.
+    cvt(unsafe { libc::raise(signal) })?;
+    Ok(())
+}
+
 /// `open(path, O_PATH | O_CLOEXEC)`: a descriptor that names a file without
 /// opening it (luo refuses these with `EBADF`, as the kernel's `fget` does).
 pub fn open_path(path: &std::path::Path) -> Result<OwnedFd> {
@@ -791,5 +866,14 @@ mod tests {
             Errno::ENAMETOOLONG
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+    #[test]
+    fn signals_arrive_through_a_signalfd() {
+        // Blocking and raising both act on this test's thread only.
+        let s = SignalFd::new(&[signal::SIGHUP]).unwrap();
+        assert_eq!(s.read().unwrap(), None);
+        raise_signal(signal::SIGHUP).unwrap();
+        assert_eq!(s.read().unwrap(), Some(signal::SIGHUP));
+        assert_eq!(s.read().unwrap(), None);
     }
 }

@@ -29,7 +29,8 @@ Usage: luod [OPTIONS]
 Options:
   --socket PATH          listen on PATH (default: $LUOD_SOCKET, else
                          /run/luod/luod.sock for root and
-                         $XDG_RUNTIME_DIR/luod.sock for other users)
+                         $XDG_RUNTIME_DIR/luod.sock, else
+                         /run/user/UID/luod.sock, for other users)
   --backend MODE         emulated or auto (default: auto, which picks emulated;
                          the kernel backend is not implemented yet)
   --quota-sessions N     at most N sessions per uid (root is exempt)

@@ -22,7 +22,7 @@
 #![deny(missing_docs)]
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 mod agent;
 pub mod cli;
@@ -100,8 +100,7 @@ impl Config {
 /// Why the agent could not start, or stopped.
 #[derive(Debug)]
 pub enum AgentError {
-    /// No socket path was given and none could be chosen: a non-root user
-    /// without `$XDG_RUNTIME_DIR`, or an empty [`Config::socket`].
+    /// [`Config::socket`] is empty.
     NoSocketPath,
     /// Another agent answers on this socket.
     AlreadyRunning(PathBuf),
@@ -141,7 +140,7 @@ impl fmt::Display for AgentError {
         match self {
             AgentError::NoSocketPath => write!(
                 f,
-                "no socket path was given, and $XDG_RUNTIME_DIR is not set to choose one; pass --socket PATH or set $LUOD_SOCKET"
+                "the socket path is empty; pass --socket PATH or set $LUOD_SOCKET"
             ),
             AgentError::AlreadyRunning(p) => write!(
                 f,
@@ -161,37 +160,17 @@ impl fmt::Display for AgentError {
 
 impl std::error::Error for AgentError {}
 
-/// The socket path used when neither `--socket` nor `$LUOD_SOCKET` is given:
-/// `/run/luod/luod.sock` for root, `$XDG_RUNTIME_DIR/luod.sock` for anyone
-/// else; [`AgentError::NoSocketPath`] when `$XDG_RUNTIME_DIR` is unset.
-///
-/// (The client library has its own `luo::default_socket_path`, which cannot
-/// fail; the agent must not guess, so it keeps this stricter copy.)
-pub fn default_socket_path() -> Result<PathBuf, AgentError> {
-    if luo_sys::geteuid() == 0 {
-        return Ok(PathBuf::from("/run/luod/luod.sock"));
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => Ok(Path::new(&d).join("luod.sock")),
-        _ => Err(AgentError::NoSocketPath),
-    }
-}
-
-/// The socket path: `flag` (from `--socket`), else `$LUOD_SOCKET`, else
-/// [`default_socket_path`].
-pub fn resolve_socket_path(flag: Option<PathBuf>) -> Result<PathBuf, AgentError> {
-    if let Some(p) = flag {
-        return Ok(p);
-    }
-    match std::env::var_os("LUOD_SOCKET") {
-        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
-        _ => default_socket_path(),
-    }
+/// The socket path: `flag` (from `--socket`), else
+/// [`luo::default_socket_path`] (`$LUOD_SOCKET`, else `/run/luod/luod.sock`
+/// for root, `$XDG_RUNTIME_DIR/luod.sock` or `/run/user/UID/luod.sock` for
+/// anyone else): one rule for the agent and its clients.
+pub fn resolve_socket_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(luo::default_socket_path)
 }
 
 /// Runs an agent: raises the `RLIMIT_NOFILE` soft limit to the hard limit,
-/// binds the socket ([`Agent::bind`]) and serves forever. Returns only on a
-/// fatal error.
+/// binds the socket ([`Agent::bind`]) and serves until SIGTERM or SIGINT
+/// ([`Agent::stop_on_signals`]); the socket file is removed on the way out.
 pub fn run(config: Config) -> Result<(), AgentError> {
     match (luo_sys::nofile_limit(), luo_sys::raise_nofile_limit()) {
         (Ok((before, _)), Ok((soft, hard))) => tracing::info!(
@@ -207,5 +186,6 @@ pub fn run(config: Config) -> Result<(), AgentError> {
         ),
     }
     let mut agent = Agent::bind(config)?;
+    agent.stop_on_signals()?;
     agent.serve()
 }

@@ -481,3 +481,52 @@ fn the_demo_restarts_its_service_twice_without_a_failed_request() {
     assert!(text.contains(", failed: 0"), "{text}");
     assert!(text.contains("sessions left in luod: 0"), "{text}");
 }
+
+// ---------------------------------------------------------------------------
+// Stopping
+
+#[test]
+fn sigterm_stops_luod_cleanly_and_says_what_was_dropped() {
+    let dir = std::env::temp_dir().join(format!("luo-e2e-term-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("luod.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_luod"))
+        .arg("--socket")
+        .arg(&socket)
+        .env("LUOD_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let luo = loop {
+        if let Ok(c) = Client::connect_to(&socket) {
+            break c;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "luod did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let s = luo.create_session("kept").unwrap();
+    s.preserve(1, memfd_with(b"x").as_fd()).unwrap();
+    s.preserve(2, memfd_with(b"y").as_fd()).unwrap();
+    s.handover().unwrap();
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "luod exited with {}: {log}",
+        out.status
+    );
+    assert!(
+        log.contains("stopping on SIGTERM: 1 sessions with 2 files are dropped"),
+        "{log}"
+    );
+    assert!(!socket.exists(), "the socket file was left behind");
+    let _ = std::fs::remove_dir_all(&dir);
+}

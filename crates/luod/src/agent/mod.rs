@@ -23,6 +23,8 @@ mod report;
 /// Epoll key of the listening socket; connections get keys from 1 up, never
 /// reused, so a stale event for a closed connection finds nothing.
 const LISTENER: u64 = 0;
+/// Epoll key of the signalfd (SIGTERM, SIGINT).
+const SIGNALS: u64 = u64::MAX;
 /// Pending connections the kernel queues for us.
 const BACKLOG: i32 = 1024;
 /// Most requests read from one connection per wakeup, so that one busy
@@ -106,6 +108,10 @@ pub struct Agent {
     next_key: u64,
     /// Set while the listener rests after `EMFILE`/`ENFILE`.
     paused_until: Option<Instant>,
+    /// SIGTERM and SIGINT, once [`Agent::stop_on_signals`] asked for them.
+    signals: Option<luo_sys::SignalFd>,
+    /// The signal that asked the agent to stop.
+    stop: Option<i32>,
     events: Vec<(u64, u32)>,
 }
 
@@ -188,6 +194,8 @@ impl Agent {
             conns: HashMap::new(),
             next_key: LISTENER + 1,
             paused_until: None,
+            signals: None,
+            stop: None,
             events: Vec::with_capacity(MAX_EVENTS),
         };
         let q = config.quota;
@@ -230,11 +238,45 @@ impl Agent {
         &self.luo
     }
 
-    /// Serves forever. Returns only on a fatal error (epoll failing).
+    /// Makes SIGTERM and SIGINT stop [`Agent::serve`] cleanly instead of
+    /// killing the process: they are blocked in the calling thread and read
+    /// from a signalfd in the loop. Call it before starting other threads,
+    /// which inherit the block (the `luod` binary has none).
+    pub fn stop_on_signals(&mut self) -> Result<(), AgentError> {
+        use luo_sys::signal::{SIGINT, SIGTERM};
+        let s = luo_sys::SignalFd::new(&[SIGTERM, SIGINT])
+            .map_err(|e| AgentError::sys("setting up the signalfd", e))?;
+        self.epoll
+            .add(s.as_fd(), SIGNALS, EPOLLIN)
+            .map_err(|e| AgentError::sys("watching the signalfd", e))?;
+        self.signals = Some(s);
+        Ok(())
+    }
+
+    /// Serves until SIGTERM or SIGINT (with [`Agent::stop_on_signals`]), or
+    /// forever. Returns an error only when the loop itself fails (epoll).
+    ///
+    /// Stopping drops every session: the files luod held are closed, and the
+    /// log says how many sessions and files that was.
     pub fn serve(&mut self) -> Result<(), AgentError> {
-        loop {
+        while self.stop.is_none() {
             self.poll(None)?;
         }
+        let sessions = self.luo.sessions();
+        let files: usize = sessions.iter().map(|s| s.files.len()).sum();
+        let name = match self.stop {
+            Some(luo_sys::signal::SIGINT) => "SIGINT",
+            _ => "SIGTERM",
+        };
+        if sessions.is_empty() {
+            info!("stopping on {name}; no sessions were held");
+        } else {
+            warn!(
+                "stopping on {name}: {} sessions with {files} files are dropped (luod holds files only while it runs)",
+                sessions.len()
+            );
+        }
+        Ok(())
     }
 
     /// One turn of the event loop: waits up to `timeout` (`None`: until
@@ -262,6 +304,8 @@ impl Agent {
         for &(key, ev) in &events {
             if key == LISTENER {
                 self.accept_some();
+            } else if key == SIGNALS {
+                self.read_signals();
             } else {
                 self.service(key, ev);
             }
@@ -269,6 +313,22 @@ impl Agent {
         self.events = events;
         self.maybe_resume_listener();
         Ok(())
+    }
+
+    fn read_signals(&mut self) {
+        let Some(s) = &self.signals else {
+            return;
+        };
+        loop {
+            match s.read() {
+                Ok(Some(sig)) => self.stop = Some(sig),
+                Ok(None) => return,
+                Err(e) => {
+                    warn!("reading the signalfd failed: {e}");
+                    return;
+                }
+            }
+        }
     }
 
     fn maybe_resume_listener(&mut self) {

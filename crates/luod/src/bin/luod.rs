@@ -52,13 +52,7 @@ fn main() -> ExitCode {
         })
         .with_target(false)
         .init();
-    let socket = match luod::resolve_socket_path(opts.socket) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("luod: {e}");
-            return ExitCode::from(e.exit_code());
-        }
-    };
+    let socket = luod::resolve_socket_path(opts.socket);
     let config = Config {
         socket,
         backend: opts.backend,
