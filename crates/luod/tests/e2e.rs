@@ -491,7 +491,7 @@ fn sigterm_stops_luod_cleanly_and_says_what_was_dropped() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("luod.sock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_luod"))
+    let child = Command::new(env!("CARGO_BIN_EXE_luod"))
         .arg("--socket")
         .arg(&socket)
         .env("LUOD_LOG", "info")
