@@ -113,11 +113,7 @@ fn human(bytes: u64) -> String {
 
 fn agent(args: &[String]) -> Res<()> {
     let socket = PathBuf::from(args.first().ok_or("__agent needs a socket path")?);
-    let config = luod::Config {
-        socket,
-        ..luod::Config::default()
-    };
-    luod::Agent::bind(config)?.serve()?;
+    luod::Agent::bind(luod::Config::new(socket))?.serve()?;
     Ok(())
 }
 

@@ -35,6 +35,8 @@ Options:
                          the kernel backend is not implemented yet)
   --quota-sessions N     at most N sessions per uid (root is exempt)
   --quota-files N        at most N preserved files per uid (root is exempt)
+  --quota-connections N  at most N open connections to luod per uid (root is
+                         exempt; default 1024)
   --quota-bytes SIZE     at most SIZE bytes of memfd pinned per uid (root is
                          exempt); SIZE is bytes or has a K, M, G or T suffix
                          (powers of 1024)
@@ -65,6 +67,9 @@ pub struct Options {
     pub backend: Backend,
     /// `--quota-sessions`, `--quota-files`, `--quota-bytes`.
     pub quota: Quota,
+    /// `--quota-connections`; `None` means the default
+    /// ([`crate::DEFAULT_CONNECTIONS_PER_UID`]).
+    pub connections_per_uid: Option<u64>,
     /// `--log-level`; `None` means `$LUOD_LOG` or `info`.
     pub log_level: Option<LogLevel>,
 }
@@ -202,6 +207,10 @@ where
             "--quota-sessions" => {
                 let v = text("--quota-sessions", value("--quota-sessions")?)?;
                 o.quota.sessions = parse_count("--quota-sessions", &v)?;
+            }
+            "--quota-connections" => {
+                let v = text("--quota-connections", value("--quota-connections")?)?;
+                o.connections_per_uid = Some(parse_count("--quota-connections", &v)?);
             }
             "--quota-files" => {
                 let v = text("--quota-files", value("--quota-files")?)?;

@@ -76,7 +76,7 @@ impl fmt::Display for Backend {
 ///
 /// `Config::default()` has an empty socket path, which [`Agent::bind`]
 /// refuses: set `socket` (e.g. `Config { socket, ..Config::default() }`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Where the listening socket goes.
     pub socket: PathBuf,
@@ -84,15 +84,29 @@ pub struct Config {
     pub backend: Backend,
     /// The per-uid quota (root is exempt).
     pub quota: Quota,
+    /// Most agent connections one uid may have open at once (root is
+    /// exempt), so that no user can take every descriptor the agent has.
+    pub connections_per_uid: u64,
+}
+
+/// The default of [`Config::connections_per_uid`].
+pub const DEFAULT_CONNECTIONS_PER_UID: u64 = 1024;
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::new(PathBuf::new())
+    }
 }
 
 impl Config {
-    /// A configuration with the `auto` backend and no quota.
+    /// A configuration with the `auto` backend, no quota and the default
+    /// connection limit.
     pub fn new(socket: impl Into<PathBuf>) -> Config {
         Config {
             socket: socket.into(),
             backend: Backend::Auto,
             quota: Quota::default(),
+            connections_per_uid: DEFAULT_CONNECTIONS_PER_UID,
         }
     }
 }

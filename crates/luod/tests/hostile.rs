@@ -1255,12 +1255,12 @@ const NOBODY: u32 = 65534;
 ///
 /// Each request is sent on the agent connection, or with `"_handle": i` on
 /// the i-th descriptor received so far; `"_memfds": [size, ...]` attaches
-/// new memfds of those sizes. Replies are printed as `REPLY {json}` lines.
+/// new memfds of those sizes; `"_connect": true` sends it on a new agent
+/// connection, kept open. Replies are printed as `REPLY {json}` lines.
 #[test]
+#[ignore = "a helper process that as_uid starts"]
 fn uid_helper() {
-    let Ok(spec) = std::env::var(HELPER_ENV) else {
-        return;
-    };
+    let spec = std::env::var(HELPER_ENV).expect("started by as_uid only");
     let spec = luo_proto::json::parse(spec.as_bytes()).unwrap();
     let sock = luo_sys::seqpacket_connect(Path::new(
         spec.get("socket").and_then(Value::as_str).unwrap(),
@@ -1268,6 +1268,7 @@ fn uid_helper() {
     .unwrap();
     let sock = sock;
     let mut received: Vec<OwnedFd> = Vec::new();
+    let mut extra: Vec<OwnedFd> = Vec::new();
     for r in spec.get("requests").and_then(Value::as_array).unwrap() {
         let files: Vec<OwnedFd> = r
             .get("_memfds")
@@ -1281,8 +1282,13 @@ fn uid_helper() {
             })
             .collect();
         let fds: Vec<BorrowedFd<'_>> = files.iter().map(AsFd::as_fd).collect();
+        if r.get("_connect").is_some() {
+            let path = spec.get("socket").and_then(Value::as_str).unwrap();
+            extra.push(luo_sys::seqpacket_connect(Path::new(path)).unwrap());
+        }
         let target = match r.get("_handle").and_then(Value::as_u64) {
             Some(i) => &received[i as usize],
+            None if r.get("_connect").is_some() => extra.last().unwrap(),
             None => &sock,
         };
         let mut m = call(target, r.clone(), &fds);
@@ -1301,7 +1307,13 @@ fn as_uid(agent: &Agent, uid: u32, requests: Vec<Value>) -> Option<Vec<Value>> {
         .with("socket", agent.sock.to_str().unwrap())
         .with("requests", requests);
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["uid_helper", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "uid_helper",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(HELPER_ENV, spec.to_json())
         .uid(uid)
         .gid(uid)
@@ -1458,5 +1470,41 @@ fn quotas_bind_other_uids_with_edquot() {
     wait_status(&agent, &c, "everything aborted", |st| {
         num(st, "outgoing") == 0
     });
+    agent.wait_fds(base);
+}
+
+#[test]
+fn connections_per_uid_are_limited_and_root_is_not() {
+    let agent = Agent::start_with(Opts {
+        args: &["--quota-connections", "2"],
+        ..DEFAULT
+    });
+    let (c, base) = agent.baseline();
+    let Some(r) = as_uid(
+        &agent,
+        NOBODY,
+        vec![
+            request("status"),
+            request("status").with("_connect", true),
+            request("status").with("_connect", true),
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(r[0].get("ok"), Some(&Value::Bool(true)));
+    assert_eq!(r[1].get("ok"), Some(&Value::Bool(true)));
+    assert_eq!(errno_of(&r[2]), Some("EDQUOT"), "{}", r[2].to_json());
+    let msg = r[2].get("message").and_then(Value::as_str).unwrap();
+    assert!(msg.contains("--quota-connections"), "{msg}");
+    // The helper's connections closed with it: the uid may connect again.
+    let r = as_uid(&agent, NOBODY, vec![request("status")]).unwrap();
+    assert_eq!(r[0].get("ok"), Some(&Value::Bool(true)));
+    // Root is exempt.
+    let mine: Vec<OwnedFd> = (0..5).map(|_| agent.connect()).collect();
+    for m in &mine {
+        ok(&call(m, request("status"), &[]));
+    }
+    drop(mine);
+    status(&c);
     agent.wait_fds(base);
 }

@@ -34,6 +34,9 @@ const MAX_BATCH: usize = 64;
 const MAX_ACCEPT: usize = 256;
 /// How long the listener rests after `accept` ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Most over-quota connections kept at once to tell them why; past that
+/// they are closed at once.
+const MAX_REFUSED: usize = 64;
 /// Most events taken from one `epoll_wait`.
 const MAX_EVENTS: usize = 256;
 
@@ -43,6 +46,9 @@ enum Kind {
     /// What `connect(2)` to the socket path gives; the peer's credentials
     /// were taken at accept.
     Agent { uid: u32, pid: i32 },
+    /// A connection over its uid's quota, kept only to answer its first
+    /// request with `EDQUOT` (so the client learns why), then closed.
+    Refused { uid: u32, why: String },
     /// The agent's end of a session handle: it owns one luo handle.
     Handle {
         handle: SessionHandle,
@@ -108,6 +114,11 @@ pub struct Agent {
     next_key: u64,
     /// Set while the listener rests after `EMFILE`/`ENFILE`.
     paused_until: Option<Instant>,
+    /// Open agent connections per uid, and the most one uid may have.
+    conns_per_uid: HashMap<u32, u64>,
+    max_conns_per_uid: u64,
+    /// Connections of [`Kind::Refused`] open now.
+    refused: usize,
     /// SIGTERM and SIGINT, once [`Agent::stop_on_signals`] asked for them.
     signals: Option<luo_sys::SignalFd>,
     /// The signal that asked the agent to stop.
@@ -194,6 +205,9 @@ impl Agent {
             conns: HashMap::new(),
             next_key: LISTENER + 1,
             paused_until: None,
+            conns_per_uid: HashMap::new(),
+            max_conns_per_uid: config.connections_per_uid,
+            refused: 0,
             signals: None,
             stop: None,
             events: Vec::with_capacity(MAX_EVENTS),
@@ -399,11 +413,32 @@ impl Agent {
                 return;
             }
         };
+        let open = self.conns_per_uid.get(&cred.uid).copied().unwrap_or(0);
+        if cred.uid != 0 && open >= self.max_conns_per_uid {
+            let why = format!(
+                "uid {} has {open} connections to luod open, its quota (luod --quota-connections); close some",
+                cred.uid
+            );
+            debug!(
+                "refusing a connection from uid {} pid {}: {open} open, the quota",
+                cred.uid, cred.pid
+            );
+            // Keep it long enough to answer its first request with the
+            // reason, unless too many such connections are waiting already.
+            if self.refused < MAX_REFUSED {
+                let kind = Kind::Refused { uid: cred.uid, why };
+                if self.add_conn(fd, kind).is_ok() {
+                    self.refused += 1;
+                }
+            }
+            return;
+        }
         let kind = Kind::Agent {
             uid: cred.uid,
             pid: cred.pid,
         };
         if let Ok(key) = self.add_conn(fd, kind) {
+            *self.conns_per_uid.entry(cred.uid).or_default() += 1;
             debug!("connection {key} from uid {} pid {}", cred.uid, cred.pid);
         }
     }
@@ -478,10 +513,16 @@ impl Agent {
             if !c.outbox.is_empty() {
                 break;
             }
+            let refused = matches!(c.kind, Kind::Refused { .. });
             match luo_proto::recv(c.fd.as_fd()) {
                 Ok(Some(msg)) => {
                     let reply = self.request(key, msg);
                     self.reply(key, reply);
+                    if refused {
+                        // Told why; done with it.
+                        self.drop_conn(key, None);
+                        return;
+                    }
                 }
                 Ok(None) => {
                     // End of file, or an empty datagram. With a hang-up
@@ -591,7 +632,17 @@ impl Agent {
         }
         match c.kind {
             Kind::Agent { uid, pid } => {
+                if let Some(n) = self.conns_per_uid.get_mut(&uid) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.conns_per_uid.remove(&uid);
+                    }
+                }
                 debug!("connection {key} of uid {uid} pid {pid} closed")
+            }
+            Kind::Refused { uid, .. } => {
+                self.refused -= 1;
+                debug!("refused connection {key} of uid {uid} closed")
             }
             Kind::Handle {
                 handle,

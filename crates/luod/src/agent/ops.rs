@@ -134,6 +134,7 @@ impl Agent {
         match kind {
             Kind::Agent { uid, .. } => self.agent_request(uid, &op, msg),
             Kind::Handle { handle, .. } => self.handle_request(handle, &op, msg),
+            Kind::Refused { why, .. } => Err(Error::new(Errno::EDQUOT, why)),
         }
     }
 

@@ -57,6 +57,9 @@ fn main() -> ExitCode {
         socket,
         backend: opts.backend,
         quota: opts.quota,
+        connections_per_uid: opts
+            .connections_per_uid
+            .unwrap_or(luod::DEFAULT_CONNECTIONS_PER_UID),
     };
     match luod::run(config) {
         Ok(()) => ExitCode::SUCCESS,
