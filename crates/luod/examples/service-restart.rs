@@ -179,9 +179,33 @@ fn service(args: &[String]) -> Res<()> {
     let session = client.create_session(SESSION)?;
     session.preserve(TOKEN_DATA, data.as_fd())?;
     session.preserve(TOKEN_LISTENER, listener.as_fd())?;
+    // luod's own account of what it holds, taken while the handle is live.
+    let held = session.info()?;
     session.handover()?;
-    event(&format!("HANDED_OVER {}", t.elapsed().as_micros()));
+    let took = t.elapsed();
+    event(&format!("HANDED_OVER {}", took.as_micros()));
+    report_preserved(&held);
     Ok(())
+}
+
+/// What luod holds for this service, one line per file for the orchestrator.
+fn report_preserved(s: &luo::SessionDetail) {
+    for f in &s.files {
+        let size = if f.kind == "memfd" {
+            format!("{}, ", human(f.size))
+        } else {
+            String::new()
+        };
+        let safe = if f.kexec_safe {
+            "kexec-safe"
+        } else {
+            "not kexec-safe"
+        };
+        event(&format!(
+            "PRESERVED token {}: {} ({size}identity: {}, {safe})",
+            f.token, f.kind, f.identity
+        ));
+    }
 }
 
 /// Generation 1: a new memfd, filled, and a new listening socket.
@@ -455,29 +479,15 @@ fn orchestrate(args: &[String]) -> Res<()> {
         let stop_at = Instant::now();
         writeln!(g.stdin, "restart")?;
         let handed = wait_for(&mut g, "HANDED_OVER")?;
-        let _ = g.proc.0.wait();
-        let shown = agent.show(SESSION, None)?;
-        for s in &shown {
-            for f in &s.files {
-                let size = if f.kind == "memfd" {
-                    format!("{}, ", human(f.size))
-                } else {
-                    String::new()
-                };
-                println!(
-                    "  preserved token {}: {} ({size}identity: {}, {})",
-                    f.token,
-                    f.kind,
-                    f.identity,
-                    if f.kexec_safe {
-                        "kexec-safe"
-                    } else {
-                        "not kexec-safe"
-                    }
-                );
+        // The next generation starts at once; the old one reports what luod
+        // holds for it and exits meanwhile.
+        let mut ng = spawn_service(&socket, next, o.size)?;
+        while let Ok(line) = g.events.recv_timeout(Duration::from_secs(10)) {
+            if let Some(p) = line.strip_prefix("PRESERVED ") {
+                println!("  preserved {p}");
             }
         }
-        let mut ng = spawn_service(&socket, next, o.size)?;
+        let _ = g.proc.0.wait();
         let retrieved = wait_for(&mut ng, "RETRIEVED")?;
         wait_for(&mut ng, "READY")?;
         // Blackout: from the stop request to the first answer by the new process.
