@@ -150,8 +150,11 @@ pub struct FileStatus {
     pub managed: bool,
     /// Retrieve outcome so far.
     pub retrieve: RetrieveStatus,
-    /// `st_size` of the custody file (the bytes a memfd pins).
+    /// `st_size` of the custody file now.
     pub size: u64,
+    /// Bytes it counts against its owner's pinned-bytes quota: a memfd's
+    /// size when it was preserved, 0 for files that pin no memory.
+    pub pinned: u64,
 }
 
 /// Observable state of one session.
@@ -165,7 +168,15 @@ pub struct SessionInfo {
     pub state: SessionState,
     /// Live handles on it.
     pub handles: usize,
-    /// Its files, in preservation order.
+    /// How many files it holds.
+    pub file_count: usize,
+    /// Bytes its files count against the owner's quota ([`FileStatus::pinned`]).
+    pub pinned_bytes: u64,
+    /// Whether every file in it survives a kexec.
+    pub kexec_safe: bool,
+    /// Its files in preservation order: all of them, or the window asked
+    /// for ([`Luo::session_files`], [`Luo::find_files`]; none for
+    /// [`Luo::summaries`]).
     pub files: Vec<FileStatus>,
 }
 
@@ -526,6 +537,13 @@ impl Luo {
     pub fn name(&self, h: SessionHandle) -> Result<&[u8]> {
         let key = self.live(h)?;
         Ok(&self.sessions[&key].name)
+    }
+
+    /// How many files the session holds (cheap: no `fstat`, unlike
+    /// [`Luo::session`]).
+    pub fn file_count(&self, h: SessionHandle) -> Result<usize> {
+        let key = self.live(h)?;
+        Ok(self.sessions[&key].files.len())
     }
 
     /// The session's owner.
@@ -1078,29 +1096,69 @@ impl Luo {
         self.flbs.iter().map(|s| s.status()).collect()
     }
 
-    /// Every session, in creation order.
+    /// Every session with all its files, in creation order.
     pub fn sessions(&self) -> Vec<SessionInfo> {
-        self.sessions.values().map(|s| self.info(s)).collect()
+        self.sessions
+            .values()
+            .map(|s| self.info(s, 0..s.files.len()))
+            .collect()
     }
 
     /// The sessions of `owner` named `name`: the outgoing one, then the
     /// incoming one, where they exist. Costs nothing for other sessions.
     pub fn find(&self, owner: u32, name: &[u8]) -> Vec<SessionInfo> {
+        self.find_files(owner, name, 0, usize::MAX)
+    }
+
+    /// As [`Luo::find`], with at most `len` files from index `start` of
+    /// the files of both sessions taken in order (the first's, then the
+    /// second's). Costs O(`len`) `fstat` calls, whatever the sessions hold.
+    pub fn find_files(
+        &self,
+        owner: u32,
+        name: &[u8],
+        start: usize,
+        len: usize,
+    ) -> Vec<SessionInfo> {
         let key = (owner, name.to_vec());
+        let mut skip = start;
+        let mut left = len;
         [self.outgoing.get(&key), self.incoming.get(&key)]
             .into_iter()
             .flatten()
-            .map(|k| self.info(&self.sessions[k]))
+            .map(|k| {
+                let s = &self.sessions[k];
+                let from = skip.min(s.files.len());
+                skip -= from;
+                let n = left.min(s.files.len() - from);
+                left -= n;
+                self.info(s, from..from + n)
+            })
             .collect()
+    }
+
+    /// Every session without its files (counts and totals only), in
+    /// creation order. No `fstat` at all.
+    pub fn summaries(&self) -> Vec<SessionInfo> {
+        self.sessions.values().map(|s| self.info(s, 0..0)).collect()
     }
 
     /// The session behind a live handle.
     pub fn session(&self, h: SessionHandle) -> Result<SessionInfo> {
-        let key = self.live(h)?;
-        Ok(self.info(&self.sessions[&key]))
+        self.session_files(h, 0, usize::MAX)
     }
 
-    fn info(&self, s: &Session) -> SessionInfo {
+    /// The session behind a live handle, with at most `len` of its files
+    /// from index `start`.
+    pub fn session_files(&self, h: SessionHandle, start: usize, len: usize) -> Result<SessionInfo> {
+        let key = self.live(h)?;
+        let s = &self.sessions[&key];
+        let from = start.min(s.files.len());
+        let to = from + len.min(s.files.len() - from);
+        Ok(self.info(s, from..to))
+    }
+
+    fn info(&self, s: &Session, window: std::ops::Range<usize>) -> SessionInfo {
         let state = match s.side {
             Side::Outgoing => SessionState::Open,
             Side::Incoming { finished: true } => SessionState::Finished,
@@ -1112,8 +1170,13 @@ impl Luo {
             owner: s.owner,
             state,
             handles: s.handles.len(),
-            files: s
+            file_count: s.files.len(),
+            pinned_bytes: s.files.iter().map(|f| f.pinned).sum(),
+            kexec_safe: s
                 .files
+                .iter()
+                .all(|f| self.handlers[f.handler].kexec_safe()),
+            files: s.files[window]
                 .iter()
                 .map(|f| FileStatus {
                     token: f.token,
@@ -1123,6 +1186,7 @@ impl Luo {
                     managed: f.indexed,
                     retrieve: f.retrieve,
                     size: luo_sys::fstat(f.custody.as_fd()).map_or(0, |st| st.size),
+                    pinned: f.pinned,
                 })
                 .collect(),
         }

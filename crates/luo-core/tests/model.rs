@@ -913,24 +913,33 @@ impl Model {
             _ if s.handles.is_empty() => SessionState::Incoming,
             _ => SessionState::Retrieved,
         };
+        let files: Vec<FileStatus> = s
+            .files
+            .iter()
+            .map(|f| FileStatus {
+                token: f.token,
+                handler: HANDLER_NAMES[f.pool.handler()].to_string(),
+                kexec_safe: f.pool.handler() == 0,
+                identity: pool.identity(f.pool),
+                managed: true,
+                retrieve: f.retrieve,
+                size: pool.size(f.pool),
+                pinned: if f.pool.handler() == 0 {
+                    pool.size(f.pool)
+                } else {
+                    0
+                },
+            })
+            .collect();
         SessionInfo {
             name: s.name.clone(),
             owner: s.owner,
             state,
             handles: s.handles.len(),
-            files: s
-                .files
-                .iter()
-                .map(|f| FileStatus {
-                    token: f.token,
-                    handler: HANDLER_NAMES[f.pool.handler()].to_string(),
-                    kexec_safe: f.pool.handler() == 0,
-                    identity: pool.identity(f.pool),
-                    managed: true,
-                    retrieve: f.retrieve,
-                    size: pool.size(f.pool),
-                })
-                .collect(),
+            file_count: files.len(),
+            pinned_bytes: files.iter().map(|f| f.pinned).sum(),
+            kexec_safe: files.iter().all(|f| f.kexec_safe),
+            files,
         }
     }
 
@@ -1468,6 +1477,35 @@ fn check_state(w: &mut World, a: Action, pre: &[FlbStatus]) -> Vec<(Op, u64)> {
     }
     let infos = w.model.infos(&w.pool);
     same("sessions", &w.luo.sessions(), &infos);
+    let bare: Vec<SessionInfo> = infos
+        .iter()
+        .map(|s| SessionInfo {
+            files: Vec::new(),
+            ..s.clone()
+        })
+        .collect();
+    same("summaries", &w.luo.summaries(), &bare);
+    // Windows of the files of the sessions of one name (outgoing first).
+    if let Some(first) = infos.first() {
+        let mut named: Vec<&SessionInfo> = infos
+            .iter()
+            .filter(|s| s.owner == first.owner && s.name == first.name)
+            .collect();
+        // find_files lists the outgoing session first.
+        named.sort_by_key(|s| s.state != SessionState::Open);
+        let all: Vec<FileStatus> = named.iter().flat_map(|s| s.files.clone()).collect();
+        for (start, len) in [(0, 1), (1, 2), (2, usize::MAX), (all.len(), 3)] {
+            let got: Vec<FileStatus> = w
+                .luo
+                .find_files(first.owner, &first.name, start, len)
+                .into_iter()
+                .flat_map(|s| s.files)
+                .collect();
+            let end = start.saturating_add(len).min(all.len());
+            let want = all[start.min(all.len())..end].to_vec();
+            same(format!("find_files(.., {start}, {len})"), &got, &want);
+        }
+    }
     // Quota usage: every session of an owner counts, every file in custody,
     // and a memfd's size (which never changes here) as pinned bytes.
     let mut owners: Vec<u32> = infos.iter().map(|s| s.owner).collect();

@@ -352,37 +352,41 @@ pub fn page_summaries(all: &[SessionDetail], start: usize) -> (Vec<Value>, Optio
     (out, None)
 }
 
-/// One page of session details: every session's header, with the files
-/// from index `start` of all their files taken in order (the first
-/// session's, then the second's), as many as fit; and the `"next"` file
+/// How many files the agent looks at to fill one page of details: more than
+/// a page holds, so a page is cut by size, not by this.
+pub const PAGE_WINDOW: usize = 512;
+
+/// One page of session details. `window` is every matching session's
+/// header, each with its files from index `start` of all their files taken
+/// in order (the first session's, then the second's), as far as the caller
+/// looked (at least [`PAGE_WINDOW`] files, or to the end). Returns the
+/// sessions with the files that fit in one message, and the `"next"` file
 /// index (`None` on the last page).
-pub fn page_details(all: &[SessionDetail], start: usize) -> (Vec<Value>, Option<u64>) {
+pub fn page_details(window: &[SessionDetail], start: usize) -> (Vec<Value>, Option<u64>) {
+    let total: u64 = window.iter().map(|s| s.file_count).sum();
     let mut used = 0;
-    let mut index = 0;
-    let mut next = None;
+    let mut taken = 0u64;
+    let mut full = false;
     let mut out = Vec::new();
-    for s in all {
+    for s in window {
         let mut files = Vec::new();
         for f in &s.files {
-            let at = index;
-            index += 1;
-            if at < start || next.is_some() {
-                continue;
-            }
             let v = f.to_value();
             let len = v.to_json().len() + 1;
-            if at > start && used + len > PAGE_BYTES {
-                next = Some(at as u64);
-                continue;
+            if full || (taken > 0 && used + len > PAGE_BYTES) {
+                full = true;
+                break;
             }
             used += len;
+            taken += 1;
             files.push(v);
         }
         let mut v = s.to_value(false);
         v.set("files", files);
         out.push(v);
     }
-    (out, next)
+    let end = start as u64 + taken;
+    (out, (end < total).then_some(end))
 }
 
 /// Adds one page of [`page_details`] to what earlier pages gave. `EAGAIN`
@@ -453,6 +457,25 @@ mod tests {
         );
     }
 
+    /// What the agent gives `page_details`: headers, and `len` files from
+    /// `start` across the sessions.
+    fn window(all: &[SessionDetail], start: usize, len: usize) -> Vec<SessionDetail> {
+        let mut skip = start;
+        let mut left = len;
+        all.iter()
+            .map(|s| {
+                let from = skip.min(s.files.len());
+                skip -= from;
+                let n = left.min(s.files.len() - from);
+                left -= n;
+                SessionDetail {
+                    files: s.files[from..from + n].to_vec(),
+                    ..s.clone()
+                }
+            })
+            .collect()
+    }
+
     #[test]
     fn details_of_thousands_of_files_come_back_whole_in_pages() {
         let all = vec![session("a", 3000), session("b", 1500)];
@@ -460,7 +483,7 @@ mod tests {
         let mut start = 0;
         let mut pages = 0;
         loop {
-            let (items, next) = page_details(&all, start);
+            let (items, next) = page_details(&window(&all, start, PAGE_WINDOW), start);
             fits(&items);
             let page = items
                 .iter()

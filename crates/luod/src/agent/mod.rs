@@ -276,8 +276,8 @@ impl Agent {
         while self.stop.is_none() {
             self.poll(None)?;
         }
-        let sessions = self.luo.sessions();
-        let files: usize = sessions.iter().map(|s| s.files.len()).sum();
+        let sessions = self.luo.summaries();
+        let files: usize = sessions.iter().map(|s| s.file_count).sum();
         let name = match self.stop {
             Some(luo_sys::signal::SIGINT) => "SIGINT",
             _ => "SIGTERM",
@@ -653,18 +653,18 @@ impl Agent {
     }
 
     fn close_handle(&mut self, h: SessionHandle, name: &str, owner: u32) {
-        let before = self.luo.session(h);
+        let before = self.luo.session_files(h, 0, 0);
         let _ = self.luo.close(h);
         let name = quoted(name);
         match before {
             Ok(s) if s.handles <= 1 => match s.state {
                 SessionState::Open => info!(
                     "session {name} of uid {owner} aborted: its last handle closed, {} files unpreserved",
-                    s.files.len()
+                    s.file_count
                 ),
                 SessionState::Retrieved => info!(
                     "session {name} of uid {owner} returned to waiting: its handle closed before finish; its {} files stay in custody",
-                    s.files.len()
+                    s.file_count
                 ),
                 SessionState::Finished => {
                     debug!("session {name} of uid {owner} is gone: finished, and its handle closed")

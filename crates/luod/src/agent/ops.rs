@@ -1,7 +1,7 @@
 //! The requests of `docs/protocol.md`, on both kinds of socket.
 
 use luo_core::{SessionHandle, SessionState};
-use luo_proto::types::{page_details, page_summaries, Status, Usage};
+use luo_proto::types::{page_details, page_summaries, Status, Usage, PAGE_WINDOW};
 use luo_proto::{ok_reply, opt_u64_field, str_field, u64_list, Errno, Error, Message, Value};
 use tracing::{debug, info};
 
@@ -158,7 +158,7 @@ impl Agent {
                 let owner = owner_arg(uid, &msg, "retrieve")?;
                 let (fd, h) =
                     self.new_handle(|luo| luo.retrieve_session(owner, name.as_bytes()))?;
-                let files = self.luo.session(h).map_or(0, |s| s.files.len());
+                let files = self.luo.file_count(h).unwrap_or(0);
                 info!(
                     "session {} of uid {owner} retrieved by uid {uid} ({files} files)",
                     quoted(&name)
@@ -175,12 +175,13 @@ impl Agent {
                     .luo
                     .open_outgoing(owner, name.as_bytes())
                     .map_err(core_error)?;
+                let files = self.luo.file_count(h).unwrap_or(0);
                 let r = self.luo.handover(h);
                 // After a handover the handle is stale and closing it only
                 // forgets it; after a refusal the creator's handle remains.
                 let _ = self.luo.close(h);
                 r.map_err(core_error)?;
-                self.log_handover(&name, owner);
+                self.log_handover(&name, owner, files);
                 Ok(Reply::ok(ok_reply()))
             }
             "finish" => {
@@ -243,7 +244,7 @@ impl Agent {
                 let start = start_arg(&msg)?;
                 let all: Vec<_> = self
                     .luo
-                    .sessions()
+                    .summaries()
                     .iter()
                     .filter(|s| uid == 0 || s.owner == uid)
                     .map(report::detail)
@@ -259,7 +260,7 @@ impl Agent {
                 let start = start_arg(&msg)?;
                 let all: Vec<_> = self
                     .luo
-                    .find(owner, name.as_bytes())
+                    .find_files(owner, name.as_bytes(), start, PAGE_WINDOW)
                     .iter()
                     .map(report::detail)
                     .collect();
@@ -278,15 +279,7 @@ impl Agent {
         }
     }
 
-    fn log_handover(&self, name: &str, owner: u32) {
-        let files = self
-            .luo
-            .sessions()
-            .iter()
-            .find(|s| {
-                s.owner == owner && s.name == name.as_bytes() && s.state == SessionState::Incoming
-            })
-            .map_or(0, |s| s.files.len());
+    fn log_handover(&self, name: &str, owner: u32, files: usize) {
         info!(
             "session {} of uid {owner} handed over ({files} files)",
             quoted(name)
@@ -308,7 +301,10 @@ impl Agent {
             }
             "info" => {
                 let start = start_arg(&msg)?;
-                let s = self.luo.session(h).map_err(core_error)?;
+                let s = self
+                    .luo
+                    .session_files(h, start, PAGE_WINDOW)
+                    .map_err(core_error)?;
                 let (mut list, next) = page_details(&[report::detail(&s)], start);
                 Ok(Reply::ok(
                     ok_reply().with("session", list.pop()).with("next", next),
@@ -364,8 +360,9 @@ impl Agent {
             }
             "handover" => {
                 let (name, owner) = self.handle_names(h)?;
+                let files = self.luo.file_count(h).unwrap_or(0);
                 self.luo.handover(h).map_err(core_error)?;
-                self.log_handover(&name, owner);
+                self.log_handover(&name, owner, files);
                 Ok(Reply::ok(ok_reply()))
             }
             "finish" => {
@@ -421,7 +418,7 @@ impl Agent {
             st.nofile_soft = soft;
             st.nofile_hard = hard;
         }
-        for s in self.luo.sessions() {
+        for s in self.luo.summaries() {
             if uid != 0 && s.owner != uid {
                 continue;
             }
@@ -430,12 +427,8 @@ impl Agent {
             } else {
                 st.incoming += 1;
             }
-            st.files += s.files.len() as u64;
-            st.pinned_bytes += s
-                .files
-                .iter()
-                .map(|f| report::pinned(&f.handler, f.size))
-                .sum::<u64>();
+            st.files += s.file_count as u64;
+            st.pinned_bytes += s.pinned_bytes;
         }
         st
     }

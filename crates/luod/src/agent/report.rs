@@ -3,7 +3,7 @@
 use luo_core::{IdentityKind, RetrieveStatus, SessionInfo, SessionState};
 use luo_proto::types::{self, FileDetail, SessionDetail};
 
-/// The handler whose files pin memory (their size counts as pinned bytes).
+/// The kernel's memfd handler.
 const MEMFD: &str = "memfd-v2";
 
 /// The protocol's short type name for a handler's files.
@@ -39,16 +39,8 @@ fn state(s: SessionState) -> types::SessionState {
     }
 }
 
-/// Bytes of memory a file pins: a memfd's size, nothing for other files.
-pub(crate) fn pinned(handler: &str, size: u64) -> u64 {
-    if handler == MEMFD {
-        size
-    } else {
-        0
-    }
-}
-
-/// A session as `sessions` (without files) or `show`/`info` (with) report it.
+/// A session as `sessions` (without files) or `show`/`info` (with the files
+/// the model was asked for) report it.
 pub(crate) fn detail(s: &SessionInfo) -> SessionDetail {
     let files: Vec<FileDetail> = s
         .files
@@ -65,7 +57,7 @@ pub(crate) fn detail(s: &SessionInfo) -> SessionDetail {
             dev: f.identity.dev,
             ino: f.identity.ino,
             size: f.size,
-            pinned_bytes: pinned(&f.handler, f.size),
+            pinned_bytes: f.pinned,
             kexec_safe: f.kexec_safe,
             managed: f.managed,
             retrieved: retrieved(f.retrieve),
@@ -76,9 +68,9 @@ pub(crate) fn detail(s: &SessionInfo) -> SessionDetail {
         owner: s.owner,
         state: state(s.state),
         handles: s.handles as u64,
-        file_count: files.len() as u64,
-        pinned_bytes: files.iter().map(|f| f.pinned_bytes).sum(),
-        kexec_safe: files.iter().all(|f| f.kexec_safe),
+        file_count: s.file_count as u64,
+        pinned_bytes: s.pinned_bytes,
+        kexec_safe: s.kexec_safe,
         files,
     }
 }
@@ -95,7 +87,5 @@ mod tests {
         assert_eq!(kind("something-else"), "something-else");
         assert_eq!(retrieved(RetrieveStatus::Failed(Errno::EIO)), "failed: EIO");
         assert_eq!(retrieved(RetrieveStatus::Retrieved), "yes");
-        assert_eq!(pinned("memfd-v2", 7), 7);
-        assert_eq!(pinned("luo-pipe-v1", 7), 0);
     }
 }
