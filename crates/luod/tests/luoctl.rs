@@ -499,7 +499,9 @@ fn a_session_through_its_life_with_luod() {
     let out = stdout(&o);
     let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(row[0], "e2e");
-    assert_eq!(&row[2..5], ["open", "1", "2"], "{out}");
+    // OWNER is "UID (name)" or "UID", so find STATE by its value.
+    let state = row.iter().position(|c| *c == "open").expect(&out);
+    assert_eq!(&row[state..state + 3], ["open", "1", "2"], "{out}");
 
     let o = luod.ctl(&["show", "e2e"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

@@ -43,7 +43,8 @@ OPTIONS:
                     for root, else $XDG_RUNTIME_DIR/luod.sock)
     --json          print the agent's reply as one JSON document on stdout;
                     errors too: {\"ok\":false,\"errno\":N,\"error\":\"ENAME\",\"message\":\"...\"}
-    --owner UID     act on another uid's session (root only)
+    --owner USER    act on another uid's session (root only): a uid or a
+                    user name from /etc/passwd
     -h, --help      print help (`luoctl COMMAND --help` for a command's)
     -V, --version   print the version
 
@@ -184,10 +185,43 @@ fn usage(message: impl Into<String>, command: Option<&str>) -> UsageError {
 }
 
 fn parse_uid(s: Option<OsString>) -> Result<u32, UsageError> {
-    let s = s.ok_or_else(|| usage("--owner needs a UID", None))?;
+    let s = s.ok_or_else(|| usage("--owner needs a UID or user name", None))?;
     let t = s.to_string_lossy();
-    t.parse::<u32>()
-        .map_err(|_| usage(format!("--owner needs a numeric uid, not '{t}'"), None))
+    if let Ok(uid) = t.parse::<u32>() {
+        return Ok(uid);
+    }
+    users()
+        .into_iter()
+        .find(|(_, name)| *name == t)
+        .map(|(uid, _)| uid)
+        .ok_or_else(|| {
+            usage(
+                format!("--owner {t:?}: no such user in /etc/passwd (give a numeric uid)"),
+                None,
+            )
+        })
+}
+
+/// `(uid, name)` of every user in `/etc/passwd` (empty if it cannot be read;
+/// luoctl then shows numbers only).
+fn users() -> Vec<(u32, String)> {
+    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let uid = f.nth(1)?.parse().ok()?;
+            Some((uid, name.to_string()))
+        })
+        .collect()
+}
+
+/// A uid for people: `1000 (alice)`, or the number alone.
+fn owner_name(uid: u32, users: &[(u32, String)]) -> String {
+    match users.iter().find(|(u, _)| *u == uid) {
+        Some((_, name)) => format!("{uid} ({name})"),
+        None => uid.to_string(),
+    }
 }
 
 /// Parses the arguments after the program name. `json` is set as soon as
@@ -448,12 +482,13 @@ fn render_sessions(list: &[SessionDetail]) -> String {
     if list.is_empty() {
         return "no sessions\n".to_string();
     }
+    let users = users();
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|s| {
             vec![
                 s.name.clone(),
-                s.owner.to_string(),
+                owner_name(s.owner, &users),
                 s.state.as_str().to_string(),
                 s.handles.to_string(),
                 s.file_count.to_string(),
@@ -477,6 +512,7 @@ fn render_sessions(list: &[SessionDetail]) -> String {
 }
 
 fn render_show(list: &[SessionDetail]) -> String {
+    let users = users();
     let mut out = String::new();
     for (i, s) in list.iter().enumerate() {
         if i > 0 {
@@ -486,7 +522,7 @@ fn render_show(list: &[SessionDetail]) -> String {
             out,
             "session '{}' (owner {}): {}, {}, {}, {} pinned, {}",
             s.name,
-            s.owner,
+            owner_name(s.owner, &users),
             s.state.as_str(),
             plural(s.handles, "handle", "handles"),
             plural(s.file_count, "file", "files"),
@@ -837,7 +873,9 @@ mod tests {
         assert!(args(&["show"]).is_err());
         assert!(args(&["show", "a", "b"]).is_err());
         assert!(args(&["status", "--owner", "0"]).is_err());
-        assert!(args(&["show", "kv", "--owner", "root"]).is_err());
+        assert!(args(&["show", "kv", "--owner", "no-such-user-here"]).is_err());
+        let o = args(&["show", "kv", "--owner", "root"]).unwrap();
+        assert!(matches!(o.command, Command::Show(ref n, Some(0)) if n == "kv"));
         assert!(args(&["status", "--socket"]).is_err());
         assert!(args(&["status", "-x"]).is_err());
     }
