@@ -223,6 +223,11 @@ fn role_restart_stage2() {
         );
     }
     let listener = TcpListener::from(s.retrieve_fd(2).unwrap());
+    // Descriptors from luod are close-on-exec, as the kernel's are.
+    const FD_CLOEXEC: i32 = 1;
+    for fd in [data.as_fd(), listener.as_fd(), s.as_fd()] {
+        assert_eq!(luo_sys::fcntl_getfd(fd).unwrap() & FD_CLOEXEC, FD_CLOEXEC);
+    }
     // The connection the test made while no process was listening waits
     // in the queue of the preserved socket.
     let (mut conn, _) = listener.accept().unwrap();
@@ -529,4 +534,80 @@ fn sigterm_stops_luod_cleanly_and_says_what_was_dropped() {
     );
     assert!(!socket.exists(), "the socket file was left behind");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------
+// A handle is a descriptor: it can be passed on, and the last copy decides
+
+#[test]
+#[ignore = "started by a_handle_passed_to_another_process_keeps_its_session"]
+fn role_handle_receiver() {
+    let (_luo, dir) = role_env();
+    let conn = std::os::unix::net::UnixStream::connect(dir.join("pass.sock")).unwrap();
+    let mut buf = [0u8; 16];
+    let got = luo_sys::recv_with_fds(conn.as_fd(), &mut buf, 1).unwrap();
+    let handle = got.fds.into_iter().next().expect("a session handle");
+    const FD_CLOEXEC: i32 = 1;
+    let cloexec = luo_sys::fcntl_getfd(handle.as_fd()).unwrap() & FD_CLOEXEC != 0;
+    assert!(cloexec, "received descriptors are close-on-exec");
+    let s = luo::Session::from(handle);
+    assert_eq!(s.name().unwrap(), "shared");
+    s.preserve(2, memfd_with(b"from the other process").as_fd())
+        .unwrap();
+    write_file(&dir.join("receiver-ready"), "1");
+    // Hold the handle until the test closes our stdin.
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+}
+
+#[test]
+fn a_handle_passed_to_another_process_keeps_its_session() {
+    let agent = Agent::start("pass");
+    let baseline = agent.settled_fds();
+    let luo = agent.client();
+    let s = luo.create_session("shared").unwrap();
+    s.preserve(1, memfd_with(b"from the creator").as_fd())
+        .unwrap();
+
+    let listener = std::os::unix::net::UnixListener::bind(agent.dir.join("pass.sock")).unwrap();
+    let mut receiver = agent
+        .role("role_handle_receiver", None)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    luo_sys::send_with_fds(conn.as_fd(), b"handle", &[s.as_fd()]).unwrap();
+    let t = Instant::now();
+    while !agent.dir.join("receiver-ready").exists() {
+        assert!(
+            receiver.try_wait().unwrap().is_none(),
+            "the receiver failed"
+        );
+        assert!(t.elapsed() < Duration::from_secs(20), "the receiver hung");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // The creator lets go of its copy: the other process's copy keeps the
+    // session open, with the file it added.
+    drop(s);
+    std::thread::sleep(Duration::from_millis(100));
+    let shown = luo.show("shared", None).unwrap();
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0].state, luo::SessionState::Open);
+    assert_eq!(shown[0].file_count, 2);
+
+    // The last copy closes: the outgoing session is aborted.
+    drop(receiver.stdin.take());
+    assert!(receiver.wait().unwrap().success());
+    let t = Instant::now();
+    while !luo.sessions().unwrap().is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the session outlived its handles"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(luo);
+    agent.expect_fds(baseline, "luod let go of both files");
 }
