@@ -291,7 +291,7 @@ fn windows<T: Copy>(values: &[T], sizes: &[usize], window: usize) -> Vec<Vec<T>>
         .collect()
 }
 
-/// Empty sample pools, indexed [kind][size].
+/// Empty sample pools, indexed `[kind][size]`.
 fn pools<T: Clone>(sizes: &[usize]) -> Vec<Vec<Vec<T>>> {
     vec![vec![Vec::new(); sizes.len()]; Kind::ALL.len()]
 }
