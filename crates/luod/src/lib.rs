@@ -72,10 +72,7 @@ impl fmt::Display for Backend {
     }
 }
 
-/// How to run an agent.
-///
-/// `Config::default()` has an empty socket path, which [`Agent::bind`]
-/// refuses: set `socket` (e.g. `Config { socket, ..Config::default() }`).
+/// How to run an agent ([`Config::new`] gives the defaults).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Where the listening socket goes.
@@ -91,12 +88,6 @@ pub struct Config {
 
 /// The default of [`Config::connections_per_uid`].
 pub const DEFAULT_CONNECTIONS_PER_UID: u64 = 1024;
-
-impl Default for Config {
-    fn default() -> Config {
-        Config::new(PathBuf::new())
-    }
-}
 
 impl Config {
     /// A configuration with the `auto` backend, no quota and the default

@@ -693,7 +693,7 @@ fn encode(reply: Result<Reply, Error>) -> Outgoing {
             let e = Error::new(
                 e.errno,
                 format!(
-                    "the reply does not fit in one message ({}); ask for less, e.g. show NAME instead of sessions",
+                    "the reply does not fit in one message ({}); listings are paged, so this is a bug in luod",
                     e.message
                 ),
             );
