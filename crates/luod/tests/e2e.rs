@@ -9,13 +9,17 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use luo::{Client, Errno};
+
+mod common;
+
+use common::{Agent, Opts, DEFAULT};
 
 /// 256 MiB of memfd, as the issue asks.
 const BIG: u64 = 256 << 20;
@@ -25,111 +29,50 @@ const OTHER: u32 = 1001;
 // ---------------------------------------------------------------------------
 // Harness
 
-/// A private directory and a luod serving in it, killed on drop.
-struct Agent {
-    dir: PathBuf,
-    socket: PathBuf,
-    child: Child,
+/// A luod in a directory every uid may write to: the roles of other uids
+/// reach its socket and leave files there.
+fn start() -> Agent {
+    Agent::start_with(Opts {
+        log: "warn",
+        dir_mode: 0o777,
+        ..DEFAULT
+    })
 }
 
-impl Agent {
-    fn start(name: &str) -> Agent {
-        let dir = std::env::temp_dir().join(format!("luo-e2e-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        // Other uids must reach the socket (and files the roles write).
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let socket = dir.join("luod.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_luod"))
-            .arg("--socket")
-            .arg(&socket)
-            .env("LUOD_LOG", "warn")
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        while Client::connect_to(&socket).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "luod did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Agent { dir, socket, child }
+/// Runs `luoctl --socket S --json ARGS` as `uid` (None: as this process).
+fn luoctl(agent: &Agent, uid: Option<u32>, args: &[&str]) -> (i32, luo_proto::Value) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_luoctl"));
+    c.arg("--socket").arg(&agent.sock).arg("--json").args(args);
+    if let Some(u) = uid {
+        c.uid(u).gid(u);
     }
-
-    fn client(&self) -> Client {
-        Client::connect_to(&self.socket).unwrap()
-    }
-
-    fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .unwrap()
-            .count()
-    }
-
-    /// luod's descriptor count once it is idle: connections that closed
-    /// a moment ago may not have been reaped yet.
-    fn settled_fds(&self) -> usize {
-        let mut last = self.open_fds();
-        loop {
-            std::thread::sleep(Duration::from_millis(50));
-            let now = self.open_fds();
-            if now == last {
-                return now;
-            }
-            last = now;
-        }
-    }
-
-    /// Waits (up to 5 s) for luod to hold `want` descriptors, then asserts it.
-    fn expect_fds(&self, want: usize, what: &str) {
-        let t = Instant::now();
-        while self.open_fds() != want && t.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(self.open_fds(), want, "{what}");
-    }
-
-    /// Runs `luoctl --socket S --json ARGS` as `uid` (None: as this process).
-    fn luoctl(&self, uid: Option<u32>, args: &[&str]) -> (i32, luo_proto::Value) {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_luoctl"));
-        c.arg("--socket").arg(&self.socket).arg("--json").args(args);
-        if let Some(u) = uid {
-            c.uid(u).gid(u);
-        }
-        let out = c.output().unwrap();
-        let json = luo_proto::json::parse(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "luoctl {args:?} printed no JSON ({e}): {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (out.status.code().unwrap_or(-1), json)
-    }
-
-    /// Starts `role` as a separate process, as `uid` if given.
-    fn role(&self, role: &str, uid: Option<u32>) -> Command {
-        let mut c = Command::new(std::env::current_exe().unwrap());
-        c.args([
-            "--exact",
-            role,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("LUO_E2E_SOCKET", &self.socket)
-        .env("LUO_E2E_DIR", &self.dir);
-        if let Some(u) = uid {
-            c.uid(u).gid(u);
-        }
-        c
-    }
+    let out = c.output().unwrap();
+    let json = luo_proto::json::parse(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "luoctl {args:?} printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json)
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+/// Starts `role` as a separate process, as `uid` if given.
+fn role(agent: &Agent, role: &str, uid: Option<u32>) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([
+        "--exact",
+        role,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("LUO_E2E_SOCKET", &agent.sock)
+    .env("LUO_E2E_DIR", &agent.dir);
+    if let Some(u) = uid {
+        c.uid(u).gid(u);
     }
+    c
 }
 
 fn check(out: Output, what: &str) {
@@ -240,14 +183,14 @@ fn role_restart_stage2() {
 
 #[test]
 fn memfd_and_listener_survive_a_service_restart() {
-    let agent = Agent::start("restart");
+    let agent = start();
     let baseline = agent.settled_fds();
     check(
-        agent.role("role_restart_stage1", None).output().unwrap(),
+        role(&agent, "role_restart_stage1", None).output().unwrap(),
         "stage 1",
     );
     // Between the two processes luod holds the session, waiting.
-    let (code, v) = agent.luoctl(None, &["sessions"]);
+    let (code, v) = luoctl(&agent, None, &["sessions"]);
     assert_eq!(code, 0);
     let sessions = luo_proto::types::sessions_from_value(&v).unwrap();
     assert_eq!(sessions.len(), 1);
@@ -255,7 +198,7 @@ fn memfd_and_listener_survive_a_service_restart() {
     assert_eq!(sessions[0].state, luo::SessionState::Incoming);
     assert_eq!(sessions[0].file_count, 2);
     assert_eq!(sessions[0].pinned_bytes, BIG);
-    agent.expect_fds(baseline + 2, "luod holds the two files");
+    agent.wait_fds(baseline + 2);
 
     let port: u16 = std::fs::read_to_string(agent.dir.join("port"))
         .unwrap()
@@ -265,7 +208,7 @@ fn memfd_and_listener_survive_a_service_restart() {
     conn.write_all(b"hello").unwrap();
 
     check(
-        agent.role("role_restart_stage2", None).output().unwrap(),
+        role(&agent, "role_restart_stage2", None).output().unwrap(),
         "stage 2",
     );
     let mut bye = String::new();
@@ -274,12 +217,12 @@ fn memfd_and_listener_survive_a_service_restart() {
     conn.read_to_string(&mut bye).unwrap();
     assert_eq!(bye, "bye");
 
-    let (code, v) = agent.luoctl(None, &["sessions"]);
+    let (code, v) = luoctl(&agent, None, &["sessions"]);
     assert_eq!(code, 0);
     assert!(luo_proto::types::sessions_from_value(&v)
         .unwrap()
         .is_empty());
-    agent.expect_fds(baseline, "luod let go of every file");
+    agent.wait_fds(baseline);
 }
 
 // ---------------------------------------------------------------------------
@@ -339,9 +282,8 @@ fn another_uid_can_neither_see_nor_take_nor_block_a_session() {
         eprintln!("skipped: running processes as two other uids needs root");
         return;
     }
-    let agent = Agent::start("uids");
-    let mut owner = agent
-        .role("role_owner", Some(OWNER))
+    let agent = start();
+    let mut owner = role(&agent, "role_owner", Some(OWNER))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -354,22 +296,26 @@ fn another_uid_can_neither_see_nor_take_nor_block_a_session() {
     }
 
     // The other uid, through luoctl.
-    let (code, v) = agent.luoctl(Some(OTHER), &["show", "db"]);
+    let (code, v) = luoctl(&agent, Some(OTHER), &["show", "db"]);
     assert_eq!((code, errno_of(&v)), (1, Some(Errno::ENOENT)), "{v}");
-    let (code, v) = agent.luoctl(Some(OTHER), &["show", "db", "--owner", "1000"]);
+    let (code, v) = luoctl(&agent, Some(OTHER), &["show", "db", "--owner", "1000"]);
     assert_eq!((code, errno_of(&v)), (1, Some(Errno::EPERM)), "{v}");
-    let (code, v) = agent.luoctl(Some(OTHER), &["finish", "db", "--owner", "1000"]);
+    let (code, v) = luoctl(&agent, Some(OTHER), &["finish", "db", "--owner", "1000"]);
     assert_eq!((code, errno_of(&v)), (1, Some(Errno::EPERM)), "{v}");
-    let (code, v) = agent.luoctl(Some(OTHER), &["handover", "live", "--owner", "1000"]);
+    let (code, v) = luoctl(
+        &agent,
+        Some(OTHER),
+        &["handover", "live", "--owner", "1000"],
+    );
     assert_eq!((code, errno_of(&v)), (1, Some(Errno::EPERM)), "{v}");
-    let (code, v) = agent.luoctl(Some(OTHER), &["sessions"]);
+    let (code, v) = luoctl(&agent, Some(OTHER), &["sessions"]);
     assert_eq!(code, 0);
     assert!(luo_proto::types::sessions_from_value(&v)
         .unwrap()
         .is_empty());
     // And through the library, including taking the same names for itself.
     check(
-        agent.role("role_other", Some(OTHER)).output().unwrap(),
+        role(&agent, "role_other", Some(OTHER)).output().unwrap(),
         "role_other",
     );
 
@@ -383,12 +329,12 @@ fn another_uid_can_neither_see_nor_take_nor_block_a_session() {
     assert!(!owners.iter().any(|(_, o)| *o == OTHER), "{owners:?}");
 
     // Root may act on any owner's session.
-    let (code, v) = agent.luoctl(None, &["show", "db", "--owner", "1000"]);
+    let (code, v) = luoctl(&agent, None, &["show", "db", "--owner", "1000"]);
     assert_eq!(code, 0, "{v}");
     let shown = luo_proto::types::sessions_from_value(&v).unwrap();
     assert_eq!(shown[0].files.len(), 1);
     assert_eq!(shown[0].files[0].kind, "memfd");
-    let (code, v) = agent.luoctl(None, &["handover", "live", "--owner", "1000"]);
+    let (code, v) = luoctl(&agent, None, &["handover", "live", "--owner", "1000"]);
     assert_eq!(code, 0, "{v}");
     let s = root.retrieve_session_of(OWNER, "db").unwrap();
     let f = File::from(s.retrieve_fd(1).unwrap());
@@ -397,7 +343,7 @@ fn another_uid_can_neither_see_nor_take_nor_block_a_session() {
     assert_eq!(got, "secret");
     s.finish().unwrap();
     drop(s);
-    let (code, v) = agent.luoctl(None, &["finish", "live", "--owner", "1000"]);
+    let (code, v) = luoctl(&agent, None, &["finish", "live", "--owner", "1000"]);
     assert_eq!(code, 0, "{v}");
 
     owner.stdin.take().unwrap().write_all(b"done\n").unwrap();
@@ -410,7 +356,7 @@ fn another_uid_can_neither_see_nor_take_nor_block_a_session() {
 
 #[test]
 fn listings_larger_than_one_message_come_back_whole() {
-    let agent = Agent::start("pages");
+    let agent = start();
     let luo = agent.client();
     let big = luo.create_session("big").unwrap();
     let files: Vec<File> = (0..3000).map(|i| memfd_with(&[i as u8; 3])).collect();
@@ -437,11 +383,11 @@ fn listings_larger_than_one_message_come_back_whole() {
     assert_eq!(shown[0].pinned_bytes, 9000);
     assert_eq!(luo.sessions().unwrap().len(), 1501);
 
-    let (code, v) = agent.luoctl(None, &["show", "big"]);
+    let (code, v) = luoctl(&agent, None, &["show", "big"]);
     assert_eq!(code, 0);
     let shown = luo_proto::types::sessions_from_value(&v).unwrap();
     assert_eq!(shown[0].files.len(), 3000);
-    let (code, v) = agent.luoctl(None, &["sessions"]);
+    let (code, v) = luoctl(&agent, None, &["sessions"]);
     assert_eq!(code, 0);
     assert_eq!(
         luo_proto::types::sessions_from_value(&v).unwrap().len(),
@@ -492,48 +438,29 @@ fn the_demo_restarts_its_service_twice_without_a_failed_request() {
 
 #[test]
 fn sigterm_stops_luod_cleanly_and_says_what_was_dropped() {
-    let dir = std::env::temp_dir().join(format!("luo-e2e-term-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("luod.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_luod"))
-        .arg("--socket")
-        .arg(&socket)
-        .env("LUOD_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    let luo = loop {
-        if let Ok(c) = Client::connect_to(&socket) {
-            break c;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "luod did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let mut agent = Agent::start_with(Opts {
+        log: "info",
+        ..DEFAULT
+    });
+    let luo = agent.client();
     let s = luo.create_session("kept").unwrap();
     s.preserve(1, memfd_with(b"x").as_fd()).unwrap();
     s.preserve(2, memfd_with(b"y").as_fd()).unwrap();
     s.handover().unwrap();
 
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &agent.pid().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "luod exited with {}: {log}",
-        out.status
-    );
+    let status = agent.child.wait().unwrap();
+    let log = agent.log();
+    assert!(status.success(), "luod exited with {status}: {log}");
     assert!(
         log.contains("stopping on SIGTERM: 1 sessions with 2 files are dropped"),
         "{log}"
     );
-    assert!(!socket.exists(), "the socket file was left behind");
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!agent.sock.exists(), "the socket file was left behind");
 }
 
 // ---------------------------------------------------------------------------
@@ -562,7 +489,7 @@ fn role_handle_receiver() {
 
 #[test]
 fn a_handle_passed_to_another_process_keeps_its_session() {
-    let agent = Agent::start("pass");
+    let agent = start();
     let baseline = agent.settled_fds();
     let luo = agent.client();
     let s = luo.create_session("shared").unwrap();
@@ -570,8 +497,7 @@ fn a_handle_passed_to_another_process_keeps_its_session() {
         .unwrap();
 
     let listener = std::os::unix::net::UnixListener::bind(agent.dir.join("pass.sock")).unwrap();
-    let mut receiver = agent
-        .role("role_handle_receiver", None)
+    let mut receiver = role(&agent, "role_handle_receiver", None)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -609,5 +535,5 @@ fn a_handle_passed_to_another_process_keeps_its_session() {
         std::thread::sleep(Duration::from_millis(10));
     }
     drop(luo);
-    agent.expect_fds(baseline, "luod let go of both files");
+    agent.wait_fds(baseline);
 }

@@ -12,204 +12,26 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use luo_proto::{request, Errno, Message, Value};
 use luo_sys::epoll::EPOLLIN;
 
-const LUOD: &str = env!("CARGO_BIN_EXE_luod");
-/// How long a reply or a settling fd count may take before a test fails.
-const PATIENCE: Duration = Duration::from_secs(10);
+mod common;
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
+use common::{fresh_dir, tail, Agent, Opts, DEFAULT, LUOD, PATIENCE};
 
-fn fresh_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "luod-hostile-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-/// A `luod` process, killed (and its directory removed) on drop.
-struct Agent {
-    child: Child,
-    dir: PathBuf,
-    sock: PathBuf,
-}
-
-struct Opts<'a> {
-    args: &'a [&'a str],
-    /// Run under `ulimit -n N` (soft and hard).
-    nofile: Option<u32>,
-    log: &'a str,
-}
-
-const DEFAULT: Opts<'static> = Opts {
-    args: &[],
-    nofile: None,
-    log: "debug",
-};
-
-impl Agent {
-    fn start() -> Agent {
-        Agent::start_with(DEFAULT)
-    }
-
-    fn start_with(o: Opts<'_>) -> Agent {
-        let dir = fresh_dir();
-        let sock = dir.join("luod.sock");
-        let log = File::create(dir.join("luod.log")).unwrap();
-        let mut cmd = match o.nofile {
-            Some(n) => {
-                let mut c = Command::new("sh");
-                c.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(LUOD);
-                c
-            }
-            None => Command::new(LUOD),
-        };
-        cmd.arg("--socket")
-            .arg(&sock)
-            .args(o.args)
-            .env("LUOD_LOG", o.log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = cmd.spawn().expect("spawning luod");
-        let mut agent = Agent { child, dir, sock };
-        agent.wait_ready();
-        agent
-    }
-
-    fn wait_ready(&mut self) {
-        let start = Instant::now();
-        loop {
-            if luo_sys::seqpacket_connect(&self.sock).is_ok() {
-                return;
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("luod exited with {st} before it was ready:\n{}", self.log());
-            }
-            assert!(
-                start.elapsed() < PATIENCE,
-                "luod not ready after {PATIENCE:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("luod.log")).unwrap_or_default()
-    }
-
-    fn connect(&self) -> OwnedFd {
-        luo_sys::seqpacket_connect(&self.sock).expect("connecting to luod")
-    }
-
-    /// The agent's open descriptors, as `/proc/PID/fd` lists them.
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .expect("reading the agent's /proc/PID/fd")
-            .count()
-    }
-
-    fn fd_listing(&self) -> String {
-        let mut out = String::new();
-        if let Ok(rd) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) {
-            for e in rd.flatten() {
-                let target = std::fs::read_link(e.path()).unwrap_or_default();
-                out += &format!(
-                    "  {} -> {}\n",
-                    e.file_name().to_string_lossy(),
-                    target.display()
-                );
-            }
-        }
-        out
-    }
-
-    /// Waits until the agent holds exactly `want` descriptors.
-    fn wait_fds(&self, want: usize) {
-        let start = Instant::now();
-        loop {
-            let n = self.fds();
-            if n == want {
-                return;
-            }
-            if start.elapsed() > PATIENCE {
-                panic!(
-                    "the agent holds {n} descriptors, expected {want}:\n{}\nlog:\n{}",
-                    self.fd_listing(),
-                    tail(&self.log())
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Opens a connection, makes sure the agent accepted it, and returns it
-    /// with the agent's descriptor count at that moment: the baseline the
-    /// test returns to.
-    fn baseline(&self) -> (OwnedFd, usize) {
-        let c = self.connect();
-        ok(&call(&c, request("status"), &[]));
-        // The probe connection of wait_ready may still be closing.
-        std::thread::sleep(Duration::from_millis(50));
-        let n = self.fds();
-        (c, n)
-    }
-
-    /// `(user + system)` CPU clock ticks the agent has used.
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // Fields after the parenthesised command name; utime and stime are
-        // fields 14 and 15 of the line.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split(' ').collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let st = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        st.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn assert_alive(&mut self) {
-        if let Ok(Some(st)) = self.child.try_wait() {
-            panic!("luod died ({st}):\n{}", tail(&self.log()));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn tail(s: &str) -> &str {
-    let cut = s.len().saturating_sub(4000);
-    let cut = (cut..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-    &s[cut..]
+/// Opens a connection, makes sure the agent accepted it, and returns it with
+/// the agent's descriptor count at that moment: the baseline the test
+/// returns to.
+fn baseline(agent: &Agent) -> (OwnedFd, usize) {
+    let c = agent.connect();
+    ok(&call(&c, request("status"), &[]));
+    // The probe connection of the start-up may still be closing.
+    std::thread::sleep(Duration::from_millis(50));
+    (c, agent.fds())
 }
 
 /// Receives one message, failing the test if none comes in time.
@@ -339,7 +161,7 @@ fn wait_status(agent: &Agent, c: &OwnedFd, what: &str, f: impl Fn(&Value) -> boo
 #[test]
 fn malformed_messages_are_refused_and_the_connection_stays_usable() {
     let agent = Agent::start();
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
 
     let deep = format!(
         "{{\"v\":1,\"fds\":0,\"op\":\"status\",\"x\":{}{}}}",
@@ -429,7 +251,7 @@ fn malformed_messages_are_refused_and_the_connection_stays_usable() {
 #[test]
 fn descriptor_count_mismatches_close_what_arrived() {
     let agent = Agent::start();
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let a = memfd(b"a");
     let b = memfd(b"b");
 
@@ -507,7 +329,7 @@ fn descriptor_count_mismatches_close_what_arrived() {
 #[test]
 fn oversized_messages_are_emsgsize_and_their_descriptors_close() {
     let agent = Agent::start();
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let m1 = memfd(b"x");
     let m2 = memfd(b"y");
     let m3 = memfd(b"z");
@@ -532,7 +354,7 @@ fn oversized_messages_are_emsgsize_and_their_descriptors_close() {
 #[test]
 fn the_most_descriptors_a_message_can_carry() {
     let agent = Agent::start();
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let one = memfd(b"one");
     // 253 copies of one file, on an op that takes none: all closed.
     let copies = vec![one.as_fd(); 253];
@@ -570,7 +392,7 @@ fn truncated_control_data_is_refused_when_the_agent_runs_out_of_descriptors() {
         nofile: Some(48),
         ..DEFAULT
     });
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let one = memfd(b"one");
     let copies = vec![one.as_fd(); 253];
     let m = raw(&c, br#"{"v":1,"fds":253,"op":"status"}"#, &copies);
@@ -594,7 +416,7 @@ fn accept_backs_off_instead_of_spinning_when_out_of_descriptors() {
         nofile: Some(32),
         ..DEFAULT
     });
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     // More connections than the agent has descriptors for: it accepts what
     // it can, the rest wait in the backlog.
     let conns: Vec<OwnedFd> = (0..60).map(|_| agent.connect()).collect();
@@ -630,7 +452,7 @@ fn accept_backs_off_instead_of_spinning_when_out_of_descriptors() {
 #[test]
 fn unknown_ops_and_ops_on_the_wrong_socket() {
     let agent = Agent::start();
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let msg = refused(&call(&c, request("frobnicate"), &[]), Errno::EOPNOTSUPP);
     assert!(msg.contains("unknown op"), "{msg}");
     for op in ["preserve", "retrieve", "name", "info"] {
@@ -667,7 +489,7 @@ fn unknown_ops_and_ops_on_the_wrong_socket() {
 #[test]
 fn preserve_argument_errors_and_the_first_refusal_stops_a_batch() {
     let agent = Agent::start();
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let h = create(&c, "p");
     agent.wait_fds(base + 1);
     let a = memfd(b"aaaa");
@@ -757,7 +579,7 @@ fn listings_too_large_for_one_message_are_paged_and_echoes_are_cut_short() {
         log: "info",
         ..DEFAULT
     });
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let handles: Vec<OwnedFd> = (0..600)
         .map(|i| create(&c, &format!("session-with-a-longish-name-{i:04}")))
         .collect();
@@ -820,7 +642,7 @@ fn ten_thousand_hit_and_run_connections() {
         log: "info",
         ..DEFAULT
     });
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let status_req = luo_proto::encode(&request("status"), 0).unwrap();
     for i in 0..10_000 {
         let s = agent.connect();
@@ -856,7 +678,7 @@ fn a_client_that_never_reads_cannot_stall_or_bloat_the_agent() {
         log: "info",
         ..DEFAULT
     });
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let flood = agent.connect();
     luo_sys::set_nonblocking(flood.as_fd(), true).unwrap();
     let req = luo_proto::encode(&request("sessions"), 0).unwrap();
@@ -919,7 +741,7 @@ fn a_client_that_never_reads_cannot_stall_or_bloat_the_agent() {
 #[test]
 fn a_client_that_dies_mid_preserve_leaves_nothing_behind() {
     let agent = Agent::start();
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let files: Vec<OwnedFd> = (0..3).map(|i| memfd(&[b'a' + i; 16])).collect();
     let fds: Vec<BorrowedFd<'_>> = files.iter().map(AsFd::as_fd).collect();
     for round in 0..20 {
@@ -955,7 +777,7 @@ fn a_client_that_dies_mid_preserve_leaves_nothing_behind() {
 #[test]
 fn a_handed_over_session_survives_a_retriever_that_dies() {
     let agent = Agent::start();
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let data = memfd(b"precious bytes");
     let h = create(&c, "kv");
     let m = call(
@@ -1029,7 +851,7 @@ fn a_handed_over_session_survives_a_retriever_that_dies() {
 #[test]
 fn by_name_requests_and_update() {
     let agent = Agent::start();
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let f = memfd(b"x");
     let h = create(&c, "a");
     ok(&call(
@@ -1099,7 +921,7 @@ fn status_reports_the_agent() {
         args: &["--quota-sessions", "5", "--quota-bytes", "1M"],
         ..DEFAULT
     });
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let st = status(&c);
     let parsed = luo_proto::types::Status::from_value(&st).expect("status parses");
     assert_eq!(parsed.agent, format!("luod {}", env!("CARGO_PKG_VERSION")));
@@ -1342,7 +1164,7 @@ fn errno_of(v: &Value) -> Option<&str> {
 #[test]
 fn names_are_per_uid_and_only_root_crosses_them() {
     let agent = Agent::start();
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let h = create(&c, "db");
     let Some(r) = as_uid(
         &agent,
@@ -1415,7 +1237,7 @@ fn quotas_bind_other_uids_with_edquot() {
         ],
         ..DEFAULT
     });
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let pres = |toks: &[u64], sizes: &[u64]| {
         with("preserve", "tokens", tokens(toks))
             .with("_handle", 0u64)
@@ -1479,7 +1301,7 @@ fn connections_per_uid_are_limited_and_root_is_not() {
         args: &["--quota-connections", "2"],
         ..DEFAULT
     });
-    let (c, base) = agent.baseline();
+    let (c, base) = baseline(&agent);
     let Some(r) = as_uid(
         &agent,
         NOBODY,

@@ -1,10 +1,15 @@
-//! `luoctl` without an agent: argument errors, help, and an unreachable
-//! agent, with the documented exit codes.
+//! `luoctl`: argument errors, help and an unreachable agent, with the
+//! documented exit codes; its output against a scripted stand-in agent; and
+//! whole sessions against a real `luod`.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use luo_proto::json::{self, Value};
+
+mod common;
+
+use common::{Agent, Opts, DEFAULT};
 
 fn luoctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_luoctl"))
@@ -431,47 +436,19 @@ fn an_unexpected_reply_exits_4() {
 // ------------------------------------------------------------------------
 // Against the real agent.
 
-/// A `luod` listening in a temp dir, killed when dropped.
-struct Luod {
-    child: std::process::Child,
-    sock: String,
-    _dir: TempDir,
+/// A `luod` that logs only warnings.
+fn start_luod() -> Agent {
+    Agent::start_with(Opts {
+        log: "warn",
+        ..DEFAULT
+    })
 }
 
-impl Luod {
-    fn start(name: &str) -> Luod {
-        let dir = TempDir::new(name);
-        let sock = dir.path("luod.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_luod"))
-            .args(["--socket", &sock, "--log-level", "warn"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start luod");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while luo::Client::connect_to(&sock).is_err() {
-            assert!(std::time::Instant::now() < deadline, "luod did not start");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Luod {
-            child,
-            sock,
-            _dir: dir,
-        }
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        let mut all = vec!["--socket", self.sock.as_str()];
-        all.extend_from_slice(args);
-        luoctl(&all)
-    }
-}
-
-impl Drop for Luod {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `luoctl --socket S ARGS` against `luod`.
+fn ctl(luod: &Agent, args: &[&str]) -> Output {
+    let mut all = vec!["--socket", luod.sock_str()];
+    all.extend_from_slice(args);
+    luoctl(&all)
 }
 
 #[test]
@@ -479,7 +456,7 @@ fn a_session_through_its_life_with_luod() {
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsFd;
 
-    let luod = Luod::start("e2e-life");
+    let luod = start_luod();
     let client = luo::Client::connect_to(&luod.sock).unwrap();
     let session = client.create_session("e2e").unwrap();
     assert_eq!(session.name().unwrap(), "e2e");
@@ -495,7 +472,7 @@ fn a_session_through_its_life_with_luod() {
     assert_eq!((e.errno, e.token), (luo::Errno::EEXIST, Some(1)));
     drop((state, listener));
 
-    let o = luod.ctl(&["sessions"]);
+    let o = ctl(&luod, &["sessions"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
@@ -504,7 +481,7 @@ fn a_session_through_its_life_with_luod() {
     let state = row.iter().position(|c| *c == "open").expect(&out);
     assert_eq!(&row[state..state + 3], ["open", "1", "2"], "{out}");
 
-    let o = luod.ctl(&["show", "e2e"]);
+    let o = ctl(&luod, &["show", "e2e"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("session 'e2e'"), "{out}");
@@ -512,7 +489,7 @@ fn a_session_through_its_life_with_luod() {
     assert!(out.contains("tcp-socket"), "{out}");
     assert!(out.contains("open file (inode "), "{out}");
 
-    let o = luod.ctl(&["handover", "e2e"]);
+    let o = ctl(&luod, &["handover", "e2e"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(session.name().unwrap_err().errno, luo::Errno::ESTALE);
     drop(session);
@@ -532,7 +509,7 @@ fn a_session_through_its_life_with_luod() {
     );
 
     // Held by this process: luoctl cannot finish it.
-    let o = luod.ctl(&["finish", "e2e"]);
+    let o = ctl(&luod, &["finish", "e2e"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("(EINVAL)"), "{}", stderr(&o));
     assert!(
@@ -545,25 +522,25 @@ fn a_session_through_its_life_with_luod() {
     drop(session);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let o = luod.ctl(&["sessions"]);
+        let o = ctl(&luod, &["sessions"]);
         if stdout(&o) == "no sessions\n" {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{}", stdout(&o));
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let o = luod.ctl(&["--json", "sessions"]);
+    let o = ctl(&luod, &["--json", "sessions"]);
     let v = json::parse(&o.stdout).expect("valid JSON");
     assert_eq!(v.get("ok"), Some(&Value::Bool(true)));
 
-    let o = luod.ctl(&["show", "e2e"]);
+    let o = ctl(&luod, &["show", "e2e"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("hint: see `luoctl sessions`"));
 }
 
 #[test]
 fn status_and_update_with_luod() {
-    let luod = Luod::start("e2e-update");
+    let luod = start_luod();
     let client = luo::Client::connect_to(&luod.sock).unwrap();
     let session = client.create_session("u").unwrap();
     let memfd = luo::memfd_create("m").unwrap();
@@ -571,7 +548,7 @@ fn status_and_update_with_luod() {
 
     let status = client.status().unwrap();
     assert_eq!((status.outgoing, status.files), (1, 1));
-    let o = luod.ctl(&["status"]);
+    let o = ctl(&luod, &["status"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("1 outgoing, 0 incoming"),
@@ -579,7 +556,7 @@ fn status_and_update_with_luod() {
         stdout(&o)
     );
 
-    let o = luod.ctl(&["update"]);
+    let o = ctl(&luod, &["update"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(
         stdout(&o),
@@ -599,7 +576,7 @@ fn status_and_update_with_luod() {
 fn a_batch_over_253_files_stops_at_the_refused_token_with_luod() {
     use std::os::fd::{AsFd, BorrowedFd};
 
-    let luod = Luod::start("e2e-batch");
+    let luod = start_luod();
     let client = luo::Client::connect_to(&luod.sock).unwrap();
     let session = client.create_session("batch").unwrap();
     let files: Vec<_> = (0..300).map(|_| luo_sys::eventfd(0).unwrap()).collect();
