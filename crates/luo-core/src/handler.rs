@@ -40,6 +40,12 @@ pub enum RetrieveStatus {
 /// `liveupdate_file_op_args`.
 #[derive(Debug)]
 pub struct FileOpArgs<'a> {
+    /// The session the file belongs to: a number unique for the model's
+    /// life, so that a handler can keep per-session state (the kernel
+    /// backend's kernel sessions).
+    pub session: u64,
+    /// The uid that owns the session.
+    pub owner: u32,
     /// The session-unique token of the file.
     pub token: u64,
     /// The preserved file: the custody copy luo holds.

@@ -182,6 +182,8 @@ pub struct SessionInfo {
 
 #[derive(Debug)]
 struct PreservedFile {
+    session: u64,
+    owner: u32,
     token: u64,
     handler: usize,
     identity: Identity,
@@ -197,6 +199,8 @@ impl PreservedFile {
     /// The callback arguments for this file.
     fn args(&self) -> FileOpArgs<'_> {
         FileOpArgs {
+            session: self.session,
+            owner: self.owner,
             token: self.token,
             file: self.custody.as_fd(),
             serialized_data: self.data,
@@ -390,6 +394,12 @@ impl Luo {
     /// The current epoch (1 when the model is created; +1 per [`Luo::update`]).
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Sets the epoch, for an agent that carries on from a previous one
+    /// (after a kexec, the registry's epoch plus one).
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
     }
 
     /// Sets the per-owner quota. Lowering it below what an owner holds takes
@@ -704,6 +714,8 @@ impl Luo {
             flb_refs.push((fi, g));
         }
         let args = FileOpArgs {
+            session: key,
+            owner,
             token,
             file: custody.as_fd(),
             serialized_data: 0,
@@ -719,6 +731,8 @@ impl Luo {
             )
         })?;
         Ok(PreservedFile {
+            session: key,
+            owner,
             token,
             handler: hi,
             identity,
@@ -1114,6 +1128,21 @@ impl Luo {
             .values()
             .map(|s| self.info(s, 0..s.files.len()))
             .collect()
+    }
+
+    /// Every session with all its files, in creation order, each with its
+    /// key: the number handlers see as [`FileOpArgs::session`].
+    pub fn sessions_keyed(&self) -> Vec<(u64, SessionInfo)> {
+        self.sessions
+            .iter()
+            .map(|(k, s)| (*k, self.info(s, 0..s.files.len())))
+            .collect()
+    }
+
+    /// The key of the session behind a live handle (see
+    /// [`FileOpArgs::session`]).
+    pub fn session_key(&self, h: SessionHandle) -> Result<u64> {
+        self.live(h)
     }
 
     /// The sessions of `owner` named `name`: the outgoing one, then the

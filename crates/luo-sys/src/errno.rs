@@ -87,6 +87,9 @@ errnos!(
     EDQUOT,
     ECANCELED,
     EXDEV,
+    ENOEXEC,
+    EADDRNOTAVAIL,
+    EKEYREJECTED,
 );
 
 impl Errno {

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicI32, Ordering as AtomicOrdering};
 use std::sync::Once;
 
 mod errno;
+pub mod liveupdate;
 pub use errno::Errno;
 
 /// Result of a syscall wrapper.

@@ -1,7 +1,7 @@
 //! The agent connection.
 
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -10,6 +10,20 @@ use luo_proto::{request, u64_field, Errno, Error, Message, Value};
 
 use crate::wire::{self, field};
 use crate::{Result, Session};
+
+/// What a kernel live update boots: see [`Client::kexec`].
+#[derive(Debug, Clone, Copy)]
+pub struct KexecPlan<'a> {
+    /// The kernel image (a bzImage), opened for reading.
+    pub kernel: BorrowedFd<'a>,
+    /// The initramfs, if any.
+    pub initrd: Option<BorrowedFd<'a>>,
+    /// The new kernel's command line; it needs `liveupdate=on`.
+    pub cmdline: &'a str,
+    /// Go ahead although the preflight found problems (files that cannot
+    /// cross would be lost).
+    pub force: bool,
+}
 
 /// A connection to `luod`: the counterpart of the kernel's
 /// `/dev/liveupdate`. Sessions are created and retrieved here, and the agent
@@ -232,6 +246,52 @@ impl Client {
     pub fn update(&self) -> Result<u64> {
         let reply = self.call(&request("update"), 0)?;
         field(u64_field(&reply.body, "epoch"))
+    }
+
+    fn kexec_request(&self, plan: &KexecPlan<'_>, dry_run: bool) -> Result<Message> {
+        let body = request("kexec")
+            .with("cmdline", plan.cmdline)
+            .with("initrd", plan.initrd.is_some())
+            .with("dry_run", dry_run)
+            .with("force", plan.force);
+        let mut fds = vec![plan.kernel];
+        fds.extend(plan.initrd);
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        wire::call(self.fd.as_fd(), &body, &fds, 0)
+    }
+
+    /// The preflight of a kernel live update: every session and file, what
+    /// cannot cross a kexec and why, whether `liveupdate=on` is active now
+    /// and on the next kernel's command line, and the `problems` that make
+    /// [`Client::kexec`] refuse without `force` (docs/protocol.md,
+    /// `kexec`). Root only.
+    ///
+    /// # Errors
+    ///
+    /// `EPERM` unless the caller is root; `EINVAL` for an unreadable image.
+    pub fn preflight(&self, plan: &KexecPlan<'_>) -> Result<Value> {
+        let reply = self.kexec_request(plan, true)?;
+        reply
+            .body
+            .get("preflight")
+            .cloned()
+            .ok_or_else(|| wire::unexpected("no \"preflight\""))
+    }
+
+    /// A kernel live update: luod loads the new kernel (`kexec_file_load`),
+    /// writes its registry into a kernel session and reboots into it. On
+    /// success the machine reboots and this call never returns; the new
+    /// kernel's luod restores every session. Root only.
+    ///
+    /// # Errors
+    ///
+    /// `ECANCELED` when the preflight found problems and `force` is not set;
+    /// `EOPNOTSUPP` on the emulated backend; the errno of `kexec_file_load`;
+    /// or the kernel's errno when it refused to freeze a preserved file
+    /// (then nothing changed).
+    pub fn kexec(&self, plan: &KexecPlan<'_>) -> Result<()> {
+        self.kexec_request(plan, false)?;
+        Ok(())
     }
 
     /// The agent's state: version, backend, epoch, the caller's sessions,

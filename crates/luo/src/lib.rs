@@ -88,7 +88,7 @@ mod client;
 mod session;
 mod wire;
 
-pub use client::Client;
+pub use client::{Client, KexecPlan};
 pub use luo_proto::types::{FileDetail, SessionDetail, SessionState, Status, Usage};
 pub use luo_proto::{Errno, Error, Value};
 pub use session::Session;

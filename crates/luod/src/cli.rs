@@ -22,7 +22,8 @@ pub const USAGE: &str = "\
 luod: the Live Update Orchestrator agent
 
 Keeps memfds, sockets, pipes and eventfds in custody across a service's
-restart. Clients (the luo library, luoctl) talk to it over a Unix socket.
+restart, and memfds across a kernel live update (kexec) on the kernel
+backend. Clients (the luo library, luoctl) talk to it over a Unix socket.
 
 Usage: luod [OPTIONS]
 
@@ -31,8 +32,15 @@ Options:
                          /run/luod/luod.sock for root and
                          $XDG_RUNTIME_DIR/luod.sock, else
                          /run/user/UID/luod.sock, for other users)
-  --backend MODE         emulated or auto (default: auto, which picks emulated;
-                         the kernel backend is not implemented yet)
+  --backend MODE         kernel, emulated or auto (default: auto, which picks
+                         kernel when /dev/liveupdate can be opened, else
+                         emulated)
+  --device PATH          the LUO device of the kernel backend (default:
+                         /dev/liveupdate)
+  --kernel-session-files N
+                         at most N files per kernel session; an agent session
+                         with more spreads over several (default: as many as
+                         the kernel takes)
   --quota-sessions N     at most N sessions per uid (root is exempt)
   --quota-files N        at most N preserved files per uid (root is exempt)
   --quota-connections N  at most N open connections to luod per uid (root is
@@ -72,6 +80,10 @@ pub struct Options {
     pub connections_per_uid: Option<u64>,
     /// `--log-level`; `None` means `$LUOD_LOG` or `info`.
     pub log_level: Option<LogLevel>,
+    /// `--device`; `None` means `/dev/liveupdate`.
+    pub device: Option<PathBuf>,
+    /// `--kernel-session-files`; `None` means no limit of the agent's own.
+    pub kernel_session_files: Option<u64>,
 }
 
 /// How much the agent logs.
@@ -200,9 +212,26 @@ where
                 o.backend = match Backend::parse(&v) {
                     Some(b) => b,
                     None => {
-                        return usage(format!("unknown backend {v:?}; choose emulated or auto"))
+                        return usage(format!(
+                            "unknown backend {v:?}; choose kernel, emulated or auto"
+                        ))
                     }
                 };
+            }
+            "--device" => {
+                let v = value("--device")?;
+                if v.is_empty() {
+                    return usage("--device needs a non-empty path");
+                }
+                o.device = Some(PathBuf::from(v));
+            }
+            "--kernel-session-files" => {
+                let v = text("--kernel-session-files", value("--kernel-session-files")?)?;
+                let n = parse_count("--kernel-session-files", &v)?;
+                if n == 0 {
+                    return usage("--kernel-session-files must be at least 1");
+                }
+                o.kernel_session_files = Some(n);
             }
             "--quota-sessions" => {
                 let v = text("--quota-sessions", value("--quota-sessions")?)?;

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 
 mod agent;
 pub mod cli;
+pub mod registry;
 
 pub use agent::Agent;
 pub use luo_core::Quota;
@@ -33,15 +34,16 @@ pub use luo_core::Quota;
 /// Which implementation keeps the sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// Pick the best available one. Today that is always [`Backend::Emulated`]:
-    /// the kernel backend is not implemented yet.
+    /// [`Backend::Kernel`] when the device can be opened, else
+    /// [`Backend::Emulated`] (the log says why).
     #[default]
     Auto,
     /// Sessions live in the agent's memory; they survive a service's restart,
     /// not a kexec.
     Emulated,
-    /// The kernel's `/dev/liveupdate`. Not implemented yet: binding with it
-    /// fails with [`AgentError::Backend`].
+    /// The kernel's `/dev/liveupdate`: memfds are also preserved in kernel
+    /// sessions, so they survive a kexec (`luoctl update --kexec`); binding
+    /// fails with [`AgentError::Backend`] when the device cannot be opened.
     Kernel,
 }
 
@@ -84,6 +86,12 @@ pub struct Config {
     /// Most agent connections one uid may have open at once (root is
     /// exempt), so that no user can take every descriptor the agent has.
     pub connections_per_uid: u64,
+    /// The LUO device the kernel backend opens.
+    pub device: PathBuf,
+    /// Most files the kernel backend puts in one kernel session before it
+    /// opens another for the same agent session (a kernel that refuses
+    /// more, with `ENOSPC`, also gets another).
+    pub kernel_files_per_session: usize,
 }
 
 /// The default of [`Config::connections_per_uid`].
@@ -98,6 +106,8 @@ impl Config {
             backend: Backend::Auto,
             quota: Quota::default(),
             connections_per_uid: DEFAULT_CONNECTIONS_PER_UID,
+            device: PathBuf::from(luo_sys::liveupdate::DEVICE),
+            kernel_files_per_session: usize::MAX,
         }
     }
 }
@@ -113,6 +123,9 @@ pub enum AgentError {
     NotASocket(PathBuf),
     /// The requested backend is not available.
     Backend(String),
+    /// The previous kernel's registry cannot be used (missing, corrupt or
+    /// of another version): starting would lose track of its sessions.
+    Registry(String),
     /// A system call failed: what the agent was doing, and the errno.
     Sys {
         /// What was being done.
@@ -158,6 +171,7 @@ impl fmt::Display for AgentError {
                 p.display()
             ),
             AgentError::Backend(m) => f.write_str(m),
+            AgentError::Registry(m) => write!(f, "refusing to start: {m}"),
             AgentError::Sys { what, errno } => write!(f, "{what}: {errno}"),
         }
     }

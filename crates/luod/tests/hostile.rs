@@ -1032,8 +1032,9 @@ fn command_line_errors_exit_2() {
     let sock = dir.join("s.sock");
     for bad in [
         &["--bogus"][..],
-        &["--backend", "kernel"],
+        &["--backend", "kernel", "--device", "/nonexistent/liveupdate"],
         &["--backend", "magic"],
+        &["--kernel-session-files", "0"],
         &["--quota-bytes", "12X"],
         &["--quota-files", "-1"],
         &["--log-level", "chatty"],
@@ -1056,11 +1057,16 @@ fn command_line_errors_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = Command::new(LUOD)
-        .args(["--backend", "kernel", "--socket"])
+        .args(["--backend", "kernel", "--device", "/nonexistent/liveupdate"])
+        .arg("--socket")
         .arg(&sock)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/liveupdate") && err.contains("liveupdate=on"),
+        "{err}"
+    );
     assert!(!sock.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

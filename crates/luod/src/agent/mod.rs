@@ -17,6 +17,8 @@ use tracing::{debug, info, warn};
 
 use crate::{AgentError, Backend, Config};
 
+mod kernel;
+mod kexec;
 mod ops;
 mod report;
 
@@ -106,6 +108,8 @@ pub struct Agent {
     /// agent removes that file and not a successor's.
     socket_id: Option<(u64, u64)>,
     backend: Backend,
+    /// The kernel backend's device and kernel sessions.
+    kernel: Option<kernel::Shared>,
     euid: u32,
     listener: OwnedFd,
     epoll: Epoll,
@@ -145,28 +149,58 @@ impl Agent {
     /// removed. The socket is made mode 0666: anyone may connect, and what
     /// they may do is decided per uid.
     pub fn bind(config: Config) -> Result<Agent, AgentError> {
-        let backend = match config.backend {
-            Backend::Emulated => Backend::Emulated,
-            Backend::Auto => {
-                if Path::new("/dev/liveupdate").exists() {
-                    info!(
-                        "/dev/liveupdate exists, but the kernel backend is not implemented yet; using the emulated backend"
-                    );
-                }
-                Backend::Emulated
-            }
-            Backend::Kernel => {
-                return Err(AgentError::Backend(
-                    "the kernel backend is not implemented yet; use --backend emulated (or auto)"
-                        .into(),
-                ))
-            }
-        };
         let path = config.socket;
         if path.as_os_str().is_empty() {
             return Err(AgentError::NoSocketPath);
         }
         prepare_socket_path(&path)?;
+        let kernel = match config.backend {
+            Backend::Emulated => None,
+            Backend::Kernel => {
+                match kernel::Kernel::open(&config.device, config.kernel_files_per_session) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        return Err(AgentError::Backend(kernel::device_error(&config.device, e)))
+                    }
+                }
+            }
+            Backend::Auto => {
+                match kernel::Kernel::open(&config.device, config.kernel_files_per_session) {
+                    Ok(k) => Some(k),
+                    Err(Errno::ENOENT) => {
+                        info!(
+                        "{} does not exist; using the emulated backend (sessions survive service restarts, not a kexec)",
+                        config.device.display()
+                    );
+                        None
+                    }
+                    Err(e) => {
+                        warn!(
+                        "{}; using the emulated backend (sessions survive service restarts, not a kexec)",
+                        kernel::device_error(&config.device, e)
+                    );
+                        None
+                    }
+                }
+            }
+        };
+        let (backend, kernel, mut luo) = match kernel {
+            None => (Backend::Emulated, None, Luo::with_default_handlers()),
+            Some(k) => {
+                let shared = std::sync::Arc::new(std::sync::Mutex::new(k));
+                let mut luo = kernel::model(&shared);
+                let dir = path.parent().unwrap_or(Path::new("/"));
+                match kernel::restore(&mut luo, &shared, dir)? {
+                    None => info!("no registry from a previous kernel: starting empty"),
+                    Some(r) if r.lost.is_empty() => {}
+                    Some(r) => warn!(
+                        "{} files of the previous kernel's sessions did not come back (listed above)",
+                        r.lost.len()
+                    ),
+                }
+                (Backend::Kernel, Some(shared), luo)
+            }
+        };
         let listener = match luo_sys::seqpacket_listen(&path, BACKLOG) {
             Ok(l) => l,
             Err(e) if std::io::Error::from(e).kind() == ErrorKind::AddrInUse => {
@@ -192,12 +226,12 @@ impl Agent {
         epoll
             .add(listener.as_fd(), LISTENER, EPOLLIN)
             .map_err(|e| AgentError::sys("watching the listening socket", e))?;
-        let mut luo = Luo::with_default_handlers();
         luo.set_quota(config.quota);
         let agent = Agent {
             socket: path,
             socket_id,
             backend,
+            kernel,
             euid: luo_sys::geteuid(),
             listener,
             epoll,

@@ -17,6 +17,7 @@ const AGENT_OPS: &[&str] = &[
     "status",
     "sessions",
     "show",
+    "kexec",
 ];
 /// Requests taken on a session handle.
 const HANDLE_OPS: &[&str] = &["name", "info", "preserve", "retrieve", "handover", "finish"];
@@ -141,6 +142,9 @@ impl Agent {
     fn agent_request(&mut self, uid: u32, op: &str, msg: Message) -> Result<Reply, Error> {
         if !AGENT_OPS.contains(&op) {
             return Err(wrong_socket(op, true));
+        }
+        if op == "kexec" {
+            return self.kexec(uid, msg);
         }
         no_fds(op, &msg)?;
         match op {

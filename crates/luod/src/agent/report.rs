@@ -30,6 +30,11 @@ fn retrieved(r: RetrieveStatus) -> String {
     }
 }
 
+/// The protocol's word for a session state.
+pub(crate) fn state_name(s: SessionState) -> &'static str {
+    state(s).as_str()
+}
+
 fn state(s: SessionState) -> types::SessionState {
     match s {
         SessionState::Open => types::SessionState::Open,

@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,6 +34,10 @@ COMMANDS:
     show NAME [--owner UID]     a session and its files
     update                      emulated live update: every outgoing session
                                 crosses and the epoch advances (root or luod's user)
+    update --kexec --kernel FILE [--initrd FILE] [--append CMDLINE | --reuse-cmdline]
+           [--dry-run] [--force]
+                                kernel live update (kernel backend, root): a
+                                preflight, then kexec into FILE
     handover NAME [--owner UID] hand over an outgoing session by name
     finish NAME [--owner UID]   retrieve and finish an incoming session by name,
                                 discarding files nobody retrieved
@@ -97,11 +102,31 @@ KEXEC-SAFE RETRIEVED. --owner UID names another uid's session (root only).
         "update",
         "\
 usage: luoctl [--socket PATH] [--json] update
+       luoctl [--socket PATH] [--json] update --kexec --kernel FILE [--initrd FILE]
+              [--append CMDLINE | --reuse-cmdline] [--dry-run] [--force]
 
-An emulated live update: every outgoing session crosses (is handed over) at
-once and the epoch advances. Handles on crossed sessions become stale; the
-next processes retrieve the sessions by name. Only root and the user luod
-runs as may do this.
+Without --kexec: an emulated live update. Every outgoing session crosses (is
+handed over) at once and the epoch advances. Handles on crossed sessions
+become stale; the next processes retrieve the sessions by name. Only root and
+the user luod runs as may do this.
+
+With --kexec: a kernel live update (luod on the kernel backend; root only).
+luoctl first prints the preflight: every session and file, which files cannot
+cross a kexec (sockets, eventfds, pipes) and why, and whether liveupdate=on is
+active now and on the new command line. Unless --dry-run, luod then loads FILE
+(and the initramfs) with kexec_file_load, writes its registry into a kernel
+session and reboots into the new kernel with reboot(LINUX_REBOOT_CMD_KEXEC);
+the new kernel's luod restores every session. If the preflight found problems
+(files that would be lost, no liveupdate=on) luoctl refuses unless --force.
+A refusal by the kernel (for example a file that failed to freeze) is
+reported with the kernel's errno, and nothing changes.
+
+    --kernel FILE       the kernel image to boot (a bzImage)
+    --initrd FILE       the initramfs to boot with it
+    --append CMDLINE    the new kernel's command line
+    --reuse-cmdline     the current one, from /proc/cmdline (the default)
+    --dry-run           print the preflight only
+    --force             go ahead although files would be lost
 ",
     ),
     (
@@ -151,8 +176,33 @@ enum Command {
     Sessions,
     Show(String, Option<u32>),
     Update,
+    Kexec(KexecArgs),
     Handover(String, Option<u32>),
     Finish(String, Option<u32>),
+}
+
+/// `update --kexec` and its options.
+#[derive(Debug, Default)]
+struct KexecArgs {
+    kexec: bool,
+    kernel: Option<PathBuf>,
+    initrd: Option<PathBuf>,
+    append: Option<String>,
+    reuse_cmdline: bool,
+    dry_run: bool,
+    force: bool,
+}
+
+impl KexecArgs {
+    fn any(&self) -> bool {
+        self.kexec
+            || self.kernel.is_some()
+            || self.initrd.is_some()
+            || self.append.is_some()
+            || self.reuse_cmdline
+            || self.dry_run
+            || self.force
+    }
 }
 
 /// Where the socket path came from, for hints.
@@ -233,6 +283,11 @@ fn parse(args: Vec<OsString>, json: &mut bool) -> Result<Opts, UsageError> {
     let mut version = false;
     let mut positional: Vec<OsString> = Vec::new();
     let mut only_positional = false;
+    let mut kx = KexecArgs::default();
+    let path_arg = |flag: &str, v: Option<OsString>| match v {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => Err(usage(format!("{flag} needs a FILE"), Some("update"))),
+    };
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         if only_positional {
@@ -255,6 +310,21 @@ fn parse(args: Vec<OsString>, json: &mut bool) -> Result<Opts, UsageError> {
                 socket = Some(PathBuf::from(p));
             }
             "--owner" => owner = Some(parse_uid(it.next())?),
+            "--kexec" => kx.kexec = true,
+            "--kernel" => kx.kernel = Some(path_arg("--kernel", it.next())?),
+            "--initrd" => kx.initrd = Some(path_arg("--initrd", it.next())?),
+            "--append" => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| usage("--append needs a CMDLINE", Some("update")))?;
+                kx.append = Some(
+                    v.into_string()
+                        .map_err(|_| usage("--append: not valid UTF-8", Some("update")))?,
+                );
+            }
+            "--reuse-cmdline" => kx.reuse_cmdline = true,
+            "--dry-run" => kx.dry_run = true,
+            "--force" => kx.force = true,
             _ if s.starts_with("--socket=") => {
                 socket = Some(PathBuf::from(&s["--socket=".len()..]));
             }
@@ -314,6 +384,27 @@ fn parse(args: Vec<OsString>, json: &mut bool) -> Result<Opts, UsageError> {
             c,
         ));
     }
+    if kx.any() && cmd != "update" {
+        return Err(usage(
+            format!("--kexec, --kernel, --initrd, --append, --reuse-cmdline, --dry-run and --force apply to update, not {cmd}"),
+            c,
+        ));
+    }
+    if kx.any() && !kx.kexec {
+        return Err(usage(
+            "--kernel, --initrd, --append, --reuse-cmdline, --dry-run and --force need --kexec",
+            c,
+        ));
+    }
+    if kx.kexec && kx.kernel.is_none() {
+        return Err(usage("update --kexec needs --kernel FILE", c));
+    }
+    if kx.append.is_some() && kx.reuse_cmdline {
+        return Err(usage(
+            "give --append CMDLINE or --reuse-cmdline, not both",
+            c,
+        ));
+    }
     let no_args = |command: Command| {
         if let Some(extra) = rest.first() {
             return Err(usage(format!("{cmd} takes no arguments, got '{extra}'"), c));
@@ -341,6 +432,7 @@ fn parse(args: Vec<OsString>, json: &mut bool) -> Result<Opts, UsageError> {
         },
         "status" => no_args(Command::Status),
         "sessions" => no_args(Command::Sessions),
+        "update" if kx.kexec => no_args(Command::Kexec(kx)),
         "update" => no_args(Command::Update),
         "show" => by_name(Command::Show),
         "handover" => by_name(Command::Handover),
@@ -609,6 +701,12 @@ fn hint_for(cmd: &Command, e: &Error) -> Option<String> {
             "luod may have crashed or been stopped; check its log and start it again with `luod`"
                 .to_string()
         }
+        (Command::Kexec(_), Errno::EPERM) => {
+            "a kernel live update reboots the machine: run it as root".to_string()
+        }
+        (Command::Kexec(_), Errno::EOPNOTSUPP) => {
+            "start luod with --backend kernel on a kernel booted with liveupdate=on".to_string()
+        }
         (Command::Update, Errno::EPERM) => {
             "only root and the user luod runs as may run update".to_string()
         }
@@ -683,6 +781,13 @@ fn run(opts: &Opts) -> Result<String, Failure> {
         }
         v
     };
+    if let Command::Kexec(k) = cmd {
+        return kexec(&client, k, opts.json).map_err(|(error, hint)| Failure {
+            code: code_for(&error),
+            hint: hint.or_else(|| hint_for(cmd, &error)),
+            error,
+        });
+    }
     let request = match cmd {
         Command::Status => luo_proto::request("status"),
         Command::Sessions => luo_proto::request("sessions"),
@@ -690,7 +795,9 @@ fn run(opts: &Opts) -> Result<String, Failure> {
         Command::Show(n, o) => by_name("show", n, *o),
         Command::Handover(n, o) => by_name("handover", n, *o),
         Command::Finish(n, o) => by_name("finish", n, *o),
-        Command::Help(_) | Command::Version => unreachable!("handled before connecting"),
+        Command::Kexec(_) | Command::Help(_) | Command::Version => {
+            unreachable!("handled above")
+        }
     };
     // The epoch before an update, for the human-readable report.
     let before = match (cmd, opts.json) {
@@ -736,9 +843,193 @@ fn run(opts: &Opts) -> Result<String, Failure> {
             owned_by(n, *o)
         ),
         Command::Finish(n, o) => format!("{} finished\n", owned_by(n, *o)),
-        Command::Help(_) | Command::Version => unreachable!("handled before connecting"),
+        Command::Kexec(_) | Command::Help(_) | Command::Version => {
+            unreachable!("handled above")
+        }
     };
     Ok(text)
+}
+
+/// The current command line as `--reuse-cmdline` reuses it: the boot
+/// loader's `BOOT_IMAGE=` and `initrd=` words name files of the old boot.
+fn reused_cmdline() -> Result<String, Error> {
+    let text = std::fs::read_to_string("/proc/cmdline")
+        .map_err(|e| Error::new(Errno::from(e), "reading /proc/cmdline failed"))?;
+    Ok(text
+        .split_ascii_whitespace()
+        .filter(|w| !w.starts_with("BOOT_IMAGE=") && !w.starts_with("initrd="))
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+fn render_preflight(p: &Value) -> String {
+    let users = users();
+    let u = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let b = |k: &str| p.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "kernel live update preflight (epoch {} -> {}, backend {})",
+        u("epoch"),
+        u("epoch") + 1,
+        p.get("backend").and_then(Value::as_str).unwrap_or("?")
+    );
+    let initrd = match p.get("initrd_bytes").and_then(Value::as_u64) {
+        Some(n) => format!(", initramfs {}", human_bytes(n)),
+        None => ", no initramfs".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "  new kernel:    {}{initrd}",
+        human_bytes(u("kernel_bytes"))
+    );
+    let _ = writeln!(
+        out,
+        "  command line:  {:?} (liveupdate=on: {})",
+        p.get("cmdline").and_then(Value::as_str).unwrap_or(""),
+        yes_no(b("next_cmdline_liveupdate"))
+    );
+    let _ = writeln!(
+        out,
+        "  this kernel:   liveupdate=on: {}, /dev/liveupdate held by luod: {}, kernel sessions: {}",
+        yes_no(b("current_cmdline_liveupdate")),
+        yes_no(b("liveupdate_device")),
+        u("kernel_sessions")
+    );
+    out.push('\n');
+    let sessions = p.get("sessions").and_then(Value::as_array).unwrap_or(&[]);
+    let mut lost_lines = Vec::new();
+    if sessions.is_empty() {
+        out.push_str("no sessions\n");
+    } else {
+        let rows: Vec<Vec<String>> = sessions
+            .iter()
+            .map(|s| {
+                let su = |k: &str| s.get(k).and_then(Value::as_u64).unwrap_or(0);
+                let name = s.get("name").and_then(Value::as_str).unwrap_or("?");
+                let owner = owner_name(su("owner") as u32, &users);
+                for f in s.get("lost").and_then(Value::as_array).unwrap_or(&[]) {
+                    lost_lines.push(format!(
+                        "  session '{name}' (owner {owner}), token {} ({}): {}",
+                        f.get("token").and_then(Value::as_u64).unwrap_or(0),
+                        f.get("handler").and_then(Value::as_str).unwrap_or("?"),
+                        f.get("why").and_then(Value::as_str).unwrap_or("")
+                    ));
+                }
+                vec![
+                    name.to_string(),
+                    owner,
+                    s.get("state")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?")
+                        .to_string(),
+                    su("files").to_string(),
+                    su("carried").to_string(),
+                    (su("files") - su("carried").min(su("files"))).to_string(),
+                    human_bytes(su("bytes")),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "SESSION",
+                "OWNER",
+                "STATE",
+                "FILES",
+                "CROSS",
+                "LOST",
+                "MEMFD BYTES",
+            ],
+            &rows,
+        ));
+    }
+    if !lost_lines.is_empty() {
+        out.push_str("\ncannot cross a kexec:\n");
+        for l in lost_lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{} in {} cross ({} of memfd); {} would be lost",
+        plural(u("carried_files"), "file", "files"),
+        plural(sessions.len() as u64, "session", "sessions"),
+        human_bytes(u("carried_bytes")),
+        plural(u("lost_files"), "file", "files"),
+    );
+    let problems = p.get("problems").and_then(Value::as_array).unwrap_or(&[]);
+    if problems.is_empty() {
+        out.push_str("no problems found\n");
+    } else {
+        out.push_str("problems:\n");
+        for pr in problems {
+            let _ = writeln!(out, "  - {}", pr.as_str().unwrap_or(""));
+        }
+    }
+    out
+}
+
+/// `update --kexec`: preflight, then (unless `--dry-run`) the live update.
+fn kexec(client: &Client, k: &KexecArgs, json: bool) -> Result<String, (Error, Option<String>)> {
+    let open = |what: &str, p: &PathBuf| {
+        std::fs::File::open(p).map_err(|e| {
+            (
+                Error::new(
+                    Errno::from(e),
+                    format!("cannot open the {what} {}", p.display()),
+                ),
+                Some(format!("check the path given to --{what}")),
+            )
+        })
+    };
+    let kernel = open("kernel", k.kernel.as_ref().expect("checked at parse"))?;
+    let initrd = match &k.initrd {
+        Some(p) => Some(open("initrd", p)?),
+        None => None,
+    };
+    let cmdline = match &k.append {
+        Some(c) => c.clone(),
+        None => reused_cmdline().map_err(|e| (e, None))?,
+    };
+    let plan = luo::KexecPlan {
+        kernel: kernel.as_fd(),
+        initrd: initrd.as_ref().map(|f| f.as_fd()),
+        cmdline: &cmdline,
+        force: k.force,
+    };
+    let report = client.preflight(&plan).map_err(|e| (e, None))?;
+    let problems = report
+        .get("problems")
+        .and_then(Value::as_array)
+        .map_or(0, <[Value]>::len);
+    let text = if json {
+        format!(
+            "{}\n",
+            ok_reply().with("preflight", report.clone()).to_json()
+        )
+    } else {
+        render_preflight(&report)
+    };
+    if k.dry_run {
+        return Ok(text);
+    }
+    print_out(&text);
+    if problems > 0 && !k.force {
+        return Err((
+            Error::new(
+                Errno::ECANCELED,
+                "the live update was not started: the preflight found problems (above)",
+            ),
+            Some("fix them, or pass --force to go ahead and lose what cannot cross".into()),
+        ));
+    }
+    if !json {
+        print_out("starting the kernel live update: the machine reboots into the new kernel now\n");
+    }
+    let _ = std::io::stdout().flush();
+    client.kexec(&plan).map_err(|e| (e, None))?;
+    Ok(String::new())
 }
 
 fn print_out(s: &str) {

@@ -53,14 +53,18 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let socket = luod::resolve_socket_path(opts.socket);
-    let config = Config {
-        socket,
-        backend: opts.backend,
-        quota: opts.quota,
-        connections_per_uid: opts
-            .connections_per_uid
-            .unwrap_or(luod::DEFAULT_CONNECTIONS_PER_UID),
-    };
+    let mut config = Config::new(socket);
+    config.backend = opts.backend;
+    config.quota = opts.quota;
+    if let Some(n) = opts.connections_per_uid {
+        config.connections_per_uid = n;
+    }
+    if let Some(d) = opts.device {
+        config.device = d;
+    }
+    if let Some(n) = opts.kernel_session_files {
+        config.kernel_files_per_session = usize::try_from(n).unwrap_or(usize::MAX);
+    }
     match luod::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,526 @@
+//! The kernel backend: every kexec-safe file an agent session holds is also
+//! preserved in a kernel LUO session, so that it crosses a kexec; the agent
+//! keeps its custody copy as well, so a handover without a reboot works as
+//! on the emulated backend.
+//!
+//! Kernel session names are global, so agent sessions map to kernel
+//! sessions named `luod/UID/N` (N counts up from 1 in each boot); the
+//! registry (a memfd in the kernel session `luod/registry`) maps them back
+//! to owners and names after the kexec. A kernel that refuses more files in
+//! one session (`ENOSPC`; older kernels stop at 128) gets another kernel
+//! session for the same agent session: one agent session spreads over
+//! several "parts", which clients never see.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use luo_core::handler::MemfdHandler;
+use luo_core::{FileHandler, FileInfo, FileOpArgs, IdentityKind, Luo};
+use luo_sys::{liveupdate as lu, Errno};
+use tracing::{info, warn};
+
+use crate::registry::{FileEntry, Registry, SessionEntry};
+use crate::AgentError;
+
+/// The kernel session holding the registry.
+pub(crate) const REGISTRY_SESSION: &str = "luod/registry";
+/// The registry's token in it.
+const REGISTRY_TOKEN: u64 = 0;
+
+#[derive(Debug)]
+struct Part {
+    name: String,
+    /// `None` once closed (its files were all released).
+    fd: Option<OwnedFd>,
+    files: usize,
+}
+
+#[derive(Debug, Default)]
+struct Parts {
+    parts: Vec<Part>,
+    /// token → index in `parts`.
+    tokens: HashMap<u64, usize>,
+}
+
+/// The open device and the kernel sessions behind the agent's sessions.
+#[derive(Debug)]
+pub(crate) struct Kernel {
+    dev: OwnedFd,
+    sessions: HashMap<u64, Parts>,
+    next_seq: u64,
+    /// Most files the agent puts in one kernel session before it starts
+    /// another (the kernel's own limit still applies: `ENOSPC` also
+    /// starts another).
+    files_per_part: usize,
+    /// Whether the kernel has `LIVEUPDATE_SESSION_GET_NAME`, probed on the
+    /// first kernel session (the agent does not need it; the log says).
+    get_name: Option<bool>,
+}
+
+/// The kernel state, shared by the agent and the memfd handler.
+pub(crate) type Shared = Arc<Mutex<Kernel>>;
+
+pub(crate) fn lock(k: &Shared) -> MutexGuard<'_, Kernel> {
+    // The agent is one thread; a poisoned lock only means a panic elsewhere
+    // already reported itself.
+    k.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why the device cannot be used, in words an operator can act on.
+pub(crate) fn device_error(path: &Path, e: Errno) -> String {
+    let why = match e {
+        Errno::ENOENT => "it does not exist: this kernel has no Live Update Orchestrator, or was booted without liveupdate=on (and kho=on where needed)",
+        Errno::EBUSY => "another process has it open (it allows one open at a time): stop that process, or run luod --backend emulated",
+        Errno::EACCES | Errno::EPERM => "permission denied: luod must run as root to use the kernel backend",
+        Errno::EIO => "the kernel could not restore the previous kernel's sessions (its deserialization failed, EIO): see dmesg",
+        _ => "",
+    };
+    if why.is_empty() {
+        format!("cannot open {}: {e}", path.display())
+    } else {
+        format!("cannot open {}: {why} ({e})", path.display())
+    }
+}
+
+impl Kernel {
+    /// Opens the device. Holding it keeps other processes from creating
+    /// kernel sessions behind the agent's back.
+    pub(crate) fn open(path: &Path, files_per_part: usize) -> Result<Kernel, Errno> {
+        let dev = lu::open_device(path)?;
+        Ok(Kernel {
+            dev,
+            sessions: HashMap::new(),
+            next_seq: 1,
+            files_per_part: files_per_part.max(1),
+            get_name: None,
+        })
+    }
+
+    /// Kernel sessions open now (the registry's excluded).
+    pub(crate) fn open_parts(&self) -> usize {
+        self.sessions
+            .values()
+            .flat_map(|p| &p.parts)
+            .filter(|p| p.fd.is_some())
+            .count()
+    }
+
+    fn new_part(&mut self, owner: u32) -> Result<Part, Errno> {
+        loop {
+            let name = format!("luod/{owner}/{}", self.next_seq);
+            self.next_seq += 1;
+            match lu::create_session(self.dev.as_fd(), name.as_bytes()) {
+                Ok(fd) => {
+                    if self.get_name.is_none() {
+                        let ok = lu::get_name(fd.as_fd()).is_ok_and(|n| n == name.as_bytes());
+                        info!(
+                            "the kernel {} LIVEUPDATE_SESSION_GET_NAME",
+                            if ok { "has" } else { "lacks (or garbles)" }
+                        );
+                        self.get_name = Some(ok);
+                    }
+                    return Ok(Part {
+                        name,
+                        fd: Some(fd),
+                        files: 0,
+                    });
+                }
+                // A name left by someone else: take the next number.
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Preserves `file` (agent session `key`, `token`) in a kernel session;
+    /// returns the part's index.
+    fn preserve(
+        &mut self,
+        key: u64,
+        owner: u32,
+        file: BorrowedFd<'_>,
+        token: u64,
+    ) -> Result<usize, Errno> {
+        let per = self.files_per_part;
+        let current = self.sessions.get(&key).and_then(|p| {
+            p.parts
+                .iter()
+                .rposition(|x| x.fd.is_some() && x.files < per)
+                .filter(|&i| i + 1 == p.parts.len())
+        });
+        let (idx, fresh) = match current {
+            Some(i) => (i, false),
+            None => {
+                let part = self.new_part(owner)?;
+                let p = self.sessions.entry(key).or_default();
+                p.parts.push(part);
+                (p.parts.len() - 1, true)
+            }
+        };
+        match self.preserve_in(key, idx, file, token) {
+            Ok(()) => Ok(idx),
+            // This kernel caps files per session: spread over another.
+            Err(Errno::ENOSPC) if !fresh => {
+                let part = self.new_part(owner)?;
+                let p = self.sessions.entry(key).or_default();
+                p.parts.push(part);
+                let idx = p.parts.len() - 1;
+                match self.preserve_in(key, idx, file, token) {
+                    Ok(()) => {
+                        info!(
+                            "the kernel refused more files in one session (ENOSPC); agent session continues in kernel session {}",
+                            self.sessions[&key].parts[idx].name
+                        );
+                        Ok(idx)
+                    }
+                    Err(e) => {
+                        self.drop_if_empty(key, idx);
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => {
+                if fresh {
+                    self.drop_if_empty(key, idx);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn preserve_in(
+        &mut self,
+        key: u64,
+        idx: usize,
+        file: BorrowedFd<'_>,
+        token: u64,
+    ) -> Result<(), Errno> {
+        let p = self.sessions.get_mut(&key).expect("parts");
+        let part = &mut p.parts[idx];
+        let fd = part.fd.as_ref().ok_or(Errno::EBADF)?;
+        lu::preserve_fd(fd.as_fd(), file, token)?;
+        part.files += 1;
+        p.tokens.insert(token, idx);
+        Ok(())
+    }
+
+    fn drop_if_empty(&mut self, key: u64, idx: usize) {
+        if let Some(p) = self.sessions.get_mut(&key) {
+            if p.parts[idx].files == 0 {
+                // Closing an outgoing kernel session unpreserves it.
+                p.parts[idx].fd = None;
+                if idx + 1 == p.parts.len() {
+                    p.parts.pop();
+                }
+            }
+            if p.tokens.is_empty() && p.parts.iter().all(|x| x.fd.is_none()) {
+                self.sessions.remove(&key);
+            }
+        }
+    }
+
+    /// A file left custody (finished or unpreserved). When its kernel
+    /// session holds no more files it is closed, which unpreserves it.
+    fn release(&mut self, key: u64, token: u64) {
+        let Some(p) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let Some(idx) = p.tokens.remove(&token) else {
+            return;
+        };
+        let part = &mut p.parts[idx];
+        part.files -= 1;
+        if part.files == 0 {
+            part.fd = None;
+        }
+        if p.tokens.is_empty() {
+            self.sessions.remove(&key);
+        }
+    }
+
+    /// The open kernel sessions of agent session `key` (compacted) and,
+    /// for each token, its index in that list.
+    pub(crate) fn parts_of(&self, key: u64) -> (Vec<String>, HashMap<u64, usize>) {
+        let Some(p) = self.sessions.get(&key) else {
+            return (Vec::new(), HashMap::new());
+        };
+        let mut names = Vec::new();
+        let mut remap = HashMap::new();
+        for (i, part) in p.parts.iter().enumerate() {
+            if part.fd.is_some() {
+                remap.insert(i, names.len());
+                names.push(part.name.clone());
+            }
+        }
+        let tokens = p
+            .tokens
+            .iter()
+            .filter_map(|(t, i)| remap.get(i).map(|j| (*t, *j)))
+            .collect();
+        (names, tokens)
+    }
+
+    /// Writes the registry into a memfd and preserves it in the kernel
+    /// session [`REGISTRY_SESSION`]; returns that session (closing it
+    /// withdraws the registry).
+    pub(crate) fn preserve_registry(&mut self, reg: &Registry) -> Result<OwnedFd, (Errno, String)> {
+        let bytes = reg.encode();
+        let memfd = luo_sys::memfd_create("luod-registry", luo_sys::mfd::ALLOW_SEALING)
+            .map_err(|e| (e, "creating the registry memfd failed".to_string()))?;
+        let mut f = std::fs::File::from(memfd);
+        f.write_all(&bytes)
+            .map_err(|e| (Errno::from(e), "writing the registry failed".to_string()))?;
+        let session =
+            lu::create_session(self.dev.as_fd(), REGISTRY_SESSION.as_bytes()).map_err(|e| {
+                (
+                    e,
+                    format!("creating the kernel session {REGISTRY_SESSION} failed"),
+                )
+            })?;
+        lu::preserve_fd(session.as_fd(), f.as_fd(), REGISTRY_TOKEN)
+            .map_err(|e| (e, "preserving the registry memfd failed".to_string()))?;
+        Ok(session)
+    }
+}
+
+/// memfd on the kernel backend: the emulated memfd handler's rules, plus
+/// the file is preserved in the agent session's kernel session.
+#[derive(Debug)]
+pub(crate) struct KernelMemfd(pub(crate) Shared);
+
+impl FileHandler for KernelMemfd {
+    fn compatible(&self) -> &str {
+        MemfdHandler.compatible()
+    }
+    fn kexec_safe(&self) -> bool {
+        true
+    }
+    fn pins_memory(&self) -> bool {
+        true
+    }
+    fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
+        MemfdHandler.can_preserve(file)
+    }
+    fn identity(&self, file: &FileInfo<'_>) -> IdentityKind {
+        MemfdHandler.identity(file)
+    }
+    fn preserve(&self, args: &FileOpArgs<'_>) -> Result<u64, Errno> {
+        let idx = lock(&self.0).preserve(args.session, args.owner, args.file, args.token)?;
+        Ok(idx as u64)
+    }
+    fn unpreserve(&self, args: &FileOpArgs<'_>) {
+        lock(&self.0).release(args.session, args.token);
+    }
+    fn retrieve(&self, args: &FileOpArgs<'_>) -> Result<OwnedFd, Errno> {
+        MemfdHandler.retrieve(args)
+    }
+    fn finish(&self, args: &FileOpArgs<'_>) {
+        lock(&self.0).release(args.session, args.token);
+    }
+}
+
+/// A model whose memfd handler is [`KernelMemfd`], followed by the
+/// built-in userspace handlers.
+pub(crate) fn model(k: &Shared) -> Luo {
+    let mut luo = Luo::new(luo_core::Limits::default());
+    luo.register_handler(Box::new(KernelMemfd(k.clone())))
+        .expect("a valid handler");
+    for h in luo_core::handler::default_handlers() {
+        if h.compatible() != MemfdHandler.compatible() {
+            luo.register_handler(h)
+                .expect("built-in handlers are valid");
+        }
+    }
+    luo
+}
+
+/// The registry for a kexec: every session (all cross to the next epoch),
+/// with which kernel session holds each kexec-safe file. Files that do not
+/// cross are listed without a part, so the next agent can report them.
+pub(crate) fn registry(luo: &Luo, k: &Kernel) -> Registry {
+    let sessions = luo
+        .sessions_keyed()
+        .into_iter()
+        .filter(|(_, s)| s.state != luo_core::SessionState::Finished)
+        .map(|(key, s)| {
+            let (parts, tokens) = k.parts_of(key);
+            SessionEntry {
+                owner: s.owner,
+                name: String::from_utf8_lossy(&s.name).into_owned(),
+                state: super::report::state_name(s.state).to_string(),
+                parts,
+                files: s
+                    .files
+                    .iter()
+                    .map(|f| FileEntry {
+                        token: f.token,
+                        handler: f.handler.clone(),
+                        part: tokens.get(&f.token).copied(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Registry {
+        epoch: luo.epoch(),
+        agent: format!("luod {}", env!("CARGO_PKG_VERSION")),
+        sessions,
+    }
+}
+
+/// What [`restore`] brought back.
+#[derive(Debug, Default)]
+pub(crate) struct Restored {
+    pub(crate) sessions: usize,
+    pub(crate) files: usize,
+    /// One line per file that did not come back, and why.
+    pub(crate) lost: Vec<String>,
+}
+
+/// After a kexec: finds the previous agent's registry and restores every
+/// session it lists as an incoming session of the next epoch, its memfds
+/// preserved again in new kernel sessions (so they cross the next kexec
+/// too). `Ok(None)` when there is no registry (a cold boot). A registry that
+/// is unreadable, corrupt or of another version refuses the start; its
+/// bytes are saved beside the socket for inspection.
+pub(crate) fn restore(
+    luo: &mut Luo,
+    k: &Shared,
+    save_dir: &Path,
+) -> Result<Option<Restored>, AgentError> {
+    let refuse = |m: String| AgentError::Registry(m);
+    let reg_session = {
+        let g = lock(k);
+        match lu::retrieve_session(g.dev.as_fd(), REGISTRY_SESSION.as_bytes()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => {
+                return Err(refuse(format!(
+                    "the kernel session {REGISTRY_SESSION} from the previous kernel cannot be retrieved ({e}); another agent may hold it"
+                )))
+            }
+        }
+    };
+    let memfd = lu::retrieve_fd(reg_session.as_fd(), REGISTRY_TOKEN).map_err(|e| {
+        refuse(format!(
+            "the kernel session {REGISTRY_SESSION} holds no registry (token {REGISTRY_TOKEN}: {e}); the previous agent's sessions cannot be named"
+        ))
+    })?;
+    let mut f = std::fs::File::from(memfd);
+    let mut bytes = Vec::new();
+    f.seek(SeekFrom::Start(0))
+        .and_then(|_| f.read_to_end(&mut bytes))
+        .map_err(|e| refuse(format!("reading the registry failed: {e}")))?;
+    let reg = match Registry::decode(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            let saved = save_dir.join("registry.rejected");
+            let where_ = match std::fs::write(&saved, &bytes) {
+                Ok(()) => format!("its {} bytes are saved in {}", bytes.len(), saved.display()),
+                Err(w) => format!("saving it to {} failed: {w}", saved.display()),
+            };
+            return Err(refuse(format!(
+                "{e}; {where_}; the previous kernel's sessions stay in the kernel until the next kexec"
+            )));
+        }
+    };
+    let mut out = Restored::default();
+    for s in &reg.sessions {
+        restore_session(luo, k, s, &mut out);
+    }
+    if let Err(e) = lu::finish(reg_session.as_fd()) {
+        warn!("finishing the kernel session {REGISTRY_SESSION} failed: {e}");
+    }
+    drop(reg_session);
+    luo.set_epoch(reg.epoch + 1);
+    info!(
+        "restored {} sessions with {} files from the registry of {} (epoch {} -> {})",
+        out.sessions,
+        out.files,
+        reg.agent,
+        reg.epoch,
+        reg.epoch + 1
+    );
+    for l in &out.lost {
+        warn!("{l}");
+    }
+    Ok(Some(out))
+}
+
+fn restore_session(luo: &mut Luo, k: &Shared, s: &SessionEntry, out: &mut Restored) {
+    let label = format!("session '{}' of uid {}", s.name.escape_debug(), s.owner);
+    // Take every file out of its kernel session first, then finish those
+    // (each file is ours from then on).
+    let mut files: Vec<(u64, OwnedFd)> = Vec::new();
+    let parts: Vec<Option<OwnedFd>> = s
+        .parts
+        .iter()
+        .map(|name| {
+            let g = lock(k);
+            match lu::retrieve_session(g.dev.as_fd(), name.as_bytes()) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    out.lost.push(format!(
+                        "{label}: its kernel session {name} cannot be retrieved ({e}); its files are lost"
+                    ));
+                    None
+                }
+            }
+        })
+        .collect();
+    for f in &s.files {
+        let Some(p) = f.part else {
+            out.lost.push(format!(
+                "{label}: token {} ({}) did not cross the kexec: its handler is not kexec-safe",
+                f.token, f.handler
+            ));
+            continue;
+        };
+        let Some(Some(part)) = parts.get(p) else {
+            continue;
+        };
+        match lu::retrieve_fd(part.as_fd(), f.token) {
+            Ok(fd) => files.push((f.token, fd)),
+            Err(e) => out.lost.push(format!(
+                "{label}: token {} cannot be retrieved from {} ({e})",
+                f.token, s.parts[p]
+            )),
+        }
+    }
+    for (i, p) in parts.iter().enumerate() {
+        if let Some(p) = p {
+            if let Err(e) = lu::finish(p.as_fd()) {
+                warn!("finishing kernel session {} failed: {e}", s.parts[i]);
+            }
+        }
+    }
+    drop(parts);
+    let h = match luo.create_session(s.owner, s.name.as_bytes()) {
+        Ok(h) => h,
+        Err(e) => {
+            out.lost.push(format!(
+                "{label}: cannot be recreated ({e}); its {} files are lost",
+                files.len()
+            ));
+            return;
+        }
+    };
+    for (token, fd) in files {
+        match luo.preserve(h, fd, token) {
+            Ok(()) => out.files += 1,
+            Err(e) => out.lost.push(format!(
+                "{label}: token {token} cannot be preserved again ({e})"
+            )),
+        }
+    }
+    if let Err(e) = luo.handover(h) {
+        out.lost
+            .push(format!("{label}: cannot be made incoming ({e})"));
+    } else {
+        out.sessions += 1;
+    }
+    let _ = luo.close(h);
+}

@@ -1,0 +1,247 @@
+//! `kexec`: the preflight and the kernel live update itself
+//! (`kexec_file_load`, the registry, `reboot(LINUX_REBOOT_CMD_KEXEC)`).
+
+use std::os::fd::AsFd;
+
+use luo_core::SessionState;
+use luo_proto::{Errno, Error, Message, Value};
+use luo_sys::liveupdate as lu;
+use tracing::{error, info, warn};
+
+use super::{kernel, Agent, Reply};
+use crate::Backend;
+
+/// Why a file of this handler does not survive a kexec.
+fn why_lost(handler: &str) -> &'static str {
+    match handler {
+        h if h.contains("socket") => {
+            "a socket lives in the kernel's network stack, which a kexec starts afresh: reopen or re-listen after the update"
+        }
+        "luo-eventfd-v1" => {
+            "an eventfd's counter lives in kernel memory that no LUO handler preserves"
+        }
+        "luo-pipe-v1" => "a pipe and its buffered data are kernel objects that no LUO handler preserves",
+        _ => "no kernel LUO handler preserves this kind of file",
+    }
+}
+
+fn has_liveupdate_on(cmdline: &str) -> bool {
+    cmdline.split_ascii_whitespace().any(|w| {
+        w.strip_prefix("liveupdate=")
+            .is_some_and(|v| matches!(v, "on" | "1" | "y" | "Y" | "yes" | "true" | "On" | "ON"))
+    })
+}
+
+fn bool_arg(msg: &Message, key: &str) -> Result<bool, Error> {
+    match msg.body.get(key) {
+        None => Ok(false),
+        Some(v) => v.as_bool().ok_or_else(|| {
+            Error::new(
+                Errno::EINVAL,
+                format!("\"{key}\" must be a boolean, not {}", v.type_name()),
+            )
+        }),
+    }
+}
+
+impl Agent {
+    /// What a kexec now would carry and lose, as the `preflight` object of
+    /// docs/protocol.md, and the problems that refuse it without `force`.
+    fn preflight(&self, cmdline: &str, kernel_bytes: u64, initrd_bytes: Option<u64>) -> Value {
+        let mut problems: Vec<String> = Vec::new();
+        let mut sessions = Vec::new();
+        let (mut carried, mut lost) = (0u64, 0u64);
+        let mut carried_bytes = 0u64;
+        for s in self.luo.sessions() {
+            if s.state == SessionState::Finished {
+                continue;
+            }
+            let mut lost_files = Vec::new();
+            let mut n = 0u64;
+            for f in &s.files {
+                if f.kexec_safe {
+                    n += 1;
+                    carried_bytes += f.pinned;
+                } else {
+                    lost_files.push(
+                        Value::object()
+                            .with("token", f.token)
+                            .with("handler", f.handler.as_str())
+                            .with("why", why_lost(&f.handler)),
+                    );
+                }
+            }
+            carried += n;
+            lost += lost_files.len() as u64;
+            sessions.push(
+                Value::object()
+                    .with("owner", s.owner)
+                    .with("name", String::from_utf8_lossy(&s.name).into_owned())
+                    .with("state", super::report::state_name(s.state))
+                    .with("files", s.files.len())
+                    .with("carried", n)
+                    .with("bytes", s.pinned_bytes)
+                    .with("lost", lost_files),
+            );
+        }
+        if lost > 0 {
+            problems.push(format!(
+                "{lost} files cannot cross a kexec (listed under their sessions) and would be lost; their services must recreate them after the update"
+            ));
+        }
+        let current = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        let current_on = has_liveupdate_on(&current);
+        let next_on = has_liveupdate_on(cmdline);
+        if !next_on {
+            problems.push(
+                "the next kernel's command line lacks liveupdate=on: it would not take over the preserved sessions, and every file would be lost"
+                    .to_string(),
+            );
+        }
+        if self.backend != Backend::Kernel {
+            problems.push(
+                "luod runs on the emulated backend: nothing it holds can cross a kexec (start it with --backend kernel on a kernel booted with liveupdate=on)"
+                    .to_string(),
+            );
+        }
+        let mut v = Value::object()
+            .with("backend", self.backend.as_str())
+            .with("epoch", self.luo.epoch())
+            .with("liveupdate_device", self.kernel.is_some())
+            .with("current_cmdline_liveupdate", current_on)
+            .with("cmdline", cmdline)
+            .with("next_cmdline_liveupdate", next_on)
+            .with("kernel_bytes", kernel_bytes)
+            .with("sessions", sessions)
+            .with("carried_files", carried)
+            .with("carried_bytes", carried_bytes)
+            .with("lost_files", lost);
+        if let Some(k) = &self.kernel {
+            v.set("kernel_sessions", kernel::lock(k).open_parts());
+        }
+        if let Some(b) = initrd_bytes {
+            v.set("initrd_bytes", b);
+        }
+        let problems: Vec<Value> = problems.into_iter().map(Value::from).collect();
+        v.with("problems", problems)
+    }
+
+    /// The `kexec` request: a preflight (`dry_run`), or the live update.
+    /// On success the machine reboots into the new kernel and no reply is
+    /// sent; a failure is answered with the kernel's errno and nothing
+    /// changes.
+    pub(super) fn kexec(&mut self, uid: u32, msg: Message) -> Result<Reply, Error> {
+        if uid != 0 {
+            return Err(Error::new(
+                Errno::EPERM,
+                format!("only root may run a kernel live update (it reboots the machine); you are uid {uid}"),
+            ));
+        }
+        let cmdline = luo_proto::str_field(&msg.body, "cmdline")?.to_string();
+        let dry_run = bool_arg(&msg, "dry_run")?;
+        let force = bool_arg(&msg, "force")?;
+        let want_initrd = bool_arg(&msg, "initrd")?;
+        if msg.fds.len() != 1 + usize::from(want_initrd) {
+            return Err(Error::new(
+                Errno::EINVAL,
+                format!(
+                    "'kexec' takes the kernel image's descriptor{}, not {} descriptors; they were closed",
+                    if want_initrd { " and the initrd's" } else { "" },
+                    msg.fds.len()
+                ),
+            ));
+        }
+        let size = |i: usize| luo_sys::fstat(msg.fds[i].as_fd()).map(|s| s.size);
+        let kernel_bytes = size(0).map_err(|e| Error::new(e, "the kernel image cannot be read"))?;
+        let initrd_bytes = if want_initrd {
+            Some(size(1).map_err(|e| Error::new(e, "the initrd cannot be read"))?)
+        } else {
+            None
+        };
+        let report = self.preflight(&cmdline, kernel_bytes, initrd_bytes);
+        if dry_run {
+            return Ok(Reply::ok(luo_proto::ok_reply().with("preflight", report)));
+        }
+        let Some(k) = self.kernel.clone() else {
+            return Err(Error::new(
+                Errno::EOPNOTSUPP,
+                "luod runs on the emulated backend, which cannot carry anything across a kexec; start it with --backend kernel on a kernel booted with liveupdate=on (luoctl update, without --kexec, is the emulated update)",
+            ));
+        };
+        let problems: Vec<String> = report
+            .get("problems")
+            .and_then(Value::as_array)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|p| p.as_str().map(str::to_string))
+            .collect();
+        if !problems.is_empty() && !force {
+            return Err(Error::new(
+                Errno::ECANCELED,
+                format!(
+                    "the live update was not started: {}; run the preflight (--dry-run) to see every file, or pass --force to accept the loss",
+                    problems.join("; ")
+                ),
+            ));
+        }
+        let initrd = if want_initrd {
+            Some(msg.fds[1].as_fd())
+        } else {
+            None
+        };
+        lu::kexec_file_load(msg.fds[0].as_fd(), initrd, &cmdline).map_err(|e| {
+            let hint = match e {
+                Errno::EPERM => "luod lacks CAP_SYS_BOOT, or kexec is disabled (kernel.kexec_load_disabled)",
+                Errno::ENOEXEC => "the file is not a kernel image this kernel can boot (a bzImage built with CONFIG_RELOCATABLE)",
+                Errno::EADDRNOTAVAIL => "the images do not fit in KHO scratch memory; boot the current kernel with a larger kho_scratch=",
+                Errno::EKEYREJECTED => "the image's signature was rejected (kexec signature enforcement)",
+                Errno::EBUSY => "another kexec is being loaded",
+                _ => "see dmesg",
+            };
+            Error::new(e, format!("kexec_file_load refused the new kernel ({e}): {hint}; nothing changed"))
+        })?;
+        let registry = kernel::registry(&self.luo, &kernel::lock(&k));
+        let files: usize = registry.sessions.iter().map(|s| s.files.len()).sum();
+        let reg_session = match kernel::lock(&k).preserve_registry(&registry) {
+            Ok(s) => s,
+            Err((e, what)) => {
+                let _ = lu::kexec_file_unload();
+                return Err(Error::new(e, format!("{what} ({e}); nothing changed")));
+            }
+        };
+        warn!(
+            "kernel live update: {} sessions with {files} files in the registry (epoch {}); rebooting into the new kernel ({} bytes, command line {:?})",
+            registry.sessions.len(),
+            registry.epoch,
+            kernel_bytes,
+            cmdline
+        );
+        // Returns only if the kernel refused, e.g. a failed freeze.
+        let e = lu::reboot_kexec();
+        drop(reg_session);
+        let _ = lu::kexec_file_unload();
+        error!("the kernel refused the live update: reboot(LINUX_REBOOT_CMD_KEXEC) failed with {e}; every session is as it was");
+        info!("the loaded kernel image was unloaded");
+        Err(Error::new(
+            e,
+            format!(
+                "the kernel refused the live update: reboot(LINUX_REBOOT_CMD_KEXEC) failed ({e}), for example because a preserved file could not be frozen; nothing changed and every session is still open"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_liveupdate_on;
+
+    #[test]
+    fn liveupdate_on_is_found_as_the_kernel_parses_it() {
+        assert!(has_liveupdate_on("console=ttyS0 liveupdate=on quiet"));
+        assert!(has_liveupdate_on("liveupdate=1"));
+        assert!(!has_liveupdate_on("console=ttyS0 quiet"));
+        assert!(!has_liveupdate_on("liveupdate"));
+        assert!(!has_liveupdate_on("liveupdate=off"));
+        assert!(!has_liveupdate_on("noliveupdate=on"));
+    }
+}

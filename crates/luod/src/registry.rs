@@ -1,0 +1,394 @@
+//! The agent's registry: what it must know about its sessions to carry on
+//! after a kexec (names, owners, tokens, handlers, which kernel session holds
+//! which file, the epoch), and the envelope that protects it.
+//!
+//! The envelope is a fixed header followed by the payload:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic, `b"luod-reg"` |
+//! | 8 | 4 | version, little-endian ([`VERSION`]) |
+//! | 12 | 4 | reserved, 0 |
+//! | 16 | 8 | payload length, little-endian |
+//! | 24 | 4 | CRC-32 (IEEE) of the payload, little-endian |
+//! | 28 | 4 | reserved, 0 |
+//! | 32 | … | payload: one JSON object |
+//!
+//! [`open`] checks all of it before the payload is parsed.
+
+use std::fmt;
+
+use luo_proto::json::{self, Value};
+
+/// The envelope's magic.
+pub const MAGIC: [u8; 8] = *b"luod-reg";
+/// The registry format this agent writes and reads.
+pub const VERSION: u32 = 1;
+/// Size of the envelope header.
+pub const HEADER: usize = 32;
+
+/// Why a registry was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryError {
+    /// Shorter than the header, or than the length it states.
+    Truncated {
+        /// Bytes present.
+        have: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+    /// The magic is not [`MAGIC`]: not a registry at all.
+    BadMagic,
+    /// Written by an agent with another registry format.
+    Version(u32),
+    /// The payload's checksum does not match: it was damaged.
+    Checksum {
+        /// The checksum in the header.
+        stored: u32,
+        /// The checksum of the payload as found.
+        actual: u32,
+    },
+    /// The payload is not the JSON this version writes.
+    Malformed(String),
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryError::Truncated { have, need } => {
+                write!(f, "the registry is truncated: {have} bytes, {need} needed")
+            }
+            RegistryError::BadMagic => f.write_str("the registry has no luod magic: it is not a luod registry"),
+            RegistryError::Version(v) => write!(
+                f,
+                "the registry is version {v}; this luod reads version {VERSION} only (run the luod that wrote it, or one that reads it)"
+            ),
+            RegistryError::Checksum { stored, actual } => write!(
+                f,
+                "the registry is corrupt: its checksum is {stored:#010x} but the data sums to {actual:#010x}"
+            ),
+            RegistryError::Malformed(m) => write!(f, "the registry is malformed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
+const fn crc_table() -> [u32; 256] {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+}
+
+static CRC_TABLE: [u32; 256] = crc_table();
+
+/// CRC-32 (IEEE 802.3, as zlib's `crc32`).
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c = CRC_TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+/// Wraps `payload` in an envelope with `magic` and `version`.
+pub fn seal(magic: [u8; 8], version: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32(payload).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Checks an envelope (magic, version, length, checksum, in that order) and
+/// returns its payload. Bytes after the stated length are ignored (a memfd
+/// may be larger than what was written).
+pub fn open(bytes: &[u8], magic: [u8; 8], version: u32) -> Result<&[u8], RegistryError> {
+    if bytes.len() < HEADER {
+        return Err(RegistryError::Truncated {
+            have: bytes.len(),
+            need: HEADER,
+        });
+    }
+    if bytes[..8] != magic {
+        return Err(RegistryError::BadMagic);
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+    let v = u32_at(8);
+    if v != version {
+        return Err(RegistryError::Version(v));
+    }
+    let len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    let need = usize::try_from(len)
+        .ok()
+        .and_then(|l| l.checked_add(HEADER))
+        .unwrap_or(usize::MAX);
+    if bytes.len() < need {
+        return Err(RegistryError::Truncated {
+            have: bytes.len(),
+            need,
+        });
+    }
+    let payload = &bytes[HEADER..need];
+    let stored = u32_at(24);
+    let actual = crc32(payload);
+    if stored != actual {
+        return Err(RegistryError::Checksum { stored, actual });
+    }
+    Ok(payload)
+}
+
+/// One preserved file as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Its token in the agent session.
+    pub token: u64,
+    /// The handler's compatible string.
+    pub handler: String,
+    /// Index into [`SessionEntry::parts`] of the kernel session holding it;
+    /// `None` for a file that does not cross a kexec.
+    pub part: Option<usize>,
+}
+
+/// One agent session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEntry {
+    /// Its owner's uid.
+    pub owner: u32,
+    /// Its name (per owner).
+    pub name: String,
+    /// Its state when the registry was written (`open`, `incoming`,
+    /// `retrieved`): every one of them is incoming in the next epoch.
+    pub state: String,
+    /// Names of the kernel sessions holding its files, in order.
+    pub parts: Vec<String>,
+    /// Its files in preservation order.
+    pub files: Vec<FileEntry>,
+}
+
+/// What the agent hands to its successor across a kexec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registry {
+    /// The epoch that ends with the kexec.
+    pub epoch: u64,
+    /// The agent that wrote it, e.g. `luod 0.1.0`.
+    pub agent: String,
+    /// The sessions, in creation order.
+    pub sessions: Vec<SessionEntry>,
+}
+
+fn malformed(m: impl Into<String>) -> RegistryError {
+    RegistryError::Malformed(m.into())
+}
+
+fn u64_of(v: &Value, k: &str) -> Result<u64, RegistryError> {
+    v.get(k)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| malformed(format!("\"{k}\" is missing or not an unsigned integer")))
+}
+
+fn str_of<'a>(v: &'a Value, k: &str) -> Result<&'a str, RegistryError> {
+    v.get(k)
+        .and_then(Value::as_str)
+        .ok_or_else(|| malformed(format!("\"{k}\" is missing or not a string")))
+}
+
+fn array_of<'a>(v: &'a Value, k: &str) -> Result<&'a [Value], RegistryError> {
+    v.get(k)
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed(format!("\"{k}\" is missing or not an array")))
+}
+
+impl Registry {
+    /// The registry as sealed bytes, ready for a memfd.
+    pub fn encode(&self) -> Vec<u8> {
+        let sessions: Vec<Value> = self
+            .sessions
+            .iter()
+            .map(|s| {
+                let files: Vec<Value> = s
+                    .files
+                    .iter()
+                    .map(|f| {
+                        let v = Value::object()
+                            .with("token", f.token)
+                            .with("handler", f.handler.as_str());
+                        match f.part {
+                            Some(p) => v.with("part", p),
+                            None => v.with("part", Value::Null),
+                        }
+                    })
+                    .collect();
+                let parts: Vec<Value> = s.parts.iter().map(|p| Value::from(p.as_str())).collect();
+                Value::object()
+                    .with("owner", s.owner)
+                    .with("name", s.name.as_str())
+                    .with("state", s.state.as_str())
+                    .with("parts", parts)
+                    .with("files", files)
+            })
+            .collect();
+        let v = Value::object()
+            .with("epoch", self.epoch)
+            .with("agent", self.agent.as_str())
+            .with("sessions", sessions);
+        seal(MAGIC, VERSION, v.to_json().as_bytes())
+    }
+
+    /// Checks the envelope, then parses the payload.
+    pub fn decode(bytes: &[u8]) -> Result<Registry, RegistryError> {
+        let payload = open(bytes, MAGIC, VERSION)?;
+        let v = json::parse(payload).map_err(|e| malformed(e.to_string()))?;
+        let mut sessions = Vec::new();
+        for s in array_of(&v, "sessions")? {
+            let owner = u32::try_from(u64_of(s, "owner")?)
+                .map_err(|_| malformed("\"owner\" is not a uid"))?;
+            let parts: Vec<String> = array_of(s, "parts")?
+                .iter()
+                .map(|p| {
+                    p.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| malformed("a part name is not a string"))
+                })
+                .collect::<Result<_, _>>()?;
+            let mut files = Vec::new();
+            for f in array_of(s, "files")? {
+                let part = match f.get("part") {
+                    Some(Value::Null) | None => None,
+                    Some(p) => {
+                        let p = p
+                            .as_u64()
+                            .ok_or_else(|| malformed("\"part\" is not an index"))?
+                            as usize;
+                        if p >= parts.len() {
+                            return Err(malformed(format!(
+                                "a file names part {p} of {}",
+                                parts.len()
+                            )));
+                        }
+                        Some(p)
+                    }
+                };
+                files.push(FileEntry {
+                    token: u64_of(f, "token")?,
+                    handler: str_of(f, "handler")?.to_string(),
+                    part,
+                });
+            }
+            sessions.push(SessionEntry {
+                owner,
+                name: str_of(s, "name")?.to_string(),
+                state: str_of(s, "state")?.to_string(),
+                parts,
+                files,
+            });
+        }
+        Ok(Registry {
+            epoch: u64_of(&v, "epoch")?,
+            agent: str_of(&v, "agent")?.to_string(),
+            sessions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Registry {
+        Registry {
+            epoch: 3,
+            agent: "luod test".into(),
+            sessions: vec![SessionEntry {
+                owner: 1000,
+                name: "db".into(),
+                state: "open".into(),
+                parts: vec!["luod/1000/1".into(), "luod/1000/2".into()],
+                files: vec![
+                    FileEntry {
+                        token: 1,
+                        handler: "memfd-v2".into(),
+                        part: Some(1),
+                    },
+                    FileEntry {
+                        token: u64::MAX,
+                        handler: "luo-tcp-socket-v1".into(),
+                        part: None,
+                    },
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn a_registry_survives_encode_and_decode() {
+        let r = sample();
+        let mut bytes = r.encode();
+        // A memfd page is larger than what was written: trailing bytes are ignored.
+        bytes.extend_from_slice(&[0; 100]);
+        assert_eq!(Registry::decode(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn every_kind_of_damage_is_refused_before_parsing() {
+        let good = sample().encode();
+        assert!(matches!(
+            Registry::decode(&good[..10]),
+            Err(RegistryError::Truncated { have: 10, .. })
+        ));
+        assert!(matches!(
+            Registry::decode(&good[..good.len() - 1]),
+            Err(RegistryError::Truncated { .. })
+        ));
+        let mut b = good.clone();
+        b[0] = b'X';
+        assert_eq!(Registry::decode(&b), Err(RegistryError::BadMagic));
+        let mut b = good.clone();
+        b[8] = 2;
+        assert_eq!(Registry::decode(&b), Err(RegistryError::Version(2)));
+        let mut b = good.clone();
+        let last = b.len() - 2;
+        b[last] ^= 0x20;
+        assert!(matches!(
+            Registry::decode(&b),
+            Err(RegistryError::Checksum { .. })
+        ));
+        let bad = seal(MAGIC, VERSION, b"{\"epoch\": 1}");
+        assert!(matches!(
+            Registry::decode(&bad),
+            Err(RegistryError::Malformed(_))
+        ));
+        let bad = seal(
+            MAGIC,
+            VERSION,
+            br#"{"epoch":1,"agent":"x","sessions":[{"owner":1,"name":"a","state":"open","parts":[],"files":[{"token":1,"handler":"memfd-v2","part":0}]}]}"#,
+        );
+        assert!(matches!(
+            Registry::decode(&bad),
+            Err(RegistryError::Malformed(m)) if m.contains("part 0 of 0")
+        ));
+    }
+}
