@@ -1,0 +1,453 @@
+//! A real kernel live update: boots the LUO kernel of `../shared/kernel`
+//! under QEMU with an initramfs of luod, luoctl and this test binary, runs
+//! clients and the conformance cases against the kernel, kexecs with
+//! `luoctl update --kexec`, and checks everything in the second kernel.
+//!
+//! Needs `qemu-system-x86_64`, `busybox` (static) and `cpio` (the README's
+//! test command installs them as root). `LUO_KERNEL_IMAGE` names the
+//! kernel image when it is not at `../shared/kernel/bzImage` beside the
+//! checkout or `/work/shared/kernel/bzImage`.
+//!
+//! The `role_*` tests are not tests: they are what runs inside the VM
+//! (`vmtest --exact role_... --ignored`).
+
+mod cases;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cases::{Dev, Kernel, Model, EXPECTED, EXPECTED_UAPI};
+
+const LUOD: &str = env!("CARGO_BIN_EXE_luod");
+const LUOCTL: &str = env!("CARGO_BIN_EXE_luoctl");
+/// Size of the big memfd the client carries across the kexec.
+const BIG: usize = 64 << 20;
+/// How long the whole VM run may take before it counts as hung.
+const VM_TIMEOUT: Duration = Duration::from_secs(240);
+/// The second kernel's command line.
+const NEXT_CMDLINE: &str = "console=ttyS0 liveupdate=on panic=-1 quiet stage=2";
+
+#[test]
+fn conformance_cases_on_the_emulated_model() {
+    let mut m = Model::new();
+    let (mut lines, kept) = cases::stage1(&mut m);
+    lines.push("--- update ---".into());
+    m.update();
+    lines.extend(cases::stage2(&mut m));
+    drop(kept);
+    assert_eq!(lines, EXPECTED);
+    // Everything finished or closed: nothing left in custody.
+    assert_eq!(m.0.custody_count(), 0);
+}
+
+// ------------------------------------------------------------ inside the VM
+
+fn socket() -> PathBuf {
+    luo::default_socket_path()
+}
+
+/// The word at byte offset `i` of the big memfd's pattern.
+fn word(i: usize) -> u64 {
+    (i as u64 / 8) ^ 0x5EED_F00D_CAFE_0000
+}
+
+fn fill_big(f: &mut std::fs::File) {
+    let mut buf = vec![0u8; 1 << 20];
+    for chunk in 0..BIG / buf.len() {
+        let base = chunk * buf.len();
+        for (j, w) in buf.chunks_exact_mut(8).enumerate() {
+            w.copy_from_slice(&word(base + j * 8).to_le_bytes());
+        }
+        f.write_all(&buf).unwrap();
+    }
+}
+
+fn check_big(f: &mut std::fs::File) -> Result<(), String> {
+    let len = f.metadata().unwrap().len() as usize;
+    if len != BIG {
+        return Err(format!("the big memfd is {len} bytes, not {BIG}"));
+    }
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    for chunk in 0..BIG / buf.len() {
+        f.read_exact(&mut buf).unwrap();
+        let base = chunk * buf.len();
+        for (j, w) in buf.chunks_exact(8).enumerate() {
+            let at = base + j * 8;
+            if w != word(at).to_le_bytes() {
+                return Err(format!("the big memfd differs at byte {at}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn small(text: &str) -> std::fs::File {
+    let fd = luo::memfd_create("small").unwrap();
+    let mut f = std::fs::File::from(fd);
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+fn read_all(fd: std::os::fd::OwnedFd) -> String {
+    let mut f = std::fs::File::from(fd);
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut s = String::new();
+    f.read_to_string(&mut s).unwrap();
+    s
+}
+
+#[test]
+#[ignore = "runs inside the VM"]
+fn role_vm_client_stage1() {
+    let c = luo::Client::connect_to(socket()).unwrap();
+    let big = c.create_session("big").unwrap();
+    let mut f = std::fs::File::from(luo::memfd_create("big").unwrap());
+    fill_big(&mut f);
+    big.preserve(1, &f).unwrap();
+    big.handover().unwrap();
+    let s = c.create_session("small").unwrap();
+    s.preserve(10, small("small file one")).unwrap();
+    s.preserve(20, small("small file two")).unwrap();
+    s.handover().unwrap();
+    // A socket cannot cross a kexec: the preflight must say so.
+    let net = c.create_session("net").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    net.preserve(1, &listener).unwrap();
+    net.preserve(2, small("net state")).unwrap();
+    net.handover().unwrap();
+    println!("@@ CLIENT1 OK");
+}
+
+#[test]
+#[ignore = "runs inside the VM"]
+fn role_vm_client_stage2() {
+    let c = luo::Client::connect_to(socket()).unwrap();
+    let big = c.retrieve_session("big").unwrap();
+    let mut f = std::fs::File::from(big.retrieve_fd(1).unwrap());
+    check_big(&mut f).unwrap();
+    big.finish().unwrap();
+    println!("@@ big: {BIG} bytes intact");
+    let s = c.retrieve_session("small").unwrap();
+    let one = read_all(s.retrieve_fd(10).unwrap());
+    let two = read_all(s.retrieve_fd(20).unwrap());
+    println!("@@ small: {one:?} {two:?}");
+    s.finish().unwrap();
+    let net = c.retrieve_session("net").unwrap();
+    let info = net.info().unwrap();
+    let tokens: Vec<u64> = info.files.iter().map(|f| f.token).collect();
+    println!("@@ net: tokens {tokens:?}");
+    println!("@@ net state: {:?}", read_all(net.retrieve_fd(2).unwrap()));
+    net.finish().unwrap();
+    println!("@@ CLIENT2 OK");
+}
+
+fn device() -> Kernel {
+    Kernel(luo_sys::liveupdate::open_device(Path::new(luo_sys::liveupdate::DEVICE)).unwrap())
+}
+
+#[test]
+#[ignore = "runs inside the VM"]
+fn role_vm_conformance_stage1() {
+    let mut k = device();
+    let (lines, kept) = cases::stage1(&mut k);
+    let rules = cases::uapi_rules(k.0.as_fd());
+    for l in lines.iter().chain(&rules) {
+        println!("@@ CONF {l}");
+    }
+    // The sessions stay open in this process across the kexec; the device
+    // is free for luod.
+    drop(k);
+    println!("@@ CONF READY");
+    std::io::stdout().flush().unwrap();
+    let _kept = kept;
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+#[test]
+#[ignore = "runs inside the VM"]
+fn role_vm_conformance_stage2() {
+    let mut k = device();
+    println!("@@ CONF --- update ---");
+    for l in cases::stage2(&mut k) {
+        println!("@@ CONF {l}");
+    }
+}
+
+// ------------------------------------------------------------ on the host
+
+fn kernel_image() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("LUO_KERNEL_IMAGE") {
+        return Some(PathBuf::from(p));
+    }
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kernel/bzImage");
+    [beside, PathBuf::from("/work/shared/kernel/bzImage")]
+        .into_iter()
+        .find(|p| p.exists())
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.exists())
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Copies `bin` into `root/bin/name`, stripped, with the shared libraries
+/// `ldd` lists.
+fn install(root: &Path, bin: &Path, name: &str) {
+    let to = root.join("bin").join(name);
+    std::fs::copy(bin, &to).unwrap();
+    if which("strip").is_some() {
+        run(Command::new("strip").arg("--strip-debug").arg(&to));
+    }
+    for line in run(Command::new("ldd").arg(bin)).lines() {
+        let lib = line
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(PathBuf::from);
+        if let Some(lib) = lib {
+            let dest = root.join(lib.strip_prefix("/").unwrap());
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            if !dest.exists() {
+                std::fs::copy(&lib, &dest).unwrap();
+            }
+        }
+    }
+}
+
+/// `find . | cpio -o -H newc | gzip` in `dir`.
+fn cpio_gz(dir: &Path, out: &Path) {
+    let script = format!(
+        "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+        dir.display(),
+        out.display()
+    );
+    run(Command::new("sh").arg("-c").arg(script));
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run/luod
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
+/bin/busybox --install -s /bin
+export PATH=/bin
+export LUOD_SOCKET=/run/luod/luod.sock
+export RUST_BACKTRACE=1
+stage=1
+grep -q 'stage=2' /proc/cmdline && stage=2
+echo "@@ stage $stage begins"
+wait_for() {
+    i=0
+    while ! grep -q "$2" "$1" 2>/dev/null; do
+        i=$((i+1))
+        if [ $i -gt 900 ]; then echo "@@ timed out waiting for '$2'"; cat "$1"; poweroff -f; fi
+        sleep 0.1
+    done
+}
+start_luod() {
+    luod --backend kernel "$@" > /tmp/luod.log 2>&1 &
+    i=0
+    while [ ! -S /run/luod/luod.sock ]; do
+        i=$((i+1))
+        if [ $i -gt 600 ]; then echo "@@ luod did not start"; cat /tmp/luod.log; poweroff -f; fi
+        sleep 0.1
+    done
+}
+if [ $stage = 1 ]; then
+    vmtest --exact role_vm_conformance_stage1 --ignored --nocapture > /tmp/conf.out 2>&1 &
+    wait_for /tmp/conf.out "CONF READY"
+    grep '@@' /tmp/conf.out
+    start_luod --kernel-session-files 1
+    vmtest --exact role_vm_client_stage1 --ignored --nocapture 2>&1 | grep -v '^$'
+    luoctl sessions
+    luoctl update --kexec --kernel /boot/bzImage --initrd /boot/initrd.img --append "@NEXT@"
+    echo "@@ kexec without --force: exit $?"
+    luoctl update --kexec --kernel /boot/bzImage --initrd /boot/initrd.img --append "@NEXT@" --force
+    echo "@@ kexec returned: exit $?"
+    cat /tmp/luod.log
+    poweroff -f
+fi
+vmtest --exact role_vm_conformance_stage2 --ignored --nocapture 2>&1 | grep -v '^$'
+start_luod
+vmtest --exact role_vm_client_stage2 --ignored --nocapture 2>&1 | grep -v '^$'
+luoctl status
+echo "@@ status $(luoctl --json status)"
+luoctl sessions
+echo "@@ luod log:"
+cat /tmp/luod.log
+echo "@@ stage 2 done"
+poweroff -f
+"#;
+
+/// The marker lines of the serial log: from `@@ ` to the end of each line
+/// (the test harness and the terminal may put text before it).
+fn markers(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.find("@@ ").map(|i| l[i..].trim_end_matches('\r').to_string()))
+        .collect()
+}
+
+/// The `@@ CONF ` markers, without the prefix.
+fn conf_lines(markers: &[String]) -> Vec<String> {
+    markers
+        .iter()
+        .filter_map(|l| l.strip_prefix("@@ CONF "))
+        .filter(|l| *l != "READY")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn kernel_live_update_in_qemu() {
+    if std::env::var("LUO_VM_TEST").as_deref() == Ok("skip") {
+        eprintln!("LUO_VM_TEST=skip: not booting the VM");
+        return;
+    }
+    let missing: Vec<&str> = ["qemu-system-x86_64", "busybox", "cpio", "gzip", "ldd"]
+        .into_iter()
+        .filter(|t| which(t).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the VM test needs {missing:?}: apt-get install -y qemu-system-x86 busybox-static cpio (./scripts/test does this as root), or set LUO_VM_TEST=skip"
+    );
+    let bz = kernel_image().expect(
+        "no LUO kernel image: set LUO_KERNEL_IMAGE, or put it at ../shared/kernel/bzImage beside the checkout",
+    );
+    let work = std::env::temp_dir().join(format!("luo-vm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let root = work.join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let busybox = which("busybox").unwrap();
+    std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
+    install(&root, Path::new(LUOD), "luod");
+    install(&root, Path::new(LUOCTL), "luoctl");
+    install(&root, &std::env::current_exe().unwrap(), "vmtest");
+    let init = root.join("init");
+    std::fs::write(&init, INIT.replace("@NEXT@", NEXT_CMDLINE)).unwrap();
+    run(Command::new("chmod").arg("755").arg(&init));
+    // The second boot's initramfs is the first one without /boot; the
+    // first one is that plus a second archive holding /boot.
+    let second = work.join("second.cpio.gz");
+    cpio_gz(&root, &second);
+    let boot = work.join("boot");
+    std::fs::create_dir_all(boot.join("boot")).unwrap();
+    std::fs::copy(&bz, boot.join("boot/bzImage")).unwrap();
+    std::fs::copy(&second, boot.join("boot/initrd.img")).unwrap();
+    let extra = work.join("boot.cpio.gz");
+    cpio_gz(&boot, &extra);
+    let first = work.join("first.cpio.gz");
+    let mut bytes = std::fs::read(&second).unwrap();
+    bytes.extend(std::fs::read(&extra).unwrap());
+    std::fs::write(&first, bytes).unwrap();
+
+    let log_path = work.join("serial.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let started = Instant::now();
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "1"])
+        .args(["-nographic", "-no-reboot", "-monitor", "none"])
+        .arg("-kernel")
+        .arg(&bz)
+        .arg("-initrd")
+        .arg(&first)
+        .args(["-append", "console=ttyS0 liveupdate=on panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .expect("starting qemu-system-x86_64");
+    let status = loop {
+        if let Some(s) = qemu.try_wait().unwrap() {
+            break Some(s);
+        }
+        if started.elapsed() > VM_TIMEOUT {
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let elapsed = started.elapsed();
+    let log = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap()).into_owned();
+    let fail = |why: &str| -> ! {
+        panic!(
+            "{why}\n---- serial log ({} s) ----\n{log}\n---- end of serial log ({}) ----",
+            elapsed.as_secs(),
+            log_path.display()
+        )
+    };
+    if status.is_none() {
+        fail(&format!("the VM did not finish within {} s", VM_TIMEOUT.as_secs()));
+    }
+    let markers = markers(&log);
+    let has = |s: &str| markers.iter().any(|l| l == s);
+    for marker in [
+        "@@ stage 1 begins",
+        "@@ CLIENT1 OK",
+        "@@ kexec without --force: exit 1",
+        "@@ stage 2 begins",
+        "@@ big: 67108864 bytes intact",
+        "@@ small: \"small file one\" \"small file two\"",
+        "@@ net: tokens [2]",
+        "@@ net state: \"net state\"",
+        "@@ CLIENT2 OK",
+        "@@ stage 2 done",
+    ] {
+        if !has(marker) {
+            fail(&format!("the serial log lacks {marker:?}"));
+        }
+    }
+    if markers.iter().any(|l| l.starts_with("@@ kexec returned")) {
+        fail("luoctl update --kexec --force returned: the kexec did not happen");
+    }
+    // The preflight named what could not cross, and why.
+    if !(log.contains("cannot cross a kexec:") && log.contains("luo-tcp-socket-v1")) {
+        fail("the preflight did not list the socket that cannot cross");
+    }
+    // The same conformance results as the model's, then the uAPI rules.
+    let conf = conf_lines(&markers);
+    let want: Vec<String> = EXPECTED[..EXPECTED.iter().position(|l| *l == "--- update ---").unwrap()]
+        .iter()
+        .chain(EXPECTED_UAPI)
+        .chain(&EXPECTED[EXPECTED.iter().position(|l| *l == "--- update ---").unwrap()..])
+        .map(|s| s.to_string())
+        .collect();
+    if conf != want {
+        fail(&format!(
+            "the kernel's conformance results differ from the model's:\n kernel: {conf:#?}\n expected: {want:#?}"
+        ));
+    }
+    // luod recovered its registry, everything was finished, and the epoch advanced.
+    let status = markers
+        .iter()
+        .find_map(|l| l.strip_prefix("@@ status "))
+        .unwrap_or_else(|| fail("no status line"));
+    let v = luo_proto::json::parse(status.as_bytes()).unwrap_or_else(|e| fail(&format!("bad status JSON: {e}")));
+    let n = |k: &str| v.get(k).and_then(luo_proto::Value::as_u64);
+    if v.get("backend").and_then(luo_proto::Value::as_str) != Some("kernel") {
+        fail("luod in the second kernel is not on the kernel backend");
+    }
+    if n("epoch") != Some(2) || n("outgoing") != Some(0) || n("incoming") != Some(0) || n("files") != Some(0) {
+        fail(&format!("luoctl status after the update: {status}"));
+    }
+    if !log.contains("restored 3 sessions with 4 files") {
+        fail("luod did not log restoring 3 sessions with 4 files");
+    }
+    eprintln!("the VM run took {} s", elapsed.as_secs());
+    let _ = std::fs::remove_dir_all(&work);
+}
