@@ -79,6 +79,12 @@ impl fmt::Display for Identity {
 pub trait FileOrder: fmt::Debug + Send {
     /// How `a` orders against `b`; `Equal` means the same open file description.
     fn compare(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<Ordering, Errno>;
+
+    /// Whether `a` and `b` are the same open file description, for when
+    /// [`FileOrder::compare`] is unavailable: `F_DUPFD_QUERY`.
+    fn same(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<bool, Errno> {
+        luo_sys::same_file(a, b)
+    }
 }
 
 /// `kcmp(KCMP_FILE)` on this process's descriptors.
@@ -96,7 +102,11 @@ impl FileOrder for Kcmp {
 pub enum IndexMode {
     /// `kcmp(KCMP_FILE)` works: open-file identity is exact.
     Kcmp,
-    /// `kcmp` is unavailable: every identity is treated as inode identity.
+    /// `kcmp` is unavailable (its errno; a kernel without
+    /// `CONFIG_CHECKPOINT_RESTORE`) but `F_DUPFD_QUERY` works: open-file
+    /// identity is exact, found by a linear walk of the files of one inode.
+    DupfdQuery(Errno),
+    /// Neither works: every identity is treated as inode identity.
     InodeFallback(Errno),
 }
 
@@ -146,11 +156,20 @@ fn unavailable(e: Errno) -> bool {
 impl IdentityIndex {
     /// An empty index using `order`. The order is probed once on a pipe: if it
     /// fails with `ENOSYS` or `EPERM` the index runs in
-    /// [`IndexMode::InodeFallback`].
+    /// [`IndexMode::DupfdQuery`] when `F_DUPFD_QUERY` tells the pipe's ends
+    /// apart, else in [`IndexMode::InodeFallback`].
     pub fn new(order: Box<dyn FileOrder>) -> IdentityIndex {
         let mode = match luo_sys::pipe() {
-            Ok((r, _w)) => match order.compare(r.as_fd(), r.as_fd()) {
-                Err(e) if unavailable(e) => IndexMode::InodeFallback(e),
+            Ok((r, w)) => match order.compare(r.as_fd(), r.as_fd()) {
+                Err(e) if unavailable(e) => {
+                    let works = order.same(r.as_fd(), r.as_fd()) == Ok(true)
+                        && order.same(r.as_fd(), w.as_fd()) == Ok(false);
+                    if works {
+                        IndexMode::DupfdQuery(e)
+                    } else {
+                        IndexMode::InodeFallback(e)
+                    }
+                }
                 _ => IndexMode::Kcmp,
             },
             Err(_) => IndexMode::Kcmp,
@@ -187,7 +206,8 @@ impl IdentityIndex {
         holder: Holder,
     ) -> Result<(), Refusal> {
         let key = (identity.dev, identity.ino);
-        let inode_only = identity.kind == IdentityKind::Inode || self.mode != IndexMode::Kcmp;
+        let inode_only = identity.kind == IdentityKind::Inode
+            || matches!(self.mode, IndexMode::InodeFallback(_));
         match self.buckets.get_mut(&key) {
             None => {
                 let bucket = if identity.kind == IdentityKind::Inode {
@@ -213,6 +233,19 @@ impl IdentityIndex {
                     fd: fd.clone(),
                     holder,
                 };
+                if let IndexMode::DupfdQuery(_) = self.mode {
+                    for e in t.iter() {
+                        match order.same(fd.as_fd(), e.fd.as_fd()) {
+                            Ok(false) => {}
+                            Ok(true) => return Err(Refusal::Busy(Some(e.holder))),
+                            Err(x) => return Err(Refusal::Error(x)),
+                        }
+                    }
+                    // No order: append (a linear walk finds it again).
+                    let _ = t.insert(entry, |_| Ok::<_, Errno>(Ordering::Greater));
+                    self.len += 1;
+                    return Ok(());
+                }
                 match t.insert(entry, |e| order.compare(fd.as_fd(), e.fd.as_fd())) {
                     Ok(Ok(())) => {}
                     Ok(Err((_, existing))) => return Err(Refusal::Busy(Some(existing.holder))),
@@ -232,8 +265,18 @@ impl IdentityIndex {
             None => Ok(None),
             Some(Bucket::Inode(h)) => Ok(Some(*h)),
             Some(Bucket::Files(t)) => {
-                if identity.kind == IdentityKind::Inode || self.mode != IndexMode::Kcmp {
+                if identity.kind == IdentityKind::Inode
+                    || matches!(self.mode, IndexMode::InodeFallback(_))
+                {
                     return Ok(t.iter().next().map(|e| e.holder));
+                }
+                if let IndexMode::DupfdQuery(_) = self.mode {
+                    for e in t.iter() {
+                        if self.order.same(fd, e.fd.as_fd())? {
+                            return Ok(Some(e.holder));
+                        }
+                    }
+                    return Ok(None);
                 }
                 Ok(t.find(|e| self.order.compare(fd, e.fd.as_fd()))?
                     .map(|e| e.holder))
@@ -253,7 +296,13 @@ impl IdentityIndex {
             }
             Some(Bucket::Files(t)) => {
                 let order = &self.order;
-                let found = match t.remove(|e| order.compare(fd.as_fd(), e.fd.as_fd())) {
+                let ordered = self.mode == IndexMode::Kcmp;
+                let found = if ordered {
+                    t.remove(|e| order.compare(fd.as_fd(), e.fd.as_fd()))
+                } else {
+                    Ok(t.remove_where(|e| Arc::ptr_eq(&e.fd, fd)))
+                };
+                let found = match found {
                     Ok(v) => v,
                     // Only if kcmp broke after the entry went in: find it by
                     // pointer, so that unpreserve never leaves an entry behind.

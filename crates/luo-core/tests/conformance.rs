@@ -422,22 +422,66 @@ fn after_abort_or_finish_the_same_file_can_be_preserved_again() {
 
 /// An order that says kcmp is blocked, as under a seccomp filter.
 #[derive(Debug)]
-struct NoKcmp(Errno);
+/// An order whose kcmp fails with an errno, as on a kernel without
+/// `CONFIG_CHECKPOINT_RESTORE`; `dupfd_query` says whether `F_DUPFD_QUERY`
+/// works too.
+struct NoKcmp {
+    errno: Errno,
+    dupfd_query: bool,
+}
 
 impl FileOrder for NoKcmp {
     fn compare(&self, _: BorrowedFd<'_>, _: BorrowedFd<'_>) -> Result<std::cmp::Ordering, Errno> {
-        Err(self.0)
+        Err(self.errno)
+    }
+    fn same(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<bool, Errno> {
+        if self.dupfd_query {
+            luo_sys::same_file(a, b)
+        } else {
+            Err(Errno::EINVAL)
+        }
+    }
+}
+
+fn without_kcmp(errno: Errno, dupfd_query: bool) -> Luo {
+    let mut l = Luo::with_order(Limits::default(), Box::new(NoKcmp { errno, dupfd_query }));
+    for h in luo_core::handler::default_handlers() {
+        l.register_handler(h).unwrap();
+    }
+    l
+}
+
+#[test]
+fn without_kcmp_f_dupfd_query_keeps_open_file_identity_exact() {
+    let _g = serial();
+    for e in [Errno::ENOSYS, Errno::EPERM] {
+        let mut l = without_kcmp(e, true);
+        assert_eq!(l.index().mode(), IndexMode::DupfdQuery(e));
+        let s = l.create_session(0, b"s").unwrap();
+        let ev = luo_sys::eventfd(0).unwrap();
+        let other = luo_sys::eventfd(0).unwrap();
+        l.preserve(s, copy(&ev), 1).unwrap();
+        // A dup is the same file; another eventfd (same inode) is not.
+        assert_eq!(errno(l.preserve(s, copy(&ev), 2)), Errno::EBUSY);
+        l.preserve(s, copy(&other), 3).unwrap();
+        assert_eq!(errno(l.preserve(s, copy(&other), 4)), Errno::EBUSY);
+        let st = luo_sys::fstat(ev.as_fd()).unwrap();
+        assert_eq!(l.index().bucket_len(st.dev, st.ino), 2);
+        l.close(s).unwrap();
+        assert!(l.index().is_empty());
+        // Unpreserved: both can be preserved again.
+        let s = l.create_session(0, b"s").unwrap();
+        l.preserve(s, copy(&ev), 1).unwrap();
+        l.preserve(s, copy(&other), 2).unwrap();
+        l.close(s).unwrap();
     }
 }
 
 #[test]
-fn without_kcmp_the_index_falls_back_to_inode_identity() {
+fn without_kcmp_or_f_dupfd_query_the_index_falls_back_to_inode_identity() {
     let _g = serial();
     for e in [Errno::ENOSYS, Errno::EPERM] {
-        let mut l = Luo::with_order(Limits::default(), Box::new(NoKcmp(e)));
-        for h in luo_core::handler::default_handlers() {
-            l.register_handler(h).unwrap();
-        }
+        let mut l = without_kcmp(e, false);
         assert_eq!(l.index().mode(), IndexMode::InodeFallback(e));
         let s = l.create_session(0, b"s").unwrap();
         let ev = luo_sys::eventfd(0).unwrap();

@@ -163,6 +163,18 @@ pub fn kcmp_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<Ordering> {
     }
 }
 
+/// `fcntl(a, F_DUPFD_QUERY, b)` (Linux 6.10 and later): whether two
+/// descriptors of this process are the same open file description. Unlike
+/// [`kcmp_file`] it needs no `CONFIG_CHECKPOINT_RESTORE`, but gives no order.
+/// `EINVAL` on older kernels.
+pub fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<bool> {
+    const F_DUPFD_QUERY: libc::c_int = 1024 + 3;
+    // SAFETY: F_DUPFD_QUERY takes an integer argument; both fds are live for
+    // the duration of the borrows.
+    let r = cvt(unsafe { libc::fcntl(a.as_raw_fd(), F_DUPFD_QUERY, b.as_raw_fd()) })?;
+    Ok(r == 1)
+}
+
 static PID: AtomicI32 = AtomicI32::new(0);
 static ATFORK: Once = Once::new();
 

@@ -227,6 +227,15 @@ impl Agent {
             .add(listener.as_fd(), LISTENER, EPOLLIN)
             .map_err(|e| AgentError::sys("watching the listening socket", e))?;
         luo.set_quota(config.quota);
+        match luo.index().mode() {
+            luo_core::IndexMode::Kcmp => {}
+            luo_core::IndexMode::DupfdQuery(e) => info!(
+                "kcmp is unavailable ({e}; the kernel lacks CONFIG_CHECKPOINT_RESTORE): open files are told apart with F_DUPFD_QUERY, linearly among files of one inode"
+            ),
+            luo_core::IndexMode::InodeFallback(e) => warn!(
+                "neither kcmp ({e}) nor F_DUPFD_QUERY works: a second eventfd (or any file sharing an inode with a preserved one) is refused with EBUSY"
+            ),
+        }
         let agent = Agent {
             socket: path,
             socket_id,

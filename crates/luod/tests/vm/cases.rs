@@ -8,7 +8,6 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-
 use luo_core::{handler::MemfdHandler, Limits, Luo, SessionHandle};
 use luo_sys::{liveupdate as lu, Errno};
 
@@ -132,7 +131,10 @@ pub fn stage1<D: Dev>(d: &mut D) -> (Vec<String>, Kept<D::S>) {
     let a = a.unwrap();
     line("create conf-a again", show(&d.create(b"conf-a")));
     line("create with an empty name", show(&d.create(b"")));
-    line("create with 64 bytes and no NUL", show(&d.create(&[b'x'; 64])));
+    line(
+        "create with 64 bytes and no NUL",
+        show(&d.create(&[b'x'; 64])),
+    );
     let max = d.create(&[b'A'; 63]);
     line("create with a 63-byte name", show(&max));
     if let Ok(s) = max {
@@ -141,7 +143,10 @@ pub fn stage1<D: Dev>(d: &mut D) -> (Vec<String>, Kept<D::S>) {
     let m1 = memfd(b"alpha");
     let m2 = memfd(b"bravo");
     let m3 = memfd(b"charlie");
-    line("preserve memfd 1 as token 1", show(&d.preserve(&a, m1.as_fd(), 1)));
+    line(
+        "preserve memfd 1 as token 1",
+        show(&d.preserve(&a, m1.as_fd(), 1)),
+    );
     line(
         "preserve memfd 1 again as token 2 (same session)",
         show(&d.preserve(&a, m1.as_fd(), 2)),
@@ -169,9 +174,15 @@ pub fn stage1<D: Dev>(d: &mut D) -> (Vec<String>, Kept<D::S>) {
         show(&d.preserve(&a, reopened.as_fd(), 4)),
     );
     let null = std::fs::File::open("/dev/null").unwrap();
-    line("preserve /dev/null as token 5", show(&d.preserve(&a, null.as_fd(), 5)));
+    line(
+        "preserve /dev/null as token 5",
+        show(&d.preserve(&a, null.as_fd(), 5)),
+    );
     let efd = luo_sys::eventfd(0).unwrap();
-    line("preserve an eventfd as token 6", show(&d.preserve(&a, efd.as_fd(), 6)));
+    line(
+        "preserve an eventfd as token 6",
+        show(&d.preserve(&a, efd.as_fd(), 6)),
+    );
     let b = d.create(b"conf-b").unwrap();
     line(
         "preserve memfd 1 in another session",
@@ -183,7 +194,10 @@ pub fn stage1<D: Dev>(d: &mut D) -> (Vec<String>, Kept<D::S>) {
     );
     // Closing an outgoing session unpreserves its files.
     let c = d.create(b"conf-c").unwrap();
-    line("preserve memfd 3 in conf-c", show(&d.preserve(&c, m3.as_fd(), 1)));
+    line(
+        "preserve memfd 3 in conf-c",
+        show(&d.preserve(&c, m3.as_fd(), 1)),
+    );
     d.close(c);
     line(
         "preserve memfd 3 in conf-a after conf-c closed",
@@ -197,8 +211,14 @@ pub fn stage1<D: Dev>(d: &mut D) -> (Vec<String>, Kept<D::S>) {
     let dd = d.create(b"conf-d").unwrap();
     let m4 = memfd(b"delta");
     let m5 = memfd(b"echo");
-    line("preserve memfd 4 in conf-d", show(&d.preserve(&dd, m4.as_fd(), 1)));
-    line("preserve memfd 5 in conf-d", show(&d.preserve(&dd, m5.as_fd(), 2)));
+    line(
+        "preserve memfd 4 in conf-d",
+        show(&d.preserve(&dd, m4.as_fd(), 1)),
+    );
+    line(
+        "preserve memfd 5 in conf-d",
+        show(&d.preserve(&dd, m5.as_fd(), 2)),
+    );
     let kept = Kept {
         sessions: vec![a, b, empty, dd],
         files: vec![m1, m2, m3, m4, m5],
@@ -210,7 +230,10 @@ pub fn stage1<D: Dev>(d: &mut D) -> (Vec<String>, Kept<D::S>) {
 pub fn stage2<D: Dev>(d: &mut D) -> Vec<String> {
     let mut out = Vec::new();
     let mut line = |n: &str, r: String| out.push(format!("{n}: {r}"));
-    line("retrieve an unknown session", show(&d.retrieve(b"conf-none")));
+    line(
+        "retrieve an unknown session",
+        show(&d.retrieve(b"conf-none")),
+    );
     let a = d.retrieve(b"conf-a");
     line("retrieve conf-a", show(&a));
     let a = a.unwrap();
@@ -226,21 +249,33 @@ pub fn stage2<D: Dev>(d: &mut D) -> Vec<String> {
     first.seek(SeekFrom::Start(3)).unwrap();
     let mut second = std::fs::File::from(again);
     let same = second.stream_position().unwrap() == 3;
-    line("retrieve token 1 again gives the same file", same.to_string());
+    line(
+        "retrieve token 1 again gives the same file",
+        same.to_string(),
+    );
     let cloexec = luo_sys::fcntl_getfd(f1.as_fd()).unwrap() & 1 != 0;
     line("the retrieved fd is close-on-exec", cloexec.to_string());
     line("retrieve an unknown token", show(&d.retrieve_fd(&a, 77)));
     let m = memfd(b"new");
-    line("preserve into an incoming session", show(&d.preserve(&a, m.as_fd(), 100)));
+    line(
+        "preserve into an incoming session",
+        show(&d.preserve(&a, m.as_fd(), 100)),
+    );
     let n = d.create(b"conf-new").unwrap();
     line(
         "preserve a retrieved, unfinished file elsewhere",
         show(&d.preserve(&n, f1.as_fd(), 1)),
     );
-    line("retrieve a file from an outgoing session", show(&d.retrieve_fd(&n, 1)));
+    line(
+        "retrieve a file from an outgoing session",
+        show(&d.retrieve_fd(&n, 1)),
+    );
     line("finish an outgoing session", show(&d.finish(&n)));
     let a2 = d.create(b"conf-a");
-    line("create an outgoing session named as an incoming one", show(&a2));
+    line(
+        "create an outgoing session named as an incoming one",
+        show(&a2),
+    );
     line("finish conf-a", show(&d.finish(&a)));
     line("finish conf-a again", show(&d.finish(&a)));
     line("retrieve token 9 after finish", show(&d.retrieve_fd(&a, 9)));
@@ -249,20 +284,38 @@ pub fn stage2<D: Dev>(d: &mut D) -> Vec<String> {
         show(&d.preserve(&n, f1.as_fd(), 1)),
     );
     d.close(a);
-    line("retrieve conf-a after finish and close", show(&d.retrieve(b"conf-a")));
+    line(
+        "retrieve conf-a after finish and close",
+        show(&d.retrieve(b"conf-a")),
+    );
     let e = d.retrieve(b"conf-empty");
     line("retrieve the empty session", show(&e));
-    line("finish the empty session", show(&d.finish(e.as_ref().unwrap())));
+    line(
+        "finish the empty session",
+        show(&d.finish(e.as_ref().unwrap())),
+    );
     d.close(e.unwrap());
     let dd = d.retrieve(b"conf-d").unwrap();
     let f4 = d.retrieve_fd(&dd, 1).map(|f| contents(&f));
-    line("conf-d token 1 holds", f4.unwrap_or_else(|e| format!("{e:?}")));
-    line("finish conf-d with token 2 never retrieved", show(&d.finish(&dd)));
-    line("retrieve the discarded token 2", show(&d.retrieve_fd(&dd, 2)));
+    line(
+        "conf-d token 1 holds",
+        f4.unwrap_or_else(|e| format!("{e:?}")),
+    );
+    line(
+        "finish conf-d with token 2 never retrieved",
+        show(&d.finish(&dd)),
+    );
+    line(
+        "retrieve the discarded token 2",
+        show(&d.retrieve_fd(&dd, 2)),
+    );
     d.close(dd);
     let b = d.retrieve(b"conf-b").unwrap();
     let f2 = d.retrieve_fd(&b, 1).map(|f| contents(&f));
-    line("conf-b token 1 holds", f2.unwrap_or_else(|e| format!("{e:?}")));
+    line(
+        "conf-b token 1 holds",
+        f2.unwrap_or_else(|e| format!("{e:?}")),
+    );
     line("finish conf-b", show(&d.finish(&b)));
     d.close(b);
     d.close(n);
@@ -357,7 +410,11 @@ pub fn uapi_rules(dev: BorrowedFd<'_>) -> Vec<String> {
     );
     line(
         "create with a wrong encoding (_IOW)",
-        lu::raw_ioctl(dev, (lu::CREATE_SESSION as u64) | (1 << 30) | (72 << 16), &mut create.clone()),
+        lu::raw_ioctl(
+            dev,
+            (lu::CREATE_SESSION as u64) | (1 << 30) | (72 << 16),
+            &mut create.clone(),
+        ),
     );
     line(
         "create with a NULL argument",
@@ -386,7 +443,10 @@ pub fn uapi_rules(dev: BorrowedFd<'_>) -> Vec<String> {
     let name = lu::get_name(s.as_fd());
     out.push(format!(
         "uapi get_name: {}",
-        name.map_or_else(|e| format!("{e:?}"), |n| String::from_utf8_lossy(&n).into_owned())
+        name.map_or_else(
+            |e| format!("{e:?}"),
+            |n| String::from_utf8_lossy(&n).into_owned()
+        )
     ));
     out
 }

@@ -118,6 +118,13 @@ fn role_vm_client_stage1() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     net.preserve(1, &listener).unwrap();
     net.preserve(2, small("net state")).unwrap();
+    // Two eventfds share one inode; this kernel has no kcmp, so luod tells
+    // them apart with F_DUPFD_QUERY (and still refuses a dup).
+    let e1 = luo_sys::eventfd(0).unwrap();
+    let e2 = luo_sys::eventfd(0).unwrap();
+    net.preserve(3, &e1).unwrap();
+    net.preserve(4, &e2).unwrap();
+    assert_eq!(net.preserve(5, &e1).unwrap_err().errno, luo::Errno::EBUSY);
     net.handover().unwrap();
     println!("@@ CLIENT1 OK");
 }
@@ -297,7 +304,10 @@ poweroff -f
 /// (the test harness and the terminal may put text before it).
 fn markers(log: &str) -> Vec<String> {
     log.lines()
-        .filter_map(|l| l.find("@@ ").map(|i| l[i..].trim_end_matches('\r').to_string()))
+        .filter_map(|l| {
+            l.find("@@ ")
+                .map(|i| l[i..].trim_end_matches('\r').to_string())
+        })
         .collect()
 }
 
@@ -392,7 +402,10 @@ fn kernel_live_update_in_qemu() {
         )
     };
     if status.is_none() {
-        fail(&format!("the VM did not finish within {} s", VM_TIMEOUT.as_secs()));
+        fail(&format!(
+            "the VM did not finish within {} s",
+            VM_TIMEOUT.as_secs()
+        ));
     }
     let markers = markers(&log);
     let has = |s: &str| markers.iter().any(|l| l == s);
@@ -421,10 +434,18 @@ fn kernel_live_update_in_qemu() {
     }
     // The same conformance results as the model's, then the uAPI rules.
     let conf = conf_lines(&markers);
-    let want: Vec<String> = EXPECTED[..EXPECTED.iter().position(|l| *l == "--- update ---").unwrap()]
+    let want: Vec<String> = EXPECTED[..EXPECTED
+        .iter()
+        .position(|l| *l == "--- update ---")
+        .unwrap()]
         .iter()
         .chain(EXPECTED_UAPI)
-        .chain(&EXPECTED[EXPECTED.iter().position(|l| *l == "--- update ---").unwrap()..])
+        .chain(
+            &EXPECTED[EXPECTED
+                .iter()
+                .position(|l| *l == "--- update ---")
+                .unwrap()..],
+        )
         .map(|s| s.to_string())
         .collect();
     if conf != want {
@@ -437,12 +458,17 @@ fn kernel_live_update_in_qemu() {
         .iter()
         .find_map(|l| l.strip_prefix("@@ status "))
         .unwrap_or_else(|| fail("no status line"));
-    let v = luo_proto::json::parse(status.as_bytes()).unwrap_or_else(|e| fail(&format!("bad status JSON: {e}")));
+    let v = luo_proto::json::parse(status.as_bytes())
+        .unwrap_or_else(|e| fail(&format!("bad status JSON: {e}")));
     let n = |k: &str| v.get(k).and_then(luo_proto::Value::as_u64);
     if v.get("backend").and_then(luo_proto::Value::as_str) != Some("kernel") {
         fail("luod in the second kernel is not on the kernel backend");
     }
-    if n("epoch") != Some(2) || n("outgoing") != Some(0) || n("incoming") != Some(0) || n("files") != Some(0) {
+    if n("epoch") != Some(2)
+        || n("outgoing") != Some(0)
+        || n("incoming") != Some(0)
+        || n("files") != Some(0)
+    {
         fail(&format!("luoctl status after the update: {status}"));
     }
     if !log.contains("restored 3 sessions with 4 files") {
