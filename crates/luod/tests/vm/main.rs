@@ -8,6 +8,8 @@
 //! kernel image when it is not at `../shared/kernel/bzImage` beside the
 //! checkout or `/work/shared/kernel/bzImage`.
 //!
+//! `LUO_VM_KEEP=1` keeps the initramfs and the serial log.
+//!
 //! The `role_*` tests are not tests: they are what runs inside the VM
 //! (`vmtest --exact role_... --ignored`).
 
@@ -220,7 +222,9 @@ fn install(root: &Path, bin: &Path, name: &str) {
     if which("strip").is_some() {
         run(Command::new("strip").arg("--strip-debug").arg(&to));
     }
-    for line in run(Command::new("ldd").arg(bin)).lines() {
+    // A static binary has no libraries (and ldd fails on it).
+    let libs = Command::new("ldd").arg(bin).output().unwrap();
+    for line in String::from_utf8_lossy(&libs.stdout).lines() {
         let lib = line
             .split_whitespace()
             .find(|w| w.starts_with('/'))
@@ -342,8 +346,7 @@ fn kernel_live_update_in_qemu() {
     let _ = std::fs::remove_dir_all(&work);
     let root = work.join("root");
     std::fs::create_dir_all(root.join("bin")).unwrap();
-    let busybox = which("busybox").unwrap();
-    std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
+    install(&root, &which("busybox").unwrap(), "busybox");
     install(&root, Path::new(LUOD), "luod");
     install(&root, Path::new(LUOCTL), "luoctl");
     install(&root, &std::env::current_exe().unwrap(), "vmtest");
@@ -471,9 +474,17 @@ fn kernel_live_update_in_qemu() {
     {
         fail(&format!("luoctl status after the update: {status}"));
     }
+    // One agent session spread over two kernel sessions (--kernel-session-files 1).
+    if !log.contains("kernel sessions: 4") {
+        fail("the preflight did not count 4 kernel sessions for 3 agent sessions");
+    }
     if !log.contains("restored 3 sessions with 4 files") {
         fail("luod did not log restoring 3 sessions with 4 files");
     }
     eprintln!("the VM run took {} s", elapsed.as_secs());
-    let _ = std::fs::remove_dir_all(&work);
+    if std::env::var_os("LUO_VM_KEEP").is_some() {
+        eprintln!("LUO_VM_KEEP: the serial log is {}", log_path.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
 }
