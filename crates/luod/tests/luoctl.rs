@@ -593,3 +593,137 @@ fn a_batch_over_253_files_stops_at_the_refused_token_with_luod() {
     session.preserve_batch(&batch[280..]).unwrap();
     assert_eq!(session.info().unwrap().file_count, 299);
 }
+
+#[test]
+fn kexec_usage_errors() {
+    assert_usage_error(&["update", "--kernel", "/k"], "need --kexec");
+    assert_usage_error(&["update", "--kexec"], "needs --kernel FILE");
+    assert_usage_error(&["status", "--dry-run"], "apply to update, not status");
+    assert_usage_error(
+        &[
+            "update",
+            "--kexec",
+            "--kernel",
+            "/k",
+            "--append",
+            "x",
+            "--reuse-cmdline",
+        ],
+        "not both",
+    );
+    assert_usage_error(&["update", "--kexec", "--kernel"], "--kernel needs a FILE");
+}
+
+#[test]
+fn kexec_preflight_and_refusals_on_the_emulated_backend() {
+    let luod = start_luod();
+    let baseline = luod.settled_fds();
+    let dir = TempDir::new("kexec");
+    let kernel = dir.path("bzImage");
+    std::fs::write(&kernel, vec![0u8; 4096]).unwrap();
+    let client = luo::Client::connect_to(&luod.sock).unwrap();
+    let s = client.create_session("k").unwrap();
+    s.preserve(1, luo::memfd_create("m").unwrap()).unwrap();
+    s.preserve(2, luo_sys::eventfd(0).unwrap()).unwrap();
+    s.handover().unwrap();
+    let base = [
+        "update",
+        "--kexec",
+        "--kernel",
+        kernel.as_str(),
+        "--append",
+        "console=ttyS0 liveupdate=on",
+    ];
+
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        ctl(&luod, &a)
+    };
+    // The preflight names what cannot cross, and why, and changes nothing.
+    let o = with(&["--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    for needle in [
+        "backend emulated",
+        "(liveupdate=on: yes)",
+        "cannot cross a kexec:",
+        "token 2 (luo-eventfd-v1)",
+        "1 file in 1 session cross",
+        "1 file would be lost",
+        "luod runs on the emulated backend",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
+    }
+    let o = ctl(
+        &luod,
+        &[
+            "--json",
+            "update",
+            "--kexec",
+            "--kernel",
+            kernel.as_str(),
+            "--append",
+            "quiet",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = json::parse(stdout(&o).trim().as_bytes()).unwrap();
+    let p = v.get("preflight").unwrap();
+    let n = |k: &str| p.get(k).and_then(Value::as_u64);
+    assert_eq!((n("carried_files"), n("lost_files")), (Some(1), Some(1)));
+    assert_eq!(n("kernel_bytes"), Some(4096));
+    assert_eq!(
+        p.get("next_cmdline_liveupdate").and_then(Value::as_bool),
+        Some(false)
+    );
+    // Lost files, no liveupdate=on, the emulated backend.
+    assert_eq!(
+        p.get("problems")
+            .and_then(Value::as_array)
+            .map(<[Value]>::len),
+        Some(3)
+    );
+
+    // Problems refuse the update; --force reaches luod, which cannot kexec.
+    let o = with(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("ECANCELED"), "{}", stderr(&o));
+    let o = with(&["--force"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("EOPNOTSUPP") && err.contains("--backend kernel"),
+        "{err}"
+    );
+    // Nothing changed.
+    let st = client.status().unwrap();
+    assert_eq!((st.incoming, st.files), (1, 2));
+
+    let o = ctl(
+        &luod,
+        &["update", "--kexec", "--kernel", "/nonexistent/bzImage"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("cannot open the kernel"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The raw request: descriptors must match "initrd".
+    let r = client
+        .raw_request(
+            &luo_proto::request("kexec")
+                .with("cmdline", "x")
+                .with("dry_run", true),
+        )
+        .unwrap_err();
+    assert_eq!(r.errno, luo::Errno::EINVAL);
+    assert!(r.message.contains("kernel image's descriptor"), "{r}");
+    client.finish("k", None).unwrap();
+    drop((s, client));
+    // The kernel images sent with each request were closed.
+    assert_eq!(luod.settled_fds(), baseline);
+}
