@@ -38,6 +38,7 @@ mod error;
 pub mod flb;
 pub mod handler;
 pub mod identity;
+pub mod snapshot;
 pub mod testing;
 mod tree;
 
