@@ -156,7 +156,8 @@ impl Luo {
             .enumerate()
             .map(|(i, h)| (h.compatible(), i))
             .collect();
-        let mut fds: Vec<Option<Arc<OwnedFd>>> = fds.into_iter().map(|f| Some(Arc::new(f))).collect();
+        let mut fds: Vec<Option<Arc<OwnedFd>>> =
+            fds.into_iter().map(|f| Some(Arc::new(f))).collect();
         let mut sessions = std::collections::BTreeMap::new();
         let mut outgoing: HashMap<NameKey, u64> = HashMap::new();
         let mut incoming: HashMap<NameKey, u64> = HashMap::new();
@@ -174,7 +175,10 @@ impl Luo {
             };
             // A finished session is no longer listed by name.
             if side != (Side::Incoming { finished: true }) && list.insert(nk, s.key).is_some() {
-                return err(Errno::EINVAL, "two sessions of one owner share a name and side");
+                return err(
+                    Errno::EINVAL,
+                    "two sessions of one owner share a name and side",
+                );
             }
             let u = usage.entry(s.owner).or_default();
             u.sessions += 1;
@@ -187,10 +191,12 @@ impl Luo {
                         format!("no handler {:?} to take over token {}", f.handler, f.token),
                     );
                 };
-                let custody = fds
-                    .get_mut(f.fd)
-                    .and_then(Option::take)
-                    .ok_or_else(|| crate::Error::new(Errno::EINVAL, format!("descriptor {} is missing or used twice", f.fd)))?;
+                let custody = fds.get_mut(f.fd).and_then(Option::take).ok_or_else(|| {
+                    crate::Error::new(
+                        Errno::EINVAL,
+                        format!("descriptor {} is missing or used twice", f.fd),
+                    )
+                })?;
                 if f.indexed {
                     let holder = Holder {
                         session: s.key,
@@ -243,7 +249,9 @@ impl Luo {
         }
         let mut handles = HashMap::with_capacity(snap.handles.len());
         for (h, session, live) in snap.handles {
-            if !sessions.contains_key(&session) || handles.insert(h, HandleEntry { session, live }).is_some() {
+            if !sessions.contains_key(&session)
+                || handles.insert(h, HandleEntry { session, live }).is_some()
+            {
                 return err(Errno::EINVAL, format!("handle {h} is inconsistent"));
             }
         }

@@ -25,7 +25,10 @@ fn read(fd: OwnedFd) -> Vec<u8> {
 /// of the same files (as after `exec`).
 fn carry(old: &Luo) -> Luo {
     let (snap, fds) = old.snapshot().unwrap();
-    let fds: Vec<OwnedFd> = fds.iter().map(|f| f.try_clone_to_owned().unwrap()).collect();
+    let fds: Vec<OwnedFd> = fds
+        .iter()
+        .map(|f| f.try_clone_to_owned().unwrap())
+        .collect();
     let mut new = Luo::with_default_handlers();
     new.restore(snap, fds).unwrap();
     new
@@ -80,7 +83,12 @@ fn every_session_state_survives_a_snapshot() {
 
     // The handles work in the new model as in the old.
     assert_eq!(new.name(open).unwrap(), b"open");
-    assert_eq!(new.preserve(open, ev.try_clone().unwrap(), 9).unwrap_err().errno, Errno::EBUSY);
+    assert_eq!(
+        new.preserve(open, ev.try_clone().unwrap(), 9)
+            .unwrap_err()
+            .errno,
+        Errno::EBUSY
+    );
     new.preserve(open, luo_sys::eventfd(0).unwrap(), 9).unwrap();
     assert_eq!(new.name(w).unwrap_err().errno, Errno::ESTALE);
     let infos = new.sessions();
@@ -109,15 +117,24 @@ fn a_broken_snapshot_is_refused() {
     let (snap, fds) = old.snapshot().unwrap();
     // A descriptor missing.
     let mut new = Luo::with_default_handlers();
-    assert_eq!(new.restore(snap.clone(), Vec::new()).unwrap_err().errno, Errno::EINVAL);
+    assert_eq!(
+        new.restore(snap.clone(), Vec::new()).unwrap_err().errno,
+        Errno::EINVAL
+    );
     // A handler the new model does not have.
     let mut bare = Luo::new(luo_core::Limits::default());
     let fd = fds[0].try_clone_to_owned().unwrap();
-    assert_eq!(bare.restore(snap.clone(), vec![fd]).unwrap_err().errno, Errno::ENOENT);
+    assert_eq!(
+        bare.restore(snap.clone(), vec![fd]).unwrap_err().errno,
+        Errno::ENOENT
+    );
     // A model that is not empty.
     let mut busy = Luo::with_default_handlers();
     busy.create_session(0, b"other").unwrap();
     let fd = fds[0].try_clone_to_owned().unwrap();
-    assert_eq!(busy.restore(snap, vec![fd]).unwrap_err().errno, Errno::EINVAL);
+    assert_eq!(
+        busy.restore(snap, vec![fd]).unwrap_err().errno,
+        Errno::EINVAL
+    );
     let _ = fds[0].as_fd();
 }

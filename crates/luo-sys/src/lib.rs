@@ -32,6 +32,18 @@ fn cvt(ret: libc::c_int) -> Result<libc::c_int> {
     }
 }
 
+/// `fstat(2)` on a descriptor number this process may not own (an agent
+/// checking what it inherited across `exec` before taking it over).
+/// `EBADF` when nothing is open there.
+pub fn fstat_raw(fd: RawFd) -> Result<FileStat> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into `st` and reads nothing of
+    // ours; any integer is a valid argument (a closed one gives EBADF).
+    cvt(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
+    // SAFETY: fstat returned 0, so `st` is initialised.
+    Ok(FileStat::of(&unsafe { st.assume_init() }))
+}
+
 /// The parts of `struct stat` that luo uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStat {
@@ -48,6 +60,16 @@ pub struct FileStat {
 }
 
 impl FileStat {
+    fn of(st: &libc::stat) -> FileStat {
+        FileStat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: st.st_mode,
+            nlink: st.st_nlink,
+            size: st.st_size as u64,
+        }
+    }
+
     /// `S_ISREG`.
     pub fn is_regular(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFREG
@@ -78,14 +100,7 @@ pub fn fstat(fd: BorrowedFd<'_>) -> Result<FileStat> {
     // points to writable memory of the size fstat writes.
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: fstat returned 0, so it initialised the whole struct.
-    let st = unsafe { st.assume_init() };
-    Ok(FileStat {
-        dev: st.st_dev,
-        ino: st.st_ino,
-        mode: st.st_mode,
-        nlink: st.st_nlink,
-        size: st.st_size as u64,
-    })
+    Ok(FileStat::of(&unsafe { st.assume_init() }))
 }
 
 /// `TMPFS_MAGIC`, the `f_type` of shmem files (memfds among them).
@@ -719,6 +734,121 @@ pub fn open_path(path: &std::path::Path) -> Result<OwnedFd> {
     let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) })?;
     // SAFETY: open returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets or clears `FD_CLOEXEC`: a descriptor without it survives `exec`.
+pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    let flag = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: F_SETFD takes an integer flag; the fd is live for the borrow.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flag) })?;
+    Ok(())
+}
+
+/// Takes ownership of descriptors inherited across `exec`, by number (an
+/// agent that re-executed itself finds them in its state). Each must be
+/// open, above 2 and listed once; each is made close-on-exec again.
+///
+/// Call it once, before this process opens anything else, with numbers
+/// that only the previous program image used: nothing in this image owns
+/// them yet.
+pub fn adopt_inherited(nums: &[RawFd]) -> Result<Vec<OwnedFd>> {
+    let mut seen = std::collections::HashSet::with_capacity(nums.len());
+    for &n in nums {
+        if n <= 2 || !seen.insert(n) {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: F_GETFD only inspects the descriptor table entry.
+        cvt(unsafe { libc::fcntl(n, libc::F_GETFD) })?;
+    }
+    let mut out = Vec::with_capacity(nums.len());
+    for &n in nums {
+        // SAFETY: `n` is open (checked above), listed once, and was inherited
+        // across exec: per this function's contract nothing else in this
+        // image owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(n) };
+        set_cloexec(std::os::fd::AsFd::as_fd(&fd), true)?;
+        out.push(fd);
+    }
+    Ok(out)
+}
+
+fn cstrings(args: &[String]) -> Result<Vec<CString>> {
+    args.iter()
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| Errno::EINVAL))
+        .collect()
+}
+
+/// `execv(path, args)`: replaces this process image (same pid, descriptors
+/// without `FD_CLOEXEC` kept, environment kept). Returns only on failure.
+pub fn exec(path: &std::path::Path, args: &[String]) -> Errno {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(p) = CString::new(path.as_os_str().as_bytes()) else {
+        return Errno::EINVAL;
+    };
+    let Ok(c) = cstrings(args) else {
+        return Errno::EINVAL;
+    };
+    let mut argv: Vec<*const libc::c_char> = c.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: `p` and every argument are NUL-terminated strings that outlive
+    // the call, and `argv` is NULL-terminated.
+    unsafe { libc::execv(p.as_ptr(), argv.as_ptr()) };
+    Errno::last()
+}
+
+/// `execveat(fd, "", args, environ, AT_EMPTY_PATH)`: as [`exec`], with the
+/// program given by an open descriptor (it may have been replaced on disk
+/// since). Returns only on failure.
+pub fn exec_fd(fd: BorrowedFd<'_>, args: &[String]) -> Errno {
+    let Ok(c) = cstrings(args) else {
+        return Errno::EINVAL;
+    };
+    let mut argv: Vec<*const libc::c_char> = c.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let empty = c"";
+    extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    // SAFETY: the descriptor is live, `empty` and the arguments are
+    // NUL-terminated and outlive the call, `argv` is NULL-terminated, and
+    // `environ` is the process's environment, which nothing changes during
+    // the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            argv.as_ptr(),
+            environ,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    Errno::last()
+}
+
+/// `fcntl(F_ADD_SEALS)` on a memfd created with `MFD_ALLOW_SEALING`.
+pub fn add_seals(fd: BorrowedFd<'_>, seals: i32) -> Result<()> {
+    // SAFETY: F_ADD_SEALS takes an integer; the fd is live for the borrow.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(())
+}
+
+/// `fcntl(F_GET_SEALS)`.
+pub fn seals(fd: BorrowedFd<'_>) -> Result<i32> {
+    // SAFETY: F_GET_SEALS takes no argument; the fd is live for the borrow.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })
+}
+
+/// The memfd seals.
+pub mod seal {
+    /// `F_SEAL_SEAL`: no more seals.
+    pub const SEAL: i32 = libc::F_SEAL_SEAL;
+    /// `F_SEAL_SHRINK`.
+    pub const SHRINK: i32 = libc::F_SEAL_SHRINK;
+    /// `F_SEAL_GROW`.
+    pub const GROW: i32 = libc::F_SEAL_GROW;
+    /// `F_SEAL_WRITE`.
+    pub const WRITE: i32 = libc::F_SEAL_WRITE;
 }
 
 /// `RLIMIT_NOFILE` as `(soft, hard)`.

@@ -248,6 +248,25 @@ impl Client {
         field(u64_field(&reply.body, "epoch"))
     }
 
+    /// Upgrades the agent in place: luod re-executes itself as `binary`
+    /// (default: the binary at its own path, as a package upgrade leaves
+    /// it), same pid, keeping every connection, session and file; clients
+    /// notice nothing. The reply comes from the new agent: its `pid`,
+    /// `agent` (version) and `previous` version. Root or the agent's uid.
+    ///
+    /// # Errors
+    ///
+    /// `EPERM` for other users; `ENOEXEC` when `binary` is not a luod;
+    /// `EOPNOTSUPP` when it cannot read this agent's state (the old
+    /// agent keeps running in both cases); `exec`'s errno.
+    pub fn upgrade_agent(&self, binary: Option<&Path>) -> Result<Value> {
+        let mut body = request("upgrade");
+        if let Some(b) = binary {
+            body.set("binary", b.to_string_lossy().into_owned());
+        }
+        Ok(self.call(&body, 0)?.body)
+    }
+
     fn kexec_request(&self, plan: &KexecPlan<'_>, dry_run: bool) -> Result<Message> {
         let body = request("kexec")
             .with("cmdline", plan.cmdline)

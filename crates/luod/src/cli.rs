@@ -63,6 +63,9 @@ pub enum Command {
     Help,
     /// Print the version.
     Version,
+    /// `--upgrade-probe`: print the upgrade state versions this binary
+    /// reads (what an agent asks before it re-executes as this binary).
+    UpgradeProbe,
 }
 
 /// The options of [`Command::Run`].
@@ -84,6 +87,13 @@ pub struct Options {
     pub device: Option<PathBuf>,
     /// `--kernel-session-files`; `None` means no limit of the agent's own.
     pub kernel_session_files: Option<u64>,
+    /// `--upgrade-state FD`: this is an in-place upgrade; the state is in
+    /// this inherited memfd (set by the agent that re-executes, not by
+    /// people).
+    pub upgrade_state: Option<i32>,
+    /// `--upgrade-fallback FD`: the previous binary, to go back to when the
+    /// state is refused.
+    pub upgrade_fallback: Option<i32>,
 }
 
 /// How much the agent logs.
@@ -217,6 +227,21 @@ where
                         ))
                     }
                 };
+            }
+            "--upgrade-probe" => return Ok(Command::UpgradeProbe),
+            "--upgrade-state" | "--upgrade-fallback" => {
+                let v = text(&flag, value(&flag)?)?;
+                let Ok(n) = v.parse::<i32>() else {
+                    return usage(format!("{flag} takes a descriptor number, not {v:?}"));
+                };
+                if n <= 2 {
+                    return usage(format!("{flag} takes a descriptor number above 2"));
+                }
+                if flag == "--upgrade-state" {
+                    o.upgrade_state = Some(n);
+                } else {
+                    o.upgrade_fallback = Some(n);
+                }
             }
             "--device" => {
                 let v = value("--device")?;

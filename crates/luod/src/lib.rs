@@ -28,6 +28,7 @@ mod agent;
 pub mod cli;
 pub mod registry;
 
+pub use agent::upgrade::{fall_back, probe_answer, resume, FALLBACK_FLAG, STATE_FLAG};
 pub use agent::Agent;
 pub use luo_core::Quota;
 
@@ -123,6 +124,9 @@ pub enum AgentError {
     NotASocket(PathBuf),
     /// The requested backend is not available.
     Backend(String),
+    /// An in-place upgrade's state cannot be used (the new image refuses it
+    /// before taking anything over).
+    Upgrade(String),
     /// The previous kernel's registry cannot be used (missing, corrupt or
     /// of another version): starting would lose track of its sessions.
     Registry(String),
@@ -172,6 +176,7 @@ impl fmt::Display for AgentError {
             ),
             AgentError::Backend(m) => f.write_str(m),
             AgentError::Registry(m) => write!(f, "refusing to start: {m}"),
+            AgentError::Upgrade(m) => write!(f, "refusing the upgrade: {m}"),
             AgentError::Sys { what, errno } => write!(f, "{what}: {errno}"),
         }
     }

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use luo_core::handler::MemfdHandler;
 use luo_core::{FileHandler, FileInfo, FileOpArgs, IdentityKind, Luo};
+use luo_proto::Value;
 use luo_sys::{liveupdate as lu, Errno};
 use tracing::{info, warn};
 
@@ -283,6 +284,182 @@ impl Kernel {
         lu::preserve_fd(session.as_fd(), f.as_fd(), REGISTRY_TOKEN)
             .map_err(|e| (e, "preserving the registry memfd failed".to_string()))?;
         Ok(session)
+    }
+}
+
+/// The kernel state of an upgrade, parsed, naming descriptors by index.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    dev: usize,
+    next_seq: u64,
+    files_per_part: usize,
+    get_name: Option<bool>,
+    /// Per agent session: its parts `(name, descriptor, files)` and its
+    /// tokens' part indexes.
+    sessions: Vec<(u64, Vec<(String, Option<usize>, usize)>, Vec<(u64, usize)>)>,
+}
+
+fn plan_err(m: &str) -> String {
+    format!("the kernel backend's state is malformed: {m}")
+}
+
+impl Plan {
+    /// Parses what [`Kernel::state`] wrote.
+    pub(crate) fn parse(v: &Value) -> Result<Plan, String> {
+        let n =
+            |v: Option<&Value>, what: &str| v.and_then(Value::as_u64).ok_or_else(|| plan_err(what));
+        let mut sessions = Vec::new();
+        for s in v
+            .get("sessions")
+            .and_then(Value::as_array)
+            .ok_or_else(|| plan_err("sessions"))?
+        {
+            let s = s.as_array().ok_or_else(|| plan_err("session"))?;
+            let [key, parts, tokens] = s else {
+                return Err(plan_err("session"));
+            };
+            let mut ps = Vec::new();
+            for p in parts.as_array().ok_or_else(|| plan_err("parts"))? {
+                let [name, fd, files] = p.as_array().ok_or_else(|| plan_err("part"))? else {
+                    return Err(plan_err("part"));
+                };
+                let fd = match fd {
+                    Value::Null => None,
+                    x => Some(n(Some(x), "part descriptor")? as usize),
+                };
+                ps.push((
+                    name.as_str()
+                        .ok_or_else(|| plan_err("part name"))?
+                        .to_string(),
+                    fd,
+                    n(Some(files), "part files")? as usize,
+                ));
+            }
+            let mut ts = Vec::new();
+            for t in tokens.as_array().ok_or_else(|| plan_err("tokens"))? {
+                let [t, i] = t.as_array().ok_or_else(|| plan_err("token"))? else {
+                    return Err(plan_err("token"));
+                };
+                let i = n(Some(i), "token part")? as usize;
+                if i >= ps.len() {
+                    return Err(plan_err("a token names a part that does not exist"));
+                }
+                ts.push((n(Some(t), "token")?, i));
+            }
+            sessions.push((n(Some(key), "session key")?, ps, ts));
+        }
+        Ok(Plan {
+            dev: n(v.get("dev"), "dev")? as usize,
+            next_seq: n(v.get("next_seq"), "next_seq")?,
+            files_per_part: n(v.get("files_per_part"), "files_per_part")? as usize,
+            get_name: v.get("get_name").and_then(Value::as_bool),
+            sessions,
+        })
+    }
+
+    /// The descriptors it names.
+    pub(crate) fn fds(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(self.dev).chain(
+            self.sessions
+                .iter()
+                .flat_map(|(_, ps, _)| ps.iter().filter_map(|p| p.1)),
+        )
+    }
+}
+
+impl Kernel {
+    /// Every descriptor the kernel backend holds, in [`Kernel::state`]'s order.
+    pub(crate) fn for_each_fd(&self, f: &mut impl FnMut(BorrowedFd<'_>)) {
+        f(self.dev.as_fd());
+        for (_, p) in self.sorted() {
+            for part in &p.parts {
+                if let Some(fd) = &part.fd {
+                    f(fd.as_fd());
+                }
+            }
+        }
+    }
+
+    fn sorted(&self) -> Vec<(u64, &Parts)> {
+        let mut v: Vec<(u64, &Parts)> = self.sessions.iter().map(|(k, p)| (*k, p)).collect();
+        v.sort_unstable_by_key(|(k, _)| *k);
+        v
+    }
+
+    /// The upgrade state; `add` records a descriptor and returns its index.
+    pub(crate) fn state(
+        &self,
+        add: &mut dyn FnMut(BorrowedFd<'_>) -> Result<usize, luo_proto::Error>,
+    ) -> Result<Value, luo_proto::Error> {
+        let dev = add(self.dev.as_fd())?;
+        let mut sessions = Vec::new();
+        for (key, p) in self.sorted() {
+            let mut parts = Vec::new();
+            for part in &p.parts {
+                let fd = match &part.fd {
+                    Some(fd) => Value::from(add(fd.as_fd())?),
+                    None => Value::Null,
+                };
+                parts.push(Value::Array(vec![
+                    part.name.as_str().into(),
+                    fd,
+                    part.files.into(),
+                ]));
+            }
+            let tokens: Vec<Value> = p
+                .tokens
+                .iter()
+                .map(|(t, i)| Value::Array(vec![(*t).into(), (*i).into()]))
+                .collect();
+            sessions.push(Value::Array(vec![
+                key.into(),
+                Value::Array(parts),
+                Value::Array(tokens),
+            ]));
+        }
+        let mut v = Value::object()
+            .with("dev", dev)
+            .with("next_seq", self.next_seq)
+            .with("files_per_part", self.files_per_part)
+            .with("sessions", sessions);
+        if let Some(g) = self.get_name {
+            v.set("get_name", g);
+        }
+        Ok(v)
+    }
+
+    /// Rebuilds the kernel backend from a plan; `take` hands over the
+    /// descriptor of each index.
+    pub(crate) fn from_plan(plan: Plan, take: &mut impl FnMut(usize) -> OwnedFd) -> Kernel {
+        let dev = take(plan.dev);
+        let sessions = plan
+            .sessions
+            .into_iter()
+            .map(|(key, ps, ts)| {
+                let parts = ps
+                    .into_iter()
+                    .map(|(name, fd, files)| Part {
+                        name,
+                        fd: fd.map(&mut *take),
+                        files,
+                    })
+                    .collect();
+                (
+                    key,
+                    Parts {
+                        parts,
+                        tokens: ts.into_iter().collect(),
+                    },
+                )
+            })
+            .collect();
+        Kernel {
+            dev,
+            sessions,
+            next_seq: plan.next_seq,
+            files_per_part: plan.files_per_part.max(1),
+            get_name: plan.get_name,
+        }
     }
 }
 

@@ -21,6 +21,7 @@ mod kernel;
 mod kexec;
 mod ops;
 mod report;
+pub(crate) mod upgrade;
 
 /// Epoll key of the listening socket; connections get keys from 1 up, never
 /// reused, so a stale event for a closed connection finds nothing.

@@ -18,6 +18,7 @@ const AGENT_OPS: &[&str] = &[
     "sessions",
     "show",
     "kexec",
+    "upgrade",
 ];
 /// Requests taken on a session handle.
 const HANDLE_OPS: &[&str] = &["name", "info", "preserve", "retrieve", "handover", "finish"];
@@ -133,6 +134,10 @@ impl Agent {
         let op = msg.op()?.to_string();
         debug!("connection {key}: {}", clip(&op));
         match kind {
+            Kind::Agent { uid, .. } if op == "upgrade" => {
+                no_fds(&op, &msg)?;
+                Err(self.upgrade(key, uid, &msg))
+            }
             Kind::Agent { uid, .. } => self.agent_request(uid, &op, msg),
             Kind::Handle { handle, .. } => self.handle_request(handle, &op, msg),
             Kind::Refused { why, .. } => Err(Error::new(Errno::EDQUOT, why)),

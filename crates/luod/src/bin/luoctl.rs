@@ -41,6 +41,10 @@ COMMANDS:
     handover NAME [--owner UID] hand over an outgoing session by name
     finish NAME [--owner UID]   retrieve and finish an incoming session by name,
                                 discarding files nobody retrieved
+    agent upgrade [--binary PATH]
+                                re-execute luod in place (same pid) as PATH
+                                (default: its own binary's path), keeping
+                                every session, file and connection
     help [COMMAND]              this text, or a command's
 
 OPTIONS:
@@ -151,6 +155,20 @@ UID names another uid's session (root only).
 ",
     ),
     (
+        "agent",
+        "\
+usage: luoctl [--socket PATH] [--json] agent upgrade [--binary PATH]
+
+Upgrades luod in place: it re-executes itself as PATH (default: the binary
+at its own path, where a package upgrade puts the new version), with the
+same pid, keeping its socket, every client connection and session handle,
+and every file in custody; clients notice nothing. It first asks PATH which
+state versions it reads and refuses (the running agent carries on) when PATH
+is not a luod or cannot read this agent's state. The reply comes from the
+new agent. Only root and the user luod runs as may do this.
+",
+    ),
+    (
         "help",
         "\
 usage: luoctl help [COMMAND]
@@ -177,6 +195,7 @@ enum Command {
     Show(String, Option<u32>),
     Update,
     Kexec(KexecArgs),
+    Upgrade(Option<PathBuf>),
     Handover(String, Option<u32>),
     Finish(String, Option<u32>),
 }
@@ -284,6 +303,7 @@ fn parse(args: Vec<OsString>, json: &mut bool) -> Result<Opts, UsageError> {
     let mut positional: Vec<OsString> = Vec::new();
     let mut only_positional = false;
     let mut kx = KexecArgs::default();
+    let mut binary: Option<PathBuf> = None;
     let path_arg = |flag: &str, v: Option<OsString>| match v {
         Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
         _ => Err(usage(format!("{flag} needs a FILE"), Some("update"))),
@@ -323,6 +343,14 @@ fn parse(args: Vec<OsString>, json: &mut bool) -> Result<Opts, UsageError> {
                 );
             }
             "--reuse-cmdline" => kx.reuse_cmdline = true,
+            "--binary" => {
+                binary = Some(
+                    it.next()
+                        .filter(|p| !p.is_empty())
+                        .map(PathBuf::from)
+                        .ok_or_else(|| usage("--binary needs a PATH", Some("agent")))?,
+                )
+            }
             "--dry-run" => kx.dry_run = true,
             "--force" => kx.force = true,
             _ if s.starts_with("--socket=") => {
@@ -384,6 +412,12 @@ fn parse(args: Vec<OsString>, json: &mut bool) -> Result<Opts, UsageError> {
             c,
         ));
     }
+    if binary.is_some() && cmd != "agent" {
+        return Err(usage(
+            format!("--binary applies to agent upgrade, not {cmd}"),
+            c,
+        ));
+    }
     if kx.any() && cmd != "update" {
         return Err(usage(
             format!("--kexec, --kernel, --initrd, --append, --reuse-cmdline, --dry-run and --force apply to update, not {cmd}"),
@@ -433,6 +467,18 @@ fn parse(args: Vec<OsString>, json: &mut bool) -> Result<Opts, UsageError> {
         "status" => no_args(Command::Status),
         "sessions" => no_args(Command::Sessions),
         "update" if kx.kexec => no_args(Command::Kexec(kx)),
+        "agent" => match rest.as_slice() {
+            [sub] if sub == "upgrade" => opts(Command::Upgrade(binary)),
+            [] => Err(usage("agent needs a subcommand: upgrade", c)),
+            [sub] => Err(usage(
+                format!("unknown agent subcommand '{sub}'; try upgrade"),
+                c,
+            )),
+            [_, extra, ..] => Err(usage(
+                format!("agent upgrade takes no arguments, got '{extra}'"),
+                c,
+            )),
+        },
         "update" => no_args(Command::Update),
         "show" => by_name(Command::Show),
         "handover" => by_name(Command::Handover),
@@ -707,6 +753,12 @@ fn hint_for(cmd: &Command, e: &Error) -> Option<String> {
         (Command::Kexec(_), Errno::EOPNOTSUPP) => {
             "start luod with --backend kernel on a kernel booted with liveupdate=on".to_string()
         }
+        (Command::Upgrade(_), Errno::EPERM) => {
+            "only root and the user luod runs as may upgrade it".to_string()
+        }
+        (Command::Upgrade(_), Errno::ENOEXEC | Errno::EOPNOTSUPP) => {
+            "the running agent was not touched; give --binary a luod that reads its state".to_string()
+        }
         (Command::Update, Errno::EPERM) => {
             "only root and the user luod runs as may run update".to_string()
         }
@@ -781,6 +833,34 @@ fn run(opts: &Opts) -> Result<String, Failure> {
         }
         v
     };
+    if let Command::Upgrade(b) = cmd {
+        let started = std::time::Instant::now();
+        let before = client.status().map_err(fail)?;
+        let reply = client.upgrade_agent(b.as_deref()).map_err(fail)?;
+        if opts.json {
+            return Ok(format!("{}\n", reply.to_json()));
+        }
+        let s = |k: &str| {
+            reply
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string()
+        };
+        let pid = reply.get("pid").and_then(Value::as_u64).unwrap_or(0);
+        return Ok(format!(
+            "luod upgraded in place: {} -> {}, pid {} ({}), answering again after {:.1} ms\n",
+            s("previous"),
+            s("agent"),
+            pid,
+            if u64::from(before.pid) == pid {
+                "unchanged"
+            } else {
+                "CHANGED"
+            },
+            started.elapsed().as_secs_f64() * 1e3
+        ));
+    }
     if let Command::Kexec(k) = cmd {
         return kexec(&client, k, opts.json).map_err(|(error, hint)| Failure {
             code: code_for(&error),
@@ -795,7 +875,7 @@ fn run(opts: &Opts) -> Result<String, Failure> {
         Command::Show(n, o) => by_name("show", n, *o),
         Command::Handover(n, o) => by_name("handover", n, *o),
         Command::Finish(n, o) => by_name("finish", n, *o),
-        Command::Kexec(_) | Command::Help(_) | Command::Version => {
+        Command::Kexec(_) | Command::Upgrade(_) | Command::Help(_) | Command::Version => {
             unreachable!("handled above")
         }
     };
@@ -843,7 +923,7 @@ fn run(opts: &Opts) -> Result<String, Failure> {
             owned_by(n, *o)
         ),
         Command::Finish(n, o) => format!("{} finished\n", owned_by(n, *o)),
-        Command::Kexec(_) | Command::Help(_) | Command::Version => {
+        Command::Kexec(_) | Command::Upgrade(_) | Command::Help(_) | Command::Version => {
             unreachable!("handled above")
         }
     };

@@ -21,6 +21,10 @@ fn main() -> ExitCode {
             println!("luod {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Ok(Command::UpgradeProbe) => {
+            println!("{}", luod::probe_answer());
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("luod: {e}");
             return ExitCode::from(2);
@@ -65,8 +69,46 @@ fn main() -> ExitCode {
     if let Some(n) = opts.kernel_session_files {
         config.kernel_files_per_session = usize::try_from(n).unwrap_or(usize::MAX);
     }
+    if let Some(state) = opts.upgrade_state {
+        return resume(config, state, opts.upgrade_fallback);
+    }
     match luod::run(config) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("luod: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// The second half of an in-place upgrade: this image takes over the state
+/// the previous one left, or goes back to it.
+fn resume(config: Config, state: i32, fallback: Option<i32>) -> ExitCode {
+    let nums: Vec<i32> = std::iter::once(state).chain(fallback).collect();
+    let mut fds = match luo_sys::adopt_inherited(&nums) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("luod: --upgrade-state: descriptor {state} is not open ({e})");
+            return ExitCode::from(1);
+        }
+    };
+    let fallback = if fallback.is_some() { fds.pop() } else { None };
+    let state = fds.pop().expect("the state descriptor");
+    match luod::resume(config, &state) {
+        Ok(mut agent) => {
+            if let Err(e) = agent.stop_on_signals().and_then(|()| agent.serve()) {
+                eprintln!("luod: {e}");
+                return ExitCode::from(e.exit_code());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ luod::AgentError::Upgrade(_)) => {
+            if let Some(fb) = fallback {
+                luod::fall_back(state, fb, &e);
+            }
+            eprintln!("luod: {e}");
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("luod: {e}");
             ExitCode::from(e.exit_code())

@@ -1,0 +1,866 @@
+//! In-place upgrade: the agent re-executes itself (same pid) with every
+//! descriptor kept open, and its state in a sealed memfd.
+//!
+//! The old image writes the state (the model, the connections with their
+//! pending replies, the kernel backend's sessions), seals it, clears
+//! `FD_CLOEXEC` on every descriptor the state names and `exec`s the new
+//! binary with `--upgrade-state FD`. Before that it asks the new binary
+//! (`--upgrade-probe`) which state versions it reads, and refuses when ours
+//! is not among them: the old agent keeps running. The new image checks the
+//! envelope, then that every descriptor is the file the state says it is
+//! (`st_dev`, `st_ino`), before it takes any over; if anything is wrong it
+//! goes back to the old binary (`--upgrade-fallback FD`, an open descriptor
+//! of it), which reads its own state.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use luo_core::snapshot::{SnapFile, SnapSession, SnapSide, Snapshot};
+use luo_core::{Identity, IdentityKind, Luo, RetrieveStatus, SessionHandle};
+use luo_proto::json::{self, Value};
+use luo_proto::{Errno, Error};
+use luo_sys::epoll::{EPOLLIN, EPOLLOUT, EPOLLRDHUP};
+use luo_sys::Epoll;
+use tracing::{error, info, warn};
+
+use super::{kernel, Agent, Conn, Kind, Outgoing, LISTENER, MAX_EVENTS};
+use crate::registry::{open, seal, RegistryError};
+use crate::{AgentError, Backend, Config};
+
+/// The state envelope's magic.
+const MAGIC: [u8; 8] = *b"luod-upg";
+/// The state format this binary writes and reads.
+pub const STATE_VERSION: u32 = 1;
+/// What `luod --upgrade-probe` prints, followed by the versions it reads.
+pub const PROBE_ANSWER: &str = "luod-upgrade-state";
+/// How long the new binary may take to answer the probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The command-line flags of an upgraded image, and their values.
+pub const STATE_FLAG: &str = "--upgrade-state";
+/// See [`STATE_FLAG`].
+pub const FALLBACK_FLAG: &str = "--upgrade-fallback";
+
+/// Descriptors the state names: raw number, `st_dev`, `st_ino`.
+#[derive(Default)]
+struct Fds {
+    list: Vec<(RawFd, u64, u64)>,
+}
+
+impl Fds {
+    /// Records `fd`, clears its close-on-exec flag, and returns its index.
+    fn add(&mut self, fd: BorrowedFd<'_>) -> Result<usize, Error> {
+        let st = luo_sys::fstat(fd).map_err(|e| Error::new(e, "inspecting a descriptor failed"))?;
+        self.add_known(fd, st.dev, st.ino)
+    }
+
+    fn add_known(&mut self, fd: BorrowedFd<'_>, dev: u64, ino: u64) -> Result<usize, Error> {
+        self.list.push((fd.as_raw_fd(), dev, ino));
+        Ok(self.list.len() - 1)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn retrieve_code(r: RetrieveStatus) -> i64 {
+    match r {
+        RetrieveStatus::NotRetrieved => 0,
+        RetrieveStatus::Retrieved => 1,
+        RetrieveStatus::Failed(e) => -i64::from(e.0),
+    }
+}
+
+fn retrieve_status(c: i64) -> RetrieveStatus {
+    match c {
+        0 => RetrieveStatus::NotRetrieved,
+        1 => RetrieveStatus::Retrieved,
+        n => RetrieveStatus::Failed(Errno(i32::try_from(-n).unwrap_or(libc_eio()))),
+    }
+}
+
+fn libc_eio() -> i32 {
+    Errno::EIO.0
+}
+
+/// The binary an upgrade executes by default: the one this process runs,
+/// at its path now (a package upgrade replaces the file; `/proc/self/exe`
+/// then says "(deleted)").
+fn current_binary() -> Result<PathBuf, Error> {
+    let p = std::fs::read_link("/proc/self/exe")
+        .map_err(|e| Error::new(Errno::from(e), "reading /proc/self/exe failed"))?;
+    let s = p.to_string_lossy();
+    Ok(PathBuf::from(s.strip_suffix(" (deleted)").unwrap_or(&s)))
+}
+
+/// Asks `binary` which state versions it reads.
+fn probe(binary: &Path) -> Result<(), Error> {
+    let mut child = std::process::Command::new(binary)
+        .arg("--upgrade-probe")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            let m = format!(
+                "cannot run {} to probe it: {e}; the agent keeps running",
+                binary.display()
+            );
+            Error::new(Errno::from(e), m)
+        })?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child
+            .try_wait()
+            .map_err(|e| Error::new(Errno::from(e), "waiting for the probe"))?
+        {
+            break s;
+        }
+        if started.elapsed() > PROBE_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::new(
+                Errno::ETIMEDOUT,
+                format!(
+                    "{} did not answer the upgrade probe within {} s; the agent keeps running",
+                    binary.display(),
+                    PROBE_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    let versions: Option<Vec<u32>> = out.trim().strip_prefix(PROBE_ANSWER).map(|v| {
+        v.split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    });
+    match versions {
+        Some(v) if status.success() && v.contains(&STATE_VERSION) => Ok(()),
+        Some(v) if status.success() => Err(Error::new(
+            Errno::EOPNOTSUPP,
+            format!(
+                "{} reads upgrade state versions {v:?}, not this agent's version {STATE_VERSION}; the agent keeps running (upgrade through a release that reads both)",
+                binary.display()
+            ),
+        )),
+        _ => Err(Error::new(
+            Errno::ENOEXEC,
+            format!(
+                "{} is not a luod that can take over (it did not answer the upgrade probe); the agent keeps running",
+                binary.display()
+            ),
+        )),
+    }
+}
+
+/// Arguments for the new image: ours without the previous upgrade's flags,
+/// plus the state and fallback descriptors.
+fn next_args(binary: &Path, state: RawFd, fallback: RawFd) -> Vec<String> {
+    let mut args = vec![binary.to_string_lossy().into_owned()];
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        if a == STATE_FLAG || a == FALLBACK_FLAG {
+            it.next();
+            continue;
+        }
+        args.push(a);
+    }
+    args.extend([
+        STATE_FLAG.to_string(),
+        state.to_string(),
+        FALLBACK_FLAG.to_string(),
+        fallback.to_string(),
+    ]);
+    args
+}
+
+impl Agent {
+    /// Every descriptor the state carries, in the order the state lists
+    /// them; `f` sees each once.
+    fn carried(&self, mut f: impl FnMut(BorrowedFd<'_>)) {
+        f(self.listener.as_fd());
+        let mut keys: Vec<u64> = self.conns.keys().copied().collect();
+        keys.sort_unstable();
+        for k in keys {
+            let c = &self.conns[&k];
+            f(c.fd.as_fd());
+            for o in &c.outbox {
+                for d in &o.fds {
+                    f(d.as_fd());
+                }
+            }
+        }
+        if let Some(k) = &self.kernel {
+            kernel::lock(k).for_each_fd(&mut f);
+        }
+        if let Ok((_, fds)) = self.luo.snapshot() {
+            for d in fds {
+                f(d);
+            }
+        }
+    }
+
+    fn set_carried_cloexec(&self, on: bool) {
+        self.carried(|fd| {
+            let _ = luo_sys::set_cloexec(fd, on);
+        });
+    }
+
+    /// The state as JSON, and the descriptors it names (each with its
+    /// close-on-exec flag cleared by the caller).
+    fn state(&self, reply_to: u64, previous: &str) -> Result<Value, Error> {
+        let mut fds = Fds::default();
+        let listener = fds.add(self.listener.as_fd())?;
+        let mut keys: Vec<u64> = self.conns.keys().copied().collect();
+        keys.sort_unstable();
+        let mut conns = Vec::with_capacity(keys.len());
+        for k in keys {
+            let c = &self.conns[&k];
+            let kind = match &c.kind {
+                Kind::Agent { uid, pid } => {
+                    Value::Array(vec!["a".into(), (*uid).into(), (*pid).into()])
+                }
+                // Told nothing yet; it will reconnect.
+                Kind::Refused { .. } => continue,
+                Kind::Handle {
+                    handle,
+                    name,
+                    owner,
+                } => Value::Array(vec![
+                    "h".into(),
+                    handle.0.into(),
+                    name.as_str().into(),
+                    (*owner).into(),
+                ]),
+            };
+            let fd = fds.add(c.fd.as_fd())?;
+            let mut outbox = Vec::new();
+            for o in &c.outbox {
+                let mut list = Vec::new();
+                for d in &o.fds {
+                    list.push(Value::from(fds.add(d.as_fd())?));
+                }
+                outbox.push(Value::Array(vec![hex(&o.bytes).into(), Value::Array(list)]));
+            }
+            conns.push(Value::Array(vec![
+                k.into(),
+                fd.into(),
+                kind,
+                Value::Array(outbox),
+                c.dead.into(),
+            ]));
+        }
+        let kernel = match &self.kernel {
+            None => Value::Null,
+            Some(k) => kernel::lock(k).state(&mut |fd: BorrowedFd<'_>| fds.add(fd))?,
+        };
+        let model = self.model_state(&mut fds)?;
+        let list: Vec<Value> = fds
+            .list
+            .iter()
+            .map(|&(n, dev, ino)| Value::Array(vec![n.into(), dev.into(), ino.into()]))
+            .collect();
+        Ok(Value::object()
+            .with("agent", format!("luod {}", env!("CARGO_PKG_VERSION")))
+            .with("previous", previous)
+            .with("socket", self.socket.to_string_lossy().into_owned())
+            .with(
+                "socket_id",
+                match self.socket_id {
+                    Some((d, i)) => Value::Array(vec![d.into(), i.into()]),
+                    None => Value::Null,
+                },
+            )
+            .with("backend", self.backend.as_str())
+            .with("listener", listener)
+            .with("next_key", self.next_key)
+            .with("reply_to", reply_to)
+            .with("conns", conns)
+            .with("kernel", kernel)
+            .with("model", model)
+            .with("fds", list))
+    }
+
+    fn model_state(&self, fds: &mut Fds) -> Result<Value, Error> {
+        let (snap, custody) = self
+            .luo
+            .snapshot()
+            .map_err(|e| Error::new(e.errno, e.message))?;
+        let mut handlers: Vec<String> = Vec::new();
+        let mut sessions = Vec::with_capacity(snap.sessions.len());
+        for s in &snap.sessions {
+            let mut files = Vec::with_capacity(s.files.len());
+            for f in &s.files {
+                let hi = match handlers.iter().position(|h| *h == f.handler) {
+                    Some(i) => i,
+                    None => {
+                        handlers.push(f.handler.clone());
+                        handlers.len() - 1
+                    }
+                };
+                let fd = fds.add_known(custody[f.fd], f.identity.dev, f.identity.ino)?;
+                files.push(Value::Array(vec![
+                    f.token.into(),
+                    hi.into(),
+                    f.identity.dev.into(),
+                    f.identity.ino.into(),
+                    u64::from(f.identity.kind == IdentityKind::Inode).into(),
+                    f.data.into(),
+                    f.indexed.into(),
+                    retrieve_code(f.retrieve).into(),
+                    f.pinned.into(),
+                    fd.into(),
+                ]));
+            }
+            let side = match s.side {
+                SnapSide::Outgoing => "o",
+                SnapSide::Incoming(false) => "i",
+                SnapSide::Incoming(true) => "f",
+            };
+            sessions.push(Value::Array(vec![
+                s.key.into(),
+                String::from_utf8_lossy(&s.name).into_owned().into(),
+                s.owner.into(),
+                side.into(),
+                Value::Array(s.handles.iter().map(|&h| h.into()).collect()),
+                Value::Array(files),
+            ]));
+        }
+        let handles: Vec<Value> = snap
+            .handles
+            .iter()
+            .map(|&(h, s, live)| Value::Array(vec![h.into(), s.into(), live.into()]))
+            .collect();
+        Ok(Value::object()
+            .with("epoch", snap.epoch)
+            .with("next_key", snap.next_key)
+            .with("next_handle", snap.next_handle)
+            .with(
+                "handlers",
+                handlers.into_iter().map(Value::from).collect::<Vec<_>>(),
+            )
+            .with("sessions", sessions)
+            .with("handles", handles))
+    }
+
+    /// The `upgrade` request: re-executes the agent as `binary` (default:
+    /// the binary at this process's path). Returns only when the upgrade
+    /// was refused before `exec`, or `exec` failed (the error to answer);
+    /// the agent then carries on unchanged.
+    pub(super) fn upgrade(&mut self, key: u64, uid: u32, msg: &luo_proto::Message) -> Error {
+        match self.try_upgrade(key, uid, msg) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        }
+    }
+
+    fn try_upgrade(
+        &mut self,
+        key: u64,
+        uid: u32,
+        msg: &luo_proto::Message,
+    ) -> Result<std::convert::Infallible, Error> {
+        if uid != 0 && uid != self.euid {
+            return Err(Error::new(
+                Errno::EPERM,
+                format!(
+                    "only root or uid {} (the agent's) may upgrade the agent; you are uid {uid}",
+                    self.euid
+                ),
+            ));
+        }
+        let binary = match msg.body.get("binary") {
+            None | Some(Value::Null) => current_binary()?,
+            Some(v) => PathBuf::from(
+                v.as_str()
+                    .ok_or_else(|| Error::new(Errno::EINVAL, "\"binary\" must be a path"))?,
+            ),
+        };
+        probe(&binary)?;
+        let started = Instant::now();
+        let previous = format!("luod {}", env!("CARGO_PKG_VERSION"));
+        let state = self.state(key, &previous)?;
+        let bytes = seal(MAGIC, STATE_VERSION, state.to_json().as_bytes());
+        let memfd = luo_sys::memfd_create("luod-upgrade-state", luo_sys::mfd::ALLOW_SEALING)
+            .map_err(|e| Error::new(e, "creating the state memfd failed"))?;
+        let mut f = std::fs::File::from(memfd);
+        f.write_all(&bytes)
+            .map_err(|e| Error::new(Errno::from(e), "writing the state failed"))?;
+        use luo_sys::seal::*;
+        luo_sys::add_seals(f.as_fd(), SEAL | SHRINK | GROW | WRITE)
+            .map_err(|e| Error::new(e, "sealing the state failed"))?;
+        let fallback = std::fs::File::open("/proc/self/exe")
+            .map_err(|e| Error::new(Errno::from(e), "opening the running binary failed"))?;
+        let args = next_args(&binary, f.as_raw_fd(), fallback.as_raw_fd());
+        self.set_carried_cloexec(false);
+        let _ = luo_sys::set_cloexec(f.as_fd(), false);
+        let _ = luo_sys::set_cloexec(fallback.as_fd(), false);
+        info!(
+            "upgrading in place to {} ({} bytes of state, {} custody descriptors, prepared in {} us)",
+            binary.display(),
+            bytes.len(),
+            self.luo.custody_count(),
+            started.elapsed().as_micros()
+        );
+        let e = luo_sys::exec(&binary, &args);
+        // Still here: nothing changed.
+        self.set_carried_cloexec(true);
+        error!(
+            "exec of {} failed: {e}; the agent keeps running",
+            binary.display()
+        );
+        Err(Error::new(
+            e,
+            format!(
+                "exec of {} failed ({e}); the agent keeps running",
+                binary.display()
+            ),
+        ))
+    }
+}
+
+/// `luod --upgrade-probe`: the state versions this binary reads.
+pub fn probe_answer() -> String {
+    format!("{PROBE_ANSWER} {STATE_VERSION}")
+}
+
+fn bad(m: impl Into<String>) -> AgentError {
+    AgentError::Upgrade(m.into())
+}
+
+fn num(v: &Value) -> Result<u64, AgentError> {
+    v.as_u64().ok_or_else(|| bad("a number is missing"))
+}
+
+fn arr(v: &Value) -> Result<&[Value], AgentError> {
+    v.as_array().ok_or_else(|| bad("an array is missing"))
+}
+
+fn field<'a>(v: &'a Value, k: &str) -> Result<&'a Value, AgentError> {
+    v.get(k).ok_or_else(|| bad(format!("\"{k}\" is missing")))
+}
+
+/// Reads and checks the state: the envelope, then every descriptor it
+/// names (open, and the file it was). Nothing is taken over yet.
+fn read_state(state: &OwnedFd) -> Result<Value, AgentError> {
+    let mut f = std::fs::File::from(
+        state
+            .try_clone()
+            .map_err(|e| bad(format!("duplicating the state: {e}")))?,
+    );
+    let mut bytes = Vec::new();
+    f.seek(SeekFrom::Start(0))
+        .and_then(|_| f.read_to_end(&mut bytes))
+        .map_err(|e| bad(format!("reading the state failed: {e}")))?;
+    let payload = open(&bytes, MAGIC, STATE_VERSION).map_err(|e| match e {
+        RegistryError::BadMagic => bad("the state is not a luod upgrade state"),
+        e => bad(format!(
+            "the upgrade state {}",
+            e.to_string().trim_start_matches("the registry ")
+        )),
+    })?;
+    let v = json::parse(payload).map_err(|e| bad(format!("the state is malformed: {e}")))?;
+    for d in arr(field(&v, "fds")?)? {
+        let d = arr(d)?;
+        let (n, dev, ino) = match d {
+            [n, dev, ino] => (num(n)?, num(dev)?, num(ino)?),
+            _ => return Err(bad("a descriptor entry is malformed")),
+        };
+        let n = RawFd::try_from(n).map_err(|_| bad("a descriptor number is out of range"))?;
+        let st =
+            luo_sys::fstat_raw(n).map_err(|e| bad(format!("descriptor {n} is not open ({e})")))?;
+        if (st.dev, st.ino) != (dev, ino) {
+            return Err(bad(format!(
+                "descriptor {n} is not the file the state names (inode {}:{} instead of {dev}:{ino})",
+                st.dev, st.ino
+            )));
+        }
+    }
+    Ok(v)
+}
+
+/// One connection of the state, before its descriptors are taken over.
+struct PlanConn {
+    key: u64,
+    fd: usize,
+    kind: Kind,
+    outbox: Vec<(Vec<u8>, Vec<usize>)>,
+    dead: bool,
+}
+
+/// The whole state, checked and parsed, naming descriptors by index.
+struct Plan {
+    previous: String,
+    socket: PathBuf,
+    socket_id: Option<(u64, u64)>,
+    backend: Backend,
+    listener: usize,
+    next_key: u64,
+    reply_to: u64,
+    conns: Vec<PlanConn>,
+    kernel: Option<kernel::Plan>,
+    /// `SnapFile::fd` indexes the state's descriptor list.
+    model: Snapshot,
+    nums: Vec<RawFd>,
+}
+
+fn parse_plan(v: &Value) -> Result<Plan, AgentError> {
+    let nums: Vec<RawFd> = arr(field(v, "fds")?)?
+        .iter()
+        .map(|d| arr(d).and_then(|d| num(&d[0])).map(|n| n as RawFd))
+        .collect::<Result<_, _>>()?;
+    let socket = PathBuf::from(
+        field(v, "socket")?
+            .as_str()
+            .ok_or_else(|| bad("\"socket\" is not a path"))?,
+    );
+    let socket_id = match field(v, "socket_id")? {
+        Value::Null => None,
+        x => match arr(x)? {
+            [d, i] => Some((num(d)?, num(i)?)),
+            _ => return Err(bad("\"socket_id\" is malformed")),
+        },
+    };
+    let backend = Backend::parse(field(v, "backend")?.as_str().unwrap_or(""))
+        .ok_or_else(|| bad("unknown backend"))?;
+    let mut conns = Vec::new();
+    for c in arr(field(v, "conns")?)? {
+        let [key, fd, kind, outbox, dead] = arr(c)? else {
+            return Err(bad("a connection entry is malformed"));
+        };
+        let kind = match arr(kind)? {
+            [t, uid, pid] if t.as_str() == Some("a") => Kind::Agent {
+                uid: num(uid)? as u32,
+                pid: pid.as_i64().unwrap_or(0) as i32,
+            },
+            [t, h, name, owner] if t.as_str() == Some("h") => Kind::Handle {
+                handle: SessionHandle(num(h)?),
+                name: name.as_str().unwrap_or("").to_string(),
+                owner: num(owner)? as u32,
+            },
+            _ => return Err(bad("a connection kind is malformed")),
+        };
+        let mut out = Vec::new();
+        for o in arr(outbox)? {
+            let [bytes, list] = arr(o)? else {
+                return Err(bad("a pending reply is malformed"));
+            };
+            let bytes = bytes
+                .as_str()
+                .and_then(unhex)
+                .ok_or_else(|| bad("a pending reply is malformed"))?;
+            let list = arr(list)?
+                .iter()
+                .map(|i| num(i).map(|i| i as usize))
+                .collect::<Result<_, _>>()?;
+            out.push((bytes, list));
+        }
+        conns.push(PlanConn {
+            key: num(key)?,
+            fd: num(fd)? as usize,
+            kind,
+            outbox: out,
+            dead: dead.as_bool().unwrap_or(false),
+        });
+    }
+    let kernel = match field(v, "kernel")? {
+        Value::Null => None,
+        k => Some(kernel::Plan::parse(k).map_err(bad)?),
+    };
+    let plan = Plan {
+        previous: field(v, "previous")?.as_str().unwrap_or("?").to_string(),
+        socket,
+        socket_id,
+        backend,
+        listener: num(field(v, "listener")?)? as usize,
+        next_key: num(field(v, "next_key")?)?,
+        reply_to: num(field(v, "reply_to")?)?,
+        conns,
+        kernel,
+        model: parse_model(field(v, "model")?)?,
+        nums,
+    };
+    // Everything the model will check, checked now: handlers this binary
+    // has, tokens unique per session, names unique per owner and side.
+    let known: Vec<String> = luo_core::handler::default_handlers()
+        .iter()
+        .map(|h| h.compatible().to_string())
+        .collect();
+    let mut names = std::collections::HashSet::new();
+    for s in &plan.model.sessions {
+        let mut tokens = std::collections::HashSet::new();
+        for f in &s.files {
+            if !known.contains(&f.handler) {
+                return Err(bad(format!("this luod has no handler {:?}", f.handler)));
+            }
+            if !tokens.insert(f.token) {
+                return Err(bad(format!("token {} is listed twice", f.token)));
+            }
+        }
+        let open = s.side == SnapSide::Outgoing;
+        if s.side != SnapSide::Incoming(true) && !names.insert((s.owner, s.name.clone(), open)) {
+            return Err(bad("two sessions of one owner share a name"));
+        }
+    }
+    // Every descriptor is named exactly once.
+    let mut uses = vec![0u32; plan.nums.len()];
+    let mut named = |i: usize| -> Result<(), AgentError> {
+        *uses
+            .get_mut(i)
+            .ok_or_else(|| bad(format!("descriptor {i} does not exist")))? += 1;
+        Ok(())
+    };
+    named(plan.listener)?;
+    for c in &plan.conns {
+        named(c.fd)?;
+        for (_, l) in &c.outbox {
+            l.iter().try_for_each(|&i| named(i))?;
+        }
+    }
+    if let Some(k) = &plan.kernel {
+        k.fds().try_for_each(&mut named)?;
+    }
+    for s in &plan.model.sessions {
+        s.files.iter().try_for_each(|f| named(f.fd))?;
+    }
+    if let Some(i) = uses.iter().position(|&n| n != 1) {
+        return Err(bad(format!("descriptor {i} is named {} times", uses[i])));
+    }
+    Ok(plan)
+}
+
+/// The new image's side: checks the state and every descriptor it names,
+/// takes them over, and returns the agent, which answers the upgrade
+/// request first thing. A refusal (`Err`) leaves every descriptor as it
+/// was, for [`fall_back`].
+pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
+    let started = Instant::now();
+    let v = read_state(state)?;
+    let mut plan = parse_plan(&v)?;
+    drop(v);
+    // From here on the descriptors are ours; nothing below refuses.
+    let fds: Vec<OwnedFd> = luo_sys::adopt_inherited(&plan.nums)
+        .map_err(|e| bad(format!("taking over the descriptors failed ({e})")))?;
+    let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+    let mut take = |i: usize| fds[i].take().expect("checked: named once");
+    let listener = take(plan.listener);
+    let epoll = Epoll::new().map_err(|e| AgentError::sys("creating an epoll instance", e))?;
+    epoll
+        .add(listener.as_fd(), LISTENER, EPOLLIN)
+        .map_err(|e| AgentError::sys("watching the listening socket", e))?;
+    let kernel = plan.kernel.take().map(|k| {
+        std::sync::Arc::new(std::sync::Mutex::new(kernel::Kernel::from_plan(
+            k, &mut take,
+        )))
+    });
+    let mut luo = match &kernel {
+        Some(k) => kernel::model(k),
+        None => Luo::with_default_handlers(),
+    };
+    let mut model_fds = Vec::new();
+    for s in &mut plan.model.sessions {
+        for f in &mut s.files {
+            model_fds.push(take(f.fd));
+            f.fd = model_fds.len() - 1;
+        }
+    }
+    // Checked in the plan; a failure here loses the state for good.
+    luo.restore(plan.model, model_fds).map_err(|e| {
+        AgentError::sys(
+            format!("rebuilding the model failed: {}", e.message),
+            e.errno,
+        )
+    })?;
+    luo.set_quota(config.quota);
+    let mut conns = HashMap::new();
+    let mut conns_per_uid: HashMap<u32, u64> = HashMap::new();
+    for c in plan.conns {
+        if let Kind::Agent { uid, .. } = c.kind {
+            *conns_per_uid.entry(uid).or_default() += 1;
+        }
+        let fd = take(c.fd);
+        let outbox: VecDeque<Outgoing> = c
+            .outbox
+            .into_iter()
+            .map(|(bytes, l)| Outgoing {
+                bytes,
+                fds: l.into_iter().map(&mut take).collect(),
+            })
+            .collect();
+        let interest = if outbox.is_empty() {
+            (EPOLLIN | EPOLLRDHUP) as u32
+        } else {
+            EPOLLOUT as u32
+        };
+        epoll
+            .add(fd.as_fd(), c.key, interest as i32)
+            .map_err(|e| AgentError::sys("watching a connection", e))?;
+        conns.insert(
+            c.key,
+            Conn {
+                fd,
+                kind: c.kind,
+                outbox,
+                interest,
+                dead: c.dead,
+            },
+        );
+    }
+    let mut agent = Agent {
+        socket: plan.socket,
+        socket_id: plan.socket_id,
+        backend: plan.backend,
+        kernel,
+        euid: luo_sys::geteuid(),
+        listener,
+        epoll,
+        luo,
+        conns,
+        next_key: plan.next_key,
+        paused_until: None,
+        conns_per_uid,
+        max_conns_per_uid: config.connections_per_uid,
+        refused: 0,
+        signals: None,
+        stop: None,
+        events: Vec::with_capacity(MAX_EVENTS),
+    };
+    info!(
+        "upgraded in place from {} to luod {} (pid {}): {} connections, {} sessions, {} custody descriptors taken over in {} us",
+        plan.previous,
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        agent.conns.len(),
+        agent.luo.summaries().len(),
+        agent.luo.custody_count(),
+        started.elapsed().as_micros()
+    );
+    let body = luo_proto::ok_reply()
+        .with("pid", std::process::id())
+        .with("agent", format!("luod {}", env!("CARGO_PKG_VERSION")))
+        .with("previous", plan.previous);
+    agent.reply(plan.reply_to, Ok(super::Reply::ok(body)));
+    agent.update_interest(plan.reply_to);
+    Ok(agent)
+}
+
+fn parse_model(m: &Value) -> Result<Snapshot, AgentError> {
+    let handlers: Vec<String> = arr(field(m, "handlers")?)?
+        .iter()
+        .map(|h| {
+            h.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad("a handler is not a string"))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut sessions = Vec::new();
+    for s in arr(field(m, "sessions")?)? {
+        let [key, name, owner, side, handles, files] = arr(s)? else {
+            return Err(bad("a session entry is malformed"));
+        };
+        let side = match side.as_str() {
+            Some("o") => SnapSide::Outgoing,
+            Some("i") => SnapSide::Incoming(false),
+            Some("f") => SnapSide::Incoming(true),
+            _ => return Err(bad("a session side is malformed")),
+        };
+        let mut list = Vec::new();
+        for f in arr(files)? {
+            let [token, hi, dev, ino, inode, data, indexed, retrieve, pinned, fd] = arr(f)? else {
+                return Err(bad("a file entry is malformed"));
+            };
+            let handler = handlers
+                .get(num(hi)? as usize)
+                .ok_or_else(|| bad("a file names no handler"))?
+                .clone();
+            list.push(SnapFile {
+                token: num(token)?,
+                handler,
+                identity: Identity {
+                    dev: num(dev)?,
+                    ino: num(ino)?,
+                    kind: if num(inode)? == 1 {
+                        IdentityKind::Inode
+                    } else {
+                        IdentityKind::OpenFile
+                    },
+                },
+                data: num(data)?,
+                indexed: indexed.as_bool().unwrap_or(true),
+                retrieve: retrieve_status(retrieve.as_i64().unwrap_or(0)),
+                pinned: num(pinned)?,
+                fd: num(fd)? as usize,
+            });
+        }
+        sessions.push(SnapSession {
+            key: num(key)?,
+            name: name.as_str().unwrap_or("").as_bytes().to_vec(),
+            owner: num(owner)? as u32,
+            side,
+            handles: arr(handles)?.iter().map(num).collect::<Result<_, _>>()?,
+            files: list,
+        });
+    }
+    let handles = arr(field(m, "handles")?)?
+        .iter()
+        .map(|h| match arr(h)? {
+            [h, s, live] => Ok((num(h)?, num(s)?, live.as_bool().unwrap_or(false))),
+            _ => Err(bad("a handle entry is malformed")),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Snapshot {
+        epoch: num(field(m, "epoch")?)?,
+        next_key: num(field(m, "next_key")?)?,
+        next_handle: num(field(m, "next_handle")?)?,
+        sessions,
+        handles,
+    })
+}
+
+/// What `main` does when [`resume`] refuses the state: go back to the
+/// binary that wrote it (its descriptor is `fallback`), which reads its
+/// own state. Returns only if that `exec` failed.
+pub fn fall_back(state: OwnedFd, fallback: OwnedFd, why: &AgentError) -> Errno {
+    warn!("{why}; going back to the previous binary");
+    let args = {
+        let mut a: Vec<String> = std::env::args().collect();
+        // The previous binary gets the same state; without a fallback of
+        // its own, so that a state nobody reads ends here.
+        if let Some(i) = a.iter().position(|x| x == FALLBACK_FLAG) {
+            a.drain(i..(i + 2).min(a.len()));
+        }
+        if let Some(i) = a.iter().position(|x| x == STATE_FLAG) {
+            if let Some(n) = a.get_mut(i + 1) {
+                *n = state.as_raw_fd().to_string();
+            }
+        }
+        a
+    };
+    let _ = luo_sys::set_cloexec(state.as_fd(), false);
+    let e = luo_sys::exec_fd(fallback.as_fd(), &args);
+    error!("going back to the previous binary failed too ({e})");
+    e
+}
