@@ -96,6 +96,8 @@ fn resume(config: Config, state: i32, fallback: Option<i32>) -> ExitCode {
     let state = fds.pop().expect("the state descriptor");
     match luod::resume(config, &state) {
         Ok(mut agent) => {
+            // Done with: the state is read, and there is no going back.
+            drop((state, fallback));
             if let Err(e) = agent.stop_on_signals().and_then(|()| agent.serve()) {
                 eprintln!("luod: {e}");
                 return ExitCode::from(e.exit_code());

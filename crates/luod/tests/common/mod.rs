@@ -166,7 +166,7 @@ impl Agent {
         }
     }
 
-    fn fd_listing(&self) -> String {
+    pub fn fd_listing(&self) -> String {
         let mut out = String::new();
         if let Ok(rd) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) {
             for e in rd.flatten() {

@@ -285,6 +285,8 @@ if [ $stage = 1 ]; then
     start_luod --kernel-session-files 1
     vmtest --exact role_vm_client_stage1 --ignored --nocapture 2>&1 | grep -v '^$'
     luoctl sessions
+    luoctl agent upgrade
+    echo "@@ agent upgrade: exit $?"
     luoctl update --kexec --kernel /boot/bzImage --initrd /boot/initrd.img --append "@NEXT@"
     echo "@@ kexec without --force: exit $?"
     luoctl update --kexec --kernel /boot/bzImage --initrd /boot/initrd.img --append "@NEXT@" --force
@@ -415,6 +417,7 @@ fn kernel_live_update_in_qemu() {
     for marker in [
         "@@ stage 1 begins",
         "@@ CLIENT1 OK",
+        "@@ agent upgrade: exit 0",
         "@@ kexec without --force: exit 1",
         "@@ stage 2 begins",
         "@@ big: 67108864 bytes intact",
