@@ -328,6 +328,15 @@ pub const SCM_MAX_FD: usize = 253;
 /// assert!(!got.ctrunc);
 /// ```
 pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<usize> {
+    sendmsg_fds(sock, None, data, fds)
+}
+
+fn sendmsg_fds(
+    sock: BorrowedFd<'_>,
+    to: Option<&(libc::sockaddr_un, libc::socklen_t)>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> Result<usize> {
     if fds.len() > SCM_MAX_FD {
         return Err(Errno::EINVAL);
     }
@@ -346,6 +355,10 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) 
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = 1;
+    if let Some((addr, len)) = to {
+        msg.msg_name = (addr as *const libc::sockaddr_un).cast_mut().cast();
+        msg.msg_namelen = *len;
+    }
     if !raw.is_empty() {
         msg.msg_control = cbuf.as_mut_ptr().cast();
         msg.msg_controllen = space;
@@ -364,8 +377,8 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) 
             );
         }
     }
-    // SAFETY: `msg` points to live iovec and control buffers that outlive the
-    // call; the fds are borrowed and stay open.
+    // SAFETY: `msg` points to live iovec, control and address buffers that
+    // outlive the call; the fds are borrowed and stay open.
     let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
     if n < 0 {
         return Err(Errno::last());
@@ -444,6 +457,78 @@ fn unix_addr(path: &std::path::Path) -> Result<(libc::sockaddr_un, libc::socklen
     }
     let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
     Ok((addr, len as libc::socklen_t))
+}
+
+/// An address for a path, or for the abstract namespace when it starts
+/// with `@` (as `$NOTIFY_SOCKET` may).
+fn unix_addr_any(path: &std::path::Path) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let Some(name) = bytes.strip_prefix(b"@") else {
+        return unix_addr(path);
+    };
+    // SAFETY: an all-zero sockaddr_un is valid (empty path).
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if name.len() + 1 > addr.sun_path.len() {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // sun_path[0] stays NUL: the abstract namespace.
+    for (d, s) in addr.sun_path[1..].iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
+    Ok((addr, len as libc::socklen_t))
+}
+
+fn unix_socket(ty: i32) -> Result<OwnedFd> {
+    // SAFETY: plain socket(2) call with constant arguments.
+    let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: socket returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends one datagram with descriptors to the `AF_UNIX` `SOCK_DGRAM` socket
+/// at `path` (`@name` for the abstract namespace): the `sd_notify(3)`
+/// protocol, `$NOTIFY_SOCKET`.
+pub fn dgram_send_to(path: &std::path::Path, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+    let to = unix_addr_any(path)?;
+    let sock = unix_socket(libc::SOCK_DGRAM)?;
+    sendmsg_fds(std::os::fd::AsFd::as_fd(&sock), Some(&to), data, fds)?;
+    Ok(())
+}
+
+/// An `AF_UNIX` `SOCK_DGRAM` socket bound to `path` (`@name` for the
+/// abstract namespace), for receiving datagrams.
+pub fn dgram_bind(path: &std::path::Path) -> Result<OwnedFd> {
+    let (addr, len) = unix_addr_any(path)?;
+    let fd = unix_socket(libc::SOCK_DGRAM)?;
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    })?;
+    Ok(fd)
+}
+
+/// Whether a socket is listening (`SO_ACCEPTCONN`).
+pub fn is_listening(fd: BorrowedFd<'_>) -> Result<bool> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are writable and sized for an int option.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(v != 0)
 }
 
 fn seqpacket_socket(nonblock: bool) -> Result<OwnedFd> {
