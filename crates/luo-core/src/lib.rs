@@ -1140,6 +1140,31 @@ impl Luo {
             .collect()
     }
 
+    /// Every session's key, in creation order.
+    pub fn session_keys(&self) -> Vec<u64> {
+        self.sessions.keys().copied().collect()
+    }
+
+    /// A session by key, cheaply (no `fstat`): its owner, name, state and
+    /// its files' tokens in preservation order. `None` when it is gone.
+    pub fn session_tokens(&self, key: u64) -> Option<(u32, &[u8], SessionState, Vec<u64>)> {
+        let s = self.sessions.get(&key)?;
+        let state = self.info(s, 0..0).state;
+        Some((
+            s.owner,
+            &s.name,
+            state,
+            s.files.iter().map(|f| f.token).collect(),
+        ))
+    }
+
+    /// The custody descriptor of file `token` of session `key`.
+    pub fn custody(&self, key: u64, token: u64) -> Option<std::os::fd::BorrowedFd<'_>> {
+        let s = self.sessions.get(&key)?;
+        let i = *s.tokens.get(&token)?;
+        Some(s.files[i].custody.as_fd())
+    }
+
     /// The key of the session behind a live handle (see
     /// [`FileOpArgs::session`]).
     pub fn session_key(&self, h: SessionHandle) -> Result<u64> {

@@ -1,0 +1,332 @@
+//! The mirror: after every request that changes a session, the store (the
+//! keeper, or systemd's fd store) holds a copy of each custody descriptor
+//! and a small record of each session, so that an agent killed at any
+//! instant loses nothing. A restarted agent takes them back
+//! ([`reclaim`]).
+//!
+//! Entry names (at most 255 ASCII characters, no `:`, as systemd wants):
+//!
+//! - `luo.s.INC.KEY.GEN`: a session's record, a sealed memfd holding
+//!   `{"owner", "name", "state", "epoch"}`; `GEN` counts its rewrites.
+//! - `luo.f.INC.KEY.SEQ.TOKEN`: a custody descriptor; `SEQ` is its place in
+//!   the session (preservation order).
+//!
+//! `INC` names the agent incarnation that wrote them (a crash-restarted
+//! agent writes its own and then removes the old ones); an in-place upgrade
+//! keeps it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use luo_core::{Luo, SessionState};
+use luo_proto::json::{self, Value};
+use luo_proto::Error;
+use tracing::{info, warn};
+
+use crate::store::Sink;
+
+#[derive(Debug, Clone, Default)]
+struct Record {
+    gen: u64,
+    incoming: bool,
+    next_seq: u64,
+    /// token → seq
+    files: HashMap<u64, u64>,
+}
+
+/// The agent's view of what the store holds.
+#[derive(Debug)]
+pub(crate) struct Mirror {
+    pub(crate) sink: Sink,
+    inc: String,
+    sessions: HashMap<u64, Record>,
+    /// Set when the store failed: it is rebuilt on the next sync.
+    broken: bool,
+}
+
+fn session_name(inc: &str, key: u64, gen: u64) -> String {
+    format!("luo.s.{inc}.{key}.{gen}")
+}
+
+fn file_name(inc: &str, key: u64, seq: u64, token: u64) -> String {
+    format!("luo.f.{inc}.{key}.{seq}.{token}")
+}
+
+fn record_memfd(owner: u32, name: &[u8], incoming: bool, epoch: u64) -> std::io::Result<OwnedFd> {
+    let v = Value::object()
+        .with("owner", owner)
+        .with("name", String::from_utf8_lossy(name).into_owned())
+        .with("state", if incoming { "incoming" } else { "open" })
+        .with("epoch", epoch);
+    let fd = luo_sys::memfd_create("luod-session", luo_sys::mfd::ALLOW_SEALING)?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(v.to_json().as_bytes())?;
+    use luo_sys::seal::*;
+    luo_sys::add_seals(f.as_fd(), SEAL | SHRINK | GROW | WRITE)?;
+    Ok(OwnedFd::from(f))
+}
+
+impl Mirror {
+    pub(crate) fn new(sink: Sink) -> Mirror {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Mirror {
+            sink,
+            inc: format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff),
+            sessions: HashMap::new(),
+            broken: false,
+        }
+    }
+
+    /// Brings the store in line with session `key` of the model.
+    pub(crate) fn sync(&mut self, luo: &Luo, key: u64) {
+        if self.broken {
+            return;
+        }
+        if let Err(e) = self.try_sync(luo, key) {
+            warn!(
+                "the {} failed ({e}); an agent crash now would lose what it does not hold",
+                self.sink.describe()
+            );
+            self.broken = true;
+        }
+    }
+
+    fn try_sync(&mut self, luo: &Luo, key: u64) -> Result<(), Error> {
+        let live = luo
+            .session_tokens(key)
+            .filter(|(_, _, st, _)| *st != SessionState::Finished);
+        let Some((owner, name, state, tokens)) = live else {
+            // Gone (aborted, or finished): nothing of it is kept.
+            if let Some(r) = self.sessions.remove(&key) {
+                let mut names: Vec<String> = r
+                    .files
+                    .iter()
+                    .map(|(t, s)| file_name(&self.inc, key, *s, *t))
+                    .collect();
+                names.push(session_name(&self.inc, key, r.gen));
+                self.sink.remove(&names)?;
+            }
+            return Ok(());
+        };
+        let incoming = state != SessionState::Open;
+        let fresh = !self.sessions.contains_key(&key);
+        let r = self.sessions.entry(key).or_default();
+        let mut puts: Vec<(String, BorrowedFd<'_>)> = Vec::new();
+        let mut removes = Vec::new();
+        let record;
+        if fresh || r.incoming != incoming {
+            let old = (!fresh).then(|| session_name(&self.inc, key, r.gen));
+            r.gen += 1;
+            r.incoming = incoming;
+            record = record_memfd(owner, name, incoming, luo.epoch())
+                .map_err(|e| Error::new(e.into(), "writing a session record failed"))?;
+            puts.push((session_name(&self.inc, key, r.gen), record.as_fd()));
+            removes.extend(old);
+        }
+        let present: std::collections::HashSet<u64> = tokens.iter().copied().collect();
+        for t in tokens {
+            if r.files.contains_key(&t) {
+                continue;
+            }
+            if let Some(fd) = luo.custody(key, t) {
+                let seq = r.next_seq;
+                r.next_seq += 1;
+                r.files.insert(t, seq);
+                puts.push((file_name(&self.inc, key, seq, t), fd));
+            }
+        }
+        let gone: Vec<u64> = r.files.keys().filter(|t| !present.contains(t)).copied().collect();
+        for t in gone {
+            let seq = r.files.remove(&t).expect("listed");
+            removes.push(file_name(&self.inc, key, seq, t));
+        }
+        // New entries first: a crash between the two leaves both, never
+        // neither.
+        self.sink.put(&puts)?;
+        self.sink.remove(&removes)
+    }
+
+    /// Puts every session of the model (after a reclaim, or to rebuild a
+    /// store that failed).
+    pub(crate) fn sync_all(&mut self, luo: &Luo) {
+        for key in luo.session_keys() {
+            self.sync(luo, key);
+        }
+    }
+
+    /// What `luoctl status` says.
+    pub(crate) fn describe(&self) -> String {
+        let mut s = self.sink.describe();
+        if self.broken {
+            s.push_str(" (failed: not in line with the sessions)");
+        }
+        s
+    }
+
+    /// The mirror's state for an in-place upgrade (the store itself and
+    /// the keeper's connection are carried separately).
+    pub(crate) fn state(&self) -> Value {
+        let mut keys: Vec<&u64> = self.sessions.keys().collect();
+        keys.sort_unstable();
+        let sessions: Vec<Value> = keys
+            .into_iter()
+            .map(|k| {
+                let r = &self.sessions[k];
+                let files: Vec<Value> = r
+                    .files
+                    .iter()
+                    .map(|(t, s)| Value::Array(vec![(*t).into(), (*s).into()]))
+                    .collect();
+                Value::Array(vec![
+                    (*k).into(),
+                    r.gen.into(),
+                    r.incoming.into(),
+                    r.next_seq.into(),
+                    Value::Array(files),
+                ])
+            })
+            .collect();
+        Value::object()
+            .with("inc", self.inc.as_str())
+            .with("broken", self.broken)
+            .with("sessions", sessions)
+    }
+
+    /// Rebuilds the mirror from [`Mirror::state`] around `sink`.
+    pub(crate) fn from_state(sink: Sink, v: &Value) -> Result<Mirror, String> {
+        let bad = || "the mirror's state is malformed".to_string();
+        let mut sessions = HashMap::new();
+        for s in v.get("sessions").and_then(Value::as_array).ok_or_else(bad)? {
+            let [k, gen, incoming, next_seq, files] = s.as_array().ok_or_else(bad)? else {
+                return Err(bad());
+            };
+            let mut f = HashMap::new();
+            for p in files.as_array().ok_or_else(bad)? {
+                let [t, s] = p.as_array().ok_or_else(bad)? else {
+                    return Err(bad());
+                };
+                f.insert(t.as_u64().ok_or_else(bad)?, s.as_u64().ok_or_else(bad)?);
+            }
+            sessions.insert(
+                k.as_u64().ok_or_else(bad)?,
+                Record {
+                    gen: gen.as_u64().ok_or_else(bad)?,
+                    incoming: incoming.as_bool().ok_or_else(bad)?,
+                    next_seq: next_seq.as_u64().ok_or_else(bad)?,
+                    files: f,
+                },
+            );
+        }
+        Ok(Mirror {
+            sink,
+            inc: v.get("inc").and_then(Value::as_str).ok_or_else(bad)?.to_string(),
+            sessions,
+            broken: v.get("broken").and_then(Value::as_bool).unwrap_or(false),
+        })
+    }
+}
+
+/// What [`reclaim`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Reclaimed {
+    pub(crate) sessions: usize,
+    pub(crate) files: usize,
+    pub(crate) aborted: usize,
+    /// The names taken back, to remove once the new agent's own are in.
+    pub(crate) old_names: Vec<String>,
+}
+
+#[derive(Default)]
+struct Found {
+    record: Option<(u64, OwnedFd)>,
+    files: BTreeMap<u64, (u64, OwnedFd)>,
+}
+
+/// Restores the sessions a previous agent left in the store: each session
+/// handed over (waiting, or retrieved and not finished) comes back waiting;
+/// a session still open when that agent died is dropped, as if its owner's
+/// connection had closed.
+pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaimed {
+    let mut out = Reclaimed::default();
+    let mut found: BTreeMap<(String, u64), Found> = BTreeMap::new();
+    for (name, fd) in entries {
+        out.old_names.push(name.clone());
+        let parts: Vec<&str> = name.split('.').collect();
+        let num = |i: usize| parts.get(i).and_then(|p| p.parse::<u64>().ok());
+        match parts.as_slice() {
+            ["luo", "s", inc, ..] => {
+                if let (Some(key), Some(gen)) = (num(3), num(4)) {
+                    let f = found.entry((inc.to_string(), key)).or_default();
+                    if f.record.as_ref().is_none_or(|(g, _)| *g < gen) {
+                        f.record = Some((gen, fd));
+                    }
+                }
+            }
+            ["luo", "f", inc, ..] => {
+                if let (Some(key), Some(seq), Some(token)) = (num(3), num(4), num(5)) {
+                    let f = found.entry((inc.to_string(), key)).or_default();
+                    f.files.insert(seq, (token, fd));
+                }
+            }
+            _ => warn!("ignoring an unknown entry {name:?} in the store"),
+        }
+    }
+    let mut epoch = luo.epoch();
+    for ((inc, key), f) in found {
+        let Some((_, rec)) = f.record else {
+            warn!(
+                "{} files of session {key} (incarnation {inc}) have no session record: dropped",
+                f.files.len()
+            );
+            continue;
+        };
+        let mut text = String::new();
+        let mut file = std::fs::File::from(rec);
+        if file.seek(SeekFrom::Start(0)).is_err() || file.read_to_string(&mut text).is_err() {
+            warn!("the record of session {key} cannot be read: dropped");
+            continue;
+        }
+        let Ok(v) = json::parse(text.as_bytes()) else {
+            warn!("the record of session {key} is malformed: dropped");
+            continue;
+        };
+        let owner = v.get("owner").and_then(Value::as_u64).unwrap_or(0) as u32;
+        let name = v.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let incoming = v.get("state").and_then(Value::as_str) == Some("incoming");
+        if let Some(e) = v.get("epoch").and_then(Value::as_u64) {
+            epoch = epoch.max(e);
+        }
+        let label = format!("session '{}' of uid {owner}", name.escape_debug());
+        if !incoming {
+            info!(
+                "{label} was open when the previous agent stopped: dropped, as if its owner's connection had closed ({} files released)",
+                f.files.len()
+            );
+            out.aborted += 1;
+            continue;
+        }
+        let h = match luo.create_session(owner, name.as_bytes()) {
+            Ok(h) => h,
+            Err(e) => {
+                warn!("{label} cannot be recreated ({e}); its {} files are dropped", f.files.len());
+                continue;
+            }
+        };
+        for (_, (token, fd)) in f.files {
+            match luo.preserve(h, fd, token) {
+                Ok(()) => out.files += 1,
+                Err(e) => warn!("{label}: token {token} cannot be taken back ({e})"),
+            }
+        }
+        match luo.handover(h) {
+            Ok(()) => out.sessions += 1,
+            Err(e) => warn!("{label} cannot wait for its owner again ({e}); dropped"),
+        }
+        let _ = luo.close(h);
+    }
+    luo.set_epoch(epoch);
+    out
+}

@@ -1,0 +1,346 @@
+//! Where copies of the agent's custody descriptors live so that they
+//! outlive the agent: systemd's file descriptor store (under systemd,
+//! `$NOTIFY_SOCKET`), or else the keeper, a minimal process the agent
+//! starts that holds duplicates and hands them back.
+//!
+//! Both hold named descriptors. The agent puts one entry per custody file
+//! and one per session (a small sealed memfd with its owner, name and
+//! state), removes them when files leave custody, and a restarted agent
+//! takes them all back (see `agent/mirror.rs`).
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use luo_proto::{Errno, Error, Value};
+use luo_sys::epoll::{EPOLLIN, EPOLLRDHUP};
+
+/// Most names in one keeper message (one descriptor each).
+const BATCH: usize = luo_sys::SCM_MAX_FD;
+
+/// A named-descriptor store.
+#[derive(Debug)]
+pub(crate) enum Sink {
+    /// The keeper: the agent's end of its connection, and its pid.
+    Keeper { link: OwnedFd, pid: u32 },
+    /// systemd's fd store, through `$NOTIFY_SOCKET`.
+    Systemd(PathBuf),
+}
+
+fn fail(what: &str, e: impl Into<Errno>) -> Error {
+    let e = e.into();
+    Error::new(e, format!("{what}: {e}"))
+}
+
+impl Sink {
+    /// Adds descriptors under names (a name may repeat: the keeper replaces,
+    /// systemd keeps both until removed).
+    pub(crate) fn put(&self, entries: &[(String, BorrowedFd<'_>)]) -> Result<(), Error> {
+        match self {
+            Sink::Keeper { link, .. } => {
+                for chunk in entries.chunks(BATCH) {
+                    let names: Vec<Value> = chunk.iter().map(|(n, _)| n.as_str().into()).collect();
+                    let fds: Vec<BorrowedFd<'_>> = chunk.iter().map(|(_, f)| *f).collect();
+                    let body = luo_proto::request("put").with("names", names);
+                    luo_proto::send(link.as_fd(), &body, &fds)
+                        .map_err(|e| fail("sending descriptors to the keeper failed", e.errno))?;
+                }
+                Ok(())
+            }
+            Sink::Systemd(path) => {
+                for (name, fd) in entries {
+                    let msg = format!("FDSTORE=1\nFDNAME={name}");
+                    luo_sys::dgram_send_to(path, msg.as_bytes(), &[*fd])
+                        .map_err(|e| fail("storing a descriptor with systemd failed", e))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops the descriptors stored under `names`.
+    pub(crate) fn remove(&self, names: &[String]) -> Result<(), Error> {
+        match self {
+            Sink::Keeper { link, .. } => {
+                for chunk in names.chunks(512) {
+                    let list: Vec<Value> = chunk.iter().map(|n| n.as_str().into()).collect();
+                    let body = luo_proto::request("remove").with("names", list);
+                    luo_proto::send(link.as_fd(), &body, &[])
+                        .map_err(|e| fail("telling the keeper to drop descriptors failed", e.errno))?;
+                }
+                Ok(())
+            }
+            Sink::Systemd(path) => {
+                for name in names {
+                    let msg = format!("FDSTOREREMOVE=1\nFDNAME={name}");
+                    luo_sys::dgram_send_to(path, msg.as_bytes(), &[])
+                        .map_err(|e| fail("removing a descriptor from systemd's store failed", e))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// What `luoctl status` says about it.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Sink::Keeper { pid, .. } => format!("keeper (pid {pid})"),
+            Sink::Systemd(_) => "systemd fd store".to_string(),
+        }
+    }
+
+    /// Tells the keeper it may exit: the agent stops and leaves nothing.
+    pub(crate) fn release(&self) {
+        if let Sink::Keeper { link, .. } = self {
+            let _ = luo_proto::send(link.as_fd(), &luo_proto::request("bye"), &[]);
+        }
+    }
+}
+
+/// Sends a state line to systemd (`READY=1`, `STATUS=...`), if
+/// `$NOTIFY_SOCKET` is set. Failures are not fatal: systemd will say so.
+pub(crate) fn notify(state: &str) {
+    if let Some(path) = notify_socket() {
+        if let Err(e) = luo_sys::dgram_send_to(&path, state.as_bytes(), &[]) {
+            tracing::warn!("sd_notify to {} failed: {e}", path.display());
+        }
+    }
+}
+
+/// `$NOTIFY_SOCKET`, when set.
+pub(crate) fn notify_socket() -> Option<PathBuf> {
+    std::env::var_os("NOTIFY_SOCKET")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The descriptors systemd passed (`$LISTEN_FDS` from 3 on, named by
+/// `$LISTEN_FDNAMES`), when `$LISTEN_PID` is this process: the fd store's
+/// contents after a restart, and the listening socket under socket
+/// activation. The variables are removed, so that children do not see them.
+pub(crate) fn listen_fds() -> Result<Vec<(String, OwnedFd)>, String> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let n = std::env::var("LISTEN_FDS").ok();
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    std::env::remove_var("LISTEN_PID");
+    std::env::remove_var("LISTEN_FDS");
+    std::env::remove_var("LISTEN_FDNAMES");
+    let (Some(pid), Some(n)) = (pid, n) else {
+        return Ok(Vec::new());
+    };
+    if pid.parse::<u32>().ok() != Some(std::process::id()) {
+        return Ok(Vec::new());
+    }
+    let n: i32 = n
+        .parse()
+        .map_err(|_| format!("LISTEN_FDS={n:?} is not a number"))?;
+    let nums: Vec<i32> = (3..3 + n).collect();
+    let fds = luo_sys::adopt_inherited(&nums)
+        .map_err(|e| format!("taking the {n} descriptors systemd passed failed ({e})"))?;
+    let mut names = names.split(':').map(str::to_string);
+    Ok(fds
+        .into_iter()
+        .map(|f| (names.next().unwrap_or_else(|| "unknown".into()), f))
+        .collect())
+}
+
+/// The keeper's socket: beside the agent's.
+pub(crate) fn keeper_path(socket: &Path) -> PathBuf {
+    let mut p = socket.as_os_str().to_owned();
+    p.push(".keeper");
+    PathBuf::from(p)
+}
+
+/// Connects to a keeper left by a previous agent, if one answers.
+pub(crate) fn connect_keeper(path: &Path) -> Option<(OwnedFd, u32)> {
+    let link = luo_sys::seqpacket_connect(path).ok()?;
+    let cred = luo_sys::peer_cred(link.as_fd()).ok()?;
+    // Only a keeper of root's or of our own uid may hand us files.
+    let me = luo_sys::geteuid();
+    if cred.uid != 0 && cred.uid != me {
+        tracing::warn!(
+            "{} is served by uid {}, not by root or uid {me}: ignored",
+            path.display(),
+            cred.uid
+        );
+        return None;
+    }
+    Some((link, cred.pid as u32))
+}
+
+/// Starts a keeper: this binary with `--keeper PATH --keeper-link N`,
+/// in its own process group (a Ctrl-C meant for luod must not reach it).
+pub(crate) fn spawn_keeper(path: &Path) -> Result<(OwnedFd, u32), Error> {
+    use std::os::unix::process::CommandExt;
+    let (ours, theirs) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET)
+        .map_err(|e| fail("creating the keeper's connection failed", e))?;
+    let exe = std::env::current_exe().map_err(|e| fail("finding luod's binary failed", e))?;
+    luo_sys::set_cloexec(theirs.as_fd(), false).map_err(|e| fail("preparing the keeper's connection failed", e))?;
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&theirs);
+    let child = std::process::Command::new(exe)
+        .arg("--keeper")
+        .arg(path)
+        .arg("--keeper-link")
+        .arg(raw.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| fail("starting the keeper failed", e))?;
+    drop(theirs);
+    Ok((ours, child.id()))
+}
+
+/// Takes every entry back from a keeper (it keeps its copies until told
+/// to remove them).
+pub(crate) fn take(link: BorrowedFd<'_>) -> Result<Vec<(String, OwnedFd)>, Error> {
+    let mut out = Vec::new();
+    let mut start = 0u64;
+    loop {
+        luo_proto::send(link, &luo_proto::request("take").with("start", start), &[])?;
+        let m = loop {
+            match luo_proto::recv(link) {
+                Ok(Some(m)) => break m,
+                Ok(None) => return Err(Error::new(Errno::ECONNRESET, "the keeper hung up")),
+                Err(e) if e.errno == Errno::EAGAIN || e.errno == Errno::EINTR => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        let m = luo_proto::check_reply(m)?;
+        let names = m.body.get("names").and_then(Value::as_array).unwrap_or(&[]);
+        if names.len() != m.fds.len() {
+            return Err(Error::new(Errno::EPROTO, "the keeper sent names and descriptors that do not match"));
+        }
+        let more = m.body.get("more").and_then(Value::as_bool).unwrap_or(false);
+        start += names.len() as u64;
+        for (n, fd) in names.iter().zip(m.fds) {
+            out.push((n.as_str().unwrap_or("").to_string(), fd));
+        }
+        if !more {
+            return Ok(out);
+        }
+    }
+}
+
+/// `luod --keeper PATH --keeper-link N`: the keeper process. It holds the
+/// descriptors its agent puts, answers at PATH for a restarted agent, and
+/// exits when its agent leaves it nothing (or says goodbye).
+pub fn keeper_main(path: &Path, link: i32) -> ExitCode {
+    match keeper(path, link) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("luod keeper: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn keeper(path: &Path, link: i32) -> Result<(), String> {
+    let mut fds = luo_sys::adopt_inherited(&[link]).map_err(|e| format!("--keeper-link {link}: {e}"))?;
+    let mut link = fds.pop();
+    // Rest on signals meant for a terminal; the agent decides when we go.
+    let _ = std::fs::remove_file(path);
+    let listener = luo_sys::seqpacket_listen(path, 16).map_err(|e| format!("listening on {}: {e}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    let ep = luo_sys::Epoll::new().map_err(|e| e.to_string())?;
+    ep.add(listener.as_fd(), 0, EPOLLIN).map_err(|e| e.to_string())?;
+    if let Some(l) = &link {
+        ep.add(l.as_fd(), 1, EPOLLIN | EPOLLRDHUP).map_err(|e| e.to_string())?;
+    }
+    let me = luo_sys::geteuid();
+    let mut entries: BTreeMap<String, OwnedFd> = BTreeMap::new();
+    let mut events = Vec::new();
+    loop {
+        match ep.wait(&mut events, 8, -1) {
+            Ok(()) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(format!("epoll: {e}")),
+        }
+        for &(key, _) in &events {
+            if key == 0 {
+                while let Ok(c) = luo_sys::accept(listener.as_fd()) {
+                    let ok = luo_sys::peer_cred(c.as_fd()).is_ok_and(|p| p.uid == 0 || p.uid == me);
+                    // One agent at a time, and only root or our uid.
+                    if !ok || link.is_some() {
+                        continue;
+                    }
+                    let _ = luo_sys::set_nonblocking(c.as_fd(), false);
+                    if ep.add(c.as_fd(), 1, EPOLLIN | EPOLLRDHUP).is_ok() {
+                        link = Some(c);
+                    }
+                }
+                continue;
+            }
+            let Some(l) = &link else { continue };
+            match serve_one(l.as_fd(), &mut entries) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // The agent is gone. Nothing to keep: done.
+                    let l = link.take().expect("link");
+                    let _ = ep.delete(l.as_fd());
+                    if entries.is_empty() {
+                        let _ = std::fs::remove_file(path);
+                        return Ok(());
+                    }
+                }
+                Err(Bye) => {
+                    let _ = std::fs::remove_file(path);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+struct Bye;
+
+/// Serves one message; `Ok(false)` when the agent hung up.
+fn serve_one(l: BorrowedFd<'_>, entries: &mut BTreeMap<String, OwnedFd>) -> Result<bool, Bye> {
+    let m = match luo_proto::recv(l) {
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(false),
+        Err(e) if e.errno == Errno::EAGAIN || e.errno == Errno::EINTR => return Ok(true),
+        Err(_) => return Ok(false),
+    };
+    let names: Vec<String> = m
+        .body
+        .get("names")
+        .and_then(Value::as_array)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect();
+    match m.body.get("op").and_then(Value::as_str) {
+        Some("put") => {
+            for (n, fd) in names.into_iter().zip(m.fds) {
+                entries.insert(n, fd);
+            }
+        }
+        Some("remove") => {
+            for n in names {
+                entries.remove(&n);
+            }
+        }
+        Some("take") => {
+            let start = m.body.get("start").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let page: Vec<(&String, &OwnedFd)> = entries.iter().skip(start).take(BATCH).collect();
+            let more = start + page.len() < entries.len();
+            let list: Vec<Value> = page.iter().map(|(n, _)| n.as_str().into()).collect();
+            let fds: Vec<BorrowedFd<'_>> = page.iter().map(|(_, f)| f.as_fd()).collect();
+            let body = luo_proto::ok_reply().with("names", list).with("more", more);
+            if luo_proto::send(l, &body, &fds).is_err() {
+                return Ok(false);
+            }
+        }
+        Some("count") => {
+            let body = luo_proto::ok_reply()
+                .with("entries", entries.len())
+                .with("pid", std::process::id());
+            let _ = luo_proto::send(l, &body, &[]);
+        }
+        Some("bye") => return Err(Bye),
+        _ => {}
+    }
+    Ok(true)
+}
