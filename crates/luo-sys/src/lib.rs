@@ -20,6 +20,9 @@ use std::sync::Once;
 mod errno;
 pub use errno::Errno;
 
+#[cfg(feature = "preload")]
+pub mod preload;
+
 /// Result of a syscall wrapper.
 pub type Result<T> = std::result::Result<T, Errno>;
 
