@@ -41,3 +41,24 @@ mod wire;
 
 #[cfg(not(test))]
 luo_sys::export_preload_symbols!(open: crate::open::open, ioctl: crate::ioctl::ioctl);
+
+// Unit tests run without the exported symbols (they would shadow libc in
+// the test binary itself); they call the hooks directly.
+#[cfg(test)]
+mod tests {
+    use luo_sys::preload::Addr;
+
+    #[test]
+    fn other_paths_and_other_ioctls_pass_through() {
+        assert_eq!(super::open::open(c"/dev/null", libc::O_RDWR, 0), None);
+        assert_eq!(super::open::open(c"/dev/liveupdate", libc::O_PATH, 0), None);
+        assert_eq!(super::open::open(c"dev/liveupdate", libc::O_RDWR, 0), None);
+        // Not a LUO request, and the device never opened here.
+        assert_eq!(super::ioctl::ioctl(0, libc::TCGETS as u32, Addr(0)), None);
+        // A LUO request on something that is not luod's: libc answers.
+        assert_eq!(super::ioctl::ioctl(-1, 0xBA00, Addr(0)), None);
+        let (r, _w) = luo_sys::pipe().unwrap();
+        use std::os::fd::AsRawFd;
+        assert_eq!(super::ioctl::ioctl(r.as_raw_fd(), 0xBA40, Addr(0)), None);
+    }
+}
