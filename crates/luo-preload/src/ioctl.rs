@@ -115,10 +115,17 @@ fn emulate(sock: BorrowedFd<'_>, ino: u64, cmd: u32, arg: Addr) -> Result<i32, F
             data = Some(buf);
         }
         if size > ksize {
-            past = arg.0.checked_add(ksize).map_or(Tail::Fault, |at| tail(at, size - ksize));
+            past = arg
+                .0
+                .checked_add(ksize)
+                .map_or(Tail::Fault, |at| tail(at, size - ksize));
         }
     }
-    body.set("arg", data.as_deref().map_or(Value::Null, |d| uapi::to_hex(d).into()));
+    body.set(
+        "arg",
+        data.as_deref()
+            .map_or(Value::Null, |d| uapi::to_hex(d).into()),
+    );
     body.set("tail", past.as_str());
     if uapi::returns_fd(cmd) {
         // The kernel reserves the caller's descriptor first (EMFILE); luod
@@ -129,7 +136,9 @@ fn emulate(sock: BorrowedFd<'_>, ino: u64, cmd: u32, arg: Addr) -> Result<i32, F
     // luod answers EBADF in the kernel's order.
     let user_fd = match (&data, cmd) {
         (Some(d), uapi::PRESERVE_FD) if d.len() >= 8 => Some(i32::from_le_bytes(
-            d[uapi::FD_OFFSET..uapi::FD_OFFSET + 4].try_into().expect("4 bytes"),
+            d[uapi::FD_OFFSET..uapi::FD_OFFSET + 4]
+                .try_into()
+                .expect("4 bytes"),
         )),
         _ => None,
     };

@@ -72,7 +72,8 @@ impl Next {
 }
 
 /// The next definitions, found on first use.
-static NEXT: [AtomicPtr<c_void>; NEXT_COUNT] = [const { AtomicPtr::new(std::ptr::null_mut()) }; NEXT_COUNT];
+static NEXT: [AtomicPtr<c_void>; NEXT_COUNT] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; NEXT_COUNT];
 /// 0: not looked up; 1: found; 2: there is none (use the syscall).
 static LOOKED_UP: [AtomicU8; NEXT_COUNT] = [const { AtomicU8::new(0) }; NEXT_COUNT];
 /// Set while `dlsym` runs: if it opens a file itself, that call goes to the

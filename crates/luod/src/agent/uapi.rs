@@ -160,7 +160,10 @@ impl Agent {
         };
         let epoch = self.luo.epoch();
         if self.devices.by_conn.contains_key(&key) {
-            return Err(err(Errno::EBUSY, "this connection holds the device already"));
+            return Err(err(
+                Errno::EBUSY,
+                "this connection holds the device already",
+            ));
         }
         if let Some(&other) = self.devices.holder.get(&uid) {
             let live = self.conns.contains_key(&other)
@@ -252,7 +255,10 @@ impl Agent {
         } else {
             return Err(err(
                 Errno::EINVAL,
-                format!("'ioctl' takes at most one descriptor, not {}", msg.fds.len()),
+                format!(
+                    "'ioctl' takes at most one descriptor, not {}",
+                    msg.fds.len()
+                ),
             ));
         };
         let side = |a: &Agent| -> Result<Side, Error> {
@@ -362,8 +368,12 @@ fn dispatch(
     let Ok(cmd) = u32::try_from(cmd) else {
         return Err(err(Errno::EINVAL, "\"cmd\" is a 32-bit ioctl number"));
     };
-    let tail = Tail::parse(str_field(b, "tail")?)
-        .ok_or_else(|| err(Errno::EINVAL, "\"tail\" is \"zero\", \"nonzero\" or \"fault\""))?;
+    let tail = Tail::parse(str_field(b, "tail")?).ok_or_else(|| {
+        err(
+            Errno::EINVAL,
+            "\"tail\" is \"zero\", \"nonzero\" or \"fault\"",
+        )
+    })?;
     let emfile = match b.get("emfile") {
         None => false,
         Some(v) => v
@@ -389,10 +399,7 @@ fn dispatch(
         return Err(err(Errno::EFAULT, "the struct's size cannot be read"));
     };
     let Some(ksize) = uapi::struct_size(cmd) else {
-        return Err(err(
-            Errno::ENOTTY,
-            format!("{cmd:#x} is not a LUO command"),
-        ));
+        return Err(err(Errno::ENOTTY, format!("{cmd:#x} is not a LUO command")));
     };
     valid(cmd)?;
     if size < ksize as u64 {
@@ -417,7 +424,10 @@ fn dispatch(
     if arg.len() != ksize {
         return Err(err(
             Errno::EINVAL,
-            format!("\"arg\" holds {} bytes; this command's struct has {ksize}", arg.len()),
+            format!(
+                "\"arg\" holds {} bytes; this command's struct has {ksize}",
+                arg.len()
+            ),
         ));
     }
     Ok((cmd, arg, emfile))
