@@ -90,6 +90,12 @@ impl Agent {
                 self.open_device(key, uid, &msg)
             }
             ("ioctl", Kind::Agent { uid, .. }) => {
+                if !msg.fds.is_empty() {
+                    return Err(err(
+                        Errno::EINVAL,
+                        "no ioctl on the device carries a descriptor; they were closed",
+                    ));
+                }
                 let Some(d) = self.devices.by_conn.get(&key).copied() else {
                     return Err(err(
                         Errno::ENOTTY,
