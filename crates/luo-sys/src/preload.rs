@@ -153,9 +153,12 @@ pub unsafe fn open_shim(
     if !path.is_null() {
         // SAFETY: the caller of open passes a NUL-terminated path.
         let p = unsafe { CStr::from_ptr(path) };
+        let saved = errno();
         if let Some(r) = hook(p, flags, mode) {
             return finish(r);
         }
+        // Whatever the hook looked at, the call goes on with the caller's errno.
+        set_errno(saved);
     }
     match next(which) {
         // SAFETY: each pointer is the next definition of the very function
@@ -193,10 +196,12 @@ pub unsafe fn open_shim(
 /// The arguments are what the C caller passed to `ioctl`.
 #[doc(hidden)]
 pub unsafe fn ioctl_shim(fd: c_int, req: c_ulong, arg: *mut c_void, hook: IoctlHook) -> c_int {
+    let saved = errno();
     // The kernel's ioctl takes an unsigned int command.
     if let Some(r) = hook(fd, req as u32, Addr(arg as usize)) {
         return finish(r);
     }
+    set_errno(saved);
     match next(Next::Ioctl) {
         // SAFETY: the next `ioctl`, called as the variadic function it is,
         // with the caller's arguments.

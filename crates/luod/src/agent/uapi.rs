@@ -308,6 +308,17 @@ impl Agent {
                 // and the session's room first, as the kernel does, and
                 // refuses an O_PATH descriptor with EBADF: one stands in.
                 let (fd, bad) = match fd {
+                    Some(fd) if is_ours(&fd) => {
+                        // A session fd or the device (luod's own sockets):
+                        // no handler takes them on the kernel. With every
+                        // handler on, one would keep its own session alive
+                        // forever. /dev/null has no handler either, so the
+                        // model answers ENOENT at the kernel's step.
+                        match std::fs::File::open("/dev/null") {
+                            Ok(null) => (OwnedFd::from(null), false),
+                            Err(_) => return Err(err(Errno::ENOENT, "no handler for this fd")),
+                        }
+                    }
                     Some(fd) => (fd, false),
                     None => match luo_sys::open_path(std::path::Path::new("/")) {
                         Ok(p) => (p, true),
@@ -345,6 +356,15 @@ impl Agent {
             _ => unreachable!("dispatch admits only the session's commands"),
         }
     }
+}
+
+/// Whether `fd` is one of luod's own sockets: a session handle (the other
+/// end of a socketpair luod made) or an agent connection, whose peer
+/// credentials are this process's.
+fn is_ours(fd: &OwnedFd) -> bool {
+    use std::os::fd::AsFd;
+    luo_sys::fstat(fd.as_fd()).is_ok_and(|st| st.is_socket())
+        && luo_sys::peer_cred(fd.as_fd()).is_ok_and(|c| c.pid as u32 == std::process::id())
 }
 
 fn bad_fd() -> Error {
