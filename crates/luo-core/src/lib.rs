@@ -136,6 +136,21 @@ pub enum SessionState {
     Finished,
 }
 
+/// How a session follows the kernel where luo's native API deliberately
+/// does not: the `/dev/liveupdate` emulation sets this on the sessions it
+/// creates and retrieves ([`Luo::set_mode`]). The default is the native API's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionMode {
+    /// Closing the last handle of a retrieved, unfinished session finishes
+    /// it (the kernel's implicit finish): files never retrieved are
+    /// discarded and the session is gone. Natively it returns to waiting.
+    pub finish_on_close: bool,
+    /// Preserve accepts only files whose handler is kexec-safe, which are the
+    /// kernel's file types (memfd); any other file is `ENOENT`, as on the
+    /// kernel, at the same point in the check order.
+    pub kexec_safe_only: bool,
+}
+
 /// Observable state of one preserved file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileStatus {
@@ -224,6 +239,7 @@ struct Session {
     files: Vec<PreservedFile>,
     tokens: HashMap<u64, usize>,
     handles: Vec<u64>,
+    mode: SessionMode,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -520,6 +536,7 @@ impl Luo {
                 files: Vec::new(),
                 tokens: HashMap::new(),
                 handles: Vec::new(),
+                mode: SessionMode::default(),
             },
         );
         self.outgoing.insert(nk, key);
@@ -561,6 +578,32 @@ impl Luo {
     pub fn owner(&self, h: SessionHandle) -> Result<u32> {
         let key = self.live(h)?;
         Ok(self.sessions[&key].owner)
+    }
+
+    /// Sets the session's [`SessionMode`]. It lasts until the session
+    /// crosses over (handover or update), when it returns to the default.
+    pub fn set_mode(&mut self, h: SessionHandle, mode: SessionMode) -> Result<()> {
+        let key = self.live(h)?;
+        self.sessions.get_mut(&key).expect("session").mode = mode;
+        Ok(())
+    }
+
+    /// The session's [`SessionMode`].
+    pub fn mode(&self, h: SessionHandle) -> Result<SessionMode> {
+        let key = self.live(h)?;
+        Ok(self.sessions[&key].mode)
+    }
+
+    /// Whether closing `h` finishes its session implicitly: the last live
+    /// handle of a retrieved, unfinished session in `finish_on_close` mode.
+    fn finishes_on_close(&self, h: SessionHandle) -> bool {
+        let Ok(key) = self.live(h) else {
+            return false;
+        };
+        let s = &self.sessions[&key];
+        s.mode.finish_on_close
+            && s.handles.len() == 1
+            && s.side == (Side::Incoming { finished: false })
     }
 
     /// Preserves `fd` in the outgoing session under `token`. luo keeps the
@@ -650,7 +693,12 @@ impl Luo {
             fd: fd.as_fd(),
             stat,
         };
-        let Some(hi) = self.handlers.iter().position(|h| h.can_preserve(&info)) else {
+        let kexec_safe_only = self.sessions[&key].mode.kexec_safe_only;
+        let Some(hi) = self
+            .handlers
+            .iter()
+            .position(|h| (!kexec_safe_only || h.kexec_safe()) && h.can_preserve(&info))
+        else {
             return err(
                 Errno::ENOENT,
                 format!("token {token}: no handler can preserve this kind of file"),
@@ -818,6 +866,8 @@ impl Luo {
         self.stale_handles(key);
         let s = self.sessions.get_mut(&key).expect("session");
         s.side = Side::Incoming { finished: false };
+        // Whoever retrieves it next chooses its mode.
+        s.mode = SessionMode::default();
         let nk = (s.owner, s.name.clone());
         self.outgoing.remove(&nk);
         if let Some(old) = self.incoming.insert(nk, key) {
@@ -1049,11 +1099,17 @@ impl Luo {
     ///   first, and the session is gone;
     /// - a retrieved session that was not finished returns to the incoming
     ///   list with every file still in custody (the kernel would finish it
-    ///   implicitly and discard unretrieved files: a deliberate deviation);
+    ///   implicitly and discard unretrieved files: a deliberate deviation),
+    ///   unless its [`SessionMode::finish_on_close`] is set: then it is
+    ///   finished, as by the kernel, and gone;
     /// - a finished session is gone.
     ///
     /// Closing a stale handle just forgets it. `EBADF` for an unknown handle.
     pub fn close(&mut self, h: SessionHandle) -> Result<()> {
+        if self.finishes_on_close(h) {
+            // A refusal (a handler's can_finish) leaves it waiting, as natively.
+            let _ = self.finish(h);
+        }
         let Some(e) = self.handles.remove(&h.0) else {
             return err(Errno::EBADF, format!("no session handle {}", h.0));
         };

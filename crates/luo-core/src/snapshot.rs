@@ -57,6 +57,8 @@ pub struct SnapSession {
     pub side: SnapSide,
     /// Its live handles.
     pub handles: Vec<u64>,
+    /// Its mode.
+    pub mode: crate::SessionMode,
     /// Its files in preservation order.
     pub files: Vec<SnapFile>,
 }
@@ -101,6 +103,7 @@ impl Luo {
                     Side::Incoming { finished } => SnapSide::Incoming(finished),
                 },
                 handles: s.handles.clone(),
+                mode: s.mode,
                 files: s
                     .files
                     .iter()
@@ -244,6 +247,7 @@ impl Luo {
                     files,
                     tokens,
                     handles: s.handles,
+                    mode: s.mode,
                 },
             );
         }

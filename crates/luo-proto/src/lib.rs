@@ -15,6 +15,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 
 pub mod json;
 pub mod types;
+pub mod uapi;
 
 pub use json::Value;
 pub use luo_sys::Errno;

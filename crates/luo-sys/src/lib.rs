@@ -21,6 +21,9 @@ mod errno;
 pub mod liveupdate;
 pub use errno::Errno;
 
+#[cfg(feature = "preload")]
+pub mod preload;
+
 /// Result of a syscall wrapper.
 pub type Result<T> = std::result::Result<T, Errno>;
 

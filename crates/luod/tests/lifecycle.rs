@@ -110,7 +110,10 @@ fn twenty_upgrades_under_load_lose_nothing() {
     for w in workers {
         w.join().unwrap();
     }
-    assert!(rounds.load(Ordering::Relaxed) > 20, "the workload barely ran");
+    assert!(
+        rounds.load(Ordering::Relaxed) > 20,
+        "the workload barely ran"
+    );
     let log = luod.log();
     assert_eq!(log.matches("upgraded in place from").count(), 20, "{log}");
     assert_eq!(c.status().unwrap().pid, pid);
@@ -144,12 +147,18 @@ fn a_binary_that_is_not_luod_is_refused_and_the_agent_carries_on() {
     s.preserve(1, memfd("kept bytes")).unwrap();
     let dir = &luod.dir;
     // Not a luod at all.
-    let e = c.upgrade_agent(Some(std::path::Path::new("/bin/true"))).unwrap_err();
+    let e = c
+        .upgrade_agent(Some(std::path::Path::new("/bin/true")))
+        .unwrap_err();
     assert_eq!(e.errno, luo::Errno::ENOEXEC, "{e}");
     // A "luod" that reads only another state version.
     let fake = dir.join("luod-v99");
     std::fs::write(&fake, "#!/bin/sh\necho luod-upgrade-state 99\n").unwrap();
-    std::process::Command::new("chmod").arg("755").arg(&fake).status().unwrap();
+    std::process::Command::new("chmod")
+        .arg("755")
+        .arg(&fake)
+        .status()
+        .unwrap();
     let e = c.upgrade_agent(Some(&fake)).unwrap_err();
     assert_eq!(e.errno, luo::Errno::EOPNOTSUPP, "{e}");
     assert!(e.message.contains("versions [99]"), "{e}");

@@ -21,6 +21,7 @@ mod kernel;
 mod kexec;
 mod ops;
 mod report;
+mod uapi;
 pub(crate) mod upgrade;
 
 /// Epoll key of the listening socket; connections get keys from 1 up, never
@@ -129,6 +130,8 @@ pub struct Agent {
     /// The signal that asked the agent to stop.
     stop: Option<i32>,
     events: Vec<(u64, u32)>,
+    /// Who holds the emulated `/dev/liveupdate` (`uapi.rs`).
+    devices: uapi::Devices,
 }
 
 fn is_transport_error(e: Errno) -> bool {
@@ -255,6 +258,7 @@ impl Agent {
             signals: None,
             stop: None,
             events: Vec::with_capacity(MAX_EVENTS),
+            devices: uapi::Devices::default(),
         };
         let q = config.quota;
         let limit = |n: u64| {
@@ -676,6 +680,7 @@ impl Agent {
         }
         match c.kind {
             Kind::Agent { uid, pid } => {
+                self.device_closed(key);
                 if let Some(n) = self.conns_per_uid.get_mut(&uid) {
                     *n -= 1;
                     if *n == 0 {
@@ -698,6 +703,7 @@ impl Agent {
 
     fn close_handle(&mut self, h: SessionHandle, name: &str, owner: u32) {
         let before = self.luo.session_files(h, 0, 0);
+        let implicit = self.luo.mode(h).is_ok_and(|m| m.finish_on_close);
         let _ = self.luo.close(h);
         let name = quoted(name);
         match before {
@@ -705,6 +711,9 @@ impl Agent {
                 SessionState::Open => info!(
                     "session {name} of uid {owner} aborted: its last handle closed, {} files unpreserved",
                     s.file_count
+                ),
+                SessionState::Retrieved if implicit => info!(
+                    "session {name} of uid {owner} finished implicitly: its handle closed before finish (the kernel's rule, for /dev/liveupdate sessions); files never retrieved were discarded"
                 ),
                 SessionState::Retrieved => info!(
                     "session {name} of uid {owner} returned to waiting: its handle closed before finish; its {} files stay in custody",

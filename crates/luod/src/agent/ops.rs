@@ -19,9 +19,13 @@ const AGENT_OPS: &[&str] = &[
     "show",
     "kexec",
     "upgrade",
+    "open_device",
+    "ioctl",
 ];
 /// Requests taken on a session handle.
-const HANDLE_OPS: &[&str] = &["name", "info", "preserve", "retrieve", "handover", "finish"];
+const HANDLE_OPS: &[&str] = &[
+    "name", "info", "preserve", "retrieve", "handover", "finish", "ioctl",
+];
 
 /// Most tokens in one `preserve` or `retrieve` (one descriptor each).
 const MAX_TOKENS: usize = luo_proto::MAX_FDS;
@@ -105,7 +109,7 @@ fn tokens_arg(msg: &Message, op: &str) -> Result<Vec<u64>, Error> {
     Ok(tokens)
 }
 
-fn wrong_socket(op: &str, on_agent: bool) -> Error {
+pub(super) fn wrong_socket(op: &str, on_agent: bool) -> Error {
     let msg = if on_agent && HANDLE_OPS.contains(&op) {
         format!(
             "'{op}' is a request for a session handle (the descriptor create_session or retrieve_session returned), not for the agent connection"
@@ -133,6 +137,9 @@ impl Agent {
         };
         let op = msg.op()?.to_string();
         debug!("connection {key}: {}", clip(&op));
+        if super::uapi::OPS.contains(&op.as_str()) && !matches!(kind, Kind::Refused { .. }) {
+            return self.uapi_request(key, kind, &op, msg);
+        }
         match kind {
             Kind::Agent { uid, .. } if op == "upgrade" => {
                 no_fds(&op, &msg)?;

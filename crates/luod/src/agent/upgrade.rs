@@ -300,6 +300,7 @@ impl Agent {
             .with("reply_to", reply_to)
             .with("conns", conns)
             .with("kernel", kernel)
+            .with("devices", self.devices.state())
             .with("model", model)
             .with("fds", list))
     }
@@ -347,6 +348,8 @@ impl Agent {
                 side.into(),
                 Value::Array(s.handles.iter().map(|&h| h.into()).collect()),
                 Value::Array(files),
+                s.mode.finish_on_close.into(),
+                s.mode.kexec_safe_only.into(),
             ]));
         }
         let handles: Vec<Value> = snap
@@ -522,6 +525,7 @@ struct Plan {
     reply_to: u64,
     conns: Vec<PlanConn>,
     kernel: Option<kernel::Plan>,
+    devices: super::uapi::Devices,
     /// `SnapFile::fd` indexes the state's descriptor list.
     model: Snapshot,
     nums: Vec<RawFd>,
@@ -600,6 +604,7 @@ fn parse_plan(v: &Value) -> Result<Plan, AgentError> {
         reply_to: num(field(v, "reply_to")?)?,
         conns,
         kernel,
+        devices: super::uapi::Devices::from_state(field(v, "devices")?).map_err(bad)?,
         model: parse_model(field(v, "model")?)?,
         nums,
     };
@@ -747,6 +752,7 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
         signals: None,
         stop: None,
         events: Vec::with_capacity(MAX_EVENTS),
+        devices: plan.devices,
     };
     info!(
         "upgraded in place from {} to luod {} (pid {}): {} connections, {} sessions, {} custody descriptors taken over in {} us",
@@ -778,7 +784,8 @@ fn parse_model(m: &Value) -> Result<Snapshot, AgentError> {
         .collect::<Result<_, _>>()?;
     let mut sessions = Vec::new();
     for s in arr(field(m, "sessions")?)? {
-        let [key, name, owner, side, handles, files] = arr(s)? else {
+        let [key, name, owner, side, handles, files, finish_on_close, kexec_safe_only] = arr(s)?
+        else {
             return Err(bad("a session entry is malformed"));
         };
         let side = match side.as_str() {
@@ -821,6 +828,10 @@ fn parse_model(m: &Value) -> Result<Snapshot, AgentError> {
             owner: num(owner)? as u32,
             side,
             handles: arr(handles)?.iter().map(num).collect::<Result<_, _>>()?,
+            mode: luo_core::SessionMode {
+                finish_on_close: finish_on_close.as_bool().unwrap_or(false),
+                kexec_safe_only: kexec_safe_only.as_bool().unwrap_or(false),
+            },
             files: list,
         });
     }

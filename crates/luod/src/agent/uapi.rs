@@ -1,0 +1,504 @@
+//! The `/dev/liveupdate` emulation's side of the agent: `open_device` and
+//! `ioctl` (`docs/uapi-emulation.md`, `docs/protocol.md`).
+//!
+//! The preload library turns `open("/dev/liveupdate")` into an agent
+//! connection that claims the device, and every ioctl on that connection or
+//! on a session handle into one `ioctl` request carrying the caller's struct
+//! as it read it. Here the kernel's dispatcher runs, with the kernel's
+//! checks in the kernel's order (`kernel-luo.md` 2.2 to 2.9); the sessions
+//! it creates and retrieves follow the kernel where the native API does not
+//! (`luo_core::SessionMode`).
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+
+use luo_core::{SessionHandle, SessionMode, SessionState};
+use luo_proto::uapi::{self, Tail};
+use luo_proto::{ok_reply, opt_u64_field, str_field, u64_field, Errno, Error, Message, Value};
+use tracing::{debug, info};
+
+use super::{ops, quoted, Agent, Kind, Reply, LISTENER, MAX_EVENTS, SIGNALS};
+
+/// The requests of the emulation.
+pub(super) const OPS: &[&str] = &["open_device", "ioctl"];
+
+/// A connection that holds the device.
+#[derive(Debug, Clone, Copy)]
+struct Device {
+    uid: u32,
+    /// The epoch it was opened in: an update ends the claim, as a kexec
+    /// ends the process that held the device.
+    epoch: u64,
+    /// `LUO_PRELOAD_HANDLERS=all`: sessions created here take every file
+    /// luo has a handler for, not only the kernel's types.
+    all_handlers: bool,
+}
+
+/// Who holds the device, per uid.
+#[derive(Debug, Default)]
+pub(super) struct Devices {
+    by_conn: HashMap<u64, Device>,
+    holder: HashMap<u32, u64>,
+    /// Set while hang-ups are being settled, so that a request carried out
+    /// meanwhile does not settle again.
+    settling: bool,
+}
+
+impl Devices {
+    /// For an in-place upgrade: `[connection, uid, epoch, all_handlers]`
+    /// per connection holding the device.
+    pub(super) fn state(&self) -> Value {
+        let mut v: Vec<(&u64, &Device)> = self.by_conn.iter().collect();
+        v.sort_unstable_by_key(|(k, _)| **k);
+        Value::Array(
+            v.into_iter()
+                .map(|(k, d)| {
+                    Value::Array(vec![
+                        (*k).into(),
+                        d.uid.into(),
+                        d.epoch.into(),
+                        d.all_handlers.into(),
+                    ])
+                })
+                .collect(),
+        )
+    }
+
+    /// Rebuilds what [`Devices::state`] wrote.
+    pub(super) fn from_state(v: &Value) -> Result<Devices, String> {
+        let bad = || "the device holders' state is malformed".to_string();
+        let mut d = Devices::default();
+        for e in v.as_array().ok_or_else(bad)? {
+            let [k, uid, epoch, all] = e.as_array().ok_or_else(bad)? else {
+                return Err(bad());
+            };
+            let k = k.as_u64().ok_or_else(bad)?;
+            let uid = uid.as_u64().ok_or_else(bad)? as u32;
+            d.by_conn.insert(
+                k,
+                Device {
+                    uid,
+                    epoch: epoch.as_u64().ok_or_else(bad)?,
+                    all_handlers: all.as_bool().ok_or_else(bad)?,
+                },
+            );
+            d.holder.insert(uid, k);
+        }
+        Ok(d)
+    }
+}
+
+fn err(errno: Errno, msg: impl Into<std::borrow::Cow<'static, str>>) -> Error {
+    Error::new(errno, msg)
+}
+
+/// The bytes of the name field up to its first NUL (all 64 without one).
+fn name_field(arg: &[u8]) -> &[u8] {
+    let field = &arg[uapi::NAME_OFFSET..uapi::NAME_OFFSET + uapi::NAME_LENGTH];
+    let len = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    &field[..len]
+}
+
+fn u32_at(arg: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(arg[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(arg: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(arg[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// What a session handle is, for the kernel's `luo_ioctl_type_valid`.
+enum Side {
+    Outgoing,
+    Incoming,
+}
+
+impl Agent {
+    /// Answers `open_device` and `ioctl` on any kind of connection.
+    pub(super) fn uapi_request(
+        &mut self,
+        key: u64,
+        kind: Kind,
+        op: &str,
+        msg: Message,
+    ) -> Result<Reply, Error> {
+        // The caller's earlier close() must be seen before this request is,
+        // as the kernel releases a file before close() returns.
+        self.settle_hangups(key);
+        let on_agent = matches!(kind, Kind::Agent { .. });
+        match (op, kind) {
+            ("open_device", Kind::Agent { uid, .. }) => {
+                if !msg.fds.is_empty() {
+                    return Err(err(Errno::EINVAL, "'open_device' takes no descriptors"));
+                }
+                self.open_device(key, uid, &msg)
+            }
+            ("ioctl", Kind::Agent { uid, .. }) => {
+                if !msg.fds.is_empty() {
+                    return Err(err(
+                        Errno::EINVAL,
+                        "no ioctl on the device carries a descriptor; they were closed",
+                    ));
+                }
+                let Some(d) = self.devices.by_conn.get(&key).copied() else {
+                    return Err(err(
+                        Errno::ENOTTY,
+                        "this connection does not hold the device: send 'open_device' first",
+                    ));
+                };
+                if d.epoch != self.luo.epoch() {
+                    return Err(err(
+                        Errno::ESTALE,
+                        "the device was opened before the last update; open it again",
+                    ));
+                }
+                self.device_ioctl(uid, d, msg)
+            }
+            ("ioctl", Kind::Handle { handle, .. }) => self.session_ioctl(handle, msg),
+            _ => Err(ops::wrong_socket(op, on_agent)),
+        }
+    }
+
+    /// Carries out the hang-ups epoll already knows of (other than `key`'s):
+    /// a client that closed a session fd or the device and then asks for
+    /// something finds the close done, as on the kernel.
+    fn settle_hangups(&mut self, key: u64) {
+        if self.devices.settling {
+            return;
+        }
+        self.devices.settling = true;
+        let mut events = Vec::new();
+        if self.epoll.wait(&mut events, MAX_EVENTS, 0).is_ok() {
+            let gone = (luo_sys::epoll::EPOLLHUP
+                | luo_sys::epoll::EPOLLRDHUP
+                | luo_sys::epoll::EPOLLERR) as u32;
+            for (k, ev) in events {
+                if k != key && k != LISTENER && k != SIGNALS && ev & gone != 0 {
+                    self.service(k, ev);
+                }
+            }
+        }
+        self.devices.settling = false;
+    }
+
+    /// Forgets the device claim of a connection that closed.
+    pub(super) fn device_closed(&mut self, key: u64) {
+        if let Some(d) = self.devices.by_conn.remove(&key) {
+            if self.devices.holder.get(&d.uid) == Some(&key) {
+                self.devices.holder.remove(&d.uid);
+            }
+            debug!("connection {key}: uid {} closed the device", d.uid);
+        }
+    }
+
+    fn open_device(&mut self, key: u64, uid: u32, msg: &Message) -> Result<Reply, Error> {
+        let all_handlers = match msg.body.get("handlers") {
+            None | Some(Value::Null) => false,
+            Some(_) => match str_field(&msg.body, "handlers")? {
+                "kernel" => false,
+                "all" => true,
+                other => {
+                    return Err(err(
+                        Errno::EINVAL,
+                        format!(
+                            "\"handlers\" is \"kernel\" or \"all\", not {:?}",
+                            other.chars().take(32).collect::<String>()
+                        ),
+                    ))
+                }
+            },
+        };
+        let epoch = self.luo.epoch();
+        if self.devices.by_conn.contains_key(&key) {
+            return Err(err(
+                Errno::EBUSY,
+                "this connection holds the device already",
+            ));
+        }
+        if let Some(&other) = self.devices.holder.get(&uid) {
+            let live = self.conns.contains_key(&other)
+                && self.devices.by_conn.get(&other).map(|d| d.epoch) == Some(epoch);
+            if live {
+                return Err(err(
+                    Errno::EBUSY,
+                    format!("/dev/liveupdate is open already (uid {uid}): one open at a time"),
+                ));
+            }
+            // Opened before the last update: that process is, in the
+            // kernel's terms, gone.
+            self.devices.by_conn.remove(&other);
+        }
+        self.devices.holder.insert(uid, key);
+        self.devices.by_conn.insert(
+            key,
+            Device {
+                uid,
+                epoch,
+                all_handlers,
+            },
+        );
+        debug!("connection {key}: uid {uid} opened the device (all handlers: {all_handlers})");
+        Ok(Reply::ok(ok_reply()))
+    }
+
+    fn device_ioctl(&mut self, uid: u32, d: Device, msg: Message) -> Result<Reply, Error> {
+        let (cmd, arg, emfile) = dispatch(&msg, |nr| nr >= 2, |_| Ok(()))?;
+        let fd_slot = || {
+            if emfile {
+                Err(err(Errno::EMFILE, "the caller has no descriptor free"))
+            } else {
+                Ok(())
+            }
+        };
+        match cmd {
+            uapi::CREATE_SESSION => {
+                fd_slot()?;
+                let name = name_field(&arg);
+                if name.is_empty() || name.len() >= uapi::NAME_LENGTH {
+                    return Err(err(
+                        Errno::EINVAL,
+                        "the session name must be 1 to 63 bytes, NUL-terminated",
+                    ));
+                }
+                let mode = SessionMode {
+                    finish_on_close: true,
+                    kexec_safe_only: !d.all_handlers,
+                };
+                let (fd, _) = self.new_handle(|luo| {
+                    let h = luo.create_session(uid, name)?;
+                    luo.set_mode(h, mode).map(|()| h)
+                })?;
+                info!(
+                    "session {} of uid {uid} created through /dev/liveupdate",
+                    quoted(&String::from_utf8_lossy(name))
+                );
+                Ok(with_fd(fd))
+            }
+            uapi::RETRIEVE_SESSION => {
+                fd_slot()?;
+                let name = name_field(&arg).to_vec();
+                if name.is_empty() || name.len() >= uapi::NAME_LENGTH {
+                    // Not validated by the kernel: it simply matches nothing.
+                    return Err(err(Errno::ENOENT, "no incoming session has that name"));
+                }
+                let mode = SessionMode {
+                    finish_on_close: true,
+                    kexec_safe_only: true,
+                };
+                let (fd, _) = self.new_handle(|luo| {
+                    let h = luo.retrieve_session(uid, &name)?;
+                    luo.set_mode(h, mode).map(|()| h)
+                })?;
+                info!(
+                    "session {} of uid {uid} retrieved through /dev/liveupdate",
+                    quoted(&String::from_utf8_lossy(&name))
+                );
+                Ok(with_fd(fd))
+            }
+            _ => unreachable!("dispatch admits only the device's commands"),
+        }
+    }
+
+    fn session_ioctl(&mut self, h: SessionHandle, mut msg: Message) -> Result<Reply, Error> {
+        let fd = if msg.fds.len() <= 1 {
+            msg.fds.pop()
+        } else {
+            return Err(err(
+                Errno::EINVAL,
+                format!(
+                    "'ioctl' takes at most one descriptor, not {}",
+                    msg.fds.len()
+                ),
+            ));
+        };
+        let side = |a: &Agent| -> Result<Side, Error> {
+            match a.luo.session_files(h, 0, 0).map_err(ops::core_error)?.state {
+                SessionState::Open => Ok(Side::Outgoing),
+                _ => Ok(Side::Incoming),
+            }
+        };
+        let valid = |cmd: u32| -> Result<(), Error> {
+            let s = side(self)?;
+            let ok = match cmd {
+                uapi::PRESERVE_FD => matches!(s, Side::Outgoing),
+                uapi::RETRIEVE_FD | uapi::FINISH => matches!(s, Side::Incoming),
+                _ => true,
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(err(
+                    Errno::EINVAL,
+                    match s {
+                        Side::Outgoing => "the session is outgoing: only PRESERVE_FD and GET_NAME",
+                        Side::Incoming => {
+                            "the session is incoming: only RETRIEVE_FD, FINISH and GET_NAME"
+                        }
+                    },
+                ))
+            }
+        };
+        let (cmd, arg, emfile) = dispatch(&msg, |nr| !(0x40..=0x43).contains(&nr), valid)?;
+        if fd.is_some() && cmd != uapi::PRESERVE_FD {
+            return Err(err(
+                Errno::EINVAL,
+                "only PRESERVE_FD carries a descriptor; it was closed",
+            ));
+        }
+        match cmd {
+            uapi::PRESERVE_FD => {
+                let token = u64_at(&arg, uapi::TOKEN_OFFSET);
+                // The caller's fd was not open. The model checks the token
+                // and the session's room first, as the kernel does, and
+                // refuses an O_PATH descriptor with EBADF: one stands in.
+                let (fd, bad) = match fd {
+                    Some(fd) if is_ours(&fd) => {
+                        // A session fd or the device (luod's own sockets):
+                        // no handler takes them on the kernel. With every
+                        // handler on, one would keep its own session alive
+                        // forever. /dev/null has no handler either, so the
+                        // model answers ENOENT at the kernel's step.
+                        match std::fs::File::open("/dev/null") {
+                            Ok(null) => (OwnedFd::from(null), false),
+                            Err(_) => return Err(err(Errno::ENOENT, "no handler for this fd")),
+                        }
+                    }
+                    Some(fd) => (fd, false),
+                    None => match luo_sys::open_path(std::path::Path::new("/")) {
+                        Ok(p) => (p, true),
+                        Err(_) => return Err(bad_fd()),
+                    },
+                };
+                match self.luo.preserve(h, fd, token) {
+                    Ok(()) => Ok(Reply::ok(ok_reply())),
+                    Err(e) if bad && e.errno == Errno::EBADF => Err(bad_fd()),
+                    Err(e) => Err(ops::core_error(e)),
+                }
+            }
+            uapi::RETRIEVE_FD => {
+                if emfile {
+                    return Err(err(Errno::EMFILE, "the caller has no descriptor free"));
+                }
+                let token = u64_at(&arg, uapi::TOKEN_OFFSET);
+                let file = self.luo.retrieve_fd(h, token).map_err(ops::core_error)?;
+                Ok(with_fd(file))
+            }
+            uapi::FINISH => {
+                if u32_at(&arg, uapi::RESERVED_OFFSET) != 0 {
+                    return Err(err(Errno::EINVAL, "the reserved field must be 0"));
+                }
+                self.luo.finish(h).map_err(ops::core_error)?;
+                Ok(Reply::ok(ok_reply()))
+            }
+            uapi::GET_NAME => {
+                if u32_at(&arg, uapi::RESERVED_OFFSET) != 0 {
+                    return Err(err(Errno::EINVAL, "the reserved field must be 0"));
+                }
+                let name = self.luo.name(h).map_err(ops::core_error)?;
+                Ok(Reply::ok(ok_reply().with("name", uapi::to_hex(name))))
+            }
+            _ => unreachable!("dispatch admits only the session's commands"),
+        }
+    }
+}
+
+/// Whether `fd` is one of luod's own sockets: a session handle (the other
+/// end of a socketpair luod made) or an agent connection, whose peer
+/// credentials are this process's.
+fn is_ours(fd: &OwnedFd) -> bool {
+    use std::os::fd::AsFd;
+    luo_sys::fstat(fd.as_fd()).is_ok_and(|st| st.is_socket())
+        && luo_sys::peer_cred(fd.as_fd()).is_ok_and(|c| c.pid as u32 == std::process::id())
+}
+
+fn bad_fd() -> Error {
+    err(Errno::EBADF, "the fd to preserve is not an open descriptor")
+}
+
+fn with_fd(fd: OwnedFd) -> Reply {
+    Reply {
+        body: ok_reply(),
+        fds: vec![fd],
+    }
+}
+
+/// The kernel's dispatcher checks, in its order (`kernel-luo.md` 2.2):
+/// number out of range (`EINVAL`), unreadable size (`EFAULT`), not exactly
+/// a known command (`ENOTTY`), wrong kind of session (`valid`: `EINVAL`),
+/// size too small (`EINVAL`), non-zero or unreadable tail (`E2BIG`,
+/// `EFAULT`), unreadable struct (`EFAULT`). Returns the command, the
+/// struct's bytes and whether the caller has no descriptor free.
+fn dispatch(
+    msg: &Message,
+    out_of_range: impl Fn(u32) -> bool,
+    valid: impl FnOnce(u32) -> Result<(), Error>,
+) -> Result<(u32, Vec<u8>, bool), Error> {
+    let b = &msg.body;
+    let cmd = u64_field(b, "cmd")?;
+    let Ok(cmd) = u32::try_from(cmd) else {
+        return Err(err(Errno::EINVAL, "\"cmd\" is a 32-bit ioctl number"));
+    };
+    let tail = Tail::parse(str_field(b, "tail")?).ok_or_else(|| {
+        err(
+            Errno::EINVAL,
+            "\"tail\" is \"zero\", \"nonzero\" or \"fault\"",
+        )
+    })?;
+    let emfile = match b.get("emfile") {
+        None => false,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| err(Errno::EINVAL, "\"emfile\" must be a boolean"))?,
+    };
+    let size = opt_u64_field(b, "size")?;
+    let arg = match b.get("arg") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(
+            uapi::from_hex(str_field(b, "arg")?)
+                .ok_or_else(|| err(Errno::EINVAL, "\"arg\" must be hex"))?,
+        ),
+    };
+
+    if out_of_range(uapi::nr(cmd)) {
+        return Err(err(
+            Errno::EINVAL,
+            format!("ioctl number {:#x} is out of range here", uapi::nr(cmd)),
+        ));
+    }
+    let Some(size) = size else {
+        return Err(err(Errno::EFAULT, "the struct's size cannot be read"));
+    };
+    let Some(ksize) = uapi::struct_size(cmd) else {
+        return Err(err(Errno::ENOTTY, format!("{cmd:#x} is not a LUO command")));
+    };
+    valid(cmd)?;
+    if size < ksize as u64 {
+        return Err(err(
+            Errno::EINVAL,
+            format!("size {size} is smaller than the struct ({ksize})"),
+        ));
+    }
+    match tail {
+        Tail::Zero => {}
+        Tail::NonZero => {
+            return Err(err(
+                Errno::E2BIG,
+                format!("bytes past the known {ksize} are not zero"),
+            ))
+        }
+        Tail::Fault => return Err(err(Errno::EFAULT, "the struct's tail cannot be read")),
+    }
+    let Some(arg) = arg else {
+        return Err(err(Errno::EFAULT, "the struct cannot be read"));
+    };
+    if arg.len() != ksize {
+        return Err(err(
+            Errno::EINVAL,
+            format!(
+                "\"arg\" holds {} bytes; this command's struct has {ksize}",
+                arg.len()
+            ),
+        ));
+    }
+    Ok((cmd, arg, emfile))
+}
