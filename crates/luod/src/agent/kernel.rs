@@ -294,10 +294,12 @@ pub(crate) struct Plan {
     next_seq: u64,
     files_per_part: usize,
     get_name: Option<bool>,
-    /// Per agent session: its parts `(name, descriptor, files)` and its
-    /// tokens' part indexes.
-    sessions: Vec<(u64, Vec<(String, Option<usize>, usize)>, Vec<(u64, usize)>)>,
+    sessions: Vec<PlanSession>,
 }
+
+/// An agent session's parts `(name, descriptor, files)` and its tokens'
+/// part indexes.
+type PlanSession = (u64, Vec<(String, Option<usize>, usize)>, Vec<(u64, usize)>);
 
 fn plan_err(m: &str) -> String {
     format!("the kernel backend's state is malformed: {m}")
