@@ -282,6 +282,9 @@ if [ $stage = 1 ]; then
     vmtest --exact role_vm_conformance_stage1 --ignored --nocapture > /tmp/conf.out 2>&1 &
     wait_for /tmp/conf.out "CONF READY"
     grep '@@' /tmp/conf.out
+    luo_uapi_test --stage 1 > /tmp/uapi.out 2>&1
+    echo "@@ uapi stage 1: exit $?"
+    sed 's/^/@@ UAPI /' /tmp/uapi.out
     start_luod --kernel-session-files 1
     vmtest --exact role_vm_client_stage1 --ignored --nocapture 2>&1 | grep -v '^$'
     luoctl sessions
@@ -295,6 +298,9 @@ if [ $stage = 1 ]; then
     poweroff -f
 fi
 vmtest --exact role_vm_conformance_stage2 --ignored --nocapture 2>&1 | grep -v '^$'
+luo_uapi_test --stage 2 > /tmp/uapi.out 2>&1
+echo "@@ uapi stage 2: exit $?"
+sed 's/^/@@ UAPI /' /tmp/uapi.out
 start_luod
 vmtest --exact role_vm_client_stage2 --ignored --nocapture 2>&1 | grep -v '^$'
 luoctl status
@@ -333,7 +339,7 @@ fn kernel_live_update_in_qemu() {
         eprintln!("LUO_VM_TEST=skip: not booting the VM");
         return;
     }
-    let missing: Vec<&str> = ["qemu-system-x86_64", "busybox", "cpio", "gzip", "ldd"]
+    let missing: Vec<&str> = ["qemu-system-x86_64", "busybox", "cpio", "gzip", "ldd", "cc"]
         .into_iter()
         .filter(|t| which(t).is_none())
         .collect();
@@ -352,6 +358,12 @@ fn kernel_live_update_in_qemu() {
     install(&root, Path::new(LUOD), "luod");
     install(&root, Path::new(LUOCTL), "luoctl");
     install(&root, &std::env::current_exe().unwrap(), "vmtest");
+    // The uAPI test program of the preload library, unchanged, static.
+    let uapi_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../luo-preload/tests/uapi");
+    run(Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(root.join("bin/luo_uapi_test"))
+        .arg(uapi_src.join("luo_uapi_test.c")));
     let init = root.join("init");
     std::fs::write(&init, INIT.replace("@NEXT@", NEXT_CMDLINE)).unwrap();
     run(Command::new("chmod").arg("755").arg(&init));
@@ -457,6 +469,33 @@ fn kernel_live_update_in_qemu() {
     if conf != want {
         fail(&format!(
             "the kernel's conformance results differ from the model's:\n kernel: {conf:#?}\n expected: {want:#?}"
+        ));
+    }
+    // The preload library's uAPI program printed on the real kernel exactly
+    // what it prints under the library against luod.
+    for m in ["@@ uapi stage 1: exit 0", "@@ uapi stage 2: exit 0"] {
+        if !has(m) {
+            fail(&format!("the uAPI program failed on the kernel: no {m:?}"));
+        }
+    }
+    let uapi: Vec<&str> = markers
+        .iter()
+        .filter_map(|l| l.strip_prefix("@@ UAPI "))
+        .collect();
+    let expected = std::fs::read_to_string(uapi_src.join("expected.txt")).unwrap();
+    let expected: Vec<&str> = expected.lines().collect();
+    if uapi != expected {
+        let diff: Vec<String> = expected
+            .iter()
+            .zip(uapi.iter().chain(std::iter::repeat(&"<missing>")))
+            .filter(|(e, g)| e != g)
+            .map(|(e, g)| format!("  expected: {e}\n  kernel:   {g}"))
+            .collect();
+        fail(&format!(
+            "the uAPI program's output on the kernel differs from expected.txt ({} lines vs {}):\n{}",
+            uapi.len(),
+            expected.len(),
+            diff.join("\n")
         ));
     }
     // luod recovered its registry, everything was finished, and the epoch advanced.
