@@ -265,6 +265,9 @@ pub struct Status {
     pub quota: Usage,
     /// What the caller's uid holds against it.
     pub usage: Usage,
+    /// Where copies of the custody descriptors outlive the agent, e.g.
+    /// `keeper (pid 42)`, `systemd fd store`, or `none`.
+    pub store: String,
 }
 
 impl Status {
@@ -287,6 +290,7 @@ impl Status {
             .with("nofile_hard", self.nofile_hard)
             .with("quota", self.quota.to_value())
             .with("usage", self.usage.to_value())
+            .with("store", self.store.as_str())
     }
 
     /// Parses [`Status::to_value`].
@@ -315,6 +319,12 @@ impl Status {
                 nofile_hard: u64_field(v, "nofile_hard")?,
                 quota,
                 usage,
+                // Older agents do not say.
+                store: v
+                    .get("store")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .to_string(),
             })
         })())
     }

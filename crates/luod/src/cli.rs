@@ -48,6 +48,11 @@ Options:
   --quota-bytes SIZE     at most SIZE bytes of memfd pinned per uid (root is
                          exempt); SIZE is bytes or has a K, M, G or T suffix
                          (powers of 1024)
+  --keeper auto|off      auto (the default): copies of every file in custody
+                         are kept outside luod, so that a crash or restart of
+                         luod loses nothing: in systemd's fd store when
+                         $NOTIFY_SOCKET is set, else in a keeper process that
+                         luod starts (it answers at SOCKET.keeper); off: none
   --log-level LEVEL      error, warn, info, debug or trace (default: $LUOD_LOG,
                          else info); logs go to stderr
   -h, --help             print this help and exit
@@ -66,6 +71,14 @@ pub enum Command {
     /// `--upgrade-probe`: print the upgrade state versions this binary
     /// reads (what an agent asks before it re-executes as this binary).
     UpgradeProbe,
+    /// `--keeper-process PATH --keeper-link N`: run as the keeper an agent
+    /// started (not for people).
+    Keeper {
+        /// Where the keeper answers a restarted agent.
+        path: PathBuf,
+        /// The inherited connection to the agent that started it.
+        link: i32,
+    },
 }
 
 /// The options of [`Command::Run`].
@@ -94,6 +107,9 @@ pub struct Options {
     /// `--upgrade-fallback FD`: the previous binary, to go back to when the
     /// state is refused.
     pub upgrade_fallback: Option<i32>,
+    /// `--keeper off`: keep no copies of the custody descriptors outside
+    /// the agent.
+    pub no_keeper: bool,
 }
 
 /// How much the agent logs.
@@ -229,6 +245,29 @@ where
                 };
             }
             "--upgrade-probe" => return Ok(Command::UpgradeProbe),
+            "--keeper" => {
+                let v = text("--keeper", value("--keeper")?)?;
+                o.no_keeper = match v.as_str() {
+                    "auto" => false,
+                    "off" => true,
+                    _ => return usage(format!("--keeper takes auto or off, not {v:?}")),
+                };
+            }
+            "--keeper-process" => {
+                let path = PathBuf::from(value("--keeper-process")?);
+                let mut link = None;
+                if let Some(f) = args.next() {
+                    if f.to_str() == Some("--keeper-link") {
+                        link = args
+                            .next()
+                            .and_then(|v| v.to_str().and_then(|v| v.parse().ok()));
+                    }
+                }
+                let Some(link) = link else {
+                    return usage("--keeper-process PATH needs --keeper-link N after it");
+                };
+                return Ok(Command::Keeper { path, link });
+            }
             "--upgrade-state" | "--upgrade-fallback" => {
                 let v = text(&flag, value(&flag)?)?;
                 let Ok(n) = v.parse::<i32>() else {

@@ -27,6 +27,8 @@ use std::path::PathBuf;
 mod agent;
 pub mod cli;
 pub mod registry;
+mod store;
+pub use store::keeper_main;
 
 pub use agent::upgrade::{fall_back, probe_answer, resume, FALLBACK_FLAG, STATE_FLAG};
 pub use agent::Agent;
@@ -89,6 +91,12 @@ pub struct Config {
     pub connections_per_uid: u64,
     /// The LUO device the kernel backend opens.
     pub device: PathBuf,
+    /// Whether copies of the custody descriptors are kept outside the agent
+    /// (systemd's fd store under `$NOTIFY_SOCKET`, else a keeper process),
+    /// so that a crash loses nothing. The keeper is the running binary
+    /// started with `--keeper-process`, so only the `luod` binary sets this
+    /// (unless `--keeper off`); [`Config::new`] leaves it off.
+    pub keeper: bool,
     /// Most files the kernel backend puts in one kernel session before it
     /// opens another for the same agent session (a kernel that refuses
     /// more, with `ENOSPC`, also gets another).
@@ -109,6 +117,7 @@ impl Config {
             connections_per_uid: DEFAULT_CONNECTIONS_PER_UID,
             device: PathBuf::from(luo_sys::liveupdate::DEVICE),
             kernel_files_per_session: usize::MAX,
+            keeper: false,
         }
     }
 }

@@ -66,16 +66,18 @@ impl Sink {
                 for chunk in names.chunks(512) {
                     let list: Vec<Value> = chunk.iter().map(|n| n.as_str().into()).collect();
                     let body = luo_proto::request("remove").with("names", list);
-                    luo_proto::send(link.as_fd(), &body, &[])
-                        .map_err(|e| fail("telling the keeper to drop descriptors failed", e.errno))?;
+                    luo_proto::send(link.as_fd(), &body, &[]).map_err(|e| {
+                        fail("telling the keeper to drop descriptors failed", e.errno)
+                    })?;
                 }
                 Ok(())
             }
             Sink::Systemd(path) => {
                 for name in names {
                     let msg = format!("FDSTOREREMOVE=1\nFDNAME={name}");
-                    luo_sys::dgram_send_to(path, msg.as_bytes(), &[])
-                        .map_err(|e| fail("removing a descriptor from systemd's store failed", e))?;
+                    luo_sys::dgram_send_to(path, msg.as_bytes(), &[]).map_err(|e| {
+                        fail("removing a descriptor from systemd's store failed", e)
+                    })?;
                 }
                 Ok(())
             }
@@ -169,17 +171,18 @@ pub(crate) fn connect_keeper(path: &Path) -> Option<(OwnedFd, u32)> {
     Some((link, cred.pid as u32))
 }
 
-/// Starts a keeper: this binary with `--keeper PATH --keeper-link N`,
+/// Starts a keeper: this binary with `--keeper-process PATH --keeper-link N`,
 /// in its own process group (a Ctrl-C meant for luod must not reach it).
 pub(crate) fn spawn_keeper(path: &Path) -> Result<(OwnedFd, u32), Error> {
     use std::os::unix::process::CommandExt;
     let (ours, theirs) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET)
         .map_err(|e| fail("creating the keeper's connection failed", e))?;
     let exe = std::env::current_exe().map_err(|e| fail("finding luod's binary failed", e))?;
-    luo_sys::set_cloexec(theirs.as_fd(), false).map_err(|e| fail("preparing the keeper's connection failed", e))?;
+    luo_sys::set_cloexec(theirs.as_fd(), false)
+        .map_err(|e| fail("preparing the keeper's connection failed", e))?;
     let raw = std::os::fd::AsRawFd::as_raw_fd(&theirs);
     let child = std::process::Command::new(exe)
-        .arg("--keeper")
+        .arg("--keeper-process")
         .arg(path)
         .arg("--keeper-link")
         .arg(raw.to_string())
@@ -210,7 +213,10 @@ pub(crate) fn take(link: BorrowedFd<'_>) -> Result<Vec<(String, OwnedFd)>, Error
         let m = luo_proto::check_reply(m)?;
         let names = m.body.get("names").and_then(Value::as_array).unwrap_or(&[]);
         if names.len() != m.fds.len() {
-            return Err(Error::new(Errno::EPROTO, "the keeper sent names and descriptors that do not match"));
+            return Err(Error::new(
+                Errno::EPROTO,
+                "the keeper sent names and descriptors that do not match",
+            ));
         }
         let more = m.body.get("more").and_then(Value::as_bool).unwrap_or(false);
         start += names.len() as u64;
@@ -223,7 +229,7 @@ pub(crate) fn take(link: BorrowedFd<'_>) -> Result<Vec<(String, OwnedFd)>, Error
     }
 }
 
-/// `luod --keeper PATH --keeper-link N`: the keeper process. It holds the
+/// `luod --keeper-process PATH --keeper-link N`: the keeper process. It holds the
 /// descriptors its agent puts, answers at PATH for a restarted agent, and
 /// exits when its agent leaves it nothing (or says goodbye).
 pub fn keeper_main(path: &Path, link: i32) -> ExitCode {
@@ -237,17 +243,21 @@ pub fn keeper_main(path: &Path, link: i32) -> ExitCode {
 }
 
 fn keeper(path: &Path, link: i32) -> Result<(), String> {
-    let mut fds = luo_sys::adopt_inherited(&[link]).map_err(|e| format!("--keeper-link {link}: {e}"))?;
+    let mut fds =
+        luo_sys::adopt_inherited(&[link]).map_err(|e| format!("--keeper-link {link}: {e}"))?;
     let mut link = fds.pop();
     // Rest on signals meant for a terminal; the agent decides when we go.
     let _ = std::fs::remove_file(path);
-    let listener = luo_sys::seqpacket_listen(path, 16).map_err(|e| format!("listening on {}: {e}", path.display()))?;
+    let listener = luo_sys::seqpacket_listen(path, 16)
+        .map_err(|e| format!("listening on {}: {e}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     let ep = luo_sys::Epoll::new().map_err(|e| e.to_string())?;
-    ep.add(listener.as_fd(), 0, EPOLLIN).map_err(|e| e.to_string())?;
+    ep.add(listener.as_fd(), 0, EPOLLIN)
+        .map_err(|e| e.to_string())?;
     if let Some(l) = &link {
-        ep.add(l.as_fd(), 1, EPOLLIN | EPOLLRDHUP).map_err(|e| e.to_string())?;
+        ep.add(l.as_fd(), 1, EPOLLIN | EPOLLRDHUP)
+            .map_err(|e| e.to_string())?;
     }
     let me = luo_sys::geteuid();
     let mut entries: BTreeMap<String, OwnedFd> = BTreeMap::new();

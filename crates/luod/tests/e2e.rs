@@ -457,7 +457,7 @@ fn sigterm_stops_luod_cleanly_and_says_what_was_dropped() {
     let log = agent.log();
     assert!(status.success(), "luod exited with {status}: {log}");
     assert!(
-        log.contains("stopping on SIGTERM: 1 sessions with 2 files are dropped"),
+        log.contains("stopping on SIGTERM: 1 sessions with 2 files are dropped (--keeper off"),
         "{log}"
     );
     assert!(!agent.sock.exists(), "the socket file was left behind");

@@ -138,7 +138,12 @@ impl Mirror {
                 puts.push((file_name(&self.inc, key, seq, t), fd));
             }
         }
-        let gone: Vec<u64> = r.files.keys().filter(|t| !present.contains(t)).copied().collect();
+        let gone: Vec<u64> = r
+            .files
+            .keys()
+            .filter(|t| !present.contains(t))
+            .copied()
+            .collect();
         for t in gone {
             let seq = r.files.remove(&t).expect("listed");
             removes.push(file_name(&self.inc, key, seq, t));
@@ -199,7 +204,11 @@ impl Mirror {
     pub(crate) fn from_state(sink: Sink, v: &Value) -> Result<Mirror, String> {
         let bad = || "the mirror's state is malformed".to_string();
         let mut sessions = HashMap::new();
-        for s in v.get("sessions").and_then(Value::as_array).ok_or_else(bad)? {
+        for s in v
+            .get("sessions")
+            .and_then(Value::as_array)
+            .ok_or_else(bad)?
+        {
             let [k, gen, incoming, next_seq, files] = s.as_array().ok_or_else(bad)? else {
                 return Err(bad());
             };
@@ -222,7 +231,11 @@ impl Mirror {
         }
         Ok(Mirror {
             sink,
-            inc: v.get("inc").and_then(Value::as_str).ok_or_else(bad)?.to_string(),
+            inc: v
+                .get("inc")
+                .and_then(Value::as_str)
+                .ok_or_else(bad)?
+                .to_string(),
             sessions,
             broken: v.get("broken").and_then(Value::as_bool).unwrap_or(false),
         })
@@ -294,7 +307,11 @@ pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaim
             continue;
         };
         let owner = v.get("owner").and_then(Value::as_u64).unwrap_or(0) as u32;
-        let name = v.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = v
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let incoming = v.get("state").and_then(Value::as_str) == Some("incoming");
         if let Some(e) = v.get("epoch").and_then(Value::as_u64) {
             epoch = epoch.max(e);
@@ -311,7 +328,10 @@ pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaim
         let h = match luo.create_session(owner, name.as_bytes()) {
             Ok(h) => h,
             Err(e) => {
-                warn!("{label} cannot be recreated ({e}); its {} files are dropped", f.files.len());
+                warn!(
+                    "{label} cannot be recreated ({e}); its {} files are dropped",
+                    f.files.len()
+                );
                 continue;
             }
         };

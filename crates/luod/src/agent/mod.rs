@@ -19,6 +19,7 @@ use crate::{AgentError, Backend, Config};
 
 mod kernel;
 mod kexec;
+pub(crate) mod mirror;
 mod ops;
 mod report;
 mod uapi;
@@ -132,6 +133,11 @@ pub struct Agent {
     events: Vec<(u64, u32)>,
     /// Who holds the emulated `/dev/liveupdate` (`uapi.rs`).
     devices: uapi::Devices,
+    /// Copies of the custody descriptors outside the agent (keeper or
+    /// systemd), so that a crash loses nothing; `None` with `--keeper off`.
+    mirror: Option<mirror::Mirror>,
+    /// Sessions changed by the request being answered, for the mirror.
+    dirty: Vec<u64>,
 }
 
 fn is_transport_error(e: Errno) -> bool {
@@ -153,11 +159,24 @@ impl Agent {
     /// removed. The socket is made mode 0666: anyone may connect, and what
     /// they may do is decided per uid.
     pub fn bind(config: Config) -> Result<Agent, AgentError> {
-        let path = config.socket;
+        let path = config.socket.clone();
         if path.as_os_str().is_empty() {
             return Err(AgentError::NoSocketPath);
         }
-        prepare_socket_path(&path)?;
+        // Under systemd: the fd store's contents after a restart, and the
+        // listening socket under socket activation.
+        let mut passed = if config.keeper {
+            crate::store::listen_fds().map_err(AgentError::Backend)?
+        } else {
+            Vec::new()
+        };
+        let activated = passed
+            .iter()
+            .position(|(_, fd)| luo_sys::is_listening(fd.as_fd()).unwrap_or(false))
+            .map(|i| passed.remove(i).1);
+        if activated.is_none() {
+            prepare_socket_path(&path)?;
+        }
         let kernel = match config.backend {
             Backend::Emulated => None,
             Backend::Kernel => {
@@ -205,27 +224,15 @@ impl Agent {
                 (Backend::Kernel, Some(shared), luo)
             }
         };
-        let listener = match luo_sys::seqpacket_listen(&path, BACKLOG) {
-            Ok(l) => l,
-            Err(e) if std::io::Error::from(e).kind() == ErrorKind::AddrInUse => {
-                return Err(AgentError::AlreadyRunning(path))
+        let mirror = store_and_reclaim(&config, &path, &mut luo, passed);
+        let (listener, socket_id) = match activated {
+            Some(l) => {
+                info!("listening on the socket systemd passed (socket activation)");
+                let _ = luo_sys::set_nonblocking(l.as_fd(), true);
+                (l, None)
             }
-            Err(Errno::ENAMETOOLONG) => {
-                return Err(AgentError::sys(
-                    format!(
-                        "binding {}: a Unix socket path must be shorter than 108 bytes",
-                        path.display()
-                    ),
-                    Errno::ENAMETOOLONG,
-                ))
-            }
-            Err(e) => return Err(AgentError::sys(format!("binding {}", path.display()), e)),
+            None => bind_listener(&path)?,
         };
-        let meta = fs::symlink_metadata(&path)
-            .map_err(|e| AgentError::sys(format!("inspecting {}", path.display()), e))?;
-        let socket_id = Some((meta.dev(), meta.ino()));
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o666))
-            .map_err(|e| AgentError::sys(format!("making {} mode 0666", path.display()), e))?;
         let epoll = Epoll::new().map_err(|e| AgentError::sys("creating an epoll instance", e))?;
         epoll
             .add(listener.as_fd(), LISTENER, EPOLLIN)
@@ -259,6 +266,8 @@ impl Agent {
             stop: None,
             events: Vec::with_capacity(MAX_EVENTS),
             devices: uapi::Devices::default(),
+            mirror,
+            dirty: Vec::new(),
         };
         let q = config.quota;
         let limit = |n: u64| {
@@ -321,24 +330,55 @@ impl Agent {
     /// Stopping drops every session: the files luod held are closed, and the
     /// log says how many sessions and files that was.
     pub fn serve(&mut self) -> Result<(), AgentError> {
+        self.notify_ready();
         while self.stop.is_none() {
             self.poll(None)?;
         }
+        crate::store::notify("STOPPING=1");
         let sessions = self.luo.summaries();
         let files: usize = sessions.iter().map(|s| s.file_count).sum();
         let name = match self.stop {
             Some(luo_sys::signal::SIGINT) => "SIGINT",
             _ => "SIGTERM",
         };
-        if sessions.is_empty() {
-            info!("stopping on {name}; no sessions were held");
-        } else {
-            warn!(
-                "stopping on {name}: {} sessions with {files} files are dropped (luod holds files only while it runs)",
+        // Open sessions end with their owners' connections, as after a crash.
+        let waiting = sessions
+            .iter()
+            .filter(|s| s.state != SessionState::Open)
+            .count();
+        match &self.mirror {
+            _ if sessions.is_empty() => {
+                info!("stopping on {name}; no sessions were held");
+                if let Some(m) = &self.mirror {
+                    m.sink.release();
+                }
+            }
+            Some(m) => info!(
+                "stopping on {name}: {waiting} handed-over sessions stay in the {}; the next luod takes them back ({} open sessions end with their owners' connections)",
+                m.describe(),
+                sessions.len() - waiting
+            ),
+            None => warn!(
+                "stopping on {name}: {} sessions with {files} files are dropped (--keeper off: luod holds files only while it runs)",
                 sessions.len()
-            );
+            ),
         }
         Ok(())
+    }
+
+    /// Tells systemd (under `Type=notify`) that the agent is ready, and
+    /// what it holds.
+    fn notify_ready(&self) {
+        let s = self.luo.summaries();
+        let files: usize = s.iter().map(|x| x.file_count).sum();
+        crate::store::notify(&format!(
+            "READY=1\nMAINPID={}\nSTATUS=backend {}, epoch {}, {} sessions, {files} files; listening on {}",
+            std::process::id(),
+            self.backend,
+            self.luo.epoch(),
+            s.len(),
+            self.socket.display()
+        ));
     }
 
     /// One turn of the event loop: waits up to `timeout` (`None`: until
@@ -533,6 +573,7 @@ impl Agent {
         luo_sys::set_nonblocking(ours.as_fd(), true)
             .map_err(|e| Error::new(e, "making the session handle non-blocking failed"))?;
         let handle = make(&mut self.luo).map_err(ops::core_error)?;
+        self.dirty.extend(self.luo.session_key(handle));
         let (name, owner) = match (self.luo.name(handle), self.luo.owner(handle)) {
             (Ok(n), Ok(o)) => (String::from_utf8_lossy(n).into_owned(), o),
             _ => (String::new(), 0),
@@ -697,7 +738,25 @@ impl Agent {
                 handle,
                 name,
                 owner,
-            } => self.close_handle(handle, &name, owner),
+            } => {
+                self.dirty.extend(self.luo.session_key(handle));
+                self.close_handle(handle, &name, owner);
+                self.flush_mirror();
+            }
+        }
+    }
+
+    /// Brings the mirror in line with the sessions changed since the last
+    /// flush.
+    pub(crate) fn flush_mirror(&mut self) {
+        let mut keys = std::mem::take(&mut self.dirty);
+        let Some(m) = &mut self.mirror else {
+            return;
+        };
+        keys.sort_unstable();
+        keys.dedup();
+        for k in keys {
+            m.sync(&self.luo, k);
         }
     }
 
@@ -814,4 +873,96 @@ impl Drop for Agent {
             }
         }
     }
+}
+
+/// Binds the listening socket at `path` (mode 0666); returns it with the
+/// socket file's `(st_dev, st_ino)`.
+fn bind_listener(path: &Path) -> Result<(OwnedFd, Option<(u64, u64)>), AgentError> {
+    let path = path.to_path_buf();
+    let listener = match luo_sys::seqpacket_listen(&path, BACKLOG) {
+        Ok(l) => l,
+        Err(e) if std::io::Error::from(e).kind() == ErrorKind::AddrInUse => {
+            return Err(AgentError::AlreadyRunning(path))
+        }
+        Err(Errno::ENAMETOOLONG) => {
+            return Err(AgentError::sys(
+                format!(
+                    "binding {}: a Unix socket path must be shorter than 108 bytes",
+                    path.display()
+                ),
+                Errno::ENAMETOOLONG,
+            ))
+        }
+        Err(e) => return Err(AgentError::sys(format!("binding {}", path.display()), e)),
+    };
+    let meta = fs::symlink_metadata(&path)
+        .map_err(|e| AgentError::sys(format!("inspecting {}", path.display()), e))?;
+    let socket_id = Some((meta.dev(), meta.ino()));
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o666))
+        .map_err(|e| AgentError::sys(format!("making {} mode 0666", path.display()), e))?;
+    Ok((listener, socket_id))
+}
+
+/// Sets up the store the custody descriptors are mirrored to (systemd's fd
+/// store under `$NOTIFY_SOCKET`, else the keeper; none with `--keeper
+/// off`), and takes back what a previous agent left there.
+fn store_and_reclaim(
+    config: &Config,
+    socket: &Path,
+    luo: &mut Luo,
+    passed: Vec<(String, OwnedFd)>,
+) -> Option<mirror::Mirror> {
+    if !config.keeper {
+        return None;
+    }
+    let (sink, entries) = if let Some(n) = crate::store::notify_socket() {
+        (crate::store::Sink::Systemd(n), passed)
+    } else {
+        let path = crate::store::keeper_path(socket);
+        match crate::store::connect_keeper(&path) {
+            Some((link, pid)) => match crate::store::take(link.as_fd()) {
+                Ok(entries) => {
+                    info!(
+                        "the keeper (pid {pid}) of a previous agent answered at {} with {} entries",
+                        path.display(),
+                        entries.len()
+                    );
+                    (crate::store::Sink::Keeper { link, pid }, entries)
+                }
+                Err(e) => {
+                    warn!("the keeper at {} answered, but taking its entries failed ({e}); starting a new keeper", path.display());
+                    match crate::store::spawn_keeper(&path) {
+                        Ok((link, pid)) => (crate::store::Sink::Keeper { link, pid }, Vec::new()),
+                        Err(e) => {
+                            warn!("{e}; sessions will not survive a crash of luod");
+                            return None;
+                        }
+                    }
+                }
+            },
+            None => match crate::store::spawn_keeper(&path) {
+                Ok((link, pid)) => {
+                    info!("started the keeper (pid {pid}, {}): it holds copies of the files in custody, so that a crash of luod loses nothing", path.display());
+                    (crate::store::Sink::Keeper { link, pid }, Vec::new())
+                }
+                Err(e) => {
+                    warn!("{e}; sessions will not survive a crash of luod");
+                    return None;
+                }
+            },
+        }
+    };
+    let mut m = mirror::Mirror::new(sink);
+    if !entries.is_empty() {
+        let r = mirror::reclaim(luo, entries);
+        info!(
+            "took back {} sessions with {} files from the previous agent; {} sessions that were open when it stopped were dropped",
+            r.sessions, r.files, r.aborted
+        );
+        m.sync_all(luo);
+        if let Err(e) = m.sink.remove(&r.old_names) {
+            warn!("removing the previous agent's entries failed: {e}");
+        }
+    }
+    Some(m)
 }

@@ -132,6 +132,19 @@ pub(super) fn wrong_socket(op: &str, on_agent: bool) -> Error {
 impl Agent {
     /// Answers one request received on connection `key`.
     pub(super) fn request(&mut self, key: u64, msg: Message) -> Result<Reply, Error> {
+        // The session a handle acts on may change (or end): the store must
+        // follow before the client hears the answer.
+        if let Some(Kind::Handle { handle, .. }) = self.conns.get(&key).map(|c| &c.kind) {
+            if let Ok(k) = self.luo.session_key(*handle) {
+                self.dirty.push(k);
+            }
+        }
+        let r = self.request_inner(key, msg);
+        self.flush_mirror();
+        r
+    }
+
+    fn request_inner(&mut self, key: u64, msg: Message) -> Result<Reply, Error> {
         let Some(kind) = self.conns.get(&key).map(|c| c.kind.clone()) else {
             return Err(Error::new(Errno::EBADF, "connection gone"));
         };
@@ -191,6 +204,7 @@ impl Agent {
                     .luo
                     .open_outgoing(owner, name.as_bytes())
                     .map_err(core_error)?;
+                self.dirty.extend(self.luo.session_key(h));
                 let files = self.luo.file_count(h).unwrap_or(0);
                 let r = self.luo.handover(h);
                 // After a handover the handle is stale and closing it only
@@ -217,6 +231,7 @@ impl Agent {
                         }
                         e
                     })?;
+                self.dirty.extend(self.luo.session_key(h));
                 let unretrieved = self.luo.session(h).map_or(0, |s| {
                     s.files
                         .iter()
@@ -244,6 +259,7 @@ impl Agent {
                     ));
                 }
                 let epoch = self.luo.update().map_err(core_error)?;
+                self.dirty.extend(self.luo.session_keys());
                 info!("update by uid {uid}: every outgoing session crossed over; epoch {epoch}");
                 Ok(Reply::ok(ok_reply().with("epoch", epoch)))
             }
@@ -429,6 +445,10 @@ impl Agent {
                     pinned_bytes: u.pinned_bytes,
                 }
             },
+            store: self
+                .mirror
+                .as_ref()
+                .map_or_else(|| "none".to_string(), |m| m.describe()),
         };
         if let Ok((soft, hard)) = luo_sys::nofile_limit() {
             st.nofile_soft = soft;

@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 
 use super::{kernel, Agent, Conn, Kind, Outgoing, LISTENER, MAX_EVENTS};
 use crate::registry::{open, seal, RegistryError};
+use crate::store::Sink;
 use crate::{AgentError, Backend, Config};
 
 /// The state envelope's magic.
@@ -216,6 +217,9 @@ impl Agent {
         if let Some(k) = &self.kernel {
             kernel::lock(k).for_each_fd(&mut f);
         }
+        if let Some(Sink::Keeper { link, .. }) = self.mirror.as_ref().map(|m| &m.sink) {
+            f(link.as_fd());
+        }
         if let Ok((_, fds)) = self.luo.snapshot() {
             for d in fds {
                 f(d);
@@ -277,6 +281,20 @@ impl Agent {
             None => Value::Null,
             Some(k) => kernel::lock(k).state(&mut |fd: BorrowedFd<'_>| fds.add(fd))?,
         };
+        let mirror = match &self.mirror {
+            None => Value::Null,
+            Some(m) => {
+                let sink = match &m.sink {
+                    Sink::Keeper { link, pid } => Value::object()
+                        .with("keeper", fds.add(link.as_fd())?)
+                        .with("pid", *pid),
+                    Sink::Systemd(p) => {
+                        Value::object().with("systemd", p.to_string_lossy().into_owned())
+                    }
+                };
+                Value::object().with("sink", sink).with("state", m.state())
+            }
+        };
         let model = self.model_state(&mut fds)?;
         let list: Vec<Value> = fds
             .list
@@ -301,6 +319,7 @@ impl Agent {
             .with("conns", conns)
             .with("kernel", kernel)
             .with("devices", self.devices.state())
+            .with("mirror", mirror)
             .with("model", model)
             .with("fds", list))
     }
@@ -526,6 +545,9 @@ struct Plan {
     conns: Vec<PlanConn>,
     kernel: Option<kernel::Plan>,
     devices: super::uapi::Devices,
+    /// The mirror's sink (the keeper's descriptor and pid, or systemd's
+    /// socket) and state.
+    mirror: Option<(Option<(usize, u32)>, Option<PathBuf>, Value)>,
     /// `SnapFile::fd` indexes the state's descriptor list.
     model: Snapshot,
     nums: Vec<RawFd>,
@@ -605,6 +627,28 @@ fn parse_plan(v: &Value) -> Result<Plan, AgentError> {
         conns,
         kernel,
         devices: super::uapi::Devices::from_state(field(v, "devices")?).map_err(bad)?,
+        mirror: match field(v, "mirror")? {
+            Value::Null => None,
+            m => {
+                let sink = field(m, "sink")?;
+                let keeper = match sink.get("keeper") {
+                    Some(i) => Some((num(i)? as usize, num(field(sink, "pid")?)? as u32)),
+                    None => None,
+                };
+                let systemd = sink
+                    .get("systemd")
+                    .and_then(Value::as_str)
+                    .map(PathBuf::from);
+                if keeper.is_none() == systemd.is_none() {
+                    return Err(bad("the mirror's sink is malformed"));
+                }
+                let state = field(m, "state")?.clone();
+                // Checked now, rebuilt after the descriptors are ours.
+                super::mirror::Mirror::from_state(Sink::Systemd(PathBuf::new()), &state)
+                    .map_err(bad)?;
+                Some((keeper, systemd, state))
+            }
+        },
         model: parse_model(field(v, "model")?)?,
         nums,
     };
@@ -647,6 +691,9 @@ fn parse_plan(v: &Value) -> Result<Plan, AgentError> {
     }
     if let Some(k) = &plan.kernel {
         k.fds().try_for_each(&mut named)?;
+    }
+    if let Some((Some((i, _)), _, _)) = &plan.mirror {
+        named(*i)?;
     }
     for s in &plan.model.sessions {
         s.files.iter().try_for_each(|f| named(f.fd))?;
@@ -734,6 +781,13 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
             },
         );
     }
+    let mirror = plan.mirror.map(|(keeper, systemd, state)| {
+        let sink = match (keeper, systemd) {
+            (Some((i, pid)), _) => Sink::Keeper { link: take(i), pid },
+            (None, p) => Sink::Systemd(p.unwrap_or_default()),
+        };
+        super::mirror::Mirror::from_state(sink, &state).expect("checked in the plan")
+    });
     let mut agent = Agent {
         socket: plan.socket,
         socket_id: plan.socket_id,
@@ -753,6 +807,8 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
         stop: None,
         events: Vec::with_capacity(MAX_EVENTS),
         devices: plan.devices,
+        mirror,
+        dirty: Vec::new(),
     };
     info!(
         "upgraded in place from {} to luod {} (pid {}): {} connections, {} sessions, {} custody descriptors taken over in {} us",

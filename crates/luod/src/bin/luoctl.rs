@@ -607,6 +607,7 @@ fn render_status(s: &Status) -> String {
             format!("{} (hard {})", s.nofile_soft, s.nofile_hard),
         ),
         ("usage/quota", quota),
+        ("crash safety", s.store.clone()),
     ];
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             println!("luod {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Ok(Command::Keeper { path, link }) => return luod::keeper_main(&path, link),
         Ok(Command::UpgradeProbe) => {
             println!("{}", luod::probe_answer());
             return ExitCode::SUCCESS;
@@ -66,6 +67,7 @@ fn main() -> ExitCode {
     if let Some(d) = opts.device {
         config.device = d;
     }
+    config.keeper = !opts.no_keeper;
     if let Some(n) = opts.kernel_session_files {
         config.kernel_files_per_session = usize::try_from(n).unwrap_or(usize::MAX);
     }

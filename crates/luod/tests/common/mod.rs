@@ -91,10 +91,13 @@ impl Agent {
             }
             None => Command::new(LUOD),
         };
-        cmd.arg("--socket")
-            .arg(&sock)
-            .args(o.args)
-            .env("LUOD_LOG", o.log)
+        cmd.arg("--socket").arg(&sock).args(o.args);
+        // No keeper unless a test asks for one: a keeper outlives a killed
+        // agent by design, and tests kill theirs.
+        if !o.args.contains(&"--keeper") {
+            cmd.args(["--keeper", "off"]);
+        }
+        cmd.env("LUOD_LOG", o.log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
