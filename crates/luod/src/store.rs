@@ -271,8 +271,34 @@ fn keeper(path: &Path, link: i32) -> Result<(), String> {
             if key == 0 {
                 while let Ok(c) = luo_sys::accept(listener.as_fd()) {
                     let ok = luo_sys::peer_cred(c.as_fd()).is_ok_and(|p| p.uid == 0 || p.uid == me);
-                    // One agent at a time, and only root or our uid.
-                    if !ok || link.is_some() {
+                    if !ok {
+                        continue;
+                    }
+                    // A restarted agent may connect before the old one's
+                    // hang-up was read: read what the old link still has.
+                    if let Some(l) = &link {
+                        let _ = luo_sys::set_nonblocking(l.as_fd(), true);
+                        loop {
+                            match serve_one(l.as_fd(), &mut entries) {
+                                Served::One => continue,
+                                Served::Idle => break,
+                                Served::Gone => {
+                                    let _ = ep.delete(l.as_fd());
+                                    link = None;
+                                    break;
+                                }
+                                Served::Bye => {
+                                    let _ = std::fs::remove_file(path);
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        if let Some(l) = &link {
+                            let _ = luo_sys::set_nonblocking(l.as_fd(), false);
+                        }
+                    }
+                    // One agent at a time.
+                    if link.is_some() {
                         continue;
                     }
                     let _ = luo_sys::set_nonblocking(c.as_fd(), false);
@@ -284,8 +310,8 @@ fn keeper(path: &Path, link: i32) -> Result<(), String> {
             }
             let Some(l) = &link else { continue };
             match serve_one(l.as_fd(), &mut entries) {
-                Ok(true) => {}
-                Ok(false) => {
+                Served::One | Served::Idle => {}
+                Served::Gone => {
                     // The agent is gone. Nothing to keep: done.
                     let l = link.take().expect("link");
                     let _ = ep.delete(l.as_fd());
@@ -294,7 +320,7 @@ fn keeper(path: &Path, link: i32) -> Result<(), String> {
                         return Ok(());
                     }
                 }
-                Err(Bye) => {
+                Served::Bye => {
                     let _ = std::fs::remove_file(path);
                     return Ok(());
                 }
@@ -303,15 +329,24 @@ fn keeper(path: &Path, link: i32) -> Result<(), String> {
     }
 }
 
-struct Bye;
+/// What [`serve_one`] found.
+enum Served {
+    /// A message, handled.
+    One,
+    /// Nothing to read now.
+    Idle,
+    /// The agent hung up.
+    Gone,
+    /// The agent stopped with nothing to keep.
+    Bye,
+}
 
-/// Serves one message; `Ok(false)` when the agent hung up.
-fn serve_one(l: BorrowedFd<'_>, entries: &mut BTreeMap<String, OwnedFd>) -> Result<bool, Bye> {
+fn serve_one(l: BorrowedFd<'_>, entries: &mut BTreeMap<String, OwnedFd>) -> Served {
     let m = match luo_proto::recv(l) {
         Ok(Some(m)) => m,
-        Ok(None) => return Ok(false),
-        Err(e) if e.errno == Errno::EAGAIN || e.errno == Errno::EINTR => return Ok(true),
-        Err(_) => return Ok(false),
+        Ok(None) => return Served::Gone,
+        Err(e) if e.errno == Errno::EAGAIN || e.errno == Errno::EINTR => return Served::Idle,
+        Err(_) => return Served::Gone,
     };
     let names: Vec<String> = m
         .body
@@ -340,7 +375,7 @@ fn serve_one(l: BorrowedFd<'_>, entries: &mut BTreeMap<String, OwnedFd>) -> Resu
             let fds: Vec<BorrowedFd<'_>> = page.iter().map(|(_, f)| f.as_fd()).collect();
             let body = luo_proto::ok_reply().with("names", list).with("more", more);
             if luo_proto::send(l, &body, &fds).is_err() {
-                return Ok(false);
+                return Served::Gone;
             }
         }
         Some("count") => {
@@ -349,8 +384,8 @@ fn serve_one(l: BorrowedFd<'_>, entries: &mut BTreeMap<String, OwnedFd>) -> Resu
                 .with("pid", std::process::id());
             let _ = luo_proto::send(l, &body, &[]);
         }
-        Some("bye") => return Err(Bye),
+        Some("bye") => return Served::Bye,
         _ => {}
     }
-    Ok(true)
+    Served::One
 }

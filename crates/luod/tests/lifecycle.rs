@@ -209,3 +209,234 @@ fn a_corrupt_upgrade_state_is_refused_before_anything_is_taken_over() {
     assert!(err.contains("refusing the upgrade"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ------------------------------------------------------------- crashes
+
+fn spawn_with_keeper(dir: &std::path::Path, sock: &std::path::Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("luod.log"))
+        .unwrap();
+    std::process::Command::new(common::LUOD)
+        .arg("--socket")
+        .arg(sock)
+        .args(["--keeper", "auto"])
+        .env("LUOD_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn wait_ready(sock: &std::path::Path, dir: &std::path::Path) {
+    let start = std::time::Instant::now();
+    while luo_sys::seqpacket_connect(sock).is_err() {
+        assert!(
+            start.elapsed() < common::PATIENCE,
+            "luod did not come back:\n{}",
+            std::fs::read_to_string(dir.join("luod.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+fn keeper_pid(c: &luo::Client) -> u32 {
+    let s = c.status().unwrap().store;
+    s.strip_prefix("keeper (pid ")
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no keeper: {s:?}"))
+}
+
+/// A small deterministic generator (the seed is printed on failure).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Settles the descriptor count of `pid`.
+fn settled(pid: u32) -> usize {
+    let mut last = fd_count(pid);
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = fd_count(pid);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[test]
+fn fifty_crashes_under_load_lose_no_handed_over_file() {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::Mutex;
+
+    let dir = common::fresh_dir();
+    let sock = dir.join("luod.sock");
+    let mut child = spawn_with_keeper(&dir, &sock);
+    wait_ready(&sock, &dir);
+    let first = luo::Client::connect_to(&sock).unwrap();
+    let keeper = keeper_pid(&first);
+    drop(first);
+    let agent_fds = settled(child.id());
+    let keeper_fds = settled(keeper);
+
+    // What the workload knows for sure: handed over (and not finished), or
+    // finished. Requests whose answer was lost in a crash are in neither.
+    let handed: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let finished: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let (handed, finished, stop, sock) =
+            (handed.clone(), finished.clone(), stop.clone(), sock.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(c) = luo::Client::connect_to(&sock) else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    i += 1;
+                    let name = format!("s{i}");
+                    let text = format!("bytes of {name}");
+                    let made = (|| {
+                        let s = c.create_session(&name)?;
+                        s.preserve(1, memfd(&text))?;
+                        s.preserve(2, luo_sys::eventfd(0).unwrap())?;
+                        s.handover()
+                    })();
+                    match made {
+                        Ok(()) => {
+                            handed.lock().unwrap().insert(name, text);
+                        }
+                        Err(_) => break,
+                    }
+                    if i % 3 == 0 {
+                        let old = handed.lock().unwrap().keys().next().cloned();
+                        if let Some(old) = old {
+                            let want = handed.lock().unwrap()[&old].clone();
+                            let done = (|| {
+                                let s = c.retrieve_session(&old)?;
+                                let got = read(s.retrieve_fd(1)?);
+                                assert_eq!(got, want, "{old}: its bytes changed");
+                                s.finish()
+                            })();
+                            handed.lock().unwrap().remove(&old);
+                            match done {
+                                Ok(()) => {
+                                    finished.lock().unwrap().insert(old);
+                                }
+                                // Unknown outcome: checked by nobody.
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut rng = Lcg(seed);
+    for n in 0..50 {
+        std::thread::sleep(Duration::from_millis(5 + rng.next(40)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        child = spawn_with_keeper(&dir, &sock);
+        wait_ready(&sock, &dir);
+        assert!(
+            std::path::Path::new(&format!("/proc/{keeper}")).exists(),
+            "crash {n} (seed {seed}): the keeper died"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    worker.join().unwrap();
+    let log = std::fs::read_to_string(dir.join("luod.log")).unwrap_or_default();
+    assert_eq!(
+        log.matches("of a previous agent answered").count(),
+        50,
+        "seed {seed}\n{log}"
+    );
+
+    // Every session known handed over is there, bytes intact; every one
+    // known finished is gone.
+    let c = luo::Client::connect_to(&sock).unwrap();
+    assert_eq!(keeper_pid(&c), keeper, "seed {seed}");
+    let handed = handed.lock().unwrap().clone();
+    assert!(handed.len() > 10, "seed {seed}: the workload barely ran");
+    for (name, text) in &handed {
+        let s = c
+            .retrieve_session(name)
+            .unwrap_or_else(|e| panic!("seed {seed}: {name} was lost: {e}\n{log}"));
+        assert_eq!(
+            &read(s.retrieve_fd(1).unwrap()),
+            text,
+            "seed {seed}: {name}"
+        );
+        s.retrieve_fd(2).unwrap();
+        s.finish().unwrap();
+    }
+    for name in finished.lock().unwrap().iter() {
+        let e = c.retrieve_session(name).unwrap_err();
+        assert_eq!(
+            e.errno,
+            luo::Errno::ENOENT,
+            "seed {seed}: {name} came back after finish"
+        );
+    }
+    // Sessions whose last request was cut off by a crash: clear them.
+    for s in c.sessions().unwrap() {
+        if s.state == luo::SessionState::Incoming {
+            c.finish(&s.name, None).unwrap();
+        }
+    }
+    assert_eq!(c.status().unwrap().files, 0, "seed {seed}");
+    drop(c);
+    // Nothing leaked in the agent or in the keeper.
+    assert_eq!(
+        settled(child.id()),
+        agent_fds,
+        "seed {seed}: the agent leaked descriptors"
+    );
+    assert_eq!(
+        settled(keeper),
+        keeper_fds,
+        "seed {seed}: the keeper leaked descriptors"
+    );
+    // Stopped with nothing to keep, the agent lets the keeper go.
+    std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    let start = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{keeper}/fd")).exists() {
+        assert!(
+            start.elapsed() < common::PATIENCE,
+            "the keeper did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

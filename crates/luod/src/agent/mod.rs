@@ -224,7 +224,7 @@ impl Agent {
                 (Backend::Kernel, Some(shared), luo)
             }
         };
-        let mirror = store_and_reclaim(&config, &path, &mut luo, passed);
+        let mirror = store_and_reclaim(&config, &path, &mut luo, passed)?;
         let (listener, socket_id) = match activated {
             Some(l) => {
                 info!("listening on the socket systemd passed (socket activation)");
@@ -911,35 +911,55 @@ fn store_and_reclaim(
     socket: &Path,
     luo: &mut Luo,
     passed: Vec<(String, OwnedFd)>,
-) -> Option<mirror::Mirror> {
+) -> Result<Option<mirror::Mirror>, AgentError> {
     if !config.keeper {
-        return None;
+        return Ok(None);
     }
     let (sink, entries) = if let Some(n) = crate::store::notify_socket() {
         (crate::store::Sink::Systemd(n), passed)
     } else {
         let path = crate::store::keeper_path(socket);
-        match crate::store::connect_keeper(&path) {
-            Some((link, pid)) => match crate::store::take(link.as_fd()) {
-                Ok(entries) => {
-                    info!(
-                        "the keeper (pid {pid}) of a previous agent answered at {} with {} entries",
-                        path.display(),
-                        entries.len()
-                    );
-                    (crate::store::Sink::Keeper { link, pid }, entries)
-                }
-                Err(e) => {
-                    warn!("the keeper at {} answered, but taking its entries failed ({e}); starting a new keeper", path.display());
-                    match crate::store::spawn_keeper(&path) {
-                        Ok((link, pid)) => (crate::store::Sink::Keeper { link, pid }, Vec::new()),
-                        Err(e) => {
-                            warn!("{e}; sessions will not survive a crash of luod");
-                            return None;
+        // A keeper that answers holds a previous agent's files: never start
+        // another over it. It may be busy reading its old agent's hang-up,
+        // so ask a few times.
+        let mut answered = None;
+        for _ in 0..50 {
+            match crate::store::connect_keeper(&path) {
+                None => break,
+                Some((link, pid)) => match crate::store::take(link.as_fd()) {
+                    Ok(entries) => {
+                        answered = Some((link, pid, entries));
+                        break;
+                    }
+                    Err(e) => {
+                        debug!(
+                            "the keeper at {} refused this agent for now ({e}); asking again",
+                            path.display()
+                        );
+                        std::thread::sleep(Duration::from_millis(20));
+                        answered = None;
+                        if !path.exists() {
+                            break;
                         }
                     }
-                }
-            },
+                },
+            }
+        }
+        match answered {
+            Some((link, pid, entries)) => {
+                info!(
+                    "the keeper (pid {pid}) of a previous agent answered at {} with {} entries",
+                    path.display(),
+                    entries.len()
+                );
+                (crate::store::Sink::Keeper { link, pid }, entries)
+            }
+            None if crate::store::connect_keeper(&path).is_some() => {
+                return Err(AgentError::Backend(format!(
+                    "the keeper at {} holds another agent's files and will not hand them over (is another luod running with this socket?); refusing to start a second keeper over it",
+                    path.display()
+                )));
+            }
             None => match crate::store::spawn_keeper(&path) {
                 Ok((link, pid)) => {
                     info!("started the keeper (pid {pid}, {}): it holds copies of the files in custody, so that a crash of luod loses nothing", path.display());
@@ -947,7 +967,7 @@ fn store_and_reclaim(
                 }
                 Err(e) => {
                     warn!("{e}; sessions will not survive a crash of luod");
-                    return None;
+                    return Ok(None);
                 }
             },
         }
@@ -964,5 +984,5 @@ fn store_and_reclaim(
             warn!("removing the previous agent's entries failed: {e}");
         }
     }
-    Some(m)
+    Ok(Some(m))
 }
