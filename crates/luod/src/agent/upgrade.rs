@@ -533,6 +533,10 @@ struct PlanConn {
     dead: bool,
 }
 
+/// The mirror's sink (the keeper's descriptor and pid, or systemd's
+/// socket) and state.
+type PlanMirror = (Option<(usize, u32)>, Option<PathBuf>, Value);
+
 /// The whole state, checked and parsed, naming descriptors by index.
 struct Plan {
     previous: String,
@@ -545,9 +549,7 @@ struct Plan {
     conns: Vec<PlanConn>,
     kernel: Option<kernel::Plan>,
     devices: super::uapi::Devices,
-    /// The mirror's sink (the keeper's descriptor and pid, or systemd's
-    /// socket) and state.
-    mirror: Option<(Option<(usize, u32)>, Option<PathBuf>, Value)>,
+    mirror: Option<PlanMirror>,
     /// `SnapFile::fd` indexes the state's descriptor list.
     model: Snapshot,
     nums: Vec<RawFd>,
