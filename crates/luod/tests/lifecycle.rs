@@ -440,3 +440,170 @@ fn fifty_crashes_under_load_lose_no_handed_over_file() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ------------------------------------------------------------- systemd
+
+/// Reads notify datagrams until `until` holds for the store built so far.
+fn notify_until(
+    sock: &OwnedFd,
+    store: &mut Vec<(String, OwnedFd)>,
+    log: &mut Vec<String>,
+    until: impl Fn(&[(String, OwnedFd)], &[String]) -> bool,
+) {
+    let start = std::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    while !until(store, log) {
+        assert!(
+            start.elapsed() < common::PATIENCE,
+            "notify messages so far: {log:#?}"
+        );
+        let r = match luo_sys::recv_with_fds(sock.as_fd(), &mut buf, 8) {
+            Ok(r) => r,
+            Err(luo::Errno::EAGAIN) => {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            Err(e) => panic!("reading the notify socket: {e}"),
+        };
+        let text = String::from_utf8_lossy(&buf[..r.len]).into_owned();
+        let name = text
+            .lines()
+            .find_map(|l| l.strip_prefix("FDNAME="))
+            .map(str::to_string);
+        if text.contains("FDSTORE=1") {
+            let mut fds = r.fds;
+            assert_eq!(fds.len(), 1, "{text}: one descriptor per name");
+            store.push((name.clone().unwrap(), fds.pop().unwrap()));
+        } else if text.contains("FDSTOREREMOVE=1") {
+            let n = name.clone().unwrap();
+            store.retain(|(m, _)| *m != n);
+        }
+        log.push(text);
+    }
+}
+
+#[test]
+fn under_systemd_the_fd_store_holds_every_file_and_gives_them_back() {
+    let dir = common::fresh_dir();
+    let sock = dir.join("luod.sock");
+    let notify_path = dir.join("notify.sock");
+    let notify = luo_sys::dgram_bind(&notify_path).unwrap();
+    luo_sys::set_nonblocking(notify.as_fd(), true).unwrap();
+    let spawn = |script: &str, keep: &[&OwnedFd]| {
+        for f in keep {
+            luo_sys::set_cloexec(f.as_fd(), false).unwrap();
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("luod.log"))
+            .unwrap();
+        let child = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .arg(common::LUOD)
+            .arg("--socket")
+            .arg(&sock)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("LUOD_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        for f in keep {
+            luo_sys::set_cloexec(f.as_fd(), true).unwrap();
+        }
+        child
+    };
+    let mut store: Vec<(String, OwnedFd)> = Vec::new();
+    let mut log: Vec<String> = Vec::new();
+    let mut child = spawn("exec \"$0\" \"$@\"", &[]);
+    notify_until(&notify, &mut store, &mut log, |_, l| {
+        l.iter().any(|m| m.contains("READY=1"))
+    });
+    let ready = log.iter().find(|m| m.contains("READY=1")).unwrap();
+    assert!(
+        ready.contains(&format!("MAINPID={}", child.id())),
+        "{ready}"
+    );
+    assert!(ready.contains("STATUS="), "{ready}");
+
+    let c = luo::Client::connect_to(&sock).unwrap();
+    assert_eq!(c.status().unwrap().store, "systemd fd store");
+    let data = memfd("kept by systemd");
+    let st = luo_sys::fstat(data.as_fd()).unwrap();
+    let s = c.create_session("sd").unwrap();
+    s.preserve(1, &data).unwrap();
+    // Open: a record and the file.
+    notify_until(&notify, &mut store, &mut log, |s, _| s.len() == 2);
+    let file = store
+        .iter()
+        .find(|(n, _)| n.starts_with("luo.f."))
+        .expect("the file's entry");
+    let got = luo_sys::fstat(file.1.as_fd()).unwrap();
+    assert_eq!(
+        (got.dev, got.ino),
+        (st.dev, st.ino),
+        "systemd got another file"
+    );
+    assert!(file.0.ends_with(".1"), "{}: token 1", file.0);
+    // Handed over: the record is rewritten (new first, then the old removed).
+    s.handover().unwrap();
+    drop(s);
+    notify_until(&notify, &mut store, &mut log, |s, l| {
+        s.len() == 2 && l.iter().any(|m| m.contains("FDSTOREREMOVE=1"))
+    });
+    let names: Vec<&String> = store.iter().map(|(n, _)| n).collect();
+    assert!(
+        names.iter().all(|n| n.len() <= 255 && !n.contains(':')),
+        "{names:?}"
+    );
+
+    // luod dies; systemd starts it again with the store's descriptors.
+    drop(c);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let n = store.len();
+    let names = store
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(":");
+    let mut script = String::new();
+    for (i, (_, f)) in store.iter().enumerate() {
+        script += &format!("exec {}<&{}; ", 100 + i, std::os::fd::AsRawFd::as_raw_fd(f));
+    }
+    for i in 0..n {
+        script += &format!("exec {}<&{}; exec {}<&-; ", 3 + i, 100 + i, 100 + i);
+    }
+    script +=
+        &format!("export LISTEN_PID=$$ LISTEN_FDS={n} LISTEN_FDNAMES={names}; exec \"$0\" \"$@\"");
+    let keep: Vec<&OwnedFd> = store.iter().map(|(_, f)| f).collect();
+    let mut child = spawn(&script, &keep);
+    let before = log.len();
+    notify_until(&notify, &mut store, &mut log, |_, l| {
+        l[before..].iter().any(|m| m.contains("READY=1"))
+    });
+    let c = luo::Client::connect_to(&sock).unwrap();
+    let s = c.retrieve_session("sd").unwrap();
+    assert_eq!(read(s.retrieve_fd(1).unwrap()), "kept by systemd");
+    // The new agent stored its own entries and removed the old ones.
+    let old: Vec<String> = names.split(':').map(str::to_string).collect();
+    notify_until(&notify, &mut store, &mut log, |s, _| {
+        s.len() == 2 && s.iter().all(|(n, _)| !old.contains(n))
+    });
+    // Finished: nothing is left in the store.
+    s.finish().unwrap();
+    drop(s);
+    notify_until(&notify, &mut store, &mut log, |s, _| s.is_empty());
+    drop(c);
+    std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    notify_until(&notify, &mut store, &mut log, |_, l| {
+        l.iter().any(|m| m.contains("STOPPING=1"))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
