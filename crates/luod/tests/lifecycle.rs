@@ -607,3 +607,38 @@ fn under_systemd_the_fd_store_holds_every_file_and_gives_them_back() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn under_socket_activation_luod_serves_the_socket_systemd_passed() {
+    let dir = common::fresh_dir();
+    let sock = dir.join("activated.sock");
+    let listener = luo_sys::seqpacket_listen(&sock, 16).unwrap();
+    luo_sys::set_cloexec(listener.as_fd(), false).unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let log = std::fs::File::create(dir.join("luod.log")).unwrap();
+    let mut child = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "exec 3<&{raw}; export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=luod.socket; exec \"$0\" \"$@\""
+        ))
+        .arg(common::LUOD)
+        .args(["--keeper", "off", "--socket"])
+        .arg(&sock)
+        .env("LUOD_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    drop(listener);
+    // Connections made before luod is ready wait in the socket's backlog.
+    let c = luo::Client::connect_to(&sock).unwrap();
+    assert_eq!(c.status().unwrap().pid, child.id());
+    let text = std::fs::read_to_string(dir.join("luod.log")).unwrap();
+    assert!(text.contains("socket activation"), "{text}");
+    drop(c);
+    std::process::Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    child.wait().unwrap();
+    // systemd owns the socket file: luod leaves it.
+    assert!(sock.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

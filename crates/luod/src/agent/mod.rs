@@ -165,11 +165,7 @@ impl Agent {
         }
         // Under systemd: the fd store's contents after a restart, and the
         // listening socket under socket activation.
-        let mut passed = if config.keeper {
-            crate::store::listen_fds().map_err(AgentError::Backend)?
-        } else {
-            Vec::new()
-        };
+        let mut passed = crate::store::listen_fds().map_err(AgentError::Backend)?;
         let activated = passed
             .iter()
             .position(|(_, fd)| luo_sys::is_listening(fd.as_fd()).unwrap_or(false))
@@ -913,6 +909,12 @@ fn store_and_reclaim(
     passed: Vec<(String, OwnedFd)>,
 ) -> Result<Option<mirror::Mirror>, AgentError> {
     if !config.keeper {
+        if !passed.is_empty() {
+            warn!(
+                "--keeper off: the {} descriptors systemd passed from the fd store are dropped",
+                passed.len()
+            );
+        }
         return Ok(None);
     }
     let (sink, entries) = if let Some(n) = crate::store::notify_socket() {
