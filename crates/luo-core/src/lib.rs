@@ -1315,6 +1315,13 @@ impl Luo {
         }
     }
 
+    /// The custody descriptors, in creation order of their sessions.
+    pub fn custody_fds(&self) -> impl Iterator<Item = std::os::fd::BorrowedFd<'_>> {
+        self.sessions
+            .values()
+            .flat_map(|s| s.files.iter().map(|f| f.custody.as_fd()))
+    }
+
     /// Descriptors luo holds in custody (one per preserved file).
     pub fn custody_count(&self) -> usize {
         self.sessions.values().map(|s| s.files.len()).sum()

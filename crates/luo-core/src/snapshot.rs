@@ -27,8 +27,8 @@ pub enum SnapSide {
 pub struct SnapFile {
     /// Its token.
     pub token: u64,
-    /// Its handler's compatible string.
-    pub handler: String,
+    /// Its handler: an index into [`Snapshot::handlers`].
+    pub handler: usize,
     /// Its identity; also how the agent checks that a descriptor it got
     /// back is the right file (`st_dev`, `st_ino`).
     pub identity: Identity,
@@ -73,6 +73,8 @@ pub struct Snapshot {
     pub next_key: u64,
     /// The next handle number.
     pub next_handle: u64,
+    /// The compatible strings files name by index.
+    pub handlers: Vec<String>,
     /// Every session, in creation order.
     pub sessions: Vec<SnapSession>,
     /// Every handle: `(handle, session key, live)`.
@@ -111,7 +113,7 @@ impl Luo {
                         fds.push(f.custody.as_fd());
                         SnapFile {
                             token: f.token,
-                            handler: self.handlers[f.handler].compatible().to_string(),
+                            handler: f.handler,
                             identity: f.identity,
                             data: f.data,
                             indexed: f.indexed,
@@ -134,6 +136,11 @@ impl Luo {
                 epoch: self.epoch,
                 next_key: self.next_key,
                 next_handle: self.next_handle,
+                handlers: self
+                    .handlers
+                    .iter()
+                    .map(|h| h.compatible().to_string())
+                    .collect(),
                 sessions,
                 handles,
             },
@@ -153,12 +160,11 @@ impl Luo {
         if !self.sessions.is_empty() || !self.handles.is_empty() {
             return err(Errno::EINVAL, "restore needs an empty model");
         }
-        let by_compat: HashMap<&str, usize> = self
-            .handlers
-            .iter()
-            .enumerate()
-            .map(|(i, h)| (h.compatible(), i))
-            .collect();
+        // The snapshot's handler indexes, as this model's.
+        let mut map = Vec::with_capacity(snap.handlers.len());
+        for c in &snap.handlers {
+            map.push(self.handlers.iter().position(|h| h.compatible() == c));
+        }
         let mut fds: Vec<Option<Arc<OwnedFd>>> =
             fds.into_iter().map(|f| Some(Arc::new(f))).collect();
         let mut sessions = std::collections::BTreeMap::new();
@@ -188,10 +194,11 @@ impl Luo {
             let mut files = Vec::with_capacity(s.files.len());
             let mut tokens = HashMap::with_capacity(s.files.len());
             for f in s.files {
-                let Some(&hi) = by_compat.get(f.handler.as_str()) else {
+                let Some(hi) = map.get(f.handler).copied().flatten() else {
+                    let name = snap.handlers.get(f.handler).map_or("?", String::as_str);
                     return err(
                         Errno::ENOENT,
-                        format!("no handler {:?} to take over token {}", f.handler, f.token),
+                        format!("no handler {name:?} to take over token {}", f.token),
                     );
                 };
                 let custody = fds.get_mut(f.fd).and_then(Option::take).ok_or_else(|| {

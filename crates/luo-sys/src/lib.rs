@@ -834,7 +834,10 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
 
 /// Takes ownership of descriptors inherited across `exec`, by number (an
 /// agent that re-executed itself finds them in its state). Each must be
-/// open, above 2 and listed once; each is made close-on-exec again.
+/// open, above 2 and listed once. They are made close-on-exec again, and so
+/// is every descriptor numbered between the lowest and the highest of them
+/// (one `close_range(CLOSE_RANGE_CLOEXEC)` call rather than one `fcntl` per
+/// descriptor).
 ///
 /// Call it once, before this process opens anything else, with numbers
 /// that only the previous program image used: nothing in this image owns
@@ -848,16 +851,56 @@ pub fn adopt_inherited(nums: &[RawFd]) -> Result<Vec<OwnedFd>> {
         // SAFETY: F_GETFD only inspects the descriptor table entry.
         cvt(unsafe { libc::fcntl(n, libc::F_GETFD) })?;
     }
-    let mut out = Vec::with_capacity(nums.len());
-    for &n in nums {
-        // SAFETY: `n` is open (checked above), listed once, and was inherited
-        // across exec: per this function's contract nothing else in this
-        // image owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(n) };
-        set_cloexec(std::os::fd::AsFd::as_fd(&fd), true)?;
-        out.push(fd);
+    cloexec_span(nums)?;
+    Ok(nums
+        .iter()
+        // SAFETY: each `n` is open (checked above), listed once, and was
+        // inherited across exec: per this function's contract nothing else
+        // in this image owns it.
+        .map(|&n| unsafe { OwnedFd::from_raw_fd(n) })
+        .collect())
+}
+
+/// As [`adopt_inherited`], for numbers the caller has just checked are
+/// open (with [`fstat_raw`]): no `fcntl` per descriptor, one
+/// `close_range` for all. `EINVAL` for a number listed twice or not above 2.
+pub fn adopt_verified(nums: &[RawFd]) -> Result<Vec<OwnedFd>> {
+    let mut seen = std::collections::HashSet::with_capacity(nums.len());
+    if nums.iter().any(|&n| n <= 2 || !seen.insert(n)) {
+        return Err(Errno::EINVAL);
     }
-    Ok(out)
+    cloexec_span(nums)?;
+    Ok(nums
+        .iter()
+        // SAFETY: each `n` was checked open by the caller, is listed once,
+        // and was inherited across exec: nothing else in this image owns it.
+        .map(|&n| unsafe { OwnedFd::from_raw_fd(n) })
+        .collect())
+}
+
+/// Makes every descriptor from the lowest to the highest of `nums`
+/// close-on-exec: one `close_range`, or one `fcntl` each before Linux 5.11.
+fn cloexec_span(nums: &[RawFd]) -> Result<()> {
+    let (Some(&lo), Some(&hi)) = (nums.iter().min(), nums.iter().max()) else {
+        return Ok(());
+    };
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on the
+    // descriptors in the range; it reads no memory of ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            lo as libc::c_uint,
+            hi as libc::c_uint,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        for &n in nums {
+            // SAFETY: F_SETFD takes an integer flag; `n` is open.
+            cvt(unsafe { libc::fcntl(n, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+        }
+    }
+    Ok(())
 }
 
 fn cstrings(args: &[String]) -> Result<Vec<CString>> {

@@ -636,7 +636,10 @@ fn under_socket_activation_luod_serves_the_socket_systemd_passed() {
     let text = std::fs::read_to_string(dir.join("luod.log")).unwrap();
     assert!(text.contains("socket activation"), "{text}");
     drop(c);
-    std::process::Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     child.wait().unwrap();
     // systemd owns the socket file: luod leaves it.
     assert!(sock.exists());

@@ -64,6 +64,62 @@ impl Fds {
     }
 }
 
+/// Bytes of one file record: token, dev, ino, data, pinned, custody
+/// descriptor number (u64 each), handler index (u16), identity kind (u8),
+/// indexed (u8), retrieve status (i32), then padding. The descriptor is
+/// checked against dev and ino like those of the descriptor table.
+const FILE_RECORD: usize = 64;
+/// Bytes of one descriptor record: number, `st_dev`, `st_ino` (u64 each).
+const FD_RECORD: usize = 24;
+
+fn put_file(out: &mut Vec<u8>, f: &SnapFile, fd: RawFd) {
+    let start = out.len();
+    for v in [
+        f.token,
+        f.identity.dev,
+        f.identity.ino,
+        f.data,
+        f.pinned,
+        fd as u64,
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&(f.handler as u16).to_le_bytes());
+    out.push(u8::from(f.identity.kind == IdentityKind::Inode));
+    out.push(u8::from(f.indexed));
+    out.extend_from_slice(&(retrieve_code(f.retrieve) as i32).to_le_bytes());
+    out.resize(start + FILE_RECORD, 0);
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn get_file(r: &[u8], handlers: usize) -> Result<SnapFile, AgentError> {
+    let handler = u16::from_le_bytes([r[48], r[49]]) as usize;
+    if handler >= handlers {
+        return Err(bad("a file names no handler"));
+    }
+    Ok(SnapFile {
+        token: u64_at(r, 0),
+        identity: Identity {
+            dev: u64_at(r, 8),
+            ino: u64_at(r, 16),
+            kind: if r[50] == 1 {
+                IdentityKind::Inode
+            } else {
+                IdentityKind::OpenFile
+            },
+        },
+        data: u64_at(r, 24),
+        pinned: u64_at(r, 32),
+        fd: u64_at(r, 40) as usize,
+        handler,
+        indexed: r[51] == 1,
+        retrieve: retrieve_status(i64::from(i32::from_le_bytes([r[52], r[53], r[54], r[55]]))),
+    })
+}
+
 fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -220,10 +276,8 @@ impl Agent {
         if let Some(Sink::Keeper { link, .. }) = self.mirror.as_ref().map(|m| &m.sink) {
             f(link.as_fd());
         }
-        if let Ok((_, fds)) = self.luo.snapshot() {
-            for d in fds {
-                f(d);
-            }
+        for d in self.luo.custody_fds() {
+            f(d);
         }
     }
 
@@ -233,9 +287,9 @@ impl Agent {
         });
     }
 
-    /// The state as JSON, and the descriptors it names (each with its
-    /// close-on-exec flag cleared by the caller).
-    fn state(&self, reply_to: u64, previous: &str) -> Result<Value, Error> {
+    /// The state: `[json length: u64][json][descriptor count: u64]
+    /// [descriptor records][file records]`, all little-endian.
+    fn state(&self, reply_to: u64, previous: &str) -> Result<Vec<u8>, Error> {
         let mut fds = Fds::default();
         let listener = fds.add(self.listener.as_fd())?;
         let mut keys: Vec<u64> = self.conns.keys().copied().collect();
@@ -295,13 +349,9 @@ impl Agent {
                 Value::object().with("sink", sink).with("state", m.state())
             }
         };
-        let model = self.model_state(&mut fds)?;
-        let list: Vec<Value> = fds
-            .list
-            .iter()
-            .map(|&(n, dev, ino)| Value::Array(vec![n.into(), dev.into(), ino.into()]))
-            .collect();
-        Ok(Value::object()
+        let mut files = Vec::new();
+        let model = self.model_state(&mut files)?;
+        let json = Value::object()
             .with("agent", format!("luod {}", env!("CARGO_PKG_VERSION")))
             .with("previous", previous)
             .with("socket", self.socket.to_string_lossy().into_owned())
@@ -321,39 +371,32 @@ impl Agent {
             .with("devices", self.devices.state())
             .with("mirror", mirror)
             .with("model", model)
-            .with("fds", list))
+            .to_json();
+        let mut out =
+            Vec::with_capacity(16 + json.len() + fds.list.len() * FD_RECORD + files.len());
+        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        out.extend_from_slice(json.as_bytes());
+        out.extend_from_slice(&(fds.list.len() as u64).to_le_bytes());
+        for &(n, dev, ino) in &fds.list {
+            for v in [n as u64, dev, ino] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out.extend_from_slice(&files);
+        Ok(out)
     }
 
-    fn model_state(&self, fds: &mut Fds) -> Result<Value, Error> {
+    /// The model: sessions as JSON, their files as fixed binary records
+    /// (appended to `files`), which cost little to write and read at 16,000.
+    fn model_state(&self, files: &mut Vec<u8>) -> Result<Value, Error> {
         let (snap, custody) = self
             .luo
             .snapshot()
             .map_err(|e| Error::new(e.errno, e.message))?;
-        let mut handlers: Vec<String> = Vec::new();
         let mut sessions = Vec::with_capacity(snap.sessions.len());
         for s in &snap.sessions {
-            let mut files = Vec::with_capacity(s.files.len());
             for f in &s.files {
-                let hi = match handlers.iter().position(|h| *h == f.handler) {
-                    Some(i) => i,
-                    None => {
-                        handlers.push(f.handler.clone());
-                        handlers.len() - 1
-                    }
-                };
-                let fd = fds.add_known(custody[f.fd], f.identity.dev, f.identity.ino)?;
-                files.push(Value::Array(vec![
-                    f.token.into(),
-                    hi.into(),
-                    f.identity.dev.into(),
-                    f.identity.ino.into(),
-                    u64::from(f.identity.kind == IdentityKind::Inode).into(),
-                    f.data.into(),
-                    f.indexed.into(),
-                    retrieve_code(f.retrieve).into(),
-                    f.pinned.into(),
-                    fd.into(),
-                ]));
+                put_file(files, f, custody[f.fd].as_raw_fd());
             }
             let side = match s.side {
                 SnapSide::Outgoing => "o",
@@ -366,7 +409,7 @@ impl Agent {
                 s.owner.into(),
                 side.into(),
                 Value::Array(s.handles.iter().map(|&h| h.into()).collect()),
-                Value::Array(files),
+                s.files.len().into(),
                 s.mode.finish_on_close.into(),
                 s.mode.kexec_safe_only.into(),
             ]));
@@ -382,7 +425,10 @@ impl Agent {
             .with("next_handle", snap.next_handle)
             .with(
                 "handlers",
-                handlers.into_iter().map(Value::from).collect::<Vec<_>>(),
+                snap.handlers
+                    .into_iter()
+                    .map(Value::from)
+                    .collect::<Vec<_>>(),
             )
             .with("sessions", sessions)
             .with("handles", handles))
@@ -425,7 +471,7 @@ impl Agent {
         let started = Instant::now();
         let previous = format!("luod {}", env!("CARGO_PKG_VERSION"));
         let state = self.state(key, &previous)?;
-        let bytes = seal(MAGIC, STATE_VERSION, state.to_json().as_bytes());
+        let bytes = seal(MAGIC, STATE_VERSION, &state);
         let memfd = luo_sys::memfd_create("luod-upgrade-state", luo_sys::mfd::ALLOW_SEALING)
             .map_err(|e| Error::new(e, "creating the state memfd failed"))?;
         let mut f = std::fs::File::from(memfd);
@@ -485,9 +531,17 @@ fn field<'a>(v: &'a Value, k: &str) -> Result<&'a Value, AgentError> {
     v.get(k).ok_or_else(|| bad(format!("\"{k}\" is missing")))
 }
 
+/// The state as read: the JSON part, the descriptors it names (number,
+/// `st_dev`, `st_ino`) and the file records.
+struct StateRead {
+    json: Value,
+    fds: Vec<(RawFd, u64, u64)>,
+    files: Vec<u8>,
+}
+
 /// Reads and checks the state: the envelope, then every descriptor it
 /// names (open, and the file it was). Nothing is taken over yet.
-fn read_state(state: &OwnedFd) -> Result<Value, AgentError> {
+fn read_state(state: &OwnedFd) -> Result<StateRead, AgentError> {
     let mut f = std::fs::File::from(
         state
             .try_clone()
@@ -504,24 +558,56 @@ fn read_state(state: &OwnedFd) -> Result<Value, AgentError> {
             e.to_string().trim_start_matches("the registry ")
         )),
     })?;
-    let v = json::parse(payload).map_err(|e| bad(format!("the state is malformed: {e}")))?;
-    for d in arr(field(&v, "fds")?)? {
-        let d = arr(d)?;
-        let (n, dev, ino) = match d {
-            [n, dev, ino] => (num(n)?, num(dev)?, num(ino)?),
-            _ => return Err(bad("a descriptor entry is malformed")),
-        };
-        let n = RawFd::try_from(n).map_err(|_| bad("a descriptor number is out of range"))?;
-        let st =
-            luo_sys::fstat_raw(n).map_err(|e| bad(format!("descriptor {n} is not open ({e})")))?;
+    let short = || bad("the state is truncated");
+    let jlen = payload
+        .get(..8)
+        .map(|b| u64_at(b, 0) as usize)
+        .ok_or_else(short)?;
+    let json = payload.get(8..8 + jlen).ok_or_else(short)?;
+    let v = json::parse(json).map_err(|e| bad(format!("the state is malformed: {e}")))?;
+    let rest = &payload[8 + jlen..];
+    let n = rest
+        .get(..8)
+        .map(|b| u64_at(b, 0) as usize)
+        .ok_or_else(short)?;
+    let table = rest
+        .get(8..8 + n.checked_mul(FD_RECORD).ok_or_else(short)?)
+        .ok_or_else(short)?;
+    let files = rest[8 + table.len()..].to_vec();
+    if files.len() % FILE_RECORD != 0 {
+        return Err(bad("the file records are truncated"));
+    }
+    let mut fds = Vec::with_capacity(n);
+    for r in table.chunks_exact(FD_RECORD) {
+        let (num, dev, ino) = (u64_at(r, 0), u64_at(r, 8), u64_at(r, 16));
+        let num = RawFd::try_from(num).map_err(|_| bad("a descriptor number is out of range"))?;
+        let st = luo_sys::fstat_raw(num)
+            .map_err(|e| bad(format!("descriptor {num} is not open ({e})")))?;
         if (st.dev, st.ino) != (dev, ino) {
             return Err(bad(format!(
-                "descriptor {n} is not the file the state names (inode {}:{} instead of {dev}:{ino})",
+                "descriptor {num} is not the file the state names (inode {}:{} instead of {dev}:{ino})",
+                st.dev, st.ino
+            )));
+        }
+        fds.push((num, dev, ino));
+    }
+    for r in files.chunks_exact(FILE_RECORD) {
+        let (dev, ino, num) = (u64_at(r, 8), u64_at(r, 16), u64_at(r, 40));
+        let num = RawFd::try_from(num).map_err(|_| bad("a descriptor number is out of range"))?;
+        let st = luo_sys::fstat_raw(num)
+            .map_err(|e| bad(format!("custody descriptor {num} is not open ({e})")))?;
+        if (st.dev, st.ino) != (dev, ino) {
+            return Err(bad(format!(
+                "custody descriptor {num} is not the file the state names (inode {}:{} instead of {dev}:{ino})",
                 st.dev, st.ino
             )));
         }
     }
-    Ok(v)
+    Ok(StateRead {
+        json: v,
+        fds,
+        files,
+    })
 }
 
 /// One connection of the state, before its descriptors are taken over.
@@ -555,11 +641,9 @@ struct Plan {
     nums: Vec<RawFd>,
 }
 
-fn parse_plan(v: &Value) -> Result<Plan, AgentError> {
-    let nums: Vec<RawFd> = arr(field(v, "fds")?)?
-        .iter()
-        .map(|d| arr(d).and_then(|d| num(&d[0])).map(|n| n as RawFd))
-        .collect::<Result<_, _>>()?;
+fn parse_plan(read: &StateRead) -> Result<Plan, AgentError> {
+    let v = &read.json;
+    let nums: Vec<RawFd> = read.fds.iter().map(|&(n, _, _)| n).collect();
     let socket = PathBuf::from(
         field(v, "socket")?
             .as_str()
@@ -618,6 +702,15 @@ fn parse_plan(v: &Value) -> Result<Plan, AgentError> {
         Value::Null => None,
         k => Some(kernel::Plan::parse(k).map_err(bad)?),
     };
+    let mut model = parse_model(field(v, "model")?, &read.files)?;
+    let mut nums = nums;
+    for s in &mut model.sessions {
+        for f in &mut s.files {
+            // The record holds the descriptor's number; the plan, its index.
+            nums.push(f.fd as RawFd);
+            f.fd = nums.len() - 1;
+        }
+    }
     let plan = Plan {
         previous: field(v, "previous")?.as_str().unwrap_or("?").to_string(),
         socket,
@@ -651,7 +744,7 @@ fn parse_plan(v: &Value) -> Result<Plan, AgentError> {
                 Some((keeper, systemd, state))
             }
         },
-        model: parse_model(field(v, "model")?)?,
+        model,
         nums,
     };
     // Everything the model will check, checked now: handlers this binary
@@ -664,8 +757,9 @@ fn parse_plan(v: &Value) -> Result<Plan, AgentError> {
     for s in &plan.model.sessions {
         let mut tokens = std::collections::HashSet::new();
         for f in &s.files {
-            if !known.contains(&f.handler) {
-                return Err(bad(format!("this luod has no handler {:?}", f.handler)));
+            let name = &plan.model.handlers[f.handler];
+            if !known.contains(name) {
+                return Err(bad(format!("this luod has no handler {name:?}")));
             }
             if !tokens.insert(f.token) {
                 return Err(bad(format!("token {} is listed twice", f.token)));
@@ -712,12 +806,15 @@ fn parse_plan(v: &Value) -> Result<Plan, AgentError> {
 /// was, for [`fall_back`].
 pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
     let started = Instant::now();
-    let v = read_state(state)?;
-    let mut plan = parse_plan(&v)?;
-    drop(v);
+    let read = read_state(state)?;
+    let t_read = started.elapsed();
+    let mut plan = parse_plan(&read)?;
+    drop(read);
+    let t_plan = started.elapsed();
     // From here on the descriptors are ours; nothing below refuses.
-    let fds: Vec<OwnedFd> = luo_sys::adopt_inherited(&plan.nums)
+    let fds: Vec<OwnedFd> = luo_sys::adopt_verified(&plan.nums)
         .map_err(|e| bad(format!("taking over the descriptors failed ({e})")))?;
+    let t_adopt = started.elapsed();
     let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
     let mut take = |i: usize| fds[i].take().expect("checked: named once");
     let listener = take(plan.listener);
@@ -749,6 +846,14 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
         )
     })?;
     luo.set_quota(config.quota);
+    let t_model = started.elapsed();
+    tracing::debug!(
+        "upgrade take-over: state read and checked {} us, parsed {} us, descriptors adopted {} us, model rebuilt {} us",
+        t_read.as_micros(),
+        (t_plan - t_read).as_micros(),
+        (t_adopt - t_plan).as_micros(),
+        (t_model - t_adopt).as_micros()
+    );
     let mut conns = HashMap::new();
     let mut conns_per_uid: HashMap<u32, u64> = HashMap::new();
     for c in plan.conns {
@@ -831,7 +936,7 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
     Ok(agent)
 }
 
-fn parse_model(m: &Value) -> Result<Snapshot, AgentError> {
+fn parse_model(m: &Value, records: &[u8]) -> Result<Snapshot, AgentError> {
     let handlers: Vec<String> = arr(field(m, "handlers")?)?
         .iter()
         .map(|h| {
@@ -840,9 +945,10 @@ fn parse_model(m: &Value) -> Result<Snapshot, AgentError> {
                 .ok_or_else(|| bad("a handler is not a string"))
         })
         .collect::<Result<_, _>>()?;
+    let mut records = records.chunks_exact(FILE_RECORD);
     let mut sessions = Vec::new();
     for s in arr(field(m, "sessions")?)? {
-        let [key, name, owner, side, handles, files, finish_on_close, kexec_safe_only] = arr(s)?
+        let [key, name, owner, side, handles, count, finish_on_close, kexec_safe_only] = arr(s)?
         else {
             return Err(bad("a session entry is malformed"));
         };
@@ -853,32 +959,11 @@ fn parse_model(m: &Value) -> Result<Snapshot, AgentError> {
             _ => return Err(bad("a session side is malformed")),
         };
         let mut list = Vec::new();
-        for f in arr(files)? {
-            let [token, hi, dev, ino, inode, data, indexed, retrieve, pinned, fd] = arr(f)? else {
-                return Err(bad("a file entry is malformed"));
-            };
-            let handler = handlers
-                .get(num(hi)? as usize)
-                .ok_or_else(|| bad("a file names no handler"))?
-                .clone();
-            list.push(SnapFile {
-                token: num(token)?,
-                handler,
-                identity: Identity {
-                    dev: num(dev)?,
-                    ino: num(ino)?,
-                    kind: if num(inode)? == 1 {
-                        IdentityKind::Inode
-                    } else {
-                        IdentityKind::OpenFile
-                    },
-                },
-                data: num(data)?,
-                indexed: indexed.as_bool().unwrap_or(true),
-                retrieve: retrieve_status(retrieve.as_i64().unwrap_or(0)),
-                pinned: num(pinned)?,
-                fd: num(fd)? as usize,
-            });
+        for _ in 0..num(count)? {
+            let r = records
+                .next()
+                .ok_or_else(|| bad("a file record is missing"))?;
+            list.push(get_file(r, handlers.len())?);
         }
         sessions.push(SnapSession {
             key: num(key)?,
@@ -893,6 +978,9 @@ fn parse_model(m: &Value) -> Result<Snapshot, AgentError> {
             files: list,
         });
     }
+    if records.next().is_some() {
+        return Err(bad("file records are left over"));
+    }
     let handles = arr(field(m, "handles")?)?
         .iter()
         .map(|h| match arr(h)? {
@@ -901,6 +989,7 @@ fn parse_model(m: &Value) -> Result<Snapshot, AgentError> {
         })
         .collect::<Result<_, _>>()?;
     Ok(Snapshot {
+        handlers,
         epoch: num(field(m, "epoch")?)?,
         next_key: num(field(m, "next_key")?)?,
         next_handle: num(field(m, "next_handle")?)?,
