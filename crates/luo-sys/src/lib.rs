@@ -834,10 +834,9 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
 
 /// Takes ownership of descriptors inherited across `exec`, by number (an
 /// agent that re-executed itself finds them in its state). Each must be
-/// open, above 2 and listed once. They are made close-on-exec again, and so
-/// is every descriptor numbered between the lowest and the highest of them
-/// (one `close_range(CLOSE_RANGE_CLOEXEC)` call rather than one `fcntl` per
-/// descriptor).
+/// open, above 2 and listed once. They are made close-on-exec again (one
+/// `close_range(CLOSE_RANGE_CLOEXEC)` per run of consecutive numbers rather
+/// than one `fcntl` per descriptor).
 ///
 /// Call it once, before this process opens anything else, with numbers
 /// that only the previous program image used: nothing in this image owns
@@ -863,7 +862,7 @@ pub fn adopt_inherited(nums: &[RawFd]) -> Result<Vec<OwnedFd>> {
 
 /// As [`adopt_inherited`], for numbers the caller has just checked are
 /// open (with [`fstat_raw`]): no `fcntl` per descriptor, one
-/// `close_range` for all. `EINVAL` for a number listed twice or not above 2.
+/// `close_range` per run of consecutive numbers. `EINVAL` for a number listed twice or not above 2.
 pub fn adopt_verified(nums: &[RawFd]) -> Result<Vec<OwnedFd>> {
     let mut seen = std::collections::HashSet::with_capacity(nums.len());
     if nums.iter().any(|&n| n <= 2 || !seen.insert(n)) {
@@ -878,26 +877,36 @@ pub fn adopt_verified(nums: &[RawFd]) -> Result<Vec<OwnedFd>> {
         .collect())
 }
 
-/// Makes every descriptor from the lowest to the highest of `nums`
-/// close-on-exec: one `close_range`, or one `fcntl` each before Linux 5.11.
+/// Makes the descriptors `nums` close-on-exec: one `close_range` per run of
+/// consecutive numbers (custody descriptors mostly are), so that nothing
+/// outside the list is touched; one `fcntl` each before Linux 5.11.
 fn cloexec_span(nums: &[RawFd]) -> Result<()> {
-    let (Some(&lo), Some(&hi)) = (nums.iter().min(), nums.iter().max()) else {
-        return Ok(());
-    };
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on the
-    // descriptors in the range; it reads no memory of ours.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            lo as libc::c_uint,
-            hi as libc::c_uint,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if r < 0 {
-        for &n in nums {
-            // SAFETY: F_SETFD takes an integer flag; `n` is open.
-            cvt(unsafe { libc::fcntl(n, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    let mut sorted = nums.to_vec();
+    sorted.sort_unstable();
+    let mut i = 0;
+    while i < sorted.len() {
+        let lo = sorted[i];
+        let mut hi = lo;
+        while i + 1 < sorted.len() && sorted[i + 1] == hi + 1 {
+            i += 1;
+            hi += 1;
+        }
+        i += 1;
+        // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on
+        // the descriptors in the range; it reads no memory of ours.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                lo as libc::c_uint,
+                hi as libc::c_uint,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        if r < 0 {
+            for n in lo..=hi {
+                // SAFETY: F_SETFD takes an integer flag; `n` is open.
+                cvt(unsafe { libc::fcntl(n, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+            }
         }
     }
     Ok(())
