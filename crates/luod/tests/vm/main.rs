@@ -270,9 +270,10 @@ wait_for() {
     done
 }
 start_luod() {
-    luod --backend kernel "$@" > /tmp/luod.log 2>&1 &
+    luod --backend kernel "$@" >> /tmp/luod.log 2>&1 &
+    LUOD_PID=$!
     i=0
-    while [ ! -S /run/luod/luod.sock ]; do
+    while ! luoctl status > /dev/null 2>&1; do
         i=$((i+1))
         if [ $i -gt 600 ]; then echo "@@ luod did not start"; cat /tmp/luod.log; poweroff -f; fi
         sleep 0.1
@@ -288,6 +289,11 @@ if [ $stage = 1 ]; then
     start_luod --kernel-session-files 1
     vmtest --exact role_vm_client_stage1 --ignored --nocapture 2>&1 | grep -v '^$'
     luoctl sessions
+    # luod crashes; the next one takes everything back from the keeper.
+    kill -9 $LUOD_PID
+    wait $LUOD_PID 2>/dev/null
+    start_luod --kernel-session-files 1
+    luoctl --json status | grep -o '"incoming":[0-9]*' | sed 's/^/@@ after the crash: /'
     luoctl agent upgrade
     echo "@@ agent upgrade: exit $?"
     luoctl update --kexec --kernel /boot/bzImage --initrd /boot/initrd.img --append "@NEXT@"
@@ -429,6 +435,7 @@ fn kernel_live_update_in_qemu() {
     for marker in [
         "@@ stage 1 begins",
         "@@ CLIENT1 OK",
+        "@@ after the crash: \"incoming\":3",
         "@@ agent upgrade: exit 0",
         "@@ kexec without --force: exit 1",
         "@@ stage 2 begins",
