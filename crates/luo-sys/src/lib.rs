@@ -504,17 +504,15 @@ pub fn dgram_send_to(path: &std::path::Path, data: &[u8], fds: &[BorrowedFd<'_>]
 /// An `AF_UNIX` `SOCK_DGRAM` socket bound to `path` (`@name` for the
 /// abstract namespace), for receiving datagrams.
 pub fn dgram_bind(path: &std::path::Path) -> Result<OwnedFd> {
-    let (addr, len) = unix_addr_any(path)?;
     let fd = unix_socket(libc::SOCK_DGRAM)?;
-    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
-    cvt(unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    })?;
+    bind_to(fd.as_raw_fd(), &unix_addr_any(path)?)?;
     Ok(fd)
+}
+
+fn bind_to(fd: RawFd, (addr, len): &(libc::sockaddr_un, libc::socklen_t)) -> Result<()> {
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes; `fd` is ours.
+    cvt(unsafe { libc::bind(fd, (addr as *const libc::sockaddr_un).cast(), *len) })?;
+    Ok(())
 }
 
 /// Whether a socket is listening (`SO_ACCEPTCONN`).
@@ -551,16 +549,9 @@ fn seqpacket_socket(nonblock: bool) -> Result<OwnedFd> {
 /// A non-blocking `AF_UNIX` `SOCK_SEQPACKET` socket bound to `path` and
 /// listening. `ENAMETOOLONG` when the path does not fit in `sun_path`.
 pub fn seqpacket_listen(path: &std::path::Path, backlog: i32) -> Result<OwnedFd> {
-    let (addr, len) = unix_addr(path)?;
+    let addr = unix_addr(path)?;
     let fd = seqpacket_socket(true)?;
-    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
-    cvt(unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    })?;
+    bind_to(fd.as_raw_fd(), &addr)?;
     // SAFETY: plain listen(2) on our own socket.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(fd)

@@ -531,6 +531,19 @@ fn field<'a>(v: &'a Value, k: &str) -> Result<&'a Value, AgentError> {
     v.get(k).ok_or_else(|| bad(format!("\"{k}\" is missing")))
 }
 
+/// Checks that descriptor `num` is open and is the file `(dev, ino)`.
+fn check_fd(what: &str, num: u64, dev: u64, ino: u64) -> Result<RawFd, AgentError> {
+    let num = RawFd::try_from(num).map_err(|_| bad("a descriptor number is out of range"))?;
+    let st = luo_sys::fstat_raw(num).map_err(|e| bad(format!("{what} {num} is not open ({e})")))?;
+    if (st.dev, st.ino) != (dev, ino) {
+        return Err(bad(format!(
+            "{what} {num} is not the file the state names (inode {}:{} instead of {dev}:{ino})",
+            st.dev, st.ino
+        )));
+    }
+    Ok(num)
+}
+
 /// The state as read: the JSON part, the descriptors it names (number,
 /// `st_dev`, `st_ino`) and the file records.
 struct StateRead {
@@ -580,28 +593,15 @@ fn read_state(state: &OwnedFd) -> Result<StateRead, AgentError> {
     let mut fds = Vec::with_capacity(n);
     for r in table.chunks_exact(FD_RECORD) {
         let (num, dev, ino) = (u64_at(r, 0), u64_at(r, 8), u64_at(r, 16));
-        let num = RawFd::try_from(num).map_err(|_| bad("a descriptor number is out of range"))?;
-        let st = luo_sys::fstat_raw(num)
-            .map_err(|e| bad(format!("descriptor {num} is not open ({e})")))?;
-        if (st.dev, st.ino) != (dev, ino) {
-            return Err(bad(format!(
-                "descriptor {num} is not the file the state names (inode {}:{} instead of {dev}:{ino})",
-                st.dev, st.ino
-            )));
-        }
-        fds.push((num, dev, ino));
+        fds.push((check_fd("descriptor", num, dev, ino)?, dev, ino));
     }
     for r in files.chunks_exact(FILE_RECORD) {
-        let (dev, ino, num) = (u64_at(r, 8), u64_at(r, 16), u64_at(r, 40));
-        let num = RawFd::try_from(num).map_err(|_| bad("a descriptor number is out of range"))?;
-        let st = luo_sys::fstat_raw(num)
-            .map_err(|e| bad(format!("custody descriptor {num} is not open ({e})")))?;
-        if (st.dev, st.ino) != (dev, ino) {
-            return Err(bad(format!(
-                "custody descriptor {num} is not the file the state names (inode {}:{} instead of {dev}:{ino})",
-                st.dev, st.ino
-            )));
-        }
+        check_fd(
+            "custody descriptor",
+            u64_at(r, 40),
+            u64_at(r, 8),
+            u64_at(r, 16),
+        )?;
     }
     Ok(StateRead {
         json: v,
