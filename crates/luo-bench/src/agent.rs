@@ -31,7 +31,15 @@ impl Programs {
         }
         let release = dir.file_name().is_some_and(|n| n == "release");
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-        let mut args = vec!["build", "-p", "luod", "--bin", "luod", "--example", "service-restart"];
+        let mut args = vec![
+            "build",
+            "-p",
+            "luod",
+            "--bin",
+            "luod",
+            "--example",
+            "service-restart",
+        ];
         if release {
             args.insert(1, "--release");
         }
@@ -165,8 +173,8 @@ impl Drop for Agent {
 /// `VmRSS` of `/proc/PID/status`, in bytes.
 pub fn rss_of(pid: u32) -> Result<u64, Failure> {
     let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path)
-        .map_err(|e| Failure::run(format!("reading {path}: {e}")))?;
+    let status =
+        std::fs::read_to_string(&path).map_err(|e| Failure::run(format!("reading {path}: {e}")))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))

@@ -66,7 +66,9 @@ impl Size {
     }
 
     pub fn to_json(&self) -> Json {
-        let ms = |v: &[Duration]| Json::Arr(v.iter().map(|d| Json::Num(d.as_secs_f64() * 1e3)).collect());
+        let ms = |v: &[Duration]| {
+            Json::Arr(v.iter().map(|d| Json::Num(d.as_secs_f64() * 1e3)).collect())
+        };
         let demo = |d: &DemoRun, stop: &'static str, start: &'static str| {
             Json::Obj(vec![
                 ("blackout_ms", Json::Num(median_ns(&d.blackouts) / 1e6)),
@@ -115,10 +117,16 @@ impl Size {
         Json::Obj(vec![
             ("bytes", Json::uint(self.bytes)),
             ("records", Json::uint(self.bytes / memcached::RECORD)),
-            ("luo", demo(&self.luo, "preserve_handover_ms", "retrieve_finish_ms")),
+            (
+                "luo",
+                demo(&self.luo, "preserve_handover_ms", "retrieve_finish_ms"),
+            ),
             ("reload", demo(&self.reload, "save_ms", "reload_ms")),
             ("memcached", mc),
-            ("reload_over_luo", Json::Num(self.reload_ns() / self.luo_ns())),
+            (
+                "reload_over_luo",
+                Json::Num(self.reload_ns() / self.luo_ns()),
+            ),
             (
                 "memcached_over_luo",
                 Json::Num(self.memcached_own_ns().unwrap_or(f64::NAN) / self.luo_ns()),
@@ -150,9 +158,14 @@ fn demo(
     let dir = TempDir::new("demo")?;
     let out = dir.0.join("demo.json");
     let mut cmd = Command::new(bin);
-    cmd.args(["--size", &bytes.to_string(), "--restarts", &restarts.to_string()])
-        .arg("--json")
-        .arg(&out);
+    cmd.args([
+        "--size",
+        &bytes.to_string(),
+        "--restarts",
+        &restarts.to_string(),
+    ])
+    .arg("--json")
+    .arg(&out);
     if let Some(p) = reload_from {
         cmd.arg("--reload-from").arg(p);
     }
@@ -163,12 +176,14 @@ fn demo(
         .status()
         .map_err(|e| Failure::run(format!("running {}: {e}", bin.display())))?;
     if !status.success() {
-        return Err(Failure::run(format!("the demo failed ({status}); its output is above")));
+        return Err(Failure::run(format!(
+            "the demo failed ({status}); its output is above"
+        )));
     }
-    let text = std::fs::read(&out)
-        .map_err(|e| Failure::run(format!("reading {}: {e}", out.display())))?;
-    let v = luo_proto::json::parse(&text)
-        .map_err(|e| Failure::run(format!("the demo's JSON: {e}")))?;
+    let text =
+        std::fs::read(&out).map_err(|e| Failure::run(format!("reading {}: {e}", out.display())))?;
+    let v =
+        luo_proto::json::parse(&text).map_err(|e| Failure::run(format!("the demo's JSON: {e}")))?;
     let num = |v: &Value, k: &str| {
         v.get(k)
             .and_then(Value::as_u64)
@@ -235,7 +250,10 @@ pub fn run(plan: &Plan<'_>, sizes: &[u64]) -> Result<Vec<Size>, Failure> {
         let label = crate::suite::size_label(bytes);
         eprintln!("\nblackout at {label}: the demo restarted through luo ...");
         let luo = demo(plan.demo, bytes, plan.restarts, None)?;
-        eprintln!("\nblackout at {label}: the demo saving to and reloading from {} ...", state.display());
+        eprintln!(
+            "\nblackout at {label}: the demo saving to and reloading from {} ...",
+            state.display()
+        );
         let reload = demo(plan.demo, bytes, plan.restarts, Some(&state))?;
         let _ = std::fs::remove_file(&state);
         let memcached = match plan.memcached {

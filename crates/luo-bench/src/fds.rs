@@ -24,6 +24,10 @@ pub enum Kind {
 impl Kind {
     pub const ALL: [Kind; 3] = [Kind::Memfd, Kind::Socket, Kind::Eventfd];
 
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Memfd => "memfd",
@@ -59,33 +63,68 @@ impl Kind {
     }
 }
 
-/// One round trip of `n` descriptors, by phase.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LuoRound {
-    pub create: Duration,
-    pub preserve: Duration,
-    pub handover: Duration,
-    pub retrieve: Duration,
-    pub finish: Duration,
+/// CPU time a process has run (`/proc/PID/schedstat`, nanoseconds): how
+/// much of a round trip the other side spent. Read while that process waits
+/// for us, so the figure is current. (Our own thread's figure would be stale
+/// by up to a scheduler tick, so it is not taken: wall minus the other side's
+/// is ours and the transport's.)
+fn cpu_ns(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
-impl LuoRound {
-    pub fn total(&self) -> Duration {
-        self.create + self.preserve + self.handover + self.retrieve + self.finish
+/// One timed step: wall-clock time, and the CPU time the other side used.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Phase {
+    pub wall: Duration,
+    /// The agent (luod), or the raw baseline's peer process.
+    pub other_cpu: Duration,
+}
+
+impl Phase {
+    fn time<T>(
+        other_pid: u32,
+        f: impl FnOnce() -> Result<T, Failure>,
+    ) -> Result<(T, Phase), Failure> {
+        let other = format!("/proc/{other_pid}/schedstat");
+        let o0 = cpu_ns(&other);
+        let t = Instant::now();
+        let v = f()?;
+        let wall = t.elapsed();
+        let o1 = cpu_ns(&other);
+        Ok((
+            v,
+            Phase {
+                wall,
+                other_cpu: Duration::from_nanos(o1.saturating_sub(o0)),
+            },
+        ))
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RawRound {
-    /// Every batch sent and the peer's acknowledgement of the last.
-    pub send: Duration,
-    /// Every batch back from the peer.
-    pub back: Duration,
+/// luo's steps, in order.
+pub const LUO_PHASES: [&str; 5] = [
+    "create_session",
+    "preserve",
+    "handover",
+    "retrieve",
+    "finish",
+];
+/// The raw baseline's: every batch sent (and the last acknowledged), every
+/// batch back.
+pub const RAW_PHASES: [&str; 2] = ["send", "back"];
+
+/// One round trip of `n` descriptors, by phase.
+#[derive(Debug, Clone, Default)]
+pub struct Round {
+    pub phases: Vec<Phase>,
 }
 
-impl RawRound {
+impl Round {
     pub fn total(&self) -> Duration {
-        self.send + self.back
+        self.phases.iter().map(|p| p.wall).sum()
     }
 }
 
@@ -93,21 +132,46 @@ impl RawRound {
 pub struct Throughput {
     pub kind: Kind,
     pub n: usize,
-    pub luo: Vec<LuoRound>,
-    pub raw: Vec<RawRound>,
+    pub luo: Vec<Round>,
+    pub raw: Vec<Round>,
 }
 
 fn median(v: impl Iterator<Item = Duration>) -> f64 {
     Summary::of(&v.collect::<Vec<_>>()).median_ns
 }
 
+/// Per-fd medians of each phase: wall time and the other side's CPU time.
+fn phases_json(rounds: &[Round], names: &[&'static str], n: usize, other: &'static str) -> Json {
+    let per_fd = |d: f64| Json::Num(d / n as f64);
+    let mut fields: Vec<(&'static str, Json)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, &name)| {
+            let pick =
+                |f: fn(&Phase) -> Duration| per_fd(median(rounds.iter().map(|r| f(&r.phases[i]))));
+            (
+                name,
+                Json::Obj(vec![
+                    ("wall", pick(|p| p.wall)),
+                    (other, pick(|p| p.other_cpu)),
+                ]),
+            )
+        })
+        .collect();
+    fields.push((
+        "total_wall",
+        per_fd(median(rounds.iter().map(Round::total))),
+    ));
+    Json::Obj(fields)
+}
+
 impl Throughput {
     /// Median nanoseconds of luo's whole round (create to finish).
     pub fn luo_ns(&self) -> f64 {
-        median(self.luo.iter().map(LuoRound::total))
+        median(self.luo.iter().map(Round::total))
     }
     pub fn raw_ns(&self) -> f64 {
-        median(self.raw.iter().map(RawRound::total))
+        median(self.raw.iter().map(Round::total))
     }
     /// Descriptors per second, both ways counted once (a round trip).
     pub fn luo_rate(&self) -> f64 {
@@ -122,8 +186,7 @@ impl Throughput {
     }
 
     pub fn to_json(&self) -> Json {
-        let per_fd = |d: f64| Json::Num(d / self.n as f64);
-        let phase = |f: fn(&LuoRound) -> Duration| per_fd(median(self.luo.iter().map(f)));
+        let target = self.kind.has_target();
         Json::Obj(vec![
             ("kind", Json::str(self.kind.name())),
             ("fds", Json::uint(self.n)),
@@ -135,7 +198,7 @@ impl Throughput {
             ("luo_over_raw", Json::Num(self.ratio())),
             (
                 "target",
-                if self.kind.has_target() {
+                if target {
                     Json::Num(TARGET)
                 } else {
                     Json::Null
@@ -143,7 +206,7 @@ impl Throughput {
             ),
             (
                 "target_met",
-                if self.kind.has_target() {
+                if target {
                     Json::Bool(self.ratio() >= TARGET)
                 } else {
                     Json::Null
@@ -151,22 +214,11 @@ impl Throughput {
             ),
             (
                 "luo_ns_per_fd",
-                Json::Obj(vec![
-                    ("create_session", phase(|r| r.create)),
-                    ("preserve", phase(|r| r.preserve)),
-                    ("handover", phase(|r| r.handover)),
-                    ("retrieve", phase(|r| r.retrieve)),
-                    ("finish", phase(|r| r.finish)),
-                    ("total", per_fd(self.luo_ns())),
-                ]),
+                phases_json(&self.luo, &LUO_PHASES, self.n, "agent_cpu"),
             ),
             (
                 "raw_ns_per_fd",
-                Json::Obj(vec![
-                    ("send", per_fd(median(self.raw.iter().map(|r| r.send)))),
-                    ("back", per_fd(median(self.raw.iter().map(|r| r.back)))),
-                    ("total", per_fd(self.raw_ns())),
-                ]),
+                phases_json(&self.raw, &RAW_PHASES, self.n, "peer_cpu"),
             ),
         ])
     }
@@ -179,37 +231,40 @@ pub const TARGET: f64 = 0.5;
 /// retrieves and finishes it. The originals are closed after the preserve,
 /// untimed, as a restarting service would: the client then holds `n` and
 /// the agent `n`, not twice that.
-fn luo_round(agent: &Agent, kind: Kind, n: usize, round: usize) -> Result<LuoRound, Failure> {
+fn luo_round(agent: &Agent, kind: Kind, n: usize, round: usize) -> Result<Round, Failure> {
     let client = agent.client()?;
     let fds = kind.open(n)?;
-    let files: Vec<(u64, BorrowedFd<'_>)> = fds.iter().zip(1..).map(|(f, t)| (t, f.as_fd())).collect();
+    let files: Vec<(u64, BorrowedFd<'_>)> =
+        fds.iter().zip(1..).map(|(f, t)| (t, f.as_fd())).collect();
     let tokens: Vec<u64> = (1..=n as u64).collect();
     let name = format!("bench-{}-{n}-{round}", kind.name());
     let run = |e: luo::Error| Failure::run(format!("luod: {e}"));
-    let mut r = LuoRound::default();
+    let pid = agent.pid();
+    let mut r = Round::default();
 
-    let t = Instant::now();
-    let session = client.create_session(&name).map_err(run)?;
-    r.create = t.elapsed();
-    let t = Instant::now();
-    session.preserve_batch(&files).map_err(run)?;
-    r.preserve = t.elapsed();
-    let t = Instant::now();
-    session.handover().map_err(run)?;
-    r.handover = t.elapsed();
+    let (session, p) = Phase::time(pid, || client.create_session(&name).map_err(run))?;
+    r.phases.push(p);
+    let ((), p) = Phase::time(pid, || session.preserve_batch(&files).map_err(run))?;
+    r.phases.push(p);
+    let ((), p) = Phase::time(pid, || session.handover().map_err(run))?;
+    r.phases.push(p);
     drop(files);
     drop(fds);
     drop(session);
 
-    let t = Instant::now();
-    let session = client.retrieve_session(&name).map_err(run)?;
-    let back = session.retrieve_batch(&tokens).map_err(run)?;
-    r.retrieve = t.elapsed();
-    let t = Instant::now();
-    session.finish().map_err(run)?;
-    r.finish = t.elapsed();
+    let ((session, back), p) = Phase::time(pid, || {
+        let session = client.retrieve_session(&name).map_err(run)?;
+        let back = session.retrieve_batch(&tokens).map_err(run)?;
+        Ok((session, back))
+    })?;
+    r.phases.push(p);
+    let ((), p) = Phase::time(pid, || session.finish().map_err(run))?;
+    r.phases.push(p);
     if back.len() != n {
-        return Err(Failure::run(format!("luod returned {} of {n} fds", back.len())));
+        return Err(Failure::run(format!(
+            "luod returned {} of {n} fds",
+            back.len()
+        )));
     }
     Ok(r)
 }
@@ -235,45 +290,53 @@ impl Peer {
     fn recv(&self, buf: &mut [u8]) -> Result<(u8, Vec<OwnedFd>), Failure> {
         let got = luo_sys::recv_with_fds(self.sock.as_fd(), buf, SCM_MAX_FD)?;
         if got.len == 0 || got.ctrunc {
-            return Err(Failure::run("the SCM_RIGHTS peer hung up or lost descriptors"));
+            return Err(Failure::run(
+                "the SCM_RIGHTS peer hung up or lost descriptors",
+            ));
         }
         Ok((buf[0], got.fds))
     }
 
     /// Sends `n` new files of `kind` to the peer in batches of 253, then
     /// takes them back the same way.
-    fn round(&self, kind: Kind, n: usize) -> Result<RawRound, Failure> {
+    fn round(&self, kind: Kind, n: usize) -> Result<Round, Failure> {
         let fds = kind.open(n)?;
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
         let mut buf = [0u8; 16];
-        let mut r = RawRound::default();
+        let pid = self.child.id();
+        let mut r = Round::default();
 
-        let t = Instant::now();
-        for chunk in borrowed.chunks(SCM_MAX_FD) {
-            luo_sys::send_with_fds(self.sock.as_fd(), b"F", chunk)?;
-        }
-        luo_sys::send_with_fds(self.sock.as_fd(), b"E", &[])?;
-        let (ack, _) = self.recv(&mut buf)?;
-        r.send = t.elapsed();
-        if ack != b'A' {
-            return Err(Failure::run("the SCM_RIGHTS peer did not acknowledge"));
-        }
+        let ((), p) = Phase::time(pid, || {
+            for chunk in borrowed.chunks(SCM_MAX_FD) {
+                luo_sys::send_with_fds(self.sock.as_fd(), b"F", chunk)?;
+            }
+            luo_sys::send_with_fds(self.sock.as_fd(), b"E", &[])?;
+            match self.recv(&mut buf)? {
+                (b'A', _) => Ok(()),
+                _ => Err(Failure::run("the SCM_RIGHTS peer did not acknowledge")),
+            }
+        })?;
+        r.phases.push(p);
         drop(borrowed);
         drop(fds);
 
-        let t = Instant::now();
-        luo_sys::send_with_fds(self.sock.as_fd(), b"R", &[])?;
-        let mut back = Vec::with_capacity(n);
-        loop {
-            let (tag, fds) = self.recv(&mut buf)?;
-            back.extend(fds);
-            if tag == b'E' {
-                break;
+        let (back, p) = Phase::time(pid, || {
+            luo_sys::send_with_fds(self.sock.as_fd(), b"R", &[])?;
+            let mut back = Vec::with_capacity(n);
+            loop {
+                let (tag, fds) = self.recv(&mut buf)?;
+                back.extend(fds);
+                if tag == b'E' {
+                    return Ok(back);
+                }
             }
-        }
-        r.back = t.elapsed();
+        })?;
+        r.phases.push(p);
         if back.len() != n {
-            return Err(Failure::run(format!("the peer returned {} of {n} fds", back.len())));
+            return Err(Failure::run(format!(
+                "the peer returned {} of {n} fds",
+                back.len()
+            )));
         }
         Ok(r)
     }
@@ -328,12 +391,13 @@ pub fn peer() -> Result<(), Failure> {
 pub fn throughput(
     agent: &Agent,
     counts: &[usize],
+    kinds: &[Kind],
     rounds: usize,
 ) -> Result<Vec<Throughput>, Failure> {
     let peer = Peer::spawn()?;
     let mut out = Vec::new();
     for &n in counts {
-        for kind in Kind::ALL {
+        for &kind in kinds {
             eprintln!(
                 "fd throughput: {n} {}s, {rounds} rounds through luod and raw SCM_RIGHTS ...",
                 kind.name()
@@ -386,23 +450,33 @@ impl Memory {
 }
 
 pub fn memory(luod: &Path, kind: Kind, n: usize) -> Result<Memory, Failure> {
-    eprintln!("agent memory: a fresh luod, {n} {}s preserved ...", kind.name());
+    eprintln!(
+        "agent memory: a fresh luod, {n} {}s preserved ...",
+        kind.name()
+    );
     let agent = Agent::start(luod, "rss")?;
     let client = agent.client()?;
     // One session created and aborted first, so that the figure is the files'
     // and not the first session's one-off allocations.
-    drop(client.create_session("warm-up").map_err(|e| Failure::run(e.to_string()))?);
+    drop(
+        client
+            .create_session("warm-up")
+            .map_err(|e| Failure::run(e.to_string()))?,
+    );
     let _ = client.status();
     let before = agent.rss()?;
     let fds = kind.open(n)?;
-    let files: Vec<(u64, BorrowedFd<'_>)> = fds.iter().zip(1..).map(|(f, t)| (t, f.as_fd())).collect();
+    let files: Vec<(u64, BorrowedFd<'_>)> =
+        fds.iter().zip(1..).map(|(f, t)| (t, f.as_fd())).collect();
     let session = client
         .create_session("rss")
         .map_err(|e| Failure::run(e.to_string()))?;
     session
         .preserve_batch(&files)
         .map_err(|e| Failure::run(e.to_string()))?;
-    session.handover().map_err(|e| Failure::run(e.to_string()))?;
+    session
+        .handover()
+        .map_err(|e| Failure::run(e.to_string()))?;
     let after = agent.rss()?;
     Ok(Memory {
         kind,
@@ -428,7 +502,9 @@ impl Startup {
         Summary::of(&self.floor).median_ns
     }
     pub fn to_json(&self) -> Json {
-        let ms = |v: &[Duration]| Json::Arr(v.iter().map(|d| Json::Num(d.as_secs_f64() * 1e3)).collect());
+        let ms = |v: &[Duration]| {
+            Json::Arr(v.iter().map(|d| Json::Num(d.as_secs_f64() * 1e3)).collect())
+        };
         Json::Obj(vec![
             ("luod_ms", Json::Num(self.luod_ns() / 1e6)),
             ("luod_runs_ms", ms(&self.luod)),

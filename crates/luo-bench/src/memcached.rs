@@ -46,7 +46,8 @@ pub fn find(install: bool) -> Result<PathBuf, Failure> {
     if let Some(p) = which("memcached") {
         return Ok(p);
     }
-    let how = "apt-get install memcached (Debian/Ubuntu), or pass --no-memcached to skip this baseline";
+    let how =
+        "apt-get install memcached (Debian/Ubuntu), or pass --no-memcached to skip this baseline";
     if !install || luo_sys::geteuid() != 0 || which("apt-get").is_none() {
         return Err(Failure::run(format!("memcached is not installed: {how}")));
     }
@@ -127,7 +128,12 @@ impl Server {
                 Ok(Some(c))
             }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok()).flatten() {
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok())
+                    .flatten()
+                {
                     return Err(Failure::run(format!("memcached exited ({status})")));
                 }
                 Ok(None)
@@ -152,7 +158,10 @@ impl Server {
 
     /// SIGUSR1 (memcached's graceful stop for a warm restart), then reaps it.
     fn stop_warm(&mut self) -> Result<(), Failure> {
-        let mut child = self.child.take().ok_or_else(|| Failure::run("memcached is not running"))?;
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| Failure::run("memcached is not running"))?;
         let status = Command::new("kill")
             .args(["-USR1", &child.id().to_string()])
             .status()?;
@@ -227,14 +236,19 @@ fn get(c: &mut TcpStream, key: u64) -> Result<bool, Failure> {
         return Ok(false);
     }
     if !line.starts_with("VALUE ") {
-        return Err(Failure::run(format!("memcached answered {:?}", line.trim_end())));
+        return Err(Failure::run(format!(
+            "memcached answered {:?}",
+            line.trim_end()
+        )));
     }
     let mut value = vec![0u8; RECORD as usize + 2];
     r.read_exact(&mut value)?;
     let mut end = String::new();
     r.read_line(&mut end)?;
     if value[..RECORD as usize] != record(key) || end.trim_end() != "END" {
-        return Err(Failure::run(format!("memcached returned a wrong value for k{key}")));
+        return Err(Failure::run(format!(
+            "memcached returned a wrong value for k{key}"
+        )));
     }
     Ok(true)
 }
@@ -269,7 +283,10 @@ fn fill(addr: SocketAddr, items: u64) -> Result<(), Failure> {
                 let mut line = String::new();
                 BufReader::new(&c).read_line(&mut line)?;
                 if !line.starts_with("VERSION") {
-                    return Err(Failure::run(format!("memcached answered {:?} to version", line.trim_end())));
+                    return Err(Failure::run(format!(
+                        "memcached answered {:?} to version",
+                        line.trim_end()
+                    )));
                 }
                 Ok(())
             })
@@ -286,9 +303,13 @@ fn fill(addr: SocketAddr, items: u64) -> Result<(), Failure> {
             eprint!("\r  memcached: storing {items} items: about {pct}%");
         }
     }
-    eprintln!("\r  memcached: storing {items} items: done in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "\r  memcached: storing {items} items: done in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     for w in workers {
-        w.join().map_err(|_| Failure::run("a fill thread panicked"))??;
+        w.join()
+            .map_err(|_| Failure::run("a fill thread panicked"))??;
     }
     Ok(())
 }
@@ -317,7 +338,9 @@ fn free_port() -> Result<u16, Failure> {
 }
 
 fn unix_secs() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 pub fn run(bin: &Path, bytes: u64, restarts: usize, tmpfs: &Path) -> Result<Run, Failure> {
@@ -332,12 +355,10 @@ pub fn run(bin: &Path, bytes: u64, restarts: usize, tmpfs: &Path) -> Result<Run,
     let file = tmpfs.join(format!("luo-bench-memcached-{}", std::process::id()));
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_file(format!("{}.meta", file.display()));
-    let mut args: Vec<String> = [
-        "-l", "127.0.0.1", "-U", "0", "-t", "2", "-c", "1024",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args: Vec<String> = ["-l", "127.0.0.1", "-U", "0", "-t", "2", "-c", "1024"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     args.extend([
         "-p".into(),
         port.to_string(),

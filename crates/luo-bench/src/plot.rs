@@ -219,7 +219,15 @@ mod tests {
         assert!(s.contains("a &lt; b"));
         assert!(s.contains("256 MiB") && s.contains("4 GiB"));
         for c in s.split("<circle").skip(1) {
-            let cy: f64 = c.split("cy=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+            let cy: f64 = c
+                .split("cy=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
             assert!((TOP..=H - BOTTOM).contains(&cy), "{cy}");
         }
     }

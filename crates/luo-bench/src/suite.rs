@@ -35,6 +35,7 @@ options:
                         run one after the other
   --fds N,N,...         fd counts for the throughput (default 1000,16000); the
                         agent's memory is measured at the largest
+  --kinds K,K,...       fd kinds for the throughput (default memfd,socket,eventfd)
   --index-sizes N,...   file counts for the identity check (default 1000,4000,16000)
   --restarts N          restarts per size and service (default 5)
   --rounds N            throughput rounds per count and kind (default 3)
@@ -65,7 +66,12 @@ enum Section {
 }
 
 impl Section {
-    const ALL: [Section; 4] = [Section::Agent, Section::Fds, Section::Index, Section::Blackout];
+    const ALL: [Section; 4] = [
+        Section::Agent,
+        Section::Fds,
+        Section::Index,
+        Section::Blackout,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -81,6 +87,7 @@ impl Section {
 struct Flags {
     sizes: Option<Vec<u64>>,
     fds: Option<Vec<usize>>,
+    kinds: Option<Vec<fds::Kind>>,
     index_sizes: Option<Vec<usize>>,
     restarts: Option<usize>,
     rounds: Option<usize>,
@@ -100,6 +107,7 @@ struct Flags {
 struct Options {
     sizes: Vec<u64>,
     fds: Vec<usize>,
+    kinds: Vec<fds::Kind>,
     index_sizes: Vec<usize>,
     restarts: usize,
     rounds: usize,
@@ -143,7 +151,11 @@ pub fn parse_size(s: &str) -> Option<u64> {
         "G" => 1 << 30,
         _ => return None,
     };
-    num.trim().parse::<u64>().ok()?.checked_mul(mult).filter(|n| *n > 0)
+    num.trim()
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(mult)
+        .filter(|n| *n > 0)
 }
 
 /// `268435456` as `256 MiB`.
@@ -169,9 +181,13 @@ impl Options {
                     let mut sizes = v
                         .split(',')
                         .map(|x| {
-                            parse_size(x).filter(|n| *n >= memcached::RECORD).ok_or_else(|| {
-                                Failure::usage(format!("--sizes {v:?}: expected sizes like 256M,1G,4G"))
-                            })
+                            parse_size(x)
+                                .filter(|n| *n >= memcached::RECORD)
+                                .ok_or_else(|| {
+                                    Failure::usage(format!(
+                                        "--sizes {v:?}: expected sizes like 256M,1G,4G"
+                                    ))
+                                })
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     sizes.sort_unstable();
@@ -179,6 +195,20 @@ impl Options {
                     f.sizes = Some(sizes);
                 }
                 "--fds" => f.fds = Some(counts(flag, p.value()?)?),
+                "--kinds" => {
+                    let v = p.value()?;
+                    let k = v
+                        .split(',')
+                        .map(|x| {
+                            fds::Kind::parse(x.trim()).ok_or_else(|| {
+                                Failure::usage(format!(
+                                    "--kinds: unknown kind {x:?} (memfd, socket, eventfd)"
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    f.kinds = Some(k);
+                }
                 "--index-sizes" => f.index_sizes = Some(counts(flag, p.value()?)?),
                 "--restarts" => f.restarts = Some(positive(flag, p.value()?)?),
                 "--rounds" => f.rounds = Some(positive(flag, p.value()?)?),
@@ -211,12 +241,17 @@ impl Options {
         let q = f.quick;
         let out_dir = default_out_dir();
         Ok(Some(Options {
-            sizes: f
-                .sizes
-                .unwrap_or_else(|| if q { vec![16 << 20] } else { vec![256 << 20, 1 << 30, 4 << 30] }),
+            sizes: f.sizes.unwrap_or_else(|| {
+                if q {
+                    vec![16 << 20]
+                } else {
+                    vec![256 << 20, 1 << 30, 4 << 30]
+                }
+            }),
             fds: f
                 .fds
                 .unwrap_or_else(|| if q { vec![200] } else { vec![1_000, 16_000] }),
+            kinds: f.kinds.unwrap_or_else(|| fds::Kind::ALL.to_vec()),
             index_sizes: f.index_sizes.unwrap_or_else(|| {
                 if q {
                     vec![100, 200, 400]
@@ -345,16 +380,22 @@ pub fn main(args: &[String]) -> Result<(), Failure> {
     if o.has(Section::Agent) {
         r.startup = Some(fds::startup(&programs.luod, 2.max(o.rounds) + 2)?);
         for kind in [fds::Kind::Memfd, fds::Kind::Eventfd] {
-            r.memory.push(fds::memory(&programs.luod, kind, max_fds.max(1))?);
+            r.memory
+                .push(fds::memory(&programs.luod, kind, max_fds.max(1))?);
         }
     }
     if o.has(Section::Fds) {
         let agent = Agent::start(&programs.luod, "fds")?;
-        r.throughput = fds::throughput(&agent, &o.fds, o.rounds)?;
+        r.throughput = fds::throughput(&agent, &o.fds, &o.kinds, o.rounds)?;
     }
     if o.has(Section::Index) {
         eprintln!("identity index: the existing `luo-bench index` benchmark, --quick ...");
-        let report = index::for_suite(machine.clone(), o.index_sizes.clone(), o.reps, index::DEFAULT_WINDOW)?;
+        let report = index::for_suite(
+            machine.clone(),
+            o.index_sizes.clone(),
+            o.reps,
+            index::DEFAULT_WINDOW,
+        )?;
         eprint!("{}", report.table());
         r.index = Some(report);
     }
@@ -394,20 +435,35 @@ pub fn main(args: &[String]) -> Result<(), Failure> {
         ("load1_before", load_before.map_or(Json::Null, Json::Num)),
         ("load1_after", load_after.map_or(Json::Null, Json::Num)),
         ("seconds", Json::Num(elapsed.as_secs_f64())),
-        ("memcached_version", r.memcached_version.clone().map_or(Json::Null, Json::Str)),
-        ("summary", Json::Arr(lines.iter().map(|l| l.json.clone()).collect())),
+        (
+            "memcached_version",
+            r.memcached_version.clone().map_or(Json::Null, Json::Str),
+        ),
+        (
+            "summary",
+            Json::Arr(lines.iter().map(|l| l.json.clone()).collect()),
+        ),
         (
             "agent",
             Json::Obj(vec![
-                ("startup", r.startup.as_ref().map_or(Json::Null, fds::Startup::to_json)),
-                ("memory", Json::Arr(r.memory.iter().map(fds::Memory::to_json).collect())),
+                (
+                    "startup",
+                    r.startup.as_ref().map_or(Json::Null, fds::Startup::to_json),
+                ),
+                (
+                    "memory",
+                    Json::Arr(r.memory.iter().map(fds::Memory::to_json).collect()),
+                ),
             ]),
         ),
         (
             "fd_throughput",
             Json::Arr(r.throughput.iter().map(fds::Throughput::to_json).collect()),
         ),
-        ("identity", r.index.as_ref().map_or(Json::Null, index::Report::to_json)),
+        (
+            "identity",
+            r.index.as_ref().map_or(Json::Null, index::Report::to_json),
+        ),
         (
             "blackout",
             Json::Arr(r.blackout.iter().map(blackout::Size::to_json).collect()),
@@ -425,7 +481,8 @@ fn write(path: &Path, text: &str) -> Result<(), Failure> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Failure::run(format!("creating {}: {e}", dir.display())))?;
     }
-    std::fs::write(path, text).map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;
+    std::fs::write(path, text)
+        .map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;
     eprintln!("wrote {}", path.display());
     Ok(())
 }
@@ -454,8 +511,16 @@ fn summary(r: &Results) -> Vec<Line> {
         out.push(line(
             format!("fd round trip, {} {}s", grouped(t.n as u64), t.kind.name()),
             (rate(t.luo_rate()), t.luo_rate(), "fds/s"),
-            (format!("raw SCM_RIGHTS {}", rate(t.raw_rate())), "raw SCM_RIGHTS, 253-fd batches", t.raw_rate()),
-            (format!("{:.2}x raw", t.ratio()), t.ratio(), "luo throughput / raw throughput"),
+            (
+                format!("raw SCM_RIGHTS {}", rate(t.raw_rate())),
+                "raw SCM_RIGHTS, 253-fd batches",
+                t.raw_rate(),
+            ),
+            (
+                format!("{:.2}x raw", t.ratio()),
+                t.ratio(),
+                "luo throughput / raw throughput",
+            ),
             target,
             t.kind.has_target().then(|| t.ratio() >= fds::TARGET),
         ));
@@ -463,15 +528,30 @@ fn summary(r: &Results) -> Vec<Line> {
     if let Some(ix) = &r.index {
         for row in &ix.rows {
             out.push(line(
-                format!("preserving the {}th {}", grouped(row.size as u64), row.kind.name()),
+                format!(
+                    "preserving the {}th {}",
+                    grouped(row.size as u64),
+                    row.kind.name()
+                ),
                 (ms(row.luo.median_ns), row.luo.median_ns, "ns"),
-                (format!("linear scan {}", ms(row.linear.median_ns)), "linear kcmp scan (systemd fd store)", row.linear.median_ns),
-                (format!("{:.0}x faster", row.ratio()), row.ratio(), "linear / luo"),
+                (
+                    format!("linear scan {}", ms(row.linear.median_ns)),
+                    "linear kcmp scan (systemd fd store)",
+                    row.linear.median_ns,
+                ),
+                (
+                    format!("{:.0}x faster", row.ratio()),
+                    row.ratio(),
+                    "linear / luo",
+                ),
                 "",
                 None,
             ));
         }
-        let (min, max) = (ix.rows.first().map(|r| r.size), ix.rows.last().map(|r| r.size));
+        let (min, max) = (
+            ix.rows.first().map(|r| r.size),
+            ix.rows.last().map(|r| r.size),
+        );
         for (kind, g) in ix.growth() {
             out.push(line(
                 format!(
@@ -482,7 +562,11 @@ fn summary(r: &Results) -> Vec<Line> {
                 ),
                 (format!("{g:.2}x"), g, "ratio"),
                 (String::new(), "", f64::NAN),
-                (format!("{g:.2}x"), g, "cost at the largest N / cost at the smallest"),
+                (
+                    format!("{g:.2}x"),
+                    g,
+                    "cost at the largest N / cost at the smallest",
+                ),
                 "<= 1.5x",
                 Some(g <= index::GROWTH_TARGET),
             ));
@@ -501,8 +585,16 @@ fn summary(r: &Results) -> Vec<Line> {
         out.push(line(
             format!("blackout at {label}, vs reload from tmpfs"),
             (ms(luo), luo / 1e6, "ms"),
-            (format!("reload {}", ms(reload)), "save to and reload from a tmpfs file", reload / 1e6),
-            (format!("{:.0}x shorter", reload / luo), reload / luo, "baseline / luo"),
+            (
+                format!("reload {}", ms(reload)),
+                "save to and reload from a tmpfs file",
+                reload / 1e6,
+            ),
+            (
+                format!("{:.0}x shorter", reload / luo),
+                reload / luo,
+                "baseline / luo",
+            ),
             target,
             met,
         ));
@@ -515,7 +607,11 @@ fn summary(r: &Results) -> Vec<Line> {
                     "memcached -e on tmpfs, SIGUSR1, without the wait for the next second",
                     own / 1e6,
                 ),
-                (format!("{:.0}x shorter", own / luo), own / luo, "baseline / luo"),
+                (
+                    format!("{:.0}x shorter", own / luo),
+                    own / luo,
+                    "baseline / luo",
+                ),
                 "",
                 None,
             ));
@@ -536,7 +632,11 @@ fn summary(r: &Results) -> Vec<Line> {
                     "reload growth",
                     last.reload_ns() / first.reload_ns(),
                 ),
-                (format!("{g:.2}x"), g, "luo at the largest size / at the smallest"),
+                (
+                    format!("{g:.2}x"),
+                    g,
+                    "luo at the largest size / at the smallest",
+                ),
                 "<= 1.5x (flat)",
                 Some(g <= 1.5),
             ));
@@ -544,7 +644,11 @@ fn summary(r: &Results) -> Vec<Line> {
     }
     for m in &r.memory {
         out.push(line(
-            format!("agent memory per fd, {} {}s", grouped(m.n as u64), m.kind.name()),
+            format!(
+                "agent memory per fd, {} {}s",
+                grouped(m.n as u64),
+                m.kind.name()
+            ),
             (format!("{:.0} B", m.per_fd()), m.per_fd(), "bytes"),
             (String::new(), "", f64::NAN),
             (String::new(), f64::NAN, ""),
@@ -556,8 +660,16 @@ fn summary(r: &Results) -> Vec<Line> {
         out.push(line(
             "agent start-up (exec to first answer)".into(),
             (ms(s.luod_ns()), s.luod_ns() / 1e6, "ms"),
-            (format!("exec /bin/true {}", ms(s.floor_ns())), "spawn and reap /bin/true", s.floor_ns() / 1e6),
-            (format!("{:.1}x the floor", s.luod_ns() / s.floor_ns()), s.luod_ns() / s.floor_ns(), "luo / baseline"),
+            (
+                format!("exec /bin/true {}", ms(s.floor_ns())),
+                "spawn and reap /bin/true",
+                s.floor_ns() / 1e6,
+            ),
+            (
+                format!("{:.1}x the floor", s.luod_ns() / s.floor_ns()),
+                s.luod_ns() / s.floor_ns(),
+                "luo / baseline",
+            ),
             "",
             None,
         ));
@@ -566,7 +678,14 @@ fn summary(r: &Results) -> Vec<Line> {
 }
 
 fn render(lines: &[Line]) -> String {
-    let heads = ["measurement", "luo", "baseline", "ratio", "target", "result"];
+    let heads = [
+        "measurement",
+        "luo",
+        "baseline",
+        "ratio",
+        "target",
+        "result",
+    ];
     let cells: Vec<[String; 6]> = lines
         .iter()
         .map(|l| {
@@ -610,21 +729,28 @@ fn render(lines: &[Line]) -> String {
 }
 
 fn svg(r: &Results, machine: &Machine) -> String {
-    let series = |name: &str, color, dashed, f: &dyn Fn(&blackout::Size) -> Option<f64>| plot::Series {
-        name: name.into(),
-        color,
-        dashed,
-        points: r
-            .blackout
-            .iter()
-            .filter_map(|s| Some((s.bytes as f64, f(s)? / 1e6)))
-            .collect(),
-    };
+    let series =
+        |name: &str, color, dashed, f: &dyn Fn(&blackout::Size) -> Option<f64>| plot::Series {
+            name: name.into(),
+            color,
+            dashed,
+            points: r
+                .blackout
+                .iter()
+                .filter_map(|s| Some((s.bytes as f64, f(s)? / 1e6)))
+                .collect(),
+        };
     let mut all = vec![
         series("luo", "#1f77b4", false, &|s| Some(s.luo_ns())),
-        series("reload from a tmpfs file", "#d62728", false, &|s| Some(s.reload_ns())),
-        series("memcached warm restart", "#2ca02c", false, &|s| s.memcached_own_ns()),
-        series("memcached + clock wait", "#2ca02c", true, &|s| s.memcached_ns()),
+        series("reload from a tmpfs file", "#d62728", false, &|s| {
+            Some(s.reload_ns())
+        }),
+        series("memcached warm restart", "#2ca02c", false, &|s| {
+            s.memcached_own_ns()
+        }),
+        series("memcached + clock wait", "#2ca02c", true, &|s| {
+            s.memcached_ns()
+        }),
     ];
     all.retain(|s| !s.points.is_empty());
     let restarts = r.blackout.first().map_or(0, |s| s.luo.blackouts.len());
