@@ -224,6 +224,11 @@ impl Throughput {
     }
 }
 
+/// Rounds are added until at least this many fds were timed per kind and count,
+const MIN_FDS_TIMED: usize = 16_000;
+/// up to this many rounds.
+const MAX_ROUNDS: usize = 32;
+
 /// luo's throughput must be at least this fraction of raw SCM_RIGHTS.
 pub const TARGET: f64 = 0.5;
 
@@ -399,7 +404,7 @@ pub fn throughput(
     for &n in counts {
         for &kind in kinds {
             eprintln!(
-                "fd throughput: {n} {}s, {rounds} rounds through luod and raw SCM_RIGHTS ...",
+                "fd throughput: {n} {}s through luod and raw SCM_RIGHTS ...",
                 kind.name()
             );
             let mut t = Throughput {
@@ -408,7 +413,13 @@ pub fn throughput(
                 luo: Vec::new(),
                 raw: Vec::new(),
             };
-            for round in 0..rounds {
+            // One untimed round of each first (cold caches, a peer not yet
+            // scheduled), and more rounds for small counts, whose round
+            // trips are short enough for one hiccup to skew a median of 3.
+            peer.round(kind, n)?;
+            luo_round(agent, kind, n, 0)?;
+            let rounds = rounds.max(MIN_FDS_TIMED.div_ceil(n).min(MAX_ROUNDS));
+            for round in 1..=rounds {
                 t.raw.push(peer.round(kind, n)?);
                 t.luo.push(luo_round(agent, kind, n, round)?);
             }
@@ -528,4 +539,48 @@ pub fn startup(luod: &Path, runs: usize) -> Result<Startup, Failure> {
         s.floor.push(t.elapsed());
     }
     Ok(s)
+}
+
+/// What the per-fd system calls of an agent cost on this machine, each in a
+/// tight loop on one file (hot caches: a floor, not what a cold file costs).
+pub fn syscall_costs() -> Result<Vec<(&'static str, f64)>, Failure> {
+    fn per_call<T, E>(n: u32, mut f: impl FnMut() -> Result<T, E>) -> Result<f64, Failure>
+    where
+        Failure: From<E>,
+    {
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(f()?);
+            }
+            best = best.min(t.elapsed().as_nanos() as f64 / f64::from(n));
+        }
+        Ok(best)
+    }
+    let m = luo_sys::memfd_create("luo-bench", 0)?;
+    let (e1, e2) = (luo_sys::eventfd(0)?, luo_sys::eventfd(0)?);
+    let (s1, _s2) = luo_sys::socketpair(luo_sys::sock::SOCK_STREAM)?;
+    let n = 20_000;
+    Ok(vec![
+        ("fstat", per_call(n, || luo_sys::fstat(m.as_fd()))?),
+        ("fstatfs", per_call(n, || luo_sys::fstatfs_type(m.as_fd()))?),
+        (
+            "fcntl_getfl",
+            per_call(n, || luo_sys::fcntl_getfl(m.as_fd()))?,
+        ),
+        ("dup_and_close", per_call(n, || m.try_clone())?),
+        (
+            "kcmp_file",
+            per_call(n, || luo_sys::kcmp_file(e1.as_fd(), e2.as_fd()))?,
+        ),
+        (
+            "socket_kind_getsockopts",
+            per_call(n, || luo_sys::socket_kind(s1.as_fd()))?,
+        ),
+        (
+            "readlink_proc_fd",
+            per_call(n / 4, || luo_sys::fd_target(e1.as_fd()))?,
+        ),
+    ])
 }

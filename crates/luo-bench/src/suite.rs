@@ -346,6 +346,7 @@ struct Results {
     startup: Option<fds::Startup>,
     memory: Vec<fds::Memory>,
     throughput: Vec<fds::Throughput>,
+    syscalls: Vec<(&'static str, f64)>,
     index: Option<index::Report>,
     blackout: Vec<blackout::Size>,
     memcached_version: Option<String>,
@@ -385,6 +386,15 @@ pub fn main(args: &[String]) -> Result<(), Failure> {
         }
     }
     if o.has(Section::Fds) {
+        r.syscalls = fds::syscall_costs()?;
+        eprintln!(
+            "per-call cost here (ns, hot): {}",
+            r.syscalls
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let agent = Agent::start(&programs.luod, "fds")?;
         r.throughput = fds::throughput(&agent, &o.fds, &o.kinds, o.rounds)?;
     }
@@ -459,6 +469,10 @@ pub fn main(args: &[String]) -> Result<(), Failure> {
         (
             "fd_throughput",
             Json::Arr(r.throughput.iter().map(fds::Throughput::to_json).collect()),
+        ),
+        (
+            "syscall_ns_hot",
+            Json::Obj(r.syscalls.iter().map(|&(k, v)| (k, Json::Num(v))).collect()),
         ),
         (
             "identity",
