@@ -46,6 +46,11 @@ const COMMANDS: &[Command] = &[
         summary: "identity index (double-management check) vs a linear kcmp scan",
         run: index::main,
     },
+    Command {
+        name: "plot",
+        summary: "draw the blackout plot again from an earlier run's JSON",
+        run: suite::replot,
+    },
 ];
 
 fn usage() -> String {

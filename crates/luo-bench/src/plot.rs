@@ -168,6 +168,11 @@ pub fn blackout_svg(title: &str, subtitle: &str, series: &[Series]) -> String {
                 py(y),
                 se.color
             );
+            // A dashed series is a variant of the one before: its values
+            // would print on top of that one's.
+            if se.dashed {
+                continue;
+            }
             let _ = writeln!(
                 s,
                 r#"<text x="{:.1}" y="{:.1}" fill="{}" font-size="11">{}</text>"#,

@@ -742,40 +742,134 @@ fn render(lines: &[Line]) -> String {
     out
 }
 
+/// One data size on the plot, in milliseconds.
+#[derive(Debug)]
+struct PlotPoint {
+    bytes: f64,
+    luo: f64,
+    reload: f64,
+    memcached: Option<f64>,
+    memcached_with_wait: Option<f64>,
+}
+
 fn svg(r: &Results, machine: &Machine) -> String {
-    let series =
-        |name: &str, color, dashed, f: &dyn Fn(&blackout::Size) -> Option<f64>| plot::Series {
-            name: name.into(),
-            color,
-            dashed,
-            points: r
-                .blackout
-                .iter()
-                .filter_map(|s| Some((s.bytes as f64, f(s)? / 1e6)))
-                .collect(),
-        };
+    let points: Vec<PlotPoint> = r
+        .blackout
+        .iter()
+        .map(|s| PlotPoint {
+            bytes: s.bytes as f64,
+            luo: s.luo_ns() / 1e6,
+            reload: s.reload_ns() / 1e6,
+            memcached: s.memcached_own_ns().map(|n| n / 1e6),
+            memcached_with_wait: s.memcached_ns().map(|n| n / 1e6),
+        })
+        .collect();
+    let restarts = r.blackout.first().map_or(0, |s| s.luo.blackouts.len());
+    svg_of(&points, restarts, machine.nproc as u64, &machine.kernel)
+}
+
+fn svg_of(points: &[PlotPoint], restarts: usize, nproc: u64, kernel: &str) -> String {
+    let series = |name: &str, color, dashed, f: &dyn Fn(&PlotPoint) -> Option<f64>| plot::Series {
+        name: name.into(),
+        color,
+        dashed,
+        points: points
+            .iter()
+            .filter_map(|p| Some((p.bytes, f(p)?)))
+            .collect(),
+    };
     let mut all = vec![
-        series("luo", "#1f77b4", false, &|s| Some(s.luo_ns())),
-        series("reload from a tmpfs file", "#d62728", false, &|s| {
-            Some(s.reload_ns())
+        series("luo", "#1f77b4", false, &|p| Some(p.luo)),
+        series("reload from a tmpfs file", "#d62728", false, &|p| {
+            Some(p.reload)
         }),
-        series("memcached warm restart", "#2ca02c", false, &|s| {
-            s.memcached_own_ns()
-        }),
-        series("memcached + clock wait", "#2ca02c", true, &|s| {
-            s.memcached_ns()
+        series("memcached warm restart", "#2ca02c", false, &|p| p.memcached),
+        series("memcached + clock wait", "#2ca02c", true, &|p| {
+            p.memcached_with_wait
         }),
     ];
     all.retain(|s| !s.points.is_empty());
-    let restarts = r.blackout.first().map_or(0, |s| s.luo.blackouts.len());
     plot::blackout_svg(
         "Restart blackout against the data the service holds",
-        &format!(
-            "median of {restarts} restart(s) each; {} CPUs, Linux {}; luo-bench all",
-            machine.nproc, machine.kernel
-        ),
+        &format!("median of {restarts} restarts each; {nproc} CPUs, Linux {kernel}; luo-bench all"),
         &all,
     )
+}
+
+const PLOT_USAGE: &str = "\
+usage: luo-bench plot [RESULTS.json] [--svg PATH]
+
+Draws the blackout plot again from the JSON of an earlier `luo-bench all`
+(default target/luo-bench/results.json) without running anything.
+
+options:
+  --svg PATH   default: target/luo-bench/blackout.svg
+  -h, --help   this text
+";
+
+/// `luo-bench plot`: the SVG from an earlier run's JSON.
+pub fn replot(args: &[String]) -> Result<(), Failure> {
+    let (mut input, mut out) = (
+        default_out_dir().join("results.json"),
+        default_out_dir().join("blackout.svg"),
+    );
+    let mut rest = args.iter();
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{PLOT_USAGE}");
+                return Ok(());
+            }
+            "--svg" => {
+                out = rest
+                    .next()
+                    .ok_or_else(|| Failure::usage("--svg needs a value"))?
+                    .into()
+            }
+            a if !a.starts_with('-') => input = a.into(),
+            a => return Err(Failure::usage(format!("unknown option {a:?}"))),
+        }
+    }
+    let text = std::fs::read(&input)
+        .map_err(|e| Failure::run(format!("reading {}: {e}", input.display())))?;
+    let v = luo_proto::json::parse(&text)
+        .map_err(|e| Failure::run(format!("{}: {e}", input.display())))?;
+    let at = |v: &luo_proto::Value, path: &[&str]| {
+        let mut cur = v;
+        for k in path {
+            cur = cur.get(k)?;
+        }
+        cur.as_f64()
+    };
+    let missing = |what: &str| Failure::run(format!("{}: no {what}", input.display()));
+    let sizes = v
+        .get("blackout")
+        .and_then(luo_proto::Value::as_array)
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| missing("blackout results"))?;
+    let mut points = Vec::new();
+    for s in sizes {
+        points.push(PlotPoint {
+            bytes: at(s, &["bytes"]).ok_or_else(|| missing("bytes"))?,
+            luo: at(s, &["luo", "blackout_ms"]).ok_or_else(|| missing("luo.blackout_ms"))?,
+            reload: at(s, &["reload", "blackout_ms"])
+                .ok_or_else(|| missing("reload.blackout_ms"))?,
+            memcached: at(s, &["memcached", "blackout_without_clock_wait_ms"]),
+            memcached_with_wait: at(s, &["memcached", "blackout_ms"]),
+        });
+    }
+    let restarts = sizes[0]
+        .get("luo")
+        .and_then(|l| l.get("blackout_runs_ms"))
+        .and_then(luo_proto::Value::as_array)
+        .map_or(0, <[_]>::len);
+    let nproc = at(&v, &["machine", "nproc"]).unwrap_or(0.0) as u64;
+    let kernel = v
+        .get("machine")
+        .and_then(|m| m.get("kernel"))
+        .and_then(luo_proto::Value::as_str)
+        .unwrap_or("unknown");
+    write(&out, &svg_of(&points, restarts, nproc, kernel))
 }
 
 #[cfg(test)]
