@@ -43,8 +43,8 @@ options:
   -h, --help       this text
 ";
 
-const DEFAULT_SIZES: [usize; 3] = [1_000, 4_000, 16_000];
-const DEFAULT_WINDOW: usize = 64;
+pub const DEFAULT_SIZES: [usize; 3] = [1_000, 4_000, 16_000];
+pub const DEFAULT_WINDOW: usize = 64;
 /// Each repetition builds a new tree (kcmp's order differs per run): pooling
 /// a few evens out tree shape and a neighbour's burst of load.
 const DEFAULT_REPS: usize = 3;
@@ -54,14 +54,14 @@ const TOTAL_TARGET_MS: f64 = 50.0;
 /// The luo total is short and so easily disturbed: take the median of a few.
 const LUO_TOTAL_RUNS: usize = 3;
 /// Target for cost(largest N) / cost(smallest N) of luo's eventfd inserts.
-const GROWTH_TARGET: f64 = 1.5;
+pub const GROWTH_TARGET: f64 = 1.5;
 /// The kernel's default per-process fd ceiling (`/proc/sys/fs/nr_open`).
 const NR_OPEN: f64 = 1_048_576.0;
 /// fds beyond the measured ones: stdio, the fd being inserted, luo's probe pipe.
 const HEADROOM: usize = 64;
 
 #[derive(Debug)]
-struct Options {
+pub struct Options {
     sizes: Vec<usize>,
     window: usize,
     reps: usize,
@@ -120,7 +120,7 @@ fn parse_sizes(s: &str) -> Result<Vec<usize>, Failure> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     Eventfd,
     Memfd,
 }
@@ -128,7 +128,7 @@ enum Kind {
 impl Kind {
     const ALL: [Kind; 2] = [Kind::Eventfd, Kind::Memfd];
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Kind::Eventfd => "eventfd",
             Kind::Memfd => "memfd",
@@ -333,17 +333,17 @@ fn ensure_room(need: usize, soft: u64) -> Result<(), Failure> {
 
 /// One size and kind, luo and the baseline side by side.
 #[derive(Debug)]
-struct Row {
-    size: usize,
-    kind: Kind,
-    luo: Summary,
+pub struct Row {
+    pub size: usize,
+    pub kind: Kind,
+    pub luo: Summary,
     /// Mean `kcmp` calls per luo insert (the scan makes `size - 1`).
-    luo_kcmps: f64,
-    linear: Summary,
+    pub luo_kcmps: f64,
+    pub linear: Summary,
 }
 
 impl Row {
-    fn ratio(&self) -> f64 {
+    pub fn ratio(&self) -> f64 {
         self.linear.median_ns / self.luo.median_ns
     }
 }
@@ -369,15 +369,15 @@ struct Extrapolation {
 }
 
 #[derive(Debug)]
-struct Report {
+pub struct Report {
     machine: Machine,
     opts: Options,
     /// One kcmp in a tight loop on two fds.
-    kcmp_ns: f64,
+    pub kcmp_ns: f64,
     /// One kcmp within the linear scan (cold files), from the largest size.
-    scan_cmp_ns: f64,
+    pub scan_cmp_ns: f64,
     eventfd_bucket: usize,
-    rows: Vec<Row>,
+    pub rows: Vec<Row>,
     totals: Totals,
     at_nr_open: Extrapolation,
 }
@@ -400,6 +400,24 @@ pub fn main(args: &[String]) -> Result<(), Failure> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The suite's part: per-insert costs only (the 10,000-fd totals take the
+/// `--quick` path: luo measured, the linear scan extrapolated).
+pub fn for_suite(
+    machine: Machine,
+    sizes: Vec<usize>,
+    reps: usize,
+    window: usize,
+) -> Result<Report, Failure> {
+    let opts = Options {
+        sizes,
+        window,
+        reps,
+        json: None,
+        quick: true,
+    };
+    run(machine, opts)
 }
 
 fn run(machine: Machine, opts: Options) -> Result<Report, Failure> {
@@ -522,7 +540,7 @@ fn met(ok: bool) -> &'static str {
 
 impl Report {
     /// luo's growth per kind: cost at the largest size over the smallest.
-    fn growth(&self) -> Vec<(Kind, f64)> {
+    pub fn growth(&self) -> Vec<(Kind, f64)> {
         Kind::ALL
             .into_iter()
             .map(|kind| {
@@ -538,7 +556,7 @@ impl Report {
         self.totals.luo_ns < TOTAL_TARGET_MS * 1e6
     }
 
-    fn table(&self) -> String {
+    pub fn table(&self) -> String {
         let o = &self.opts;
         let (min, max) = (o.sizes[0], o.sizes[o.sizes.len() - 1]);
         let mut s = String::new();
@@ -636,7 +654,7 @@ impl Report {
         s
     }
 
-    fn to_json(&self) -> Json {
+    pub fn to_json(&self) -> Json {
         let o = &self.opts;
         let t = &self.totals;
         let x = &self.at_nr_open;

@@ -14,6 +14,8 @@ pub struct Machine {
     pub cpu: String,
     /// `RLIMIT_NOFILE` (soft, hard) after raising the soft limit.
     pub nofile: (u64, u64),
+    /// `MemTotal` of `/proc/meminfo`, in bytes.
+    pub memory: u64,
 }
 
 impl Machine {
@@ -28,13 +30,19 @@ impl Machine {
                 .map_or_else(|_| "unknown".into(), |s| s.trim().to_string()),
             cpu: cpu_model().unwrap_or_else(|| "unknown".into()),
             nofile,
+            memory: meminfo("MemTotal").unwrap_or(0),
         })
     }
 
     pub fn describe(&self) -> String {
         format!(
-            "{}, {} CPUs, Linux {}; RLIMIT_NOFILE soft {} hard {}",
-            self.cpu, self.nproc, self.kernel, self.nofile.0, self.nofile.1
+            "{}, {} CPUs, {:.1} GiB, Linux {}; RLIMIT_NOFILE soft {} hard {}",
+            self.cpu,
+            self.nproc,
+            self.memory as f64 / (1u64 << 30) as f64,
+            self.kernel,
+            self.nofile.0,
+            self.nofile.1
         )
     }
 
@@ -45,6 +53,7 @@ impl Machine {
             ("kernel", Json::str(&self.kernel)),
             ("nofile_soft", Json::uint(self.nofile.0)),
             ("nofile_hard", Json::uint(self.nofile.1)),
+            ("memory_bytes", Json::uint(self.memory)),
         ])
     }
 }
@@ -55,4 +64,22 @@ fn cpu_model() -> Option<String> {
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.trim() == "model name")
         .map(|(_, v)| v.trim().to_string())
+}
+
+/// A `/proc/meminfo` field in bytes (`MemAvailable`, `MemTotal`, ...).
+pub fn meminfo(field: &str) -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.split(':').next() == Some(field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The 1-minute load average: other work on the machine disturbs timings.
+pub fn load1() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

@@ -5,16 +5,23 @@
 //! figures from different runs or machines would measure the machines.
 //!
 //! ```text
+//! cargo run --release -p luo-bench -- all [--sizes 256M,1G,4G] [--fds 1000,16000]
 //! cargo run --release -p luo-bench -- index [--sizes 1000,4000,16000] [--json PATH]
 //! ```
 
 #![forbid(unsafe_code)]
 
+mod agent;
+mod blackout;
 mod cli;
+mod fds;
 mod index;
 mod json;
 mod machine;
+mod memcached;
+mod plot;
 mod stats;
+mod suite;
 
 use std::process::ExitCode;
 
@@ -28,11 +35,23 @@ struct Command {
     run: fn(&[String]) -> Result<(), Failure>,
 }
 
-const COMMANDS: &[Command] = &[Command {
-    name: "index",
-    summary: "identity index (double-management check) vs a linear kcmp scan",
-    run: index::main,
-}];
+const COMMANDS: &[Command] = &[
+    Command {
+        name: "all",
+        summary: "the whole suite: fd throughput, identity check, restart blackout, agent memory",
+        run: suite::main,
+    },
+    Command {
+        name: "index",
+        summary: "identity index (double-management check) vs a linear kcmp scan",
+        run: index::main,
+    },
+    Command {
+        name: "plot",
+        summary: "draw the blackout plot again from an earlier run's JSON",
+        run: suite::replot,
+    },
+];
 
 fn usage() -> String {
     let mut s = String::from(
@@ -59,6 +78,16 @@ fn main() -> ExitCode {
         }
         Some((first, rest)) => (first.as_str(), rest),
     };
+    if name == "__scm-peer" {
+        // The other process of the raw SCM_RIGHTS baseline (`all`).
+        return match fds::peer() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("luo-bench __scm-peer: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if matches!(name, "-h" | "--help" | "help") {
         // `help <command>` is `<command> --help`.
         match rest.first() {

@@ -1,0 +1,197 @@
+//! The programs the suite runs (luod, the service-restart demo) and a luod
+//! started on a private socket.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cli::Failure;
+
+/// Where luod and the demo are.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    pub luod: PathBuf,
+    pub demo: PathBuf,
+}
+
+impl Programs {
+    /// `luod` and `examples/service-restart` next to this executable, where
+    /// Cargo puts them; built with Cargo first when missing and this runs from
+    /// a source tree. `luod`/`demo` override either.
+    pub fn locate(luod: Option<PathBuf>, demo: Option<PathBuf>) -> Result<Programs, Failure> {
+        let exe = std::env::current_exe()?;
+        let dir = exe.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let p = Programs {
+            luod: luod.unwrap_or_else(|| dir.join("luod")),
+            demo: demo.unwrap_or_else(|| dir.join("examples/service-restart")),
+        };
+        if p.luod.is_file() && p.demo.is_file() {
+            return Ok(p);
+        }
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+        let mut args = vec![
+            "build",
+            "-p",
+            "luod",
+            "--bin",
+            "luod",
+            "--example",
+            "service-restart",
+        ];
+        if release {
+            args.insert(1, "--release");
+        }
+        let how = format!("cargo {}", args.join(" "));
+        if !manifest.is_file() {
+            return Err(Failure::run(format!(
+                "{} or {} is missing: build them with `{how}` in luo's source tree, \
+                 or pass --luod PATH and --demo PATH",
+                p.luod.display(),
+                p.demo.display()
+            )));
+        }
+        eprintln!("luod or the demo is missing next to luo-bench; building them: {how}");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(&args).arg("--manifest-path").arg(&manifest);
+        if let Some(target) = dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+        let status = cmd
+            .stdout(Stdio::from(std::io::stderr()))
+            .status()
+            .map_err(|e| Failure::run(format!("running `{how}`: {e}")))?;
+        if !status.success() || !p.luod.is_file() || !p.demo.is_file() {
+            return Err(Failure::run(format!("`{how}` failed ({status})")));
+        }
+        Ok(p)
+    }
+}
+
+/// A temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Result<TempDir, Failure> {
+        let path = std::env::temp_dir().join(format!("luo-bench-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)
+            .map_err(|e| Failure::run(format!("creating {}: {e}", path.display())))?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A luod of our own on a socket in a temporary directory; killed on drop.
+#[derive(Debug)]
+pub struct Agent {
+    child: Child,
+    pub socket: PathBuf,
+    log: PathBuf,
+    /// From `spawn` to the first answered request.
+    pub startup: Duration,
+    _dir: TempDir,
+}
+
+impl Agent {
+    pub fn start(luod: &Path, tag: &str) -> Result<Agent, Failure> {
+        let dir = TempDir::new(tag)?;
+        let socket = dir.0.join("luod.sock");
+        let log = dir.0.join("luod.log");
+        let t = Instant::now();
+        let child = Command::new(luod)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log)?)
+            .spawn()
+            .map_err(|e| Failure::run(format!("starting {}: {e}", luod.display())))?;
+        let mut agent = Agent {
+            child,
+            socket,
+            log,
+            startup: Duration::ZERO,
+            _dir: dir,
+        };
+        // Start-up ends when a request is answered, not when the socket exists.
+        loop {
+            if let Ok(c) = luo::Client::connect_to(&agent.socket) {
+                if c.status().is_ok() {
+                    break;
+                }
+            }
+            if let Some(status) = agent.child.try_wait()? {
+                return Err(Failure::run(format!(
+                    "luod exited at start-up ({status}): {}",
+                    agent.log_text()
+                )));
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                return Err(Failure::run("luod did not answer within 10 s of starting"));
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        agent.startup = t.elapsed();
+        Ok(agent)
+    }
+
+    pub fn client(&self) -> Result<luo::Client, Failure> {
+        luo::Client::connect_to(&self.socket).map_err(|e| Failure::run(e.to_string()))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The agent's resident set (`VmRSS`), in bytes.
+    pub fn rss(&self) -> Result<u64, Failure> {
+        rss_of(self.pid())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `VmRSS` of `/proc/PID/status`, in bytes.
+pub fn rss_of(pid: u32) -> Result<u64, Failure> {
+    let path = format!("/proc/{pid}/status");
+    let status =
+        std::fs::read_to_string(&path).map_err(|e| Failure::run(format!("reading {path}: {e}")))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| Failure::run(format!("no VmRSS in {path}")))
+}
+
+/// Whether `name` is an executable on `$PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}

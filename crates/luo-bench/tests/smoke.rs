@@ -1,0 +1,138 @@
+//! The suite at toy sizes: every section runs end to end and reports
+//! positive figures. Timings are not checked; benchmarks are not tests.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use luo_proto::Value;
+
+fn num(v: &Value, path: &[&str]) -> f64 {
+    let mut cur = v;
+    for k in path {
+        cur = cur
+            .get(k)
+            .unwrap_or_else(|| panic!("no {path:?} in the JSON (missing {k:?})"));
+    }
+    cur.as_f64()
+        .unwrap_or_else(|| panic!("{path:?} is not a number: {cur:?}"))
+}
+
+fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key)
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("no array {key:?} in the JSON"))
+}
+
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+#[test]
+fn the_whole_suite_runs_at_toy_sizes_and_reports_every_section() {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_luo-bench"));
+    let dir = exe.parent().unwrap();
+    let (luod, demo) = (dir.join("luod"), dir.join("examples/service-restart"));
+    if !luod.is_file() || !demo.is_file() {
+        // `cargo test --workspace` and nextest build both; `-p luo-bench` alone does not.
+        eprintln!(
+            "skipped: {} or {} is not built (run the workspace's tests)",
+            luod.display(),
+            demo.display()
+        );
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("luo-bench-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let (json, svg) = (out.join("results.json"), out.join("blackout.svg"));
+    let memcached = on_path("memcached");
+    let mut cmd = Command::new(&exe);
+    cmd.args([
+        "all",
+        "--quick",
+        "--fds",
+        "50",
+        "--sizes",
+        "8M",
+        "--index-sizes",
+        "50,100",
+    ])
+    .args([
+        "--restarts",
+        "1",
+        "--rounds",
+        "1",
+        "--reps",
+        "1",
+        "--no-install",
+    ])
+    .arg("--json")
+    .arg(&json)
+    .arg("--svg")
+    .arg(&svg);
+    if !memcached {
+        eprintln!("memcached is not installed: running without that baseline (--no-memcached)");
+        cmd.arg("--no-memcached");
+    }
+    let run = cmd.output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("fd round trip, 50 memfds"), "{stdout}");
+    assert!(
+        stdout.contains("blackout at 8 MiB, vs reload from tmpfs"),
+        "{stdout}"
+    );
+
+    let v = luo_proto::json::parse(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(!arr(&v, "summary").is_empty());
+
+    let agent = v.get("agent").unwrap();
+    assert!(num(agent, &["startup", "luod_ms"]) > 0.0);
+    for m in arr(agent, "memory") {
+        assert_eq!(num(m, &["fds"]), 50.0);
+        assert!(num(m, &["rss_after_bytes"]) > 0.0);
+    }
+
+    let fds = arr(&v, "fd_throughput");
+    let kinds: Vec<&str> = fds
+        .iter()
+        .map(|t| t.get("kind").unwrap().as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["memfd", "socket", "eventfd"]);
+    for t in fds {
+        assert!(num(t, &["luo_over_raw"]) > 0.0, "{t:?}");
+        assert!(
+            num(t, &["luo_ns_per_fd", "preserve", "wall"]) > 0.0,
+            "{t:?}"
+        );
+    }
+
+    let rows = arr(v.get("identity").unwrap(), "per_insert");
+    assert_eq!(rows.len(), 4, "2 sizes x eventfd, memfd");
+    for r in rows {
+        assert!(num(r, &["linear_over_luo"]) > 0.0, "{r:?}");
+    }
+
+    let b = arr(&v, "blackout");
+    assert_eq!(b.len(), 1);
+    assert_eq!(num(&b[0], &["bytes"]), (8u64 << 20) as f64);
+    assert!(num(&b[0], &["reload_over_luo"]) > 0.0);
+    assert_eq!(num(&b[0], &["luo", "requests_failed"]), 0.0);
+    assert_eq!(num(&b[0], &["reload", "requests_failed"]), 0.0);
+    if memcached {
+        assert!(num(&b[0], &["memcached_over_luo"]) > 0.0);
+        assert_eq!(
+            num(&b[0], &["memcached", "items"]),
+            (8u64 << 20) as f64 / 64.0
+        );
+    } else {
+        assert!(b[0].get("memcached").unwrap().is_null());
+    }
+
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.contains(">luo<"), "{plot}");
+    let _ = std::fs::remove_dir_all(&out);
+}
