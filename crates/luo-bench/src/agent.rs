@@ -1,7 +1,6 @@
 //! The programs the suite runs (luod, the service-restart demo) and a luod
 //! started on a private socket.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -98,22 +97,38 @@ pub struct Agent {
     log: PathBuf,
     /// From `spawn` to the first answered request.
     pub startup: Duration,
-    _dir: TempDir,
+    luod: PathBuf,
+    args: Vec<String>,
+    dir: Option<TempDir>,
 }
 
 impl Agent {
     pub fn start(luod: &Path, tag: &str) -> Result<Agent, Failure> {
+        Agent::start_args(luod, tag, &["--log-level", "warn"])
+    }
+
+    /// As [`Agent::start`], with `args` for luod.
+    pub fn start_args(luod: &Path, tag: &str, args: &[&str]) -> Result<Agent, Failure> {
         let dir = TempDir::new(tag)?;
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Agent::start_in(luod, dir, args)
+    }
+
+    fn start_in(luod: &Path, dir: TempDir, args: Vec<String>) -> Result<Agent, Failure> {
         let socket = dir.0.join("luod.sock");
         let log = dir.0.join("luod.log");
         let t = Instant::now();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let child = Command::new(luod)
             .arg("--socket")
             .arg(&socket)
-            .args(["--log-level", "warn"])
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(File::create(&log)?)
+            .stderr(out)
             .spawn()
             .map_err(|e| Failure::run(format!("starting {}: {e}", luod.display())))?;
         let mut agent = Agent {
@@ -121,7 +136,9 @@ impl Agent {
             socket,
             log,
             startup: Duration::ZERO,
-            _dir: dir,
+            luod: luod.to_path_buf(),
+            args,
+            dir: Some(dir),
         };
         // Start-up ends when a request is answered, not when the socket exists.
         loop {
@@ -145,6 +162,22 @@ impl Agent {
         Ok(agent)
     }
 
+    /// Stops luod (SIGTERM) and starts it again on the same socket; returns
+    /// the time from the stop to the new agent's first answer.
+    pub fn restart(mut self) -> Result<(Duration, Agent), Failure> {
+        let t = Instant::now();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let dir = self.dir.take().expect("a directory");
+        let (luod, args) = (self.luod.clone(), std::mem::take(&mut self.args));
+        // Stopped already: dropping must not kill the keeper.
+        std::mem::forget(self);
+        let next = Agent::start_in(&luod, dir, args)?;
+        Ok((t.elapsed(), next))
+    }
+
     pub fn client(&self) -> Result<luo::Client, Failure> {
         luo::Client::connect_to(&self.socket).map_err(|e| Failure::run(e.to_string()))
     }
@@ -163,10 +196,28 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// The keeper's pid, if luod started one (`luoctl status`'s store).
+    pub fn keeper_pid(&self) -> Option<u32> {
+        let store = self.client().ok()?.status().ok()?.store;
+        store
+            .strip_prefix("keeper (pid ")?
+            .strip_suffix(')')?
+            .parse()
+            .ok()
+    }
+}
+
 impl Drop for Agent {
+    /// Kills luod, and its keeper: a killed luod's keeper would otherwise
+    /// hold its files until someone takes them back.
     fn drop(&mut self) {
+        let keeper = self.keeper_pid();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(pid) = keeper {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        }
     }
 }
 

@@ -22,6 +22,7 @@ mod memcached;
 mod plot;
 mod stats;
 mod suite;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,11 @@ const COMMANDS: &[Command] = &[
         name: "index",
         summary: "identity index (double-management check) vs a linear kcmp scan",
         run: index::main,
+    },
+    Command {
+        name: "upgrade",
+        summary: "luod's in-place upgrade with N custody files vs stopping and starting it",
+        run: upgrade::main,
     },
     Command {
         name: "plot",

@@ -182,6 +182,12 @@ impl IdentityIndex {
         }
     }
 
+    /// Makes room for `n` more files (a model restored from a snapshot
+    /// knows how many it will insert).
+    pub fn reserve(&mut self, n: usize) {
+        self.buckets.reserve(n);
+    }
+
     /// How open file descriptions are told apart.
     pub fn mode(&self) -> IndexMode {
         self.mode

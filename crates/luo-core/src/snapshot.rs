@@ -165,6 +165,8 @@ impl Luo {
         for c in &snap.handlers {
             map.push(self.handlers.iter().position(|h| h.compatible() == c));
         }
+        self.index
+            .reserve(snap.sessions.iter().map(|s| s.files.len()).sum());
         let mut fds: Vec<Option<Arc<OwnedFd>>> =
             fds.into_iter().map(|f| Some(Arc::new(f))).collect();
         let mut sessions = std::collections::BTreeMap::new();

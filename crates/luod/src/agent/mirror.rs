@@ -30,9 +30,10 @@ use crate::store::Sink;
 struct Record {
     gen: u64,
     incoming: bool,
-    next_seq: u64,
-    /// token → seq
-    files: HashMap<u64, u64>,
+    /// The tokens mirrored, in preservation order; a file's `SEQ` is its
+    /// place here. A session's files are only ever appended, and leave
+    /// all together (finish or abort), so the list follows the model's.
+    tokens: Vec<u64>,
 }
 
 /// The agent's view of what the store holds.
@@ -102,9 +103,10 @@ impl Mirror {
             // Gone (aborted, or finished): nothing of it is kept.
             if let Some(r) = self.sessions.remove(&key) {
                 let mut names: Vec<String> = r
-                    .files
+                    .tokens
                     .iter()
-                    .map(|(t, s)| file_name(&self.inc, key, *s, *t))
+                    .enumerate()
+                    .map(|(seq, t)| file_name(&self.inc, key, seq as u64, *t))
                     .collect();
                 names.push(session_name(&self.inc, key, r.gen));
                 self.sink.remove(&names)?;
@@ -126,27 +128,18 @@ impl Mirror {
             puts.push((session_name(&self.inc, key, r.gen), record.as_fd()));
             removes.extend(old);
         }
-        let present: std::collections::HashSet<u64> = tokens.iter().copied().collect();
-        for t in tokens {
-            if r.files.contains_key(&t) {
-                continue;
-            }
-            if let Some(fd) = luo.custody(key, t) {
-                let seq = r.next_seq;
-                r.next_seq += 1;
-                r.files.insert(t, seq);
-                puts.push((file_name(&self.inc, key, seq, t), fd));
+        if !tokens.starts_with(&r.tokens) {
+            // Not an append: start the file entries over.
+            for (seq, t) in r.tokens.drain(..).enumerate() {
+                removes.push(file_name(&self.inc, key, seq as u64, t));
             }
         }
-        let gone: Vec<u64> = r
-            .files
-            .keys()
-            .filter(|t| !present.contains(t))
-            .copied()
-            .collect();
-        for t in gone {
-            let seq = r.files.remove(&t).expect("listed");
-            removes.push(file_name(&self.inc, key, seq, t));
+        for &t in &tokens[r.tokens.len()..] {
+            if let Some(fd) = luo.custody(key, t) {
+                let seq = r.tokens.len() as u64;
+                r.tokens.push(t);
+                puts.push((file_name(&self.inc, key, seq, t), fd));
+            }
         }
         // New entries first: a crash between the two leaves both, never
         // neither.
@@ -172,60 +165,57 @@ impl Mirror {
     }
 
     /// The mirror's state for an in-place upgrade (the store itself and
-    /// the keeper's connection are carried separately).
-    pub(crate) fn state(&self) -> Value {
+    /// the keeper's connection are carried separately): the incarnation
+    /// and, in binary (cheap at 16,000 files), per session its key,
+    /// generation, state and tokens.
+    pub(crate) fn state(&self) -> (Value, Vec<u8>) {
         let mut keys: Vec<&u64> = self.sessions.keys().collect();
         keys.sort_unstable();
-        let sessions: Vec<Value> = keys
-            .into_iter()
-            .map(|k| {
-                let r = &self.sessions[k];
-                let files: Vec<Value> = r
-                    .files
-                    .iter()
-                    .map(|(t, s)| Value::Array(vec![(*t).into(), (*s).into()]))
-                    .collect();
-                Value::Array(vec![
-                    (*k).into(),
-                    r.gen.into(),
-                    r.incoming.into(),
-                    r.next_seq.into(),
-                    Value::Array(files),
-                ])
-            })
-            .collect();
-        Value::object()
+        let mut bin = Vec::new();
+        for k in keys {
+            let r = &self.sessions[k];
+            for v in [*k, r.gen, u64::from(r.incoming), r.tokens.len() as u64] {
+                bin.extend_from_slice(&v.to_le_bytes());
+            }
+            for t in &r.tokens {
+                bin.extend_from_slice(&t.to_le_bytes());
+            }
+        }
+        let v = Value::object()
             .with("inc", self.inc.as_str())
-            .with("broken", self.broken)
-            .with("sessions", sessions)
+            .with("broken", self.broken);
+        (v, bin)
     }
 
     /// Rebuilds the mirror from [`Mirror::state`] around `sink`.
-    pub(crate) fn from_state(sink: Sink, v: &Value) -> Result<Mirror, String> {
+    pub(crate) fn from_state(sink: Sink, v: &Value, bin: &[u8]) -> Result<Mirror, String> {
         let bad = || "the mirror's state is malformed".to_string();
+        let mut words = bin
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        if bin.len() % 8 != 0 {
+            return Err(bad());
+        }
         let mut sessions = HashMap::new();
-        for s in v
-            .get("sessions")
-            .and_then(Value::as_array)
-            .ok_or_else(bad)?
-        {
-            let [k, gen, incoming, next_seq, files] = s.as_array().ok_or_else(bad)? else {
+        while let Some(k) = words.next() {
+            let (gen, incoming, n) = (
+                words.next().ok_or_else(bad)?,
+                words.next().ok_or_else(bad)?,
+                words.next().ok_or_else(bad)?,
+            );
+            let n = usize::try_from(n).map_err(|_| bad())?;
+            if n > bin.len() / 8 {
                 return Err(bad());
-            };
-            let mut f = HashMap::new();
-            for p in files.as_array().ok_or_else(bad)? {
-                let [t, s] = p.as_array().ok_or_else(bad)? else {
-                    return Err(bad());
-                };
-                f.insert(t.as_u64().ok_or_else(bad)?, s.as_u64().ok_or_else(bad)?);
             }
+            let tokens: Vec<u64> = (0..n)
+                .map(|_| words.next().ok_or_else(bad))
+                .collect::<Result<_, _>>()?;
             sessions.insert(
-                k.as_u64().ok_or_else(bad)?,
+                k,
                 Record {
-                    gen: gen.as_u64().ok_or_else(bad)?,
-                    incoming: incoming.as_bool().ok_or_else(bad)?,
-                    next_seq: next_seq.as_u64().ok_or_else(bad)?,
-                    files: f,
+                    gen,
+                    incoming: incoming == 1,
+                    tokens,
                 },
             );
         }

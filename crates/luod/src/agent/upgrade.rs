@@ -255,9 +255,9 @@ fn next_args(binary: &Path, state: RawFd, fallback: RawFd) -> Vec<String> {
 }
 
 impl Agent {
-    /// Every descriptor the state carries, in the order the state lists
-    /// them; `f` sees each once.
-    fn carried(&self, mut f: impl FnMut(BorrowedFd<'_>)) {
+    /// Every descriptor the state carries (the custody files' only with
+    /// `custody`); `f` sees each once.
+    fn carried(&self, custody: bool, mut f: impl FnMut(BorrowedFd<'_>)) {
         f(self.listener.as_fd());
         let mut keys: Vec<u64> = self.conns.keys().copied().collect();
         keys.sort_unstable();
@@ -276,19 +276,34 @@ impl Agent {
         if let Some(Sink::Keeper { link, .. }) = self.mirror.as_ref().map(|m| &m.sink) {
             f(link.as_fd());
         }
-        for d in self.luo.custody_fds() {
-            f(d);
+        if custody {
+            for d in self.luo.custody_fds() {
+                f(d);
+            }
         }
     }
 
     fn set_carried_cloexec(&self, on: bool) {
-        self.carried(|fd| {
+        self.carried(false, |fd| {
             let _ = luo_sys::set_cloexec(fd, on);
+        });
+        // One fcntl per custody file, and there may be a million: two threads.
+        let all: Vec<BorrowedFd<'_>> = self.luo.custody_fds().collect();
+        let (a, b) = all.split_at(all.len() / 2);
+        let set = |part: &[BorrowedFd<'_>]| {
+            for fd in part {
+                let _ = luo_sys::set_cloexec(*fd, on);
+            }
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| set(b));
+            set(a);
         });
     }
 
     /// The state: `[json length: u64][json][descriptor count: u64]
-    /// [descriptor records][file records]`, all little-endian.
+    /// [descriptor records][file records' length: u64][file records]
+    /// [the mirror's sessions]`, all little-endian.
     fn state(&self, reply_to: u64, previous: &str) -> Result<Vec<u8>, Error> {
         let mut fds = Fds::default();
         let listener = fds.add(self.listener.as_fd())?;
@@ -335,6 +350,7 @@ impl Agent {
             None => Value::Null,
             Some(k) => kernel::lock(k).state(&mut |fd: BorrowedFd<'_>| fds.add(fd))?,
         };
+        let mut mirror_bin = Vec::new();
         let mirror = match &self.mirror {
             None => Value::Null,
             Some(m) => {
@@ -346,7 +362,9 @@ impl Agent {
                         Value::object().with("systemd", p.to_string_lossy().into_owned())
                     }
                 };
-                Value::object().with("sink", sink).with("state", m.state())
+                let (state, bin) = m.state();
+                mirror_bin = bin;
+                Value::object().with("sink", sink).with("state", state)
             }
         };
         let mut files = Vec::new();
@@ -382,7 +400,9 @@ impl Agent {
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
+        out.extend_from_slice(&(files.len() as u64).to_le_bytes());
         out.extend_from_slice(&files);
+        out.extend_from_slice(&mirror_bin);
         Ok(out)
     }
 
@@ -550,6 +570,7 @@ struct StateRead {
     json: Value,
     fds: Vec<(RawFd, u64, u64)>,
     files: Vec<u8>,
+    mirror: Vec<u8>,
 }
 
 /// Reads and checks the state: the envelope, then every descriptor it
@@ -586,7 +607,13 @@ fn read_state(state: &OwnedFd) -> Result<StateRead, AgentError> {
     let table = rest
         .get(8..8 + n.checked_mul(FD_RECORD).ok_or_else(short)?)
         .ok_or_else(short)?;
-    let files = rest[8 + table.len()..].to_vec();
+    let rest = &rest[8 + table.len()..];
+    let flen = rest
+        .get(..8)
+        .map(|b| u64_at(b, 0) as usize)
+        .ok_or_else(short)?;
+    let files = rest.get(8..8 + flen).ok_or_else(short)?.to_vec();
+    let mirror = rest[8 + flen..].to_vec();
     if files.len() % FILE_RECORD != 0 {
         return Err(bad("the file records are truncated"));
     }
@@ -595,18 +622,34 @@ fn read_state(state: &OwnedFd) -> Result<StateRead, AgentError> {
         let (num, dev, ino) = (u64_at(r, 0), u64_at(r, 8), u64_at(r, 16));
         fds.push((check_fd("descriptor", num, dev, ino)?, dev, ino));
     }
-    for r in files.chunks_exact(FILE_RECORD) {
-        check_fd(
-            "custody descriptor",
-            u64_at(r, 40),
-            u64_at(r, 8),
-            u64_at(r, 16),
-        )?;
-    }
+    // One fstat per custody file is most of the take-over: two threads.
+    let half = (files.len() / FILE_RECORD).div_ceil(2) * FILE_RECORD;
+    let (a, b) = files.split_at(half.min(files.len()));
+    let check = |part: &[u8]| -> Result<(), AgentError> {
+        for r in part.chunks_exact(FILE_RECORD) {
+            check_fd(
+                "custody descriptor",
+                u64_at(r, 40),
+                u64_at(r, 8),
+                u64_at(r, 16),
+            )?;
+        }
+        Ok(())
+    };
+    std::thread::scope(|s| {
+        let other = s.spawn(|| check(b));
+        let mine = check(a);
+        mine.and(
+            other
+                .join()
+                .unwrap_or_else(|_| Err(bad("checking descriptors failed"))),
+        )
+    })?;
     Ok(StateRead {
         json: v,
         fds,
         files,
+        mirror,
     })
 }
 
@@ -621,7 +664,7 @@ struct PlanConn {
 
 /// The mirror's sink (the keeper's descriptor and pid, or systemd's
 /// socket) and state.
-type PlanMirror = (Option<(usize, u32)>, Option<PathBuf>, Value);
+type PlanMirror = (Option<(usize, u32)>, Option<PathBuf>, Value, Vec<u8>);
 
 /// The whole state, checked and parsed, naming descriptors by index.
 struct Plan {
@@ -739,9 +782,13 @@ fn parse_plan(read: &StateRead) -> Result<Plan, AgentError> {
                 }
                 let state = field(m, "state")?.clone();
                 // Checked now, rebuilt after the descriptors are ours.
-                super::mirror::Mirror::from_state(Sink::Systemd(PathBuf::new()), &state)
-                    .map_err(bad)?;
-                Some((keeper, systemd, state))
+                super::mirror::Mirror::from_state(
+                    Sink::Systemd(PathBuf::new()),
+                    &state,
+                    &read.mirror,
+                )
+                .map_err(bad)?;
+                Some((keeper, systemd, state, read.mirror.clone()))
             }
         },
         model,
@@ -788,7 +835,7 @@ fn parse_plan(read: &StateRead) -> Result<Plan, AgentError> {
     if let Some(k) = &plan.kernel {
         k.fds().try_for_each(&mut named)?;
     }
-    if let Some((Some((i, _)), _, _)) = &plan.mirror {
+    if let Some((Some((i, _)), _, _, _)) = &plan.mirror {
         named(*i)?;
     }
     for s in &plan.model.sessions {
@@ -888,12 +935,12 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
             },
         );
     }
-    let mirror = plan.mirror.map(|(keeper, systemd, state)| {
+    let mirror = plan.mirror.map(|(keeper, systemd, state, bin)| {
         let sink = match (keeper, systemd) {
             (Some((i, pid)), _) => Sink::Keeper { link: take(i), pid },
             (None, p) => Sink::Systemd(p.unwrap_or_default()),
         };
-        super::mirror::Mirror::from_state(sink, &state).expect("checked in the plan")
+        super::mirror::Mirror::from_state(sink, &state, &bin).expect("checked in the plan")
     });
     let mut agent = Agent {
         socket: plan.socket,

@@ -1,0 +1,281 @@
+//! `luo-bench upgrade`: luod's in-place upgrade with N custody descriptors,
+//! from the request to the new agent's answer, against the alternative:
+//! stopping luod and starting it again (the new one takes the files back
+//! from the keeper, and every client connection is lost).
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::agent::{Agent, Programs};
+use crate::cli::{Failure, Parser};
+use crate::json::Json;
+use crate::machine::Machine;
+use crate::stats::{grouped, Summary};
+
+const USAGE: &str = "\
+usage: luo-bench upgrade [--fds N,N,...] [--rounds R] [--json PATH] [--luod PATH]
+
+luod's in-place upgrade (luoctl agent upgrade) with N memfds in custody,
+timed from the request to the new agent's answer, side by side with stopping
+luod and starting it again (the keeper hands the files back). The per-file
+cost is the slope between the smallest and the largest N, and extrapolates
+to 1,000,000 files (and 1,048,576, the kernel's per-process ceiling).
+
+  --fds N,N,...  custody sizes (default 0,1000,4000,16000)
+  --rounds R     upgrades per size (default 7; the median is reported)
+  --json PATH    also write the results as JSON
+  --luod PATH    the luod binary (default: next to luo-bench, built if missing)
+";
+
+/// 40 ms at 16,000 files, and a per-file cost that keeps a million under 2 s.
+const TARGET_16K: Duration = Duration::from_millis(40);
+const TARGET_MILLION: Duration = Duration::from_secs(2);
+/// The issue's million, and the kernel's per-process ceiling.
+const MILLION: f64 = 1_000_000.0;
+const CEILING: f64 = 1_048_576.0;
+
+struct Options {
+    fds: Vec<usize>,
+    rounds: usize,
+    json: Option<PathBuf>,
+    luod: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<Option<Options>, Failure> {
+    let mut o = Options {
+        fds: vec![0, 1000, 4000, 16000],
+        rounds: 7,
+        json: None,
+        luod: None,
+    };
+    let mut p = Parser::new(args);
+    while let Some(flag) = p.flag()? {
+        match flag {
+            "-h" | "--help" => return Ok(None),
+            "--fds" => {
+                let v = p.value()?;
+                o.fds = v
+                    .split(',')
+                    .map(|x| x.trim().replace('_', "").parse::<usize>().ok())
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| Failure::usage(format!("--fds {v:?}: expected N,N,...")))?;
+                o.fds.sort_unstable();
+                o.fds.dedup();
+            }
+            "--rounds" => {
+                let v = p.value()?;
+                o.rounds =
+                    v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        Failure::usage(format!("--rounds {v:?}: a positive integer"))
+                    })?;
+            }
+            "--json" => o.json = Some(PathBuf::from(p.value()?)),
+            "--luod" => o.luod = Some(PathBuf::from(p.value()?)),
+            _ => return Err(p.unknown()),
+        }
+    }
+    if o.fds.len() < 2 {
+        return Err(Failure::usage(
+            "--fds needs at least two sizes for a per-file cost",
+        ));
+    }
+    Ok(Some(o))
+}
+
+/// One size: the upgrade and the restart, and luod's own split of the
+/// upgrade (state written before `exec`, state taken over after).
+struct Row {
+    fds: usize,
+    upgrade: Summary,
+    prepared_us: f64,
+    taken_over_us: f64,
+    restart: Summary,
+}
+
+/// The median of luod's "prepared in N us" and "taken over in N us".
+fn split_from_log(log: &str) -> (f64, f64) {
+    let grab = |key: &str| {
+        let mut v: Vec<f64> = log
+            .lines()
+            .filter_map(|l| {
+                let at = l.find(key)? + key.len();
+                l[at..].split_whitespace().next()?.parse().ok()
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    (grab("prepared in "), grab("taken over in "))
+}
+
+fn measure(luod: &std::path::Path, n: usize, rounds: usize) -> Result<Row, Failure> {
+    let agent = Agent::start_args(luod, &format!("upgrade-{n}"), &["--log-level", "info"])?;
+    let c = agent.client()?;
+    // The files luod holds: memfds in one session, handed over.
+    let fds: Vec<OwnedFd> = (0..n)
+        .map(|i| luo_sys::memfd_create(&format!("u{i}"), 0))
+        .collect::<Result<_, _>>()?;
+    let s = c
+        .create_session("upgrade")
+        .map_err(|e| Failure::run(e.to_string()))?;
+    let list: Vec<(u64, BorrowedFd<'_>)> = fds
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (i as u64, f.as_fd()))
+        .collect();
+    if !list.is_empty() {
+        s.preserve_batch(&list)
+            .map_err(|e| Failure::run(e.to_string()))?;
+    }
+    s.handover().map_err(|e| Failure::run(e.to_string()))?;
+    drop(list);
+    drop((fds, s));
+    let pid = agent.pid();
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let reply = c
+            .upgrade_agent(None)
+            .map_err(|e| Failure::run(e.to_string()))?;
+        samples.push(t.elapsed());
+        let same = reply.get("pid").and_then(luo::Value::as_u64) == Some(u64::from(pid));
+        if !same {
+            return Err(Failure::run("the upgrade changed luod's pid"));
+        }
+    }
+    if c.status().map_err(|e| Failure::run(e.to_string()))?.files != n as u64 {
+        return Err(Failure::run("files went missing across the upgrades"));
+    }
+    let (prepared_us, taken_over_us) = split_from_log(&agent.log_text());
+    drop(c);
+    // The alternative: stop luod and start it again; the keeper hands the
+    // files back. Timed from the stop to the new agent's first answer.
+    let mut restarts = Vec::with_capacity(rounds);
+    let mut agent = agent;
+    for _ in 0..rounds {
+        let (t, next) = agent.restart()?;
+        agent = next;
+        restarts.push(t);
+        let files = agent
+            .client()?
+            .status()
+            .map_err(|e| Failure::run(e.to_string()))?
+            .files;
+        if files != n as u64 {
+            return Err(Failure::run(format!(
+                "the restarted luod took back {files} files of {n}"
+            )));
+        }
+    }
+    Ok(Row {
+        fds: n,
+        upgrade: Summary::of(&samples),
+        prepared_us,
+        taken_over_us,
+        restart: Summary::of(&restarts),
+    })
+}
+
+pub fn main(args: &[String]) -> Result<(), Failure> {
+    let Some(o) = parse(args)? else {
+        print!("{USAGE}");
+        return Ok(());
+    };
+    let machine = Machine::setup()?;
+    let max = *o.fds.last().expect("two sizes");
+    if max + 256 > machine.nofile.0 as usize {
+        return Err(Failure::usage(format!(
+            "{max} files need {} descriptors here and in luod each; RLIMIT_NOFILE is {}",
+            max + 256,
+            machine.nofile.0
+        )));
+    }
+    eprintln!("machine: {}", machine.describe());
+    let programs = Programs::locate(o.luod.clone(), None)?;
+    let mut rows = Vec::new();
+    for &n in &o.fds {
+        eprintln!(
+            "upgrade with {} custody files: {} rounds ...",
+            grouped(n as u64),
+            o.rounds
+        );
+        rows.push(measure(&programs.luod, n, o.rounds)?);
+    }
+    let (first, last) = (&rows[0], &rows[rows.len() - 1]);
+    let per_fd_ns =
+        (last.upgrade.median_ns - first.upgrade.median_ns) / (last.fds - first.fds) as f64;
+    let million_ns = first.upgrade.median_ns + per_fd_ns * (MILLION - first.fds as f64);
+    let ceiling_ns = first.upgrade.median_ns + per_fd_ns * (CEILING - first.fds as f64);
+    let at_16k = rows.iter().find(|r| r.fds == 16_000);
+    let ms = |ns: f64| format!("{:.1} ms", ns / 1e6);
+    println!("luo-bench upgrade: luoctl agent upgrade vs stopping and starting luod");
+    println!("machine: {}", machine.describe());
+    println!();
+    println!(
+        "{:>8}  {:>10}  {:>14}  {:>14}  {:>12}  {:>10}",
+        "files", "upgrade", "state written", "taken over", "restart", "restart/up"
+    );
+    for r in &rows {
+        println!(
+            "{:>8}  {:>10}  {:>14}  {:>14}  {:>12}  {:>9.1}x",
+            grouped(r.fds as u64),
+            ms(r.upgrade.median_ns),
+            ms(r.prepared_us * 1e3),
+            ms(r.taken_over_us * 1e3),
+            ms(r.restart.median_ns),
+            r.restart.median_ns / r.upgrade.median_ns
+        );
+    }
+    println!();
+    println!(
+        "per custody file: {:.2} us (slope from {} to {} files)",
+        per_fd_ns / 1e3,
+        first.fds,
+        last.fds
+    );
+    println!(
+        "1,000,000 files, extrapolated: {:.2} s (target < {} s: {}); 1,048,576 (the kernel's ceiling): {:.2} s",
+        million_ns / 1e9,
+        TARGET_MILLION.as_secs(),
+        if million_ns < TARGET_MILLION.as_nanos() as f64 { "met" } else { "MISSED" },
+        ceiling_ns / 1e9
+    );
+    if let Some(r) = at_16k {
+        println!(
+            "16,000 files: {} (target < {} ms: {})",
+            ms(r.upgrade.median_ns),
+            TARGET_16K.as_millis(),
+            if r.upgrade.median_ns < TARGET_16K.as_nanos() as f64 {
+                "met"
+            } else {
+                "MISSED"
+            }
+        );
+    }
+    if let Some(path) = &o.json {
+        let rows_json: Vec<Json> = rows
+            .iter()
+            .map(|r| {
+                Json::Obj(vec![
+                    ("fds", Json::uint(r.fds)),
+                    ("upgrade", r.upgrade.to_json()),
+                    ("state_written_us", Json::Num(r.prepared_us)),
+                    ("taken_over_us", Json::Num(r.taken_over_us)),
+                    ("restart", r.restart.to_json()),
+                ])
+            })
+            .collect();
+        let v = Json::Obj(vec![
+            ("machine", Json::str(machine.describe())),
+            ("rows", Json::Arr(rows_json)),
+            ("per_fd_ns", Json::Num(per_fd_ns)),
+            ("million_fds_ns", Json::Num(million_ns)),
+            ("ceiling_fds_ns", Json::Num(ceiling_ns)),
+        ]);
+        std::fs::write(path, v.render())
+            .map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
