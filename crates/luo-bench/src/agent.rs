@@ -89,6 +89,14 @@ impl Drop for TempDir {
     }
 }
 
+static NO_KEEPER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the luods the suite starts mirror their files to a keeper
+/// (luod's default) or not (`--keeper off`).
+pub fn set_keeper(on: bool) {
+    NO_KEEPER.store(!on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// A luod of our own on a socket in a temporary directory; killed on drop.
 #[derive(Debug)]
 pub struct Agent {
@@ -114,7 +122,10 @@ impl Agent {
         Agent::start_in(luod, dir, args)
     }
 
-    fn start_in(luod: &Path, dir: TempDir, args: Vec<String>) -> Result<Agent, Failure> {
+    fn start_in(luod: &Path, dir: TempDir, mut args: Vec<String>) -> Result<Agent, Failure> {
+        if NO_KEEPER.load(std::sync::atomic::Ordering::Relaxed) && !args.iter().any(|a| a == "--keeper") {
+            args.extend(["--keeper".to_string(), "off".to_string()]);
+        }
         let socket = dir.0.join("luod.sock");
         let log = dir.0.join("luod.log");
         let t = Instant::now();

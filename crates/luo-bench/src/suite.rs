@@ -45,6 +45,8 @@ options:
                         --index-sizes 100,200,400 --restarts 1 --rounds 1 --reps 1
                         (flags given explicitly still apply)
   --no-memcached        skip the memcached baseline
+  --keeper auto|off     run the suite's luod with its crash-safety mirror (auto,
+                        luod's default) or without it (off), to see its cost
   --no-install          never install memcached; fail if it is missing
                         (by default, as root with apt-get, a missing memcached
                         is installed from Debian's package, saying so first)
@@ -230,6 +232,13 @@ impl Options {
                 "--quick" => f.quick = true,
                 "--no-memcached" => f.no_memcached = true,
                 "--no-install" => f.no_install = true,
+                "--keeper" => {
+                    let v = p.value()?;
+                    if v != "auto" && v != "off" {
+                        return Err(Failure::usage(format!("--keeper takes auto or off, not {v:?}")));
+                    }
+                    crate::agent::set_keeper(v == "auto");
+                }
                 "--tmpfs" => f.tmpfs = Some(p.value()?.into()),
                 "--json" => f.json = Some(p.value()?.into()),
                 "--svg" => f.svg = Some(p.value()?.into()),
