@@ -123,7 +123,9 @@ impl Agent {
     }
 
     fn start_in(luod: &Path, dir: TempDir, mut args: Vec<String>) -> Result<Agent, Failure> {
-        if NO_KEEPER.load(std::sync::atomic::Ordering::Relaxed) && !args.iter().any(|a| a == "--keeper") {
+        if NO_KEEPER.load(std::sync::atomic::Ordering::Relaxed)
+            && !args.iter().any(|a| a == "--keeper")
+        {
             args.extend(["--keeper".to_string(), "off".to_string()]);
         }
         let socket = dir.0.join("luod.sock");

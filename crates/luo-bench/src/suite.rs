@@ -235,7 +235,9 @@ impl Options {
                 "--keeper" => {
                     let v = p.value()?;
                     if v != "auto" && v != "off" {
-                        return Err(Failure::usage(format!("--keeper takes auto or off, not {v:?}")));
+                        return Err(Failure::usage(format!(
+                            "--keeper takes auto or off, not {v:?}"
+                        )));
                     }
                     crate::agent::set_keeper(v == "auto");
                 }
