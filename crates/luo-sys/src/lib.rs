@@ -797,6 +797,16 @@ impl std::os::fd::AsFd for SignalFd {
     }
 }
 
+/// `waitpid(pid, WNOHANG)`: reaps child `pid` if it has exited (so that a
+/// dead child does not stay a zombie). `Ok(true)` when it was reaped,
+/// `Ok(false)` while it runs, `ECHILD` when it is not our child.
+pub fn try_reap(pid: u32) -> Result<bool> {
+    let mut status = 0;
+    // SAFETY: `status` is a writable int; waitpid reads nothing else of ours.
+    let r = cvt(unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) })?;
+    Ok(r != 0)
+}
+
 /// `raise(3)`: sends `signal` to the calling thread.
 pub fn raise_signal(signal: i32) -> Result<()> {
     // SAFETY: raise takes a signal number and touches no memory of ours.

@@ -212,7 +212,52 @@ fn a_corrupt_upgrade_state_is_refused_before_anything_is_taken_over() {
 
 // ------------------------------------------------------------- crashes
 
-fn spawn_with_keeper(dir: &std::path::Path, sock: &std::path::Path) -> std::process::Child {
+/// A child killed (and reaped) when dropped, so that a failing test leaves
+/// no luod behind.
+struct Proc(std::process::Child);
+
+impl std::ops::Deref for Proc {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills a keeper when dropped (a test that fails must not leave one).
+struct KeeperGuard(u32);
+
+impl Drop for KeeperGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &self.0.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Whether process `pid` has exited (gone, or a zombie nobody reaped).
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
+fn spawn_with_keeper(dir: &std::path::Path, sock: &std::path::Path) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -228,6 +273,7 @@ fn spawn_with_keeper(dir: &std::path::Path, sock: &std::path::Path) -> std::proc
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Proc)
         .unwrap()
 }
 
@@ -292,6 +338,7 @@ fn fifty_crashes_under_load_lose_no_handed_over_file() {
     wait_ready(&sock, &dir);
     let first = luo::Client::connect_to(&sock).unwrap();
     let keeper = keeper_pid(&first);
+    let _guard = KeeperGuard(keeper);
     drop(first);
     let agent_fds = settled(child.id());
     let keeper_fds = settled(keeper);
@@ -365,10 +412,7 @@ fn fifty_crashes_under_load_lose_no_handed_over_file() {
         child.wait().unwrap();
         child = spawn_with_keeper(&dir, &sock);
         wait_ready(&sock, &dir);
-        assert!(
-            std::path::Path::new(&format!("/proc/{keeper}")).exists(),
-            "crash {n} (seed {seed}): the keeper died"
-        );
+        assert!(!exited(keeper), "crash {n} (seed {seed}): the keeper died");
     }
     stop.store(true, Ordering::Relaxed);
     worker.join().unwrap();
@@ -509,6 +553,7 @@ fn under_systemd_the_fd_store_holds_every_file_and_gives_them_back() {
             .stdin(std::process::Stdio::null())
             .stderr(log)
             .spawn()
+            .map(Proc)
             .unwrap();
         for f in keep {
             luo_sys::set_cloexec(f.as_fd(), true).unwrap();
@@ -628,6 +673,7 @@ fn under_socket_activation_luod_serves_the_socket_systemd_passed() {
         .env_remove("NOTIFY_SOCKET")
         .stderr(log)
         .spawn()
+        .map(Proc)
         .unwrap();
     drop(listener);
     // Connections made before luod is ready wait in the socket's backlog.
@@ -643,5 +689,70 @@ fn under_socket_activation_luod_serves_the_socket_systemd_passed() {
     child.wait().unwrap();
     // systemd owns the socket file: luod leaves it.
     assert!(sock.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_keeper_that_dies_is_replaced_and_given_every_file_again() {
+    let dir = common::fresh_dir();
+    let sock = dir.join("luod.sock");
+    let mut child = spawn_with_keeper(&dir, &sock);
+    wait_ready(&sock, &dir);
+    let c = luo::Client::connect_to(&sock).unwrap();
+    let first = keeper_pid(&c);
+    let _first_guard = KeeperGuard(first);
+    let a = c.create_session("before").unwrap();
+    a.preserve(1, memfd("made before the keeper died")).unwrap();
+    a.handover().unwrap();
+    drop(a);
+    std::process::Command::new("kill")
+        .args(["-9", &first.to_string()])
+        .status()
+        .unwrap();
+    while !exited(first) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The next change finds the keeper gone, starts another, and gives it
+    // everything: the old session's file too.
+    let b = c.create_session("after").unwrap();
+    b.preserve(1, memfd("made after")).unwrap();
+    b.handover().unwrap();
+    drop(b);
+    let second = keeper_pid(&c);
+    let _second_guard = KeeperGuard(second);
+    assert_ne!(second, first);
+    // luod reaped the dead keeper.
+    assert!(!std::path::Path::new(&format!("/proc/{first}")).exists());
+    let log = std::fs::read_to_string(dir.join("luod.log")).unwrap();
+    assert!(log.contains("the keeper died; started a new one"), "{log}");
+    drop(c);
+    // luod crashes: the new keeper hands both sessions back.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut child = spawn_with_keeper(&dir, &sock);
+    wait_ready(&sock, &dir);
+    let c = luo::Client::connect_to(&sock).unwrap();
+    for (name, text) in [
+        ("before", "made before the keeper died"),
+        ("after", "made after"),
+    ] {
+        let s = c.retrieve_session(name).unwrap();
+        assert_eq!(read(s.retrieve_fd(1).unwrap()), text);
+        s.finish().unwrap();
+    }
+    drop(c);
+    std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    let start = std::time::Instant::now();
+    while !exited(second) {
+        assert!(
+            start.elapsed() < common::PATIENCE,
+            "the keeper did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -42,8 +42,12 @@ pub(crate) struct Mirror {
     pub(crate) sink: Sink,
     inc: String,
     sessions: HashMap<u64, Record>,
-    /// Set when the store failed: it is rebuilt on the next sync.
+    /// Set when the store failed; a keeper is then replaced and given
+    /// everything again ([`Mirror::replace_keeper`]).
     broken: bool,
+    /// When a new keeper was last tried, so that a failing spawn is not
+    /// retried on every request.
+    last_try: Option<std::time::Instant>,
 }
 
 fn session_name(inc: &str, key: u64, gen: u64) -> String {
@@ -78,6 +82,38 @@ impl Mirror {
             inc: format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff),
             sessions: HashMap::new(),
             broken: false,
+            last_try: None,
+        }
+    }
+
+    /// After the keeper died: starts a new one at `path` and gives it every
+    /// file again. At most once a second.
+    pub(crate) fn replace_keeper(&mut self, luo: &Luo, path: &std::path::Path) {
+        if !self.broken || !matches!(self.sink, Sink::Keeper { .. }) {
+            return;
+        }
+        if self
+            .last_try
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_try = Some(std::time::Instant::now());
+        if let Sink::Keeper { pid, .. } = &self.sink {
+            // It was our child: not a zombie for the rest of our life.
+            let _ = luo_sys::try_reap(*pid);
+        }
+        match crate::store::spawn_keeper(path) {
+            Ok((link, pid)) => {
+                self.sink = Sink::Keeper { link, pid };
+                self.sessions.clear();
+                self.broken = false;
+                self.sync_all(luo);
+                warn!(
+                    "the keeper died; started a new one (pid {pid}) and gave it every file in custody again"
+                );
+            }
+            Err(e) => warn!("the keeper died and a new one cannot be started ({e}); retrying"),
         }
     }
 
@@ -228,6 +264,7 @@ impl Mirror {
                 .to_string(),
             sessions,
             broken: v.get("broken").and_then(Value::as_bool).unwrap_or(false),
+            last_try: None,
         })
     }
 }

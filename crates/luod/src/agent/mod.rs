@@ -754,6 +754,7 @@ impl Agent {
         for k in keys {
             m.sync(&self.luo, k);
         }
+        m.replace_keeper(&self.luo, &crate::store::keeper_path(&self.socket));
     }
 
     fn close_handle(&mut self, h: SessionHandle, name: &str, owner: u32) {
