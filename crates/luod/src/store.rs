@@ -192,8 +192,32 @@ pub(crate) fn spawn_keeper(path: &Path) -> Result<(OwnedFd, u32), Error> {
         .spawn()
         .map_err(|e| fail("starting the keeper failed", e))?;
     drop(theirs);
-    Ok((ours, child.id()))
+    // Not ready until it answers at `path`: a luod that crashed right after
+    // this must find it there.
+    let ep = luo_sys::Epoll::new().map_err(|e| fail("waiting for the keeper failed", e))?;
+    ep.add(ours.as_fd(), 0, EPOLLIN)
+        .map_err(|e| fail("waiting for the keeper failed", e))?;
+    let mut ready = Vec::new();
+    let _ = ep.wait(&mut ready, 1, KEEPER_START_MS);
+    match luo_proto::recv(ours.as_fd()) {
+        Ok(Some(m)) if m.body.get("ok").and_then(Value::as_bool) == Some(true) => {
+            Ok((ours, child.id()))
+        }
+        _ => {
+            let _ = luo_sys::try_reap(child.id());
+            Err(Error::new(
+                Errno::ETIMEDOUT,
+                format!(
+                    "the keeper did not get ready at {} within {KEEPER_START_MS} ms",
+                    path.display()
+                ),
+            ))
+        }
+    }
 }
+
+/// How long a new keeper may take to answer at its path.
+const KEEPER_START_MS: i32 = 10_000;
 
 /// Takes every entry back from a keeper (it keeps its copies until told
 /// to remove them).
@@ -246,7 +270,7 @@ fn keeper(path: &Path, link: i32) -> Result<(), String> {
     let mut fds =
         luo_sys::adopt_inherited(&[link]).map_err(|e| format!("--keeper-link {link}: {e}"))?;
     let mut link = fds.pop();
-    // Rest on signals meant for a terminal; the agent decides when we go.
+    // A stale socket file of a keeper that died.
     let _ = std::fs::remove_file(path);
     let listener = luo_sys::seqpacket_listen(path, 16)
         .map_err(|e| format!("listening on {}: {e}", path.display()))?;
@@ -258,6 +282,8 @@ fn keeper(path: &Path, link: i32) -> Result<(), String> {
     if let Some(l) = &link {
         ep.add(l.as_fd(), 1, EPOLLIN | EPOLLRDHUP)
             .map_err(|e| e.to_string())?;
+        // Listening at `path` now: the agent may go on.
+        let _ = luo_proto::send(l.as_fd(), &luo_proto::ok_reply(), &[]);
     }
     let me = luo_sys::geteuid();
     let mut entries: BTreeMap<String, OwnedFd> = BTreeMap::new();
