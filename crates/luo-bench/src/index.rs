@@ -7,7 +7,7 @@
 //! new fd with every held fd through `kcmp` before keeping it.
 
 use std::cmp::Ordering;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -257,9 +257,9 @@ impl CountingKcmp {
 }
 
 impl FileOrder for CountingKcmp {
-    fn compare(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<Ordering, Errno> {
+    fn compare(&self, a: RawFd, b: RawFd) -> Result<Ordering, Errno> {
         self.0.fetch_add(1, AtomicOrdering::Relaxed);
-        luo_sys::kcmp_file(a, b)
+        luo_sys::kcmp_raw(a, b)
     }
 }
 

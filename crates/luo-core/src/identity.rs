@@ -25,10 +25,9 @@
 //! eventfds can no longer both be preserved, but no file is ever managed twice.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use luo_sys::{Errno, FileStat};
 
@@ -77,13 +76,14 @@ impl fmt::Display for Identity {
 /// Orders open file descriptions. The real one is [`Kcmp`]; tests substitute
 /// others to exercise the fallback.
 pub trait FileOrder: fmt::Debug + Send {
-    /// How `a` orders against `b`; `Equal` means the same open file description.
-    fn compare(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<Ordering, Errno>;
+    /// How descriptor `a` orders against `b`; `Equal` means the same open
+    /// file description. Both are open in this process.
+    fn compare(&self, a: RawFd, b: RawFd) -> Result<Ordering, Errno>;
 
     /// Whether `a` and `b` are the same open file description, for when
     /// [`FileOrder::compare`] is unavailable: `F_DUPFD_QUERY`.
-    fn same(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<bool, Errno> {
-        luo_sys::same_file(a, b)
+    fn same(&self, a: RawFd, b: RawFd) -> Result<bool, Errno> {
+        luo_sys::same_file_raw(a, b)
     }
 }
 
@@ -92,8 +92,8 @@ pub trait FileOrder: fmt::Debug + Send {
 pub struct Kcmp;
 
 impl FileOrder for Kcmp {
-    fn compare(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<Ordering, Errno> {
-        luo_sys::kcmp_file(a, b)
+    fn compare(&self, a: RawFd, b: RawFd) -> Result<Ordering, Errno> {
+        luo_sys::kcmp_raw(a, b)
     }
 }
 
@@ -128,9 +128,12 @@ pub enum Refusal {
     Error(Errno),
 }
 
+/// A managed open file. The index keeps its descriptor's number, not a
+/// descriptor: the model removes an entry before it closes the custody
+/// descriptor behind it (a closed number would compare as `EBADF`).
 #[derive(Debug)]
 struct Entry {
-    fd: Arc<OwnedFd>,
+    fd: RawFd,
     holder: Holder,
 }
 
@@ -143,7 +146,10 @@ enum Bucket {
 /// The global identity index. See the module documentation.
 #[derive(Debug)]
 pub struct IdentityIndex {
-    buckets: HashMap<(u64, u64), Bucket>,
+    /// A B-tree, not a hash map: no half-empty table at the sizes luo
+    /// reaches (a hash map at 16,000 entries has 32,768 slots), so about
+    /// half the memory per file, for a few more comparisons of two `u64`.
+    buckets: BTreeMap<(u64, u64), Bucket>,
     len: usize,
     order: Box<dyn FileOrder>,
     mode: IndexMode,
@@ -160,10 +166,10 @@ impl IdentityIndex {
     /// apart, else in [`IndexMode::InodeFallback`].
     pub fn new(order: Box<dyn FileOrder>) -> IdentityIndex {
         let mode = match luo_sys::pipe() {
-            Ok((r, w)) => match order.compare(r.as_fd(), r.as_fd()) {
+            Ok((r, w)) => match order.compare(r.as_raw_fd(), r.as_raw_fd()) {
                 Err(e) if unavailable(e) => {
-                    let works = order.same(r.as_fd(), r.as_fd()) == Ok(true)
-                        && order.same(r.as_fd(), w.as_fd()) == Ok(false);
+                    let works = order.same(r.as_raw_fd(), r.as_raw_fd()) == Ok(true)
+                        && order.same(r.as_raw_fd(), w.as_raw_fd()) == Ok(false);
                     if works {
                         IndexMode::DupfdQuery(e)
                     } else {
@@ -175,17 +181,11 @@ impl IdentityIndex {
             Err(_) => IndexMode::Kcmp,
         };
         IdentityIndex {
-            buckets: HashMap::new(),
+            buckets: BTreeMap::new(),
             len: 0,
             order,
             mode,
         }
-    }
-
-    /// Makes room for `n` more files (a model restored from a snapshot
-    /// knows how many it will insert).
-    pub fn reserve(&mut self, n: usize) {
-        self.buckets.reserve(n);
     }
 
     /// How open file descriptions are told apart.
@@ -208,9 +208,10 @@ impl IdentityIndex {
     pub fn insert(
         &mut self,
         identity: Identity,
-        fd: &Arc<OwnedFd>,
+        fd: BorrowedFd<'_>,
         holder: Holder,
     ) -> Result<(), Refusal> {
+        let raw = fd.as_raw_fd();
         let key = (identity.dev, identity.ino);
         let inode_only = identity.kind == IdentityKind::Inode
             || matches!(self.mode, IndexMode::InodeFallback(_));
@@ -220,10 +221,7 @@ impl IdentityIndex {
                     Bucket::Inode(holder)
                 } else {
                     let mut t = Tree::default();
-                    let entry = Entry {
-                        fd: fd.clone(),
-                        holder,
-                    };
+                    let entry = Entry { fd: raw, holder };
                     let _ = t.insert(entry, |_| Ok::<_, Errno>(Ordering::Equal));
                     Bucket::Files(t)
                 };
@@ -235,13 +233,10 @@ impl IdentityIndex {
                     return Err(Refusal::Busy(t.iter().next().map(|e| e.holder)));
                 }
                 let order = &self.order;
-                let entry = Entry {
-                    fd: fd.clone(),
-                    holder,
-                };
+                let entry = Entry { fd: raw, holder };
                 if let IndexMode::DupfdQuery(_) = self.mode {
                     for e in t.iter() {
-                        match order.same(fd.as_fd(), e.fd.as_fd()) {
+                        match order.same(raw, e.fd) {
                             Ok(false) => {}
                             Ok(true) => return Err(Refusal::Busy(Some(e.holder))),
                             Err(x) => return Err(Refusal::Error(x)),
@@ -252,7 +247,7 @@ impl IdentityIndex {
                     self.len += 1;
                     return Ok(());
                 }
-                match t.insert(entry, |e| order.compare(fd.as_fd(), e.fd.as_fd())) {
+                match t.insert(entry, |e| order.compare(raw, e.fd)) {
                     Ok(Ok(())) => {}
                     Ok(Err((_, existing))) => return Err(Refusal::Busy(Some(existing.holder))),
                     // kcmp stopped working: conservatively, the inode is taken.
@@ -278,13 +273,13 @@ impl IdentityIndex {
                 }
                 if let IndexMode::DupfdQuery(_) = self.mode {
                     for e in t.iter() {
-                        if self.order.same(fd, e.fd.as_fd())? {
+                        if self.order.same(fd.as_raw_fd(), e.fd)? {
                             return Ok(Some(e.holder));
                         }
                     }
                     return Ok(None);
                 }
-                Ok(t.find(|e| self.order.compare(fd, e.fd.as_fd()))?
+                Ok(t.find(|e| self.order.compare(fd.as_raw_fd(), e.fd))?
                     .map(|e| e.holder))
             }
         }
@@ -292,7 +287,7 @@ impl IdentityIndex {
 
     /// Forgets the entry that `insert(identity, fd, _)` made. Removing an entry
     /// that is not there is a no-op.
-    pub fn remove(&mut self, identity: Identity, fd: &Arc<OwnedFd>) {
+    pub fn remove(&mut self, identity: Identity, raw: RawFd) {
         let key = (identity.dev, identity.ino);
         let removed = match self.buckets.get_mut(&key) {
             None => false,
@@ -304,15 +299,15 @@ impl IdentityIndex {
                 let order = &self.order;
                 let ordered = self.mode == IndexMode::Kcmp;
                 let found = if ordered {
-                    t.remove(|e| order.compare(fd.as_fd(), e.fd.as_fd()))
+                    t.remove(|e| order.compare(raw, e.fd))
                 } else {
-                    Ok(t.remove_where(|e| Arc::ptr_eq(&e.fd, fd)))
+                    Ok(t.remove_where(|e| e.fd == raw))
                 };
                 let found = match found {
                     Ok(v) => v,
                     // Only if kcmp broke after the entry went in: find it by
                     // pointer, so that unpreserve never leaves an entry behind.
-                    Err(_) => t.remove_where(|e| Arc::ptr_eq(&e.fd, fd)),
+                    Err(_) => t.remove_where(|e| e.fd == raw),
                 };
                 if t.is_empty() {
                     self.buckets.remove(&key);

@@ -31,8 +31,7 @@
 #![deny(missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 mod error;
 pub mod flb;
@@ -198,25 +197,26 @@ pub struct SessionInfo {
 
 #[derive(Debug)]
 struct PreservedFile {
-    session: u64,
-    owner: u32,
     token: u64,
     handler: usize,
     identity: Identity,
-    custody: Arc<OwnedFd>,
+    custody: OwnedFd,
     data: u64,
-    flb_refs: Vec<(usize, Gen)>,
+    /// Usually empty, and then no allocation (a boxed slice is two words,
+    /// a `Vec` three: this is per file).
+    flb_refs: Box<[(usize, Gen)]>,
     indexed: bool,
     retrieve: RetrieveStatus,
     pinned: u64,
 }
 
 impl PreservedFile {
-    /// The callback arguments for this file.
-    fn args(&self) -> FileOpArgs<'_> {
+    /// The callback arguments for this file of session `session` (its key)
+    /// of `owner`.
+    fn args(&self, session: u64, owner: u32) -> FileOpArgs<'_> {
         FileOpArgs {
-            session: self.session,
-            owner: self.owner,
+            session,
+            owner,
             token: self.token,
             file: self.custody.as_fd(),
             serialized_data: self.data,
@@ -252,7 +252,9 @@ type NameKey = (u32, Vec<u8>);
 
 /// Steps a failed preserve undoes, newest first.
 enum Undo {
-    Index(Identity, Arc<OwnedFd>),
+    /// The entry of the descriptor with this number (still open: the
+    /// custody descriptor is dropped only after the undo).
+    Index(Identity, std::os::fd::RawFd),
     Flb(usize, Gen),
 }
 
@@ -660,7 +662,7 @@ impl Luo {
             Err(e) => {
                 for step in undo.into_iter().rev() {
                     match step {
-                        Undo::Index(id, fd) => self.index.remove(id, &fd),
+                        Undo::Index(id, fd) => self.index.remove(id, fd),
                         Undo::Flb(i, g) => self.flbs[i].put_outgoing(g),
                     }
                 }
@@ -727,13 +729,13 @@ impl Luo {
             );
         }
         let identity = Identity::new(&stat, handler.identity(&info));
-        let custody = Arc::new(fd);
+        let custody = fd;
         let holder = Holder {
             session: key,
             token,
         };
-        match self.index.insert(identity, &custody, holder) {
-            Ok(()) => undo.push(Undo::Index(identity, custody.clone())),
+        match self.index.insert(identity, custody.as_fd(), holder) {
+            Ok(()) => undo.push(Undo::Index(identity, custody.as_raw_fd())),
             Err(Refusal::Busy(by)) => {
                 let by = by
                     .and_then(|h| self.sessions.get(&h.session).map(|s| (s, h.token)))
@@ -780,14 +782,12 @@ impl Luo {
             )
         })?;
         Ok(PreservedFile {
-            session: key,
-            owner,
             token,
             handler: hi,
             identity,
             custody,
             data,
-            flb_refs,
+            flb_refs: flb_refs.into_boxed_slice(),
             indexed: true,
             retrieve: RetrieveStatus::NotRetrieved,
             pinned,
@@ -798,9 +798,10 @@ impl Luo {
         let mut done: Vec<(u64, usize, u64)> = Vec::new();
         for &key in keys {
             let s = self.sessions.get_mut(&key).expect("session");
+            let owner = s.owner;
             for (i, f) in s.files.iter_mut().enumerate() {
                 let h = &self.handlers[f.handler];
-                let mut args = f.args();
+                let mut args = f.args(key, owner);
                 match h.freeze(&mut args) {
                     Ok(()) => {
                         done.push((key, i, f.data));
@@ -824,8 +825,10 @@ impl Luo {
     /// Unfreezes what froze, newest first, restoring each file's data.
     fn unfreeze(&mut self, done: Vec<(u64, usize, u64)>) {
         for (key, i, before) in done.into_iter().rev() {
-            let f = &mut self.sessions.get_mut(&key).expect("session").files[i];
-            let args = f.args();
+            let s = self.sessions.get_mut(&key).expect("session");
+            let owner = s.owner;
+            let f = &mut s.files[i];
+            let args = f.args(key, owner);
             self.handlers[f.handler].unfreeze(&args);
             f.data = before;
         }
@@ -992,6 +995,7 @@ impl Luo {
                 format!("session '{}' has no file with token {token}", show(&s.name)),
             );
         };
+        let owner = s.owner;
         let f = &mut s.files[i];
         let what = |f: &PreservedFile| format!("retrieve of token {} failed", f.token);
         match f.retrieve {
@@ -1005,7 +1009,7 @@ impl Luo {
             }
             RetrieveStatus::NotRetrieved => {}
         }
-        let new = match self.handlers[f.handler].retrieve(&f.args()) {
+        let new = match self.handlers[f.handler].retrieve(&f.args(key, owner)) {
             Ok(fd) => fd,
             Err(e) => {
                 f.retrieve = RetrieveStatus::Failed(e);
@@ -1023,7 +1027,7 @@ impl Luo {
             f.retrieve = RetrieveStatus::Retrieved;
             return Ok(new);
         }
-        let new = Arc::new(new);
+        let new: OwnedFd = new;
         // Hand out a copy first: failing here (EMFILE) retries cleanly.
         let out = new
             .as_fd()
@@ -1032,7 +1036,7 @@ impl Luo {
         // The retrieved file replaces the custody copy, so luo holds one
         // descriptor per file, and it is managed until finish.
         if f.indexed {
-            self.index.remove(f.identity, &f.custody);
+            self.index.remove(f.identity, f.custody.as_raw_fd());
         }
         f.custody = new;
         f.retrieve = RetrieveStatus::Retrieved;
@@ -1041,7 +1045,10 @@ impl Luo {
             token,
         };
         // As in the kernel, a conflict here cannot fail the retrieve.
-        f.indexed = self.index.insert(f.identity, &f.custody, holder).is_ok();
+        f.indexed = self
+            .index
+            .insert(f.identity, f.custody.as_fd(), holder)
+            .is_ok();
         Ok(out)
     }
 
@@ -1063,7 +1070,7 @@ impl Luo {
             Side::Incoming { finished: false } => {}
         }
         for f in &s.files {
-            let args = f.args();
+            let args = f.args(key, s.owner);
             if !self.handlers[f.handler].can_finish(&args) {
                 return err(
                     Errno::EBUSY,
@@ -1081,13 +1088,13 @@ impl Luo {
         let files = std::mem::take(&mut s.files);
         for f in files.into_iter().rev() {
             self.release_file(owner, f.pinned);
-            let args = f.args();
+            let args = f.args(key, owner);
             self.handlers[f.handler].finish(&args);
             for &(fi, g) in f.flb_refs.iter().rev() {
                 self.flbs[fi].put_incoming(g);
             }
             if f.indexed {
-                self.index.remove(f.identity, &f.custody);
+                self.index.remove(f.identity, f.custody.as_raw_fd());
             }
         }
         Ok(())
@@ -1135,12 +1142,12 @@ impl Luo {
         let files = std::mem::take(&mut s.files);
         for f in files.into_iter().rev() {
             self.release_file(owner, f.pinned);
-            let args = f.args();
+            let args = f.args(key, owner);
             self.handlers[f.handler].unpreserve(&args);
             for &(fi, g) in f.flb_refs.iter().rev() {
                 self.flbs[fi].put_outgoing(g);
             }
-            self.index.remove(f.identity, &f.custody);
+            self.index.remove(f.identity, f.custody.as_raw_fd());
         }
         self.remove_session(key);
     }

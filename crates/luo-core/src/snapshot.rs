@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
 
 use crate::error::err;
 use crate::identity::{Holder, Identity, Refusal};
@@ -165,10 +164,7 @@ impl Luo {
         for c in &snap.handlers {
             map.push(self.handlers.iter().position(|h| h.compatible() == c));
         }
-        self.index
-            .reserve(snap.sessions.iter().map(|s| s.files.len()).sum());
-        let mut fds: Vec<Option<Arc<OwnedFd>>> =
-            fds.into_iter().map(|f| Some(Arc::new(f))).collect();
+        let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
         let mut sessions = std::collections::BTreeMap::new();
         let mut outgoing: HashMap<NameKey, u64> = HashMap::new();
         let mut incoming: HashMap<NameKey, u64> = HashMap::new();
@@ -214,7 +210,7 @@ impl Luo {
                         session: s.key,
                         token: f.token,
                     };
-                    match self.index.insert(f.identity, &custody, holder) {
+                    match self.index.insert(f.identity, custody.as_fd(), holder) {
                         Ok(()) => {}
                         Err(Refusal::Busy(_)) => {
                             return err(
@@ -234,14 +230,12 @@ impl Luo {
                 u.files += 1;
                 u.pinned_bytes += f.pinned;
                 files.push(PreservedFile {
-                    session: s.key,
-                    owner: s.owner,
                     token: f.token,
                     handler: hi,
                     identity: f.identity,
                     custody,
                     data: f.data,
-                    flb_refs: Vec::new(),
+                    flb_refs: Box::default(),
                     indexed: f.indexed,
                     retrieve: f.retrieve,
                     pinned: f.pinned,

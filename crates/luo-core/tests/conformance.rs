@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Mutex, MutexGuard};
 
 use luo_core::handler::{MemfdHandler, UserspaceHandler, UserspaceKind};
@@ -431,12 +431,12 @@ struct NoKcmp {
 }
 
 impl FileOrder for NoKcmp {
-    fn compare(&self, _: BorrowedFd<'_>, _: BorrowedFd<'_>) -> Result<std::cmp::Ordering, Errno> {
+    fn compare(&self, _: RawFd, _: RawFd) -> Result<std::cmp::Ordering, Errno> {
         Err(self.errno)
     }
-    fn same(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<bool, Errno> {
+    fn same(&self, a: RawFd, b: RawFd) -> Result<bool, Errno> {
         if self.dupfd_query {
-            luo_sys::same_file(a, b)
+            luo_sys::same_file_raw(a, b)
         } else {
             Err(Errno::EINVAL)
         }

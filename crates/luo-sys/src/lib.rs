@@ -157,18 +157,24 @@ pub fn is_o_path(fd: BorrowedFd<'_>) -> Result<bool> {
 /// assert_ne!(luo_sys::kcmp_file(a.as_fd(), b.as_fd()).unwrap(), Ordering::Equal);
 /// ```
 pub fn kcmp_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<Ordering> {
+    kcmp_raw(a.as_raw_fd(), b.as_raw_fd())
+}
+
+/// [`kcmp_file`] on descriptor numbers (an index that keeps numbers, not
+/// descriptors). A number nothing is open at gives `EBADF`.
+pub fn kcmp_raw(a: RawFd, b: RawFd) -> Result<Ordering> {
     const KCMP_FILE: libc::c_long = 0;
     let pid = getpid() as libc::c_long;
-    // SAFETY: kcmp only reads its integer arguments; both fds are live for the
-    // duration of the borrows.
+    // SAFETY: kcmp only reads its integer arguments; any number is valid
+    // (a closed one gives EBADF).
     let ret = unsafe {
         libc::syscall(
             libc::SYS_kcmp,
             pid,
             pid,
             KCMP_FILE,
-            a.as_raw_fd() as libc::c_long,
-            b.as_raw_fd() as libc::c_long,
+            a as libc::c_long,
+            b as libc::c_long,
         )
     };
     match ret {
@@ -186,10 +192,15 @@ pub fn kcmp_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<Ordering> {
 /// [`kcmp_file`] it needs no `CONFIG_CHECKPOINT_RESTORE`, but gives no order.
 /// `EINVAL` on older kernels.
 pub fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<bool> {
+    same_file_raw(a.as_raw_fd(), b.as_raw_fd())
+}
+
+/// [`same_file`] on descriptor numbers.
+pub fn same_file_raw(a: RawFd, b: RawFd) -> Result<bool> {
     const F_DUPFD_QUERY: libc::c_int = 1024 + 3;
-    // SAFETY: F_DUPFD_QUERY takes an integer argument; both fds are live for
-    // the duration of the borrows.
-    let r = cvt(unsafe { libc::fcntl(a.as_raw_fd(), F_DUPFD_QUERY, b.as_raw_fd()) })?;
+    // SAFETY: F_DUPFD_QUERY takes an integer argument; any number is valid
+    // (a closed one gives EBADF).
+    let r = cvt(unsafe { libc::fcntl(a, F_DUPFD_QUERY, b) })?;
     Ok(r == 1)
 }
 
