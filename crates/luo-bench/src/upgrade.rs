@@ -83,6 +83,31 @@ fn parse(args: &[String]) -> Result<Option<Options>, Failure> {
     Ok(Some(o))
 }
 
+/// What the two per-file system calls of an upgrade cost here now: the new
+/// image's `fstat` check and the old image's close-on-exec flip. A VM's
+/// system calls vary by the hour; the per-file cost follows them.
+fn syscall_costs() -> Result<(f64, f64), Failure> {
+    let fds: Vec<OwnedFd> = (0..256)
+        .map(|i| luo_sys::memfd_create(&format!("c{i}"), 0))
+        .collect::<Result<_, _>>()?;
+    let rounds = 20;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for f in &fds {
+            luo_sys::fstat(f.as_fd())?;
+        }
+    }
+    let fstat = t.elapsed().as_nanos() as f64 / (rounds * fds.len()) as f64;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for f in &fds {
+            luo_sys::set_cloexec(f.as_fd(), true)?;
+        }
+    }
+    let fcntl = t.elapsed().as_nanos() as f64 / (rounds * fds.len()) as f64;
+    Ok((fstat, fcntl))
+}
+
 /// One size: the upgrade and the restart, and luod's own split of the
 /// upgrade (state written before `exec`, state taken over after).
 struct Row {
@@ -192,6 +217,7 @@ pub fn main(args: &[String]) -> Result<(), Failure> {
         )));
     }
     eprintln!("machine: {}", machine.describe());
+    let (fstat_ns, fcntl_ns) = syscall_costs()?;
     let programs = Programs::locate(o.luod.clone(), None)?;
     let mut rows = Vec::new();
     for &n in &o.fds {
@@ -211,6 +237,9 @@ pub fn main(args: &[String]) -> Result<(), Failure> {
     let ms = |ns: f64| format!("{:.1} ms", ns / 1e6);
     println!("luo-bench upgrade: luoctl agent upgrade vs stopping and starting luod");
     println!("machine: {}", machine.describe());
+    println!(
+        "this machine's system calls now (hot, per call): fstat {fstat_ns:.0} ns, fcntl(F_SETFD) {fcntl_ns:.0} ns"
+    );
     println!();
     println!(
         "{:>8}  {:>10}  {:>14}  {:>14}  {:>12}  {:>10}",
@@ -268,6 +297,8 @@ pub fn main(args: &[String]) -> Result<(), Failure> {
             .collect();
         let v = Json::Obj(vec![
             ("machine", Json::str(machine.describe())),
+            ("fstat_ns", Json::Num(fstat_ns)),
+            ("fcntl_setfd_ns", Json::Num(fcntl_ns)),
             ("rows", Json::Arr(rows_json)),
             ("per_fd_ns", Json::Num(per_fd_ns)),
             ("million_fds_ns", Json::Num(million_ns)),

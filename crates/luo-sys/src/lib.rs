@@ -818,6 +818,23 @@ pub fn try_reap(pid: u32) -> Result<bool> {
     Ok(r != 0)
 }
 
+/// Unblocks every signal in the calling thread. A process started by luod
+/// inherits its blocked SIGTERM and SIGINT (luod reads them from a
+/// signalfd); the keeper must die of them like any process.
+pub fn unblock_all_signals() -> Result<()> {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set it is given.
+    unsafe { libc::sigemptyset(set.as_mut_ptr()) };
+    // SAFETY: initialised by sigemptyset above.
+    let set = unsafe { set.assume_init() };
+    // SAFETY: `set` is a valid sigset_t; the old mask is not wanted.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(Errno(r));
+    }
+    Ok(())
+}
+
 /// `raise(3)`: sends `signal` to the calling thread.
 pub fn raise_signal(signal: i32) -> Result<()> {
     // SAFETY: raise takes a signal number and touches no memory of ours.

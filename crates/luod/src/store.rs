@@ -267,6 +267,10 @@ pub fn keeper_main(path: &Path, link: i32) -> ExitCode {
 }
 
 fn keeper(path: &Path, link: i32) -> Result<(), String> {
+    // It holds as many descriptors as its agent.
+    let _ = luo_sys::raise_nofile_limit();
+    // luod's blocked SIGTERM and SIGINT came along with the exec.
+    let _ = luo_sys::unblock_all_signals();
     let mut fds =
         luo_sys::adopt_inherited(&[link]).map_err(|e| format!("--keeper-link {link}: {e}"))?;
     let mut link = fds.pop();

@@ -11,9 +11,11 @@
 //! - `luo.f.INC.KEY.SEQ.TOKEN`: a custody descriptor; `SEQ` is its place in
 //!   the session (preservation order).
 //!
-//! `INC` names the agent incarnation that wrote them (a crash-restarted
-//! agent writes its own and then removes the old ones); an in-place upgrade
-//! keeps it.
+//! `INC.KEY` is the session's prefix: `INC` names the agent incarnation
+//! that first wrote the session, `KEY` its key then. A restarted agent
+//! adopts the entries of every session it takes back under their old prefix
+//! (nothing is stored twice: at 16,000 files twice would pass the
+//! descriptor limit); an in-place upgrade keeps everything.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -28,6 +30,8 @@ use crate::store::Sink;
 
 #[derive(Debug, Clone, Default)]
 struct Record {
+    /// `INC.KEY` of its entries' names.
+    prefix: String,
     gen: u64,
     incoming: bool,
     /// The tokens mirrored, in preservation order; a file's `SEQ` is its
@@ -50,12 +54,12 @@ pub(crate) struct Mirror {
     last_try: Option<std::time::Instant>,
 }
 
-fn session_name(inc: &str, key: u64, gen: u64) -> String {
-    format!("luo.s.{inc}.{key}.{gen}")
+fn session_name(prefix: &str, gen: u64) -> String {
+    format!("luo.s.{prefix}.{gen}")
 }
 
-fn file_name(inc: &str, key: u64, seq: u64, token: u64) -> String {
-    format!("luo.f.{inc}.{key}.{seq}.{token}")
+fn file_name(prefix: &str, seq: u64, token: u64) -> String {
+    format!("luo.f.{prefix}.{seq}.{token}")
 }
 
 fn record_memfd(owner: u32, name: &[u8], incoming: bool, epoch: u64) -> std::io::Result<OwnedFd> {
@@ -142,9 +146,9 @@ impl Mirror {
                     .tokens
                     .iter()
                     .enumerate()
-                    .map(|(seq, t)| file_name(&self.inc, key, seq as u64, *t))
+                    .map(|(seq, t)| file_name(&r.prefix, seq as u64, *t))
                     .collect();
-                names.push(session_name(&self.inc, key, r.gen));
+                names.push(session_name(&r.prefix, r.gen));
                 self.sink.remove(&names)?;
             }
             return Ok(());
@@ -152,35 +156,56 @@ impl Mirror {
         let incoming = state != SessionState::Open;
         let fresh = !self.sessions.contains_key(&key);
         let r = self.sessions.entry(key).or_default();
+        if fresh {
+            r.prefix = format!("{}.{key}", self.inc);
+        }
         let mut puts: Vec<(String, BorrowedFd<'_>)> = Vec::new();
         let mut removes = Vec::new();
         let record;
         if fresh || r.incoming != incoming {
-            let old = (!fresh).then(|| session_name(&self.inc, key, r.gen));
+            let old = (!fresh).then(|| session_name(&r.prefix, r.gen));
             r.gen += 1;
             r.incoming = incoming;
             record = record_memfd(owner, name, incoming, luo.epoch())
                 .map_err(|e| Error::new(e.into(), "writing a session record failed"))?;
-            puts.push((session_name(&self.inc, key, r.gen), record.as_fd()));
+            puts.push((session_name(&r.prefix, r.gen), record.as_fd()));
             removes.extend(old);
         }
         if !tokens.starts_with(&r.tokens) {
-            // Not an append: start the file entries over.
+            // Not an append: start the file entries over (with numbers
+            // after the old ones, so that no name is reused).
+            let base = r.tokens.len() as u64;
             for (seq, t) in r.tokens.drain(..).enumerate() {
-                removes.push(file_name(&self.inc, key, seq as u64, t));
+                removes.push(file_name(&r.prefix, seq as u64, t));
             }
+            r.prefix = format!("{}.{key}.{base}", self.inc);
         }
         for &t in &tokens[r.tokens.len()..] {
             if let Some(fd) = luo.custody(key, t) {
                 let seq = r.tokens.len() as u64;
                 r.tokens.push(t);
-                puts.push((file_name(&self.inc, key, seq, t), fd));
+                puts.push((file_name(&r.prefix, seq, t), fd));
             }
         }
         // New entries first: a crash between the two leaves both, never
         // neither.
         self.sink.put(&puts)?;
         self.sink.remove(&removes)
+    }
+
+    /// Takes over the entries a previous agent stored for a session it
+    /// restored as `key`: its prefix, record generation and tokens in
+    /// preservation order (`SEQ` = place). Nothing is put or removed.
+    pub(crate) fn adopt(&mut self, key: u64, prefix: String, gen: u64, tokens: Vec<u64>) {
+        self.sessions.insert(
+            key,
+            Record {
+                prefix,
+                gen,
+                incoming: true,
+                tokens,
+            },
+        );
     }
 
     /// Puts every session of the model (after a reclaim, or to rebuild a
@@ -203,19 +228,29 @@ impl Mirror {
     /// The mirror's state for an in-place upgrade (the store itself and
     /// the keeper's connection are carried separately): the incarnation
     /// and, in binary (cheap at 16,000 files), per session its key,
-    /// generation, state and tokens.
+    /// generation, state, tokens and prefix.
     pub(crate) fn state(&self) -> (Value, Vec<u8>) {
         let mut keys: Vec<&u64> = self.sessions.keys().collect();
         keys.sort_unstable();
         let mut bin = Vec::new();
         for k in keys {
             let r = &self.sessions[k];
-            for v in [*k, r.gen, u64::from(r.incoming), r.tokens.len() as u64] {
+            let p = r.prefix.as_bytes();
+            for v in [
+                *k,
+                r.gen,
+                u64::from(r.incoming),
+                r.tokens.len() as u64,
+                p.len() as u64,
+            ] {
                 bin.extend_from_slice(&v.to_le_bytes());
             }
             for t in &r.tokens {
                 bin.extend_from_slice(&t.to_le_bytes());
             }
+            // The prefix, padded to whole words.
+            bin.extend_from_slice(p);
+            bin.resize(bin.len().next_multiple_of(8), 0);
         }
         let v = Value::object()
             .with("inc", self.inc.as_str())
@@ -226,29 +261,40 @@ impl Mirror {
     /// Rebuilds the mirror from [`Mirror::state`] around `sink`.
     pub(crate) fn from_state(sink: Sink, v: &Value, bin: &[u8]) -> Result<Mirror, String> {
         let bad = || "the mirror's state is malformed".to_string();
-        let mut words = bin
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")));
         if bin.len() % 8 != 0 {
             return Err(bad());
         }
+        let word = |at: usize| -> Result<u64, String> {
+            bin.get(at..at + 8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .ok_or_else(bad)
+        };
         let mut sessions = HashMap::new();
-        while let Some(k) = words.next() {
-            let (gen, incoming, n) = (
-                words.next().ok_or_else(bad)?,
-                words.next().ok_or_else(bad)?,
-                words.next().ok_or_else(bad)?,
+        let mut at = 0;
+        while at < bin.len() {
+            let (k, gen, incoming, n, plen) = (
+                word(at)?,
+                word(at + 8)?,
+                word(at + 16)?,
+                word(at + 24)? as usize,
+                word(at + 32)? as usize,
             );
-            let n = usize::try_from(n).map_err(|_| bad())?;
-            if n > bin.len() / 8 {
+            at += 40;
+            if n > bin.len() / 8 || plen > bin.len() {
                 return Err(bad());
             }
-            let tokens: Vec<u64> = (0..n)
-                .map(|_| words.next().ok_or_else(bad))
-                .collect::<Result<_, _>>()?;
+            let tokens: Vec<u64> = (0..n).map(|i| word(at + 8 * i)).collect::<Result<_, _>>()?;
+            at += 8 * n;
+            let prefix = bin
+                .get(at..at + plen)
+                .and_then(|p| std::str::from_utf8(p).ok())
+                .ok_or_else(bad)?
+                .to_string();
+            at += plen.next_multiple_of(8);
             sessions.insert(
                 k,
                 Record {
+                    prefix,
                     gen,
                     incoming: incoming == 1,
                     tokens,
@@ -275,14 +321,37 @@ pub(crate) struct Reclaimed {
     pub(crate) sessions: usize,
     pub(crate) files: usize,
     pub(crate) aborted: usize,
-    /// The names taken back, to remove once the new agent's own are in.
-    pub(crate) old_names: Vec<String>,
+    /// Restored sessions whose entries the new agent takes over as they
+    /// are: `(new key, prefix, record generation, tokens in order)`.
+    pub(crate) adopted: Vec<(u64, String, u64, Vec<u64>)>,
+    /// Entries nothing takes over (dropped sessions, older records, files
+    /// that did not come back), to remove once the new agent's are in.
+    pub(crate) stale: Vec<String>,
 }
 
 #[derive(Default)]
 struct Found {
-    record: Option<(u64, OwnedFd)>,
+    /// Every record generation: the newest counts.
+    records: BTreeMap<u64, OwnedFd>,
+    /// seq → (token, descriptor)
     files: BTreeMap<u64, (u64, OwnedFd)>,
+}
+
+/// Splits `luo.s.PREFIX.GEN` and `luo.f.PREFIX.SEQ.TOKEN`.
+enum Entry<'a> {
+    Record(&'a str, u64),
+    File(&'a str, u64, u64),
+}
+
+fn parse_name(name: &str) -> Option<Entry<'_>> {
+    if let Some(rest) = name.strip_prefix("luo.s.") {
+        let (prefix, gen) = rest.rsplit_once('.')?;
+        return Some(Entry::Record(prefix, gen.parse().ok()?));
+    }
+    let rest = name.strip_prefix("luo.f.")?;
+    let (rest, token) = rest.rsplit_once('.')?;
+    let (prefix, seq) = rest.rsplit_once('.')?;
+    Some(Entry::File(prefix, seq.parse().ok()?, token.parse().ok()?))
 }
 
 /// Restores the sessions a previous agent left in the store: each session
@@ -291,46 +360,60 @@ struct Found {
 /// connection had closed.
 pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaimed {
     let mut out = Reclaimed::default();
-    let mut found: BTreeMap<(String, u64), Found> = BTreeMap::new();
+    let mut found: BTreeMap<String, Found> = BTreeMap::new();
     for (name, fd) in entries {
-        out.old_names.push(name.clone());
-        let parts: Vec<&str> = name.split('.').collect();
-        let num = |i: usize| parts.get(i).and_then(|p| p.parse::<u64>().ok());
-        match parts.as_slice() {
-            ["luo", "s", inc, ..] => {
-                if let (Some(key), Some(gen)) = (num(3), num(4)) {
-                    let f = found.entry((inc.to_string(), key)).or_default();
-                    if f.record.as_ref().is_none_or(|(g, _)| *g < gen) {
-                        f.record = Some((gen, fd));
-                    }
-                }
+        match parse_name(&name) {
+            Some(Entry::Record(prefix, gen)) => {
+                found
+                    .entry(prefix.to_string())
+                    .or_default()
+                    .records
+                    .insert(gen, fd);
             }
-            ["luo", "f", inc, ..] => {
-                if let (Some(key), Some(seq), Some(token)) = (num(3), num(4), num(5)) {
-                    let f = found.entry((inc.to_string(), key)).or_default();
-                    f.files.insert(seq, (token, fd));
-                }
+            Some(Entry::File(prefix, seq, token)) => {
+                found
+                    .entry(prefix.to_string())
+                    .or_default()
+                    .files
+                    .insert(seq, (token, fd));
             }
-            _ => warn!("ignoring an unknown entry {name:?} in the store"),
+            None => {
+                warn!("ignoring an unknown entry {name:?} in the store");
+                out.stale.push(name);
+            }
         }
     }
     let mut epoch = luo.epoch();
-    for ((inc, key), f) in found {
-        let Some((_, rec)) = f.record else {
+    for (prefix, mut f) in found {
+        let file_names: Vec<String> = f
+            .files
+            .iter()
+            .map(|(seq, (t, _))| file_name(&prefix, *seq, *t))
+            .collect();
+        let Some((gen, rec)) = f.records.pop_last() else {
             warn!(
-                "{} files of session {key} (incarnation {inc}) have no session record: dropped",
+                "{} files of session {prefix} have no session record: dropped",
                 f.files.len()
             );
+            out.stale.extend(file_names);
             continue;
         };
+        // Older generations of the record are left over from a crash
+        // between writing a new one and removing the old.
+        out.stale
+            .extend(f.records.keys().map(|g| session_name(&prefix, *g)));
+        let record = session_name(&prefix, gen);
         let mut text = String::new();
         let mut file = std::fs::File::from(rec);
-        if file.seek(SeekFrom::Start(0)).is_err() || file.read_to_string(&mut text).is_err() {
-            warn!("the record of session {key} cannot be read: dropped");
-            continue;
-        }
-        let Ok(v) = json::parse(text.as_bytes()) else {
-            warn!("the record of session {key} is malformed: dropped");
+        let parsed = file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| file.read_to_string(&mut text))
+            .ok()
+            .and_then(|_| json::parse(text.as_bytes()).ok());
+        let Some(v) = parsed else {
+            warn!("the record of session {prefix} cannot be read: dropped");
+            out.stale.push(record);
+            out.stale.extend(file_names);
             continue;
         };
         let owner = v.get("owner").and_then(Value::as_u64).unwrap_or(0) as u32;
@@ -350,6 +433,8 @@ pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaim
                 f.files.len()
             );
             out.aborted += 1;
+            out.stale.push(record);
+            out.stale.extend(file_names);
             continue;
         }
         let h = match luo.create_session(owner, name.as_bytes()) {
@@ -359,18 +444,46 @@ pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaim
                     "{label} cannot be recreated ({e}); its {} files are dropped",
                     f.files.len()
                 );
+                out.stale.push(record);
+                out.stale.extend(file_names);
                 continue;
             }
         };
-        for (_, (token, fd)) in f.files {
+        // Its entries can be taken over as they are only if every file came
+        // back, numbered 0, 1, 2, ... as the mirror numbers them.
+        let contiguous = f.files.keys().copied().eq(0..f.files.len() as u64);
+        let mut tokens = Vec::with_capacity(f.files.len());
+        let mut all = contiguous;
+        for (_, (token, fd)) in std::mem::take(&mut f.files) {
             match luo.preserve(h, fd, token) {
-                Ok(()) => out.files += 1,
-                Err(e) => warn!("{label}: token {token} cannot be taken back ({e})"),
+                Ok(()) => {
+                    out.files += 1;
+                    tokens.push(token);
+                }
+                Err(e) => {
+                    warn!("{label}: token {token} cannot be taken back ({e})");
+                    all = false;
+                }
             }
         }
+        let key = luo.session_key(h).ok();
         match luo.handover(h) {
-            Ok(()) => out.sessions += 1,
-            Err(e) => warn!("{label} cannot wait for its owner again ({e}); dropped"),
+            Ok(()) => {
+                out.sessions += 1;
+                match key {
+                    Some(k) if all => out.adopted.push((k, prefix.clone(), gen, tokens)),
+                    // The new agent stores it afresh; the old entries go.
+                    _ => {
+                        out.stale.push(record);
+                        out.stale.extend(file_names);
+                    }
+                }
+            }
+            Err(e) => {
+                warn!("{label} cannot wait for its owner again ({e}); dropped");
+                out.stale.push(record);
+                out.stale.extend(file_names);
+            }
         }
         let _ = luo.close(h);
     }

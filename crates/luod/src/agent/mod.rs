@@ -982,9 +982,18 @@ fn store_and_reclaim(
             "took back {} sessions with {} files from the previous agent; {} sessions that were open when it stopped were dropped",
             r.sessions, r.files, r.aborted
         );
-        m.sync_all(luo);
-        if let Err(e) = m.sink.remove(&r.old_names) {
-            warn!("removing the previous agent's entries failed: {e}");
+        let adopted: std::collections::HashSet<u64> = r.adopted.iter().map(|a| a.0).collect();
+        for (key, prefix, gen, tokens) in r.adopted {
+            m.adopt(key, prefix, gen, tokens);
+        }
+        // Sessions not taken over as they were are stored afresh.
+        for key in luo.session_keys() {
+            if !adopted.contains(&key) {
+                m.sync(luo, key);
+            }
+        }
+        if let Err(e) = m.sink.remove(&r.stale) {
+            warn!("removing the previous agent's leftover entries failed: {e}");
         }
     }
     Ok(Some(m))
