@@ -765,3 +765,53 @@ fn a_keeper_that_dies_is_replaced_and_given_every_file_again() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_crash_with_12000_files_loses_none() {
+    // More than half the descriptor limit (20,000 here): the keeper must
+    // never hold two copies of each.
+    let _ = luo_sys::raise_nofile_limit();
+    let n: u64 = 12_000;
+    let dir = common::fresh_dir();
+    let sock = dir.join("luod.sock");
+    let mut child = spawn_with_keeper(&dir, &sock);
+    wait_ready(&sock, &dir);
+    let c = luo::Client::connect_to(&sock).unwrap();
+    let keeper = keeper_pid(&c);
+    let _guard = KeeperGuard(keeper);
+    let s = c.create_session("many").unwrap();
+    for start in (0..n).step_by(250) {
+        let fds: Vec<OwnedFd> = (start..start + 250)
+            .map(|t| memfd(&t.to_string()))
+            .collect();
+        let list: Vec<(u64, std::os::fd::BorrowedFd<'_>)> =
+            (start..).zip(fds.iter().map(|f| f.as_fd())).collect();
+        s.preserve_batch(&list).unwrap();
+    }
+    s.handover().unwrap();
+    drop((s, c));
+    for round in 0..2 {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        child = spawn_with_keeper(&dir, &sock);
+        wait_ready(&sock, &dir);
+        let c = luo::Client::connect_to(&sock).unwrap();
+        let st = c.status().unwrap();
+        assert_eq!(st.files, n, "round {round}: files came back");
+        assert_eq!(
+            keeper_pid(&c),
+            keeper,
+            "round {round}: the keeper was replaced"
+        );
+    }
+    let c = luo::Client::connect_to(&sock).unwrap();
+    let s = c.retrieve_session("many").unwrap();
+    for t in [0, 4_999, n - 1] {
+        assert_eq!(read(s.retrieve_fd(t).unwrap()), t.to_string());
+    }
+    s.finish().unwrap();
+    drop((s, c));
+    // The keeper holds nothing more than its own few descriptors.
+    assert!(settled(keeper) < 16, "the keeper still holds files");
+    let _ = std::fs::remove_dir_all(&dir);
+}
