@@ -277,6 +277,21 @@ fn spawn_with_keeper(dir: &std::path::Path, sock: &std::path::Path) -> Proc {
         .unwrap()
 }
 
+/// A luod with its keeper, answering.
+fn start_kept(dir: &std::path::Path, sock: &std::path::Path) -> Proc {
+    let child = spawn_with_keeper(dir, sock);
+    wait_ready(sock, dir);
+    child
+}
+
+/// A client of the luod at `sock`, its keeper's pid, and a guard that kills
+/// that keeper if the test fails.
+fn client_and_keeper(sock: &std::path::Path) -> (luo::Client, u32, KeeperGuard) {
+    let c = luo::Client::connect_to(sock).unwrap();
+    let keeper = keeper_pid(&c);
+    (c, keeper, KeeperGuard(keeper))
+}
+
 fn wait_ready(sock: &std::path::Path, dir: &std::path::Path) {
     let start = std::time::Instant::now();
     while luo_sys::seqpacket_connect(sock).is_err() {
@@ -334,11 +349,8 @@ fn fifty_crashes_under_load_lose_no_handed_over_file() {
 
     let dir = common::fresh_dir();
     let sock = dir.join("luod.sock");
-    let mut child = spawn_with_keeper(&dir, &sock);
-    wait_ready(&sock, &dir);
-    let first = luo::Client::connect_to(&sock).unwrap();
-    let keeper = keeper_pid(&first);
-    let _guard = KeeperGuard(keeper);
+    let mut child = start_kept(&dir, &sock);
+    let (first, keeper, _guard) = client_and_keeper(&sock);
     drop(first);
     let agent_fds = settled(child.id());
     let keeper_fds = settled(keeper);
@@ -410,8 +422,7 @@ fn fifty_crashes_under_load_lose_no_handed_over_file() {
         std::thread::sleep(Duration::from_millis(5 + rng.next(40)));
         child.kill().unwrap();
         child.wait().unwrap();
-        child = spawn_with_keeper(&dir, &sock);
-        wait_ready(&sock, &dir);
+        child = start_kept(&dir, &sock);
         assert!(!exited(keeper), "crash {n} (seed {seed}): the keeper died");
     }
     stop.store(true, Ordering::Relaxed);
@@ -703,11 +714,8 @@ fn under_socket_activation_luod_serves_the_socket_systemd_passed() {
 fn a_keeper_that_dies_is_replaced_and_given_every_file_again() {
     let dir = common::fresh_dir();
     let sock = dir.join("luod.sock");
-    let mut child = spawn_with_keeper(&dir, &sock);
-    wait_ready(&sock, &dir);
-    let c = luo::Client::connect_to(&sock).unwrap();
-    let first = keeper_pid(&c);
-    let _first_guard = KeeperGuard(first);
+    let mut child = start_kept(&dir, &sock);
+    let (c, first, _first_guard) = client_and_keeper(&sock);
     let a = c.create_session("before").unwrap();
     a.preserve(1, memfd("made before the keeper died")).unwrap();
     a.handover().unwrap();
@@ -738,8 +746,7 @@ fn a_keeper_that_dies_is_replaced_and_given_every_file_again() {
     // luod crashes: the new keeper hands both sessions back.
     child.kill().unwrap();
     child.wait().unwrap();
-    let mut child = spawn_with_keeper(&dir, &sock);
-    wait_ready(&sock, &dir);
+    let mut child = start_kept(&dir, &sock);
     let c = luo::Client::connect_to(&sock).unwrap();
     for (name, text) in [
         ("before", "made before the keeper died"),
@@ -774,11 +781,8 @@ fn a_crash_with_12000_files_loses_none() {
     let n: u64 = 12_000;
     let dir = common::fresh_dir();
     let sock = dir.join("luod.sock");
-    let mut child = spawn_with_keeper(&dir, &sock);
-    wait_ready(&sock, &dir);
-    let c = luo::Client::connect_to(&sock).unwrap();
-    let keeper = keeper_pid(&c);
-    let _guard = KeeperGuard(keeper);
+    let mut child = start_kept(&dir, &sock);
+    let (c, keeper, _guard) = client_and_keeper(&sock);
     let s = c.create_session("many").unwrap();
     for start in (0..n).step_by(250) {
         let fds: Vec<OwnedFd> = (start..start + 250)
@@ -793,8 +797,7 @@ fn a_crash_with_12000_files_loses_none() {
     for round in 0..2 {
         child.kill().unwrap();
         child.wait().unwrap();
-        child = spawn_with_keeper(&dir, &sock);
-        wait_ready(&sock, &dir);
+        child = start_kept(&dir, &sock);
         let c = luo::Client::connect_to(&sock).unwrap();
         let st = c.status().unwrap();
         assert_eq!(st.files, n, "round {round}: files came back");
