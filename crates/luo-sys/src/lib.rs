@@ -871,27 +871,18 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
 /// that only the previous program image used: nothing in this image owns
 /// them yet.
 pub fn adopt_inherited(nums: &[RawFd]) -> Result<Vec<OwnedFd>> {
-    let mut seen = std::collections::HashSet::with_capacity(nums.len());
-    for &n in nums {
-        if n <= 2 || !seen.insert(n) {
-            return Err(Errno::EINVAL);
-        }
+    // Numbers not above 2 are refused by adopt_verified.
+    for &n in nums.iter().filter(|&&n| n > 2) {
         // SAFETY: F_GETFD only inspects the descriptor table entry.
         cvt(unsafe { libc::fcntl(n, libc::F_GETFD) })?;
     }
-    cloexec_span(nums)?;
-    Ok(nums
-        .iter()
-        // SAFETY: each `n` is open (checked above), listed once, and was
-        // inherited across exec: per this function's contract nothing else
-        // in this image owns it.
-        .map(|&n| unsafe { OwnedFd::from_raw_fd(n) })
-        .collect())
+    adopt_verified(nums)
 }
 
 /// As [`adopt_inherited`], for numbers the caller has just checked are
 /// open (with [`fstat_raw`]): no `fcntl` per descriptor, one
-/// `close_range` per run of consecutive numbers. `EINVAL` for a number listed twice or not above 2.
+/// `close_range` per run of consecutive numbers. `EINVAL` for a number
+/// listed twice or not above 2.
 pub fn adopt_verified(nums: &[RawFd]) -> Result<Vec<OwnedFd>> {
     let mut seen = std::collections::HashSet::with_capacity(nums.len());
     if nums.iter().any(|&n| n <= 2 || !seen.insert(n)) {

@@ -52,14 +52,12 @@ struct Fds {
 }
 
 impl Fds {
-    /// Records `fd`, clears its close-on-exec flag, and returns its index.
+    /// Records `fd` with its identity and returns its index (the caller
+    /// clears close-on-exec on everything the state names, just before
+    /// `exec`).
     fn add(&mut self, fd: BorrowedFd<'_>) -> Result<usize, Error> {
         let st = luo_sys::fstat(fd).map_err(|e| Error::new(e, "inspecting a descriptor failed"))?;
-        self.add_known(fd, st.dev, st.ino)
-    }
-
-    fn add_known(&mut self, fd: BorrowedFd<'_>, dev: u64, ino: u64) -> Result<usize, Error> {
-        self.list.push((fd.as_raw_fd(), dev, ino));
+        self.list.push((fd.as_raw_fd(), st.dev, st.ino));
         Ok(self.list.len() - 1)
     }
 }
@@ -150,12 +148,8 @@ fn retrieve_status(c: i64) -> RetrieveStatus {
     match c {
         0 => RetrieveStatus::NotRetrieved,
         1 => RetrieveStatus::Retrieved,
-        n => RetrieveStatus::Failed(Errno(i32::try_from(-n).unwrap_or(libc_eio()))),
+        n => RetrieveStatus::Failed(i32::try_from(-n).map_or(Errno::EIO, Errno)),
     }
-}
-
-fn libc_eio() -> i32 {
-    Errno::EIO.0
 }
 
 /// The binary an upgrade executes by default: the one this process runs,
