@@ -182,8 +182,8 @@ fn demo(
     }
     let text =
         std::fs::read(&out).map_err(|e| Failure::run(format!("reading {}: {e}", out.display())))?;
-    let v =
-        luo_proto::json::parse(&text).map_err(|e| Failure::run(format!("the demo's JSON: {e}")))?;
+    let v = serde_json::from_slice::<Value>(&text)
+        .map_err(|e| Failure::run(format!("the demo's JSON: {e}")))?;
     let num = |v: &Value, k: &str| {
         v.get(k)
             .and_then(Value::as_u64)
@@ -198,7 +198,12 @@ fn demo(
         failed: num(&v, "failed")?,
         refused: num(&v, "refused")?,
     };
-    for r in v.get("restarts").and_then(Value::as_array).unwrap_or(&[]) {
+    for r in v
+        .get("restarts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         run.blackouts.push(us(r, "blackout_us")?);
         run.stop.push(us(r, "stop_us")?);
         run.start.push(us(r, "start_us")?);

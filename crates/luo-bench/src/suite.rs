@@ -843,7 +843,7 @@ pub fn replot(args: &[String]) -> Result<(), Failure> {
     }
     let text = std::fs::read(&input)
         .map_err(|e| Failure::run(format!("reading {}: {e}", input.display())))?;
-    let v = luo_proto::json::parse(&text)
+    let v: luo_proto::Value = serde_json::from_slice(&text)
         .map_err(|e| Failure::run(format!("{}: {e}", input.display())))?;
     let at = |v: &luo_proto::Value, path: &[&str]| {
         let mut cur = v;
@@ -873,7 +873,7 @@ pub fn replot(args: &[String]) -> Result<(), Failure> {
         .get("luo")
         .and_then(|l| l.get("blackout_runs_ms"))
         .and_then(luo_proto::Value::as_array)
-        .map_or(0, <[_]>::len);
+        .map_or(0, Vec::len);
     let nproc = at(&v, &["machine", "nproc"]).unwrap_or(0.0) as u64;
     let kernel = v
         .get("machine")

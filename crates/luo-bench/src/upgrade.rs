@@ -164,7 +164,7 @@ fn measure(luod: &std::path::Path, n: usize, rounds: usize) -> Result<Row, Failu
             .upgrade_agent(None)
             .map_err(|e| Failure::run(e.to_string()))?;
         samples.push(t.elapsed());
-        let same = reply.get("pid").and_then(luo::Value::as_u64) == Some(u64::from(pid));
+        let same = reply.pid == pid;
         if !same {
             return Err(Failure::run("the upgrade changed luod's pid"));
         }

@@ -86,7 +86,7 @@ fn the_whole_suite_runs_at_toy_sizes_and_reports_every_section() {
         "{stdout}"
     );
 
-    let v = luo_proto::json::parse(&std::fs::read(&json).unwrap()).unwrap();
+    let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert!(!arr(&v, "summary").is_empty());
 
     let agent = v.get("agent").unwrap();

@@ -4,8 +4,9 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 
+use luo_proto::ops::Ioctl;
 use luo_proto::uapi::{self, Tail};
-use luo_proto::{request, str_field, Errno, Value};
+use luo_proto::Errno;
 use luo_sys::preload::{read_memory, with_fd, write_memory, Addr, Hooked};
 
 use crate::config;
@@ -104,8 +105,6 @@ fn emulate(sock: BorrowedFd<'_>, ino: u64, cmd: u32, arg: Addr) -> Result<i32, F
     let size = read_memory(arg, &mut size_bytes)
         .ok()
         .map(|()| u32::from_le_bytes(size_bytes));
-    let mut body = request("ioctl").with("cmd", cmd);
-    body.set("size", size.map_or(Value::Null, Value::from));
     let mut data = None;
     let mut past = Tail::Zero;
     if let (Some(size), Some(ksize)) = (size, uapi::struct_size(cmd)) {
@@ -121,17 +120,15 @@ fn emulate(sock: BorrowedFd<'_>, ino: u64, cmd: u32, arg: Addr) -> Result<i32, F
                 .map_or(Tail::Fault, |at| tail(at, size - ksize));
         }
     }
-    body.set(
-        "arg",
-        data.as_deref()
-            .map_or(Value::Null, |d| uapi::to_hex(d).into()),
-    );
-    body.set("tail", past.as_str());
-    if uapi::returns_fd(cmd) {
+    let body = Ioctl {
+        cmd,
+        size,
+        arg: data.as_deref().map(uapi::to_hex),
+        tail: past,
         // The kernel reserves the caller's descriptor first (EMFILE); luod
         // says so at the same point of its checks.
-        body.set("emfile", sock.try_clone_to_owned().is_err());
-    }
+        emfile: uapi::returns_fd(cmd) && sock.try_clone_to_owned().is_err(),
+    };
     // PRESERVE_FD carries the caller's fd; a closed one travels as none and
     // luod answers EBADF in the kernel's order.
     let user_fd = match (&data, cmd) {
@@ -149,17 +146,17 @@ fn emulate(sock: BorrowedFd<'_>, ino: u64, cmd: u32, arg: Addr) -> Result<i32, F
         },
         None => wire::call(sock, &body, &[]),
     };
-    let mut reply = reply.map_err(|f: Failure| (f.errno(), f.message()))?;
+    let (reply, mut fds) = reply.map_err(|f: Failure| (f.errno(), f.message()))?;
 
     // Success: luod checked the size, so `data` holds the whole struct.
     let Some(mut out) = data else {
         return Err(fail(Errno::EIO, "luod accepted a struct it was not sent"));
     };
     let new_fd: Option<OwnedFd> = if uapi::returns_fd(cmd) {
-        if reply.fds.len() != 1 {
+        if fds.len() != 1 {
             return Err(fail(Errno::EIO, "luod's reply lacks the descriptor"));
         }
-        let f = reply.fds.pop();
+        let f = fds.pop();
         if let Some(f) = &f {
             out[uapi::FD_OFFSET..uapi::FD_OFFSET + 4].copy_from_slice(&f.as_raw_fd().to_le_bytes());
         }
@@ -168,8 +165,9 @@ fn emulate(sock: BorrowedFd<'_>, ino: u64, cmd: u32, arg: Addr) -> Result<i32, F
         None
     };
     if cmd == uapi::GET_NAME {
-        let name = str_field(&reply.body, "name")
-            .ok()
+        let name = reply
+            .name
+            .as_deref()
             .and_then(uapi::from_hex)
             .ok_or_else(|| fail(Errno::EIO, "luod's reply lacks the name"))?;
         // strscpy: the name and its NUL; the bytes after it are the caller's.

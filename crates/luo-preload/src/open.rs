@@ -3,7 +3,8 @@
 use std::ffi::CStr;
 use std::os::fd::{AsFd, IntoRawFd};
 
-use luo_proto::{request, Errno};
+use luo_proto::ops::{Handlers, OpenDevice};
+use luo_proto::Errno;
 use luo_sys::preload::{c_int, c_uint, Hooked};
 
 use crate::config::{self, config};
@@ -51,8 +52,14 @@ fn open_device(flags: c_int) -> Result<c_int, (Errno, String)> {
         config::set_luod_pid(c.pid);
     }
     config::activate();
-    let handlers = if cfg.all_handlers { "all" } else { "kernel" };
-    let body = request("open_device").with("handlers", handlers);
+    let handlers = if cfg.all_handlers {
+        Handlers::All
+    } else {
+        Handlers::Kernel
+    };
+    let body = OpenDevice {
+        handlers: Some(handlers),
+    };
     match wire::call(sock.as_fd(), &body, &[]) {
         Ok(_) => {}
         Err(f) => {

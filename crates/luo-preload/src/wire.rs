@@ -3,7 +3,10 @@
 
 use std::os::fd::BorrowedFd;
 
-use luo_proto::{Errno, Error, Message, Value};
+use std::cell::RefCell;
+use std::os::fd::OwnedFd;
+
+use luo_proto::{Call, Errno, Error, RecvBuf};
 use luo_sys::preload::{poll_one, POLLIN, POLLOUT};
 
 /// Why a request got no answer from luod's dispatcher.
@@ -44,22 +47,38 @@ fn wait(sock: BorrowedFd<'_>, events: i16) -> Result<(), Failure> {
     }
 }
 
-/// Sends `body` with `fds` and returns the successful reply.
-pub(crate) fn call(
+thread_local! {
+    /// The receive buffer, reused from one ioctl to the next.
+    static BUF: RefCell<RecvBuf> = RefCell::default();
+}
+
+/// Sends `req` with `fds` and returns the successful reply and its
+/// descriptors.
+pub(crate) fn call<C: Call>(
     sock: BorrowedFd<'_>,
-    body: &Value,
+    req: &C,
     fds: &[BorrowedFd<'_>],
-) -> Result<Message, Failure> {
-    let bytes = luo_proto::encode(body, fds.len()).map_err(Failure::Transport)?;
+) -> Result<(C::Reply, Vec<OwnedFd>), Failure> {
+    let bytes = luo_proto::encode_request(req, fds.len()).map_err(Failure::Transport)?;
     loop {
-        match luo_proto::send_encoded(sock, &bytes, fds) {
+        match luo_proto::send(sock, &bytes, fds) {
             Ok(()) => break,
             Err(e) if e.errno == Errno::EAGAIN => wait(sock, POLLOUT)?,
             Err(e) => return Err(Failure::Transport(e)),
         }
     }
+    BUF.with(|b| match b.try_borrow_mut() {
+        Ok(mut buf) => receive::<C>(sock, &mut buf),
+        Err(_) => receive::<C>(sock, &mut RecvBuf::default()),
+    })
+}
+
+fn receive<C: Call>(
+    sock: BorrowedFd<'_>,
+    buf: &mut RecvBuf,
+) -> Result<(C::Reply, Vec<OwnedFd>), Failure> {
     let reply = loop {
-        match luo_proto::recv(sock) {
+        match luo_proto::recv(sock, buf) {
             Ok(Some(m)) => break m,
             Ok(None) => {
                 return Err(Failure::Transport(Error::new(
@@ -71,11 +90,8 @@ pub(crate) fn call(
             Err(e) => return Err(Failure::Transport(e)),
         }
     };
-    match reply.body.get("ok").and_then(Value::as_bool) {
-        Some(_) => luo_proto::check_reply(reply).map_err(Failure::Refused),
-        None => Err(Failure::Transport(Error::new(
-            Errno::EPROTO,
-            "a reply without \"ok\"",
-        ))),
-    }
+    reply.reply::<C::Reply>().map_err(|e| match e.errno {
+        Errno::EPROTO => Failure::Transport(e),
+        _ => Failure::Refused(e),
+    })
 }

@@ -65,9 +65,11 @@ pub fn returns_fd(cmd: u32) -> bool {
 /// What the bytes of a struct past its known size were
 /// (`copy_struct_from_user`): `"zero"`, `"nonzero"` (`E2BIG`) or `"fault"`
 /// (`EFAULT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Tail {
     /// None, or all zero: accepted (forward compatibility).
+    #[default]
     Zero,
     /// Some byte is not zero: `E2BIG`.
     NonZero,

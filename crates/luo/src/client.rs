@@ -5,10 +5,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use luo_proto::types::{merge_details, sessions_from_value, SessionDetail, Status};
-use luo_proto::{request, u64_field, Errno, Error, Message, Value};
+use luo_proto::ops::{
+    CreateSession, FinishSession, GetStatus, HandoverSession, Kexec, ListSessions, RetrieveSession,
+    Show, Update, Upgrade, Upgraded,
+};
+use luo_proto::types::{merge_details, Preflight, SessionDetail, Status};
+use luo_proto::{Call, Errno, Error, RecvBuf, Value};
 
-use crate::wire::{self, field};
+use crate::wire;
 use crate::{Result, Session};
 
 /// What a kernel live update boots: see [`Client::kexec`].
@@ -47,7 +51,8 @@ pub struct KexecPlan<'a> {
 pub struct Client {
     fd: OwnedFd,
     path: PathBuf,
-    lock: Mutex<()>,
+    /// Held for one request and its reply; the receive buffer comes with it.
+    lock: Mutex<RecvBuf>,
 }
 
 impl fmt::Debug for Client {
@@ -115,7 +120,7 @@ impl Client {
         Client {
             fd,
             path,
-            lock: Mutex::new(()),
+            lock: Mutex::new(RecvBuf::default()),
         }
     }
 
@@ -130,17 +135,23 @@ impl Client {
         &self.path
     }
 
-    fn call(&self, body: &Value, want_fds: usize) -> Result<Message> {
-        let _one_at_a_time = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        wire::call(self.fd.as_fd(), body, &[], want_fds)
+    fn call_with<C: Call>(
+        &self,
+        req: &C,
+        fds: &[BorrowedFd<'_>],
+        want_fds: usize,
+    ) -> Result<(C::Reply, Vec<OwnedFd>)> {
+        let mut buf = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        wire::call(self.fd.as_fd(), &mut buf, req, fds, want_fds)
     }
 
-    fn call_for_session(&self, body: &Value) -> Result<Session> {
-        let mut reply = self.call(body, 1)?;
-        let fd = reply
-            .fds
-            .pop()
-            .ok_or_else(|| wire::unexpected("no handle"))?;
+    fn call<C: Call>(&self, req: &C) -> Result<C::Reply> {
+        Ok(self.call_with(req, &[], 0)?.0)
+    }
+
+    fn call_for_session<C: Call>(&self, req: &C) -> Result<Session> {
+        let (_, mut fds) = self.call_with(req, &[], 1)?;
+        let fd = fds.pop().ok_or_else(|| wire::unexpected("no handle"))?;
         Ok(Session::from(fd))
     }
 
@@ -155,8 +166,8 @@ impl Client {
     ///
     /// ```no_run
     /// let luo = luo::Client::connect()?;
-    /// let reply = luo.raw_request(&luo::Value::object().with("op", "status"))?;
-    /// println!("{}", reply.to_json_pretty());
+    /// let reply = luo.raw_request(&serde_json::json!({"op": "status"}))?;
+    /// println!("{reply:#}");
     /// # Ok::<(), luo::Error>(())
     /// ```
     ///
@@ -164,7 +175,15 @@ impl Client {
     ///
     /// The agent's refusal, or `EPROTO`/`ECONNRESET` as for every request.
     pub fn raw_request(&self, body: &Value) -> Result<Value> {
-        Ok(self.call(body, 0)?.body)
+        let bytes = luo_proto::encode_message(body, 0)?;
+        let mut buf = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut reply, _) = wire::exchange::<Value>(self.fd.as_fd(), &mut buf, &bytes, &[], 0)?;
+        if let Value::Object(m) = &mut reply {
+            m.insert("ok".into(), true.into());
+            m.insert("v".into(), luo_proto::VERSION.into());
+            m.insert("fds".into(), 0.into());
+        }
+        Ok(reply)
     }
 
     /// Creates an outgoing session named `name` (1 to 63 bytes, no NUL),
@@ -183,7 +202,7 @@ impl Client {
     /// `EINVAL` a bad name, `EEXIST` an outgoing session of that name exists,
     /// `ENOSPC` too many sessions, `EDQUOT` over the caller's session quota.
     pub fn create_session(&self, name: &str) -> Result<Session> {
-        self.call_for_session(&request("create_session").with("name", name))
+        self.call_for_session(&CreateSession { name: name.into() })
     }
 
     /// Retrieves the caller's incoming (handed-over) session named `name`
@@ -202,7 +221,10 @@ impl Client {
     /// `ENOENT` no incoming session of that name, `EINVAL` it was already
     /// retrieved (and its handle is still open somewhere).
     pub fn retrieve_session(&self, name: &str) -> Result<Session> {
-        self.call_for_session(&request("retrieve_session").with("name", name))
+        self.call_for_session(&RetrieveSession {
+            name: name.into(),
+            owner: None,
+        })
     }
 
     /// As [`Client::retrieve_session`], for the session named `name` of uid
@@ -219,11 +241,10 @@ impl Client {
     /// As [`Client::retrieve_session`], and `EPERM` for a caller other than
     /// root naming another uid.
     pub fn retrieve_session_of(&self, owner: u32, name: &str) -> Result<Session> {
-        self.call_for_session(
-            &request("retrieve_session")
-                .with("name", name)
-                .with("owner", owner),
-        )
+        self.call_for_session(&RetrieveSession {
+            name: name.into(),
+            owner: Some(owner),
+        })
     }
 
     /// An emulated live update: every outgoing session crosses (is handed
@@ -244,8 +265,7 @@ impl Client {
     /// incoming session of the same name and owner as an outgoing one is
     /// unfinished, or the errno of a handler that refused to freeze.
     pub fn update(&self) -> Result<u64> {
-        let reply = self.call(&request("update"), 0)?;
-        field(u64_field(&reply.body, "epoch"))
+        Ok(self.call(&Update {})?.epoch)
     }
 
     /// Upgrades the agent in place: luod re-executes itself as `binary`
@@ -259,24 +279,22 @@ impl Client {
     /// `EPERM` for other users; `ENOEXEC` when `binary` is not a luod;
     /// `EOPNOTSUPP` when it cannot read this agent's state (the old
     /// agent keeps running in both cases); `exec`'s errno.
-    pub fn upgrade_agent(&self, binary: Option<&Path>) -> Result<Value> {
-        let mut body = request("upgrade");
-        if let Some(b) = binary {
-            body.set("binary", b.to_string_lossy().into_owned());
-        }
-        Ok(self.call(&body, 0)?.body)
+    pub fn upgrade_agent(&self, binary: Option<&Path>) -> Result<Upgraded> {
+        self.call(&Upgrade {
+            binary: binary.map(|b| b.to_string_lossy().into_owned()),
+        })
     }
 
-    fn kexec_request(&self, plan: &KexecPlan<'_>, dry_run: bool) -> Result<Message> {
-        let body = request("kexec")
-            .with("cmdline", plan.cmdline)
-            .with("initrd", plan.initrd.is_some())
-            .with("dry_run", dry_run)
-            .with("force", plan.force);
+    fn kexec_request(&self, plan: &KexecPlan<'_>, dry_run: bool) -> Result<Option<Preflight>> {
+        let req = Kexec {
+            cmdline: plan.cmdline.into(),
+            initrd: plan.initrd.is_some(),
+            dry_run,
+            force: plan.force,
+        };
         let mut fds = vec![plan.kernel];
         fds.extend(plan.initrd);
-        let _one_at_a_time = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        wire::call(self.fd.as_fd(), &body, &fds, 0)
+        Ok(self.call_with(&req, &fds, 0)?.0.preflight)
     }
 
     /// The preflight of a kernel live update: every session and file, what
@@ -288,12 +306,8 @@ impl Client {
     /// # Errors
     ///
     /// `EPERM` unless the caller is root; `EINVAL` for an unreadable image.
-    pub fn preflight(&self, plan: &KexecPlan<'_>) -> Result<Value> {
-        let reply = self.kexec_request(plan, true)?;
-        reply
-            .body
-            .get("preflight")
-            .cloned()
+    pub fn preflight(&self, plan: &KexecPlan<'_>) -> Result<Preflight> {
+        self.kexec_request(plan, true)?
             .ok_or_else(|| wire::unexpected("no \"preflight\""))
     }
 
@@ -328,7 +342,7 @@ impl Client {
     /// `EPROTO` for a reply this library cannot read, `ECONNRESET` if the
     /// agent hung up.
     pub fn status(&self) -> Result<Status> {
-        Status::from_value(&self.call(&request("status"), 0)?.body)
+        self.call(&GetStatus {})
     }
 
     /// Summaries (without files) of the caller's sessions, or of every
@@ -349,9 +363,9 @@ impl Client {
         let mut all = Vec::new();
         let mut start = 0;
         loop {
-            let reply = self.call(&request("sessions").with("start", start), 0)?;
-            all.extend(sessions_from_value(&reply.body)?);
-            match wire::next_page(&reply)? {
+            let page = self.call(&ListSessions { start: Some(start) })?;
+            all.extend(page.sessions);
+            match page.next {
                 Some(n) => start = n,
                 None => return Ok(all),
             }
@@ -380,10 +394,13 @@ impl Client {
         let mut all = Vec::new();
         let mut start = 0;
         loop {
-            let req = by_name("show", name, owner).with("start", start);
-            let reply = self.call(&req, 0)?;
-            merge_details(&mut all, sessions_from_value(&reply.body)?)?;
-            match wire::next_page(&reply)? {
+            let page = self.call(&Show {
+                name: name.into(),
+                owner,
+                start: Some(start),
+            })?;
+            merge_details(&mut all, page.sessions)?;
+            match page.next {
                 Some(n) => start = n,
                 None => return Ok(all),
             }
@@ -404,7 +421,8 @@ impl Client {
     /// `ENOENT` no outgoing session of that name, `EEXIST` an incoming
     /// session of that name is unfinished, a handler's freeze errno, `EPERM`.
     pub fn handover(&self, name: &str, owner: Option<u32>) -> Result<()> {
-        self.call(&by_name("handover", name, owner), 0).map(drop)
+        let name = name.into();
+        self.call(&HandoverSession { name, owner }).map(drop)
     }
 
     /// Retrieves and finishes the incoming session named `name` (of uid
@@ -423,14 +441,7 @@ impl Client {
     /// `ENOENT` no such incoming session, `EINVAL` a process holds it
     /// (retrieved, handle open), `EBUSY` a handler cannot finish, `EPERM`.
     pub fn finish(&self, name: &str, owner: Option<u32>) -> Result<()> {
-        self.call(&by_name("finish", name, owner), 0).map(drop)
+        let name = name.into();
+        self.call(&FinishSession { name, owner }).map(drop)
     }
-}
-
-fn by_name(op: &str, name: &str, owner: Option<u32>) -> Value {
-    let mut v = request(op).with("name", name);
-    if let Some(o) = owner {
-        v.set("owner", o);
-    }
-    v
 }

@@ -89,7 +89,10 @@ mod session;
 mod wire;
 
 pub use client::{Client, KexecPlan};
-pub use luo_proto::types::{FileDetail, SessionDetail, SessionState, Status, Usage};
+pub use luo_proto::ops::Upgraded;
+pub use luo_proto::types::{
+    FileDetail, LostFile, Preflight, PreflightSession, SessionDetail, SessionState, Status, Usage,
+};
 pub use luo_proto::{Errno, Error, Value};
 pub use session::Session;
 

@@ -4,10 +4,11 @@ use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 
+use luo_proto::ops::{Finish, Handover, Info, Name, Preserve, Retrieve};
 use luo_proto::types::{merge_details, SessionDetail};
-use luo_proto::{request, str_field, u64_field, Message, Value, MAX_FDS};
+use luo_proto::{Call, RecvBuf, MAX_FDS};
 
-use crate::wire::{self, field};
+use crate::wire;
 use crate::Result;
 
 /// A handle on one session: a file descriptor, like the kernel's session
@@ -42,7 +43,9 @@ use crate::Result;
 /// ```
 pub struct Session {
     fd: OwnedFd,
-    lock: Arc<Mutex<()>>,
+    /// Held for one request and its reply, by every copy; the receive
+    /// buffer comes with it.
+    lock: Arc<Mutex<RecvBuf>>,
 }
 
 impl fmt::Debug for Session {
@@ -54,9 +57,18 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    fn call(&self, body: &Value, fds: &[BorrowedFd<'_>], want_fds: usize) -> Result<Message> {
-        let _one_at_a_time = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        wire::call(self.fd.as_fd(), body, fds, want_fds)
+    fn call_with<C: Call>(
+        &self,
+        req: &C,
+        fds: &[BorrowedFd<'_>],
+        want_fds: usize,
+    ) -> Result<(C::Reply, Vec<OwnedFd>)> {
+        let mut buf = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        wire::call(self.fd.as_fd(), &mut buf, req, fds, want_fds)
+    }
+
+    fn call<C: Call>(&self, req: &C) -> Result<C::Reply> {
+        Ok(self.call_with(req, &[], 0)?.0)
     }
 
     /// The session's name.
@@ -72,8 +84,7 @@ impl Session {
     ///
     /// `ESTALE` once the session has crossed.
     pub fn name(&self) -> Result<String> {
-        let reply = self.call(&request("name"), &[], 0)?;
-        field(str_field(&reply.body, "name").map(str::to_string))
+        Ok(self.call(&Name {})?.name)
     }
 
     /// The session's detail: state, handles, and its files.
@@ -94,13 +105,9 @@ impl Session {
         let mut all = Vec::new();
         let mut start = 0;
         loop {
-            let reply = self.call(&request("info").with("start", start), &[], 0)?;
-            let s = reply
-                .body
-                .get("session")
-                .ok_or_else(|| wire::unexpected("\"session\" is missing"))?;
-            merge_details(&mut all, vec![SessionDetail::from_value(s)?])?;
-            match wire::next_page(&reply)? {
+            let page = self.call(&Info { start: Some(start) })?;
+            merge_details(&mut all, vec![page.session])?;
+            match page.next {
                 Some(n) => start = n,
                 None => return all.pop().ok_or_else(|| wire::unexpected("no session")),
             }
@@ -162,11 +169,10 @@ impl Session {
     /// As [`Session::preserve`], with `token` set.
     pub fn preserve_batch(&self, files: &[(u64, BorrowedFd<'_>)]) -> Result<()> {
         for chunk in files.chunks(MAX_FDS) {
-            let tokens: Vec<Value> = chunk.iter().map(|&(t, _)| t.into()).collect();
+            let tokens = chunk.iter().map(|&(t, _)| t).collect();
             let fds: Vec<BorrowedFd<'_>> = chunk.iter().map(|&(_, f)| f).collect();
-            let body = request("preserve").with("tokens", tokens);
-            let reply = match self.call(&body, &fds, 0) {
-                Ok(r) => r,
+            let n = match self.call_with(&Preserve { tokens }, &fds, 0) {
+                Ok((r, _)) => r.preserved,
                 Err(mut e) => {
                     // A refusal of the whole message (not of one file)
                     // names no token: none of this chunk was preserved.
@@ -174,7 +180,6 @@ impl Session {
                     return Err(e);
                 }
             };
-            let n = field(u64_field(&reply.body, "preserved"))?;
             if n != chunk.len() as u64 {
                 let mut e =
                     wire::unexpected(format_args!("{n} files preserved of {} sent", chunk.len()));
@@ -203,7 +208,7 @@ impl Session {
     /// the same name is unfinished, or the errno of a handler that refused
     /// to freeze (the session stays outgoing).
     pub fn handover(&self) -> Result<()> {
-        self.call(&request("handover"), &[], 0).map(drop)
+        self.call(&Handover {}).map(drop)
     }
 
     /// A new descriptor of the file preserved under `token` (of a retrieved
@@ -249,9 +254,9 @@ impl Session {
     pub fn retrieve_batch(&self, tokens: &[u64]) -> Result<Vec<OwnedFd>> {
         let mut out = Vec::with_capacity(tokens.len());
         for chunk in tokens.chunks(MAX_FDS) {
-            let list: Vec<Value> = chunk.iter().map(|&t| t.into()).collect();
-            let reply = self.call(&request("retrieve").with("tokens", list), &[], chunk.len())?;
-            out.extend(reply.fds);
+            let tokens = chunk.to_vec();
+            let (_, fds) = self.call_with(&Retrieve { tokens }, &[], chunk.len())?;
+            out.extend(fds);
         }
         Ok(out)
     }
@@ -272,7 +277,7 @@ impl Session {
     ///
     /// `EINVAL` an outgoing session, `EBUSY` a handler cannot finish yet.
     pub fn finish(&self) -> Result<()> {
-        self.call(&request("finish"), &[], 0).map(drop)
+        self.call(&Finish {}).map(drop)
     }
 
     /// A second copy of the handle (`dup`): the same session, kept alive
@@ -327,7 +332,7 @@ impl From<OwnedFd> for Session {
     fn from(fd: OwnedFd) -> Session {
         Session {
             fd,
-            lock: Arc::new(Mutex::new(())),
+            lock: Arc::new(Mutex::new(RecvBuf::default())),
         }
     }
 }
@@ -352,8 +357,17 @@ impl From<Session> for OwnedFd {
 mod tests {
     use super::*;
     use crate::{Client, Errno};
-    use luo_proto::{ok_reply, recv, send, u64_list};
+    use luo_proto::{encode_refusal, encode_reply, recv, send, Value};
+    use serde_json::json;
     use std::thread;
+
+    fn tokens(req: &Value) -> Vec<u64> {
+        serde_json::from_value(req["tokens"].clone()).unwrap()
+    }
+
+    fn ok_reply(v: Value) -> Vec<u8> {
+        encode_reply(&v, 0).unwrap()
+    }
 
     fn pair() -> (OwnedFd, OwnedFd) {
         luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap()
@@ -362,14 +376,24 @@ mod tests {
     /// A fake agent on `fd` answering each request with `answer`.
     fn agent(
         fd: OwnedFd,
-        mut answer: impl FnMut(&Value, Vec<OwnedFd>) -> Option<(Value, Vec<OwnedFd>)> + Send + 'static,
+        mut answer: impl FnMut(&Value, Vec<OwnedFd>) -> Option<(Vec<u8>, Vec<OwnedFd>)> + Send + 'static,
     ) -> thread::JoinHandle<Vec<Value>> {
         thread::spawn(move || {
             let mut seen = Vec::new();
-            while let Ok(Some(m)) = recv(fd.as_fd()) {
-                seen.push(m.body.clone());
-                match answer(&m.body, m.fds) {
+            let mut buf = RecvBuf::default();
+            while let Ok(Some(m)) = recv(fd.as_fd(), &mut buf) {
+                let body: Value = serde_json::from_slice(m.bytes).unwrap();
+                seen.push(body.clone());
+                match answer(&body, m.fds) {
                     Some((reply, fds)) => {
+                        // Replies carrying fds say so, as the agent's do.
+                        let reply = if fds.is_empty() {
+                            reply
+                        } else {
+                            let mut v: Value = serde_json::from_slice(&reply).unwrap();
+                            v["fds"] = fds.len().into();
+                            serde_json::to_vec(&v).unwrap()
+                        };
                         let b: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
                         send(fd.as_fd(), &reply, &b).unwrap();
                     }
@@ -380,10 +404,10 @@ mod tests {
         })
     }
 
-    fn refusal(errno: Errno, msg: &'static str, token: Option<u64>) -> Value {
+    fn refusal(errno: Errno, msg: &'static str, token: Option<u64>) -> Vec<u8> {
         let mut e = luo_proto::Error::new(errno, msg);
         e.token = token;
-        e.to_reply()
+        encode_refusal(&e)
     }
 
     #[test]
@@ -391,15 +415,12 @@ mod tests {
         let (a, b) = pair();
         let session = Session::from(a);
         let fake = agent(b, |req, fds| {
-            let tokens = u64_list(req, "tokens").unwrap();
+            let tokens = tokens(req);
             assert_eq!(tokens.len(), fds.len());
             // Refuse token 300 (in the second message), keep those before.
             match tokens.iter().position(|&t| t == 300) {
-                Some(i) => Some((
-                    refusal(Errno::EBUSY, "busy", Some(300)).with("preserved", i as u64),
-                    vec![],
-                )),
-                None => Some((ok_reply().with("preserved", tokens.len() as u64), vec![])),
+                Some(_) => Some((refusal(Errno::EBUSY, "busy", Some(300)), vec![])),
+                None => Some((ok_reply(json!({"preserved": tokens.len()})), vec![])),
             }
         });
         let memfds: Vec<OwnedFd> = (0..600).map(|_| luo_sys::eventfd(0).unwrap()).collect();
@@ -414,8 +435,8 @@ mod tests {
         let seen = fake.join().unwrap();
         // Two messages, the first of 253; the third was never sent.
         assert_eq!(seen.len(), 2);
-        assert_eq!(u64_list(&seen[0], "tokens").unwrap().len(), MAX_FDS);
-        assert_eq!(u64_list(&seen[1], "tokens").unwrap()[0], 254);
+        assert_eq!(tokens(&seen[0]).len(), MAX_FDS);
+        assert_eq!(tokens(&seen[1])[0], 254);
     }
 
     #[test]
@@ -423,10 +444,10 @@ mod tests {
         let (a, b) = pair();
         let session = Session::from(a);
         let fake = agent(b, |req, _| {
-            let n = u64_list(req, "tokens").unwrap().len();
+            let n = tokens(req).len();
             // One descriptor too many.
             let fds = (0..=n).map(|_| luo_sys::eventfd(0).unwrap()).collect();
-            Some((ok_reply(), fds))
+            Some((ok_reply(json!({})), fds))
         });
         let e = session.retrieve_batch(&[1, 2]).unwrap_err();
         assert_eq!(e.errno, Errno::EPROTO);
@@ -442,12 +463,12 @@ mod tests {
         let session = Session::from(a);
         let fake = agent(b, |req, _| {
             Some(match req.get("op").and_then(Value::as_str) {
-                Some("name") => (ok_reply().with("name", "kv"), vec![]),
+                Some("name") => (ok_reply(json!({"name": "kv"})), vec![]),
                 Some("retrieve") => (
                     refusal(Errno::ENOENT, "no file with token 9", Some(9)),
                     vec![],
                 ),
-                Some("finish") => (ok_reply(), vec![]),
+                Some("finish") => (ok_reply(json!({})), vec![]),
                 _ => (refusal(Errno::ESTALE, "stale", None), vec![]),
             })
         });
@@ -488,10 +509,10 @@ mod tests {
                 Some("create_session") => {
                     let (mine, theirs) = pair();
                     std::mem::forget(mine); // keep the handle's peer alive
-                    (ok_reply(), vec![theirs])
+                    (ok_reply(json!({})), vec![theirs])
                 }
-                Some("update") => (ok_reply().with("epoch", 5u64), vec![]),
-                _ => (ok_reply().with("agent", "luod"), vec![]),
+                Some("update") => (ok_reply(json!({"epoch": 5})), vec![]),
+                _ => (ok_reply(json!({"agent": "luod"})), vec![]),
             })
         });
         let s = client.create_session("kv").unwrap();
@@ -500,13 +521,15 @@ mod tests {
         assert_eq!(client.status().unwrap_err().errno, Errno::EPROTO);
         assert_eq!(
             client
-                .raw_request(&request("sessions"))
+                .raw_request(&json!({"op": "sessions"}))
                 .unwrap()
                 .get("agent"),
             Some(&Value::from("luod"))
         );
         // A raw request whose reply carries a descriptor is refused.
-        let e = client.raw_request(&request("create_session")).unwrap_err();
+        let e = client
+            .raw_request(&json!({"op": "create_session"}))
+            .unwrap_err();
         assert_eq!(e.errno, Errno::EPROTO);
         drop(client);
         fake.join().unwrap();

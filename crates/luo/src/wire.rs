@@ -1,8 +1,9 @@
 //! One request, one reply: the exchange every call is made of.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
-use luo_proto::{Errno, Error, Message, Result, Value};
+use luo_proto::{Call, Errno, Error, RecvBuf, Result};
+use serde::de::DeserializeOwned;
 
 /// The error for an agent that hung up in the middle of a request.
 pub(crate) fn hung_up() -> Error {
@@ -33,10 +34,9 @@ fn wait_ready(sock: BorrowedFd<'_>, events: i32) -> Result<()> {
     }
 }
 
-fn send(sock: BorrowedFd<'_>, body: &Value, fds: &[BorrowedFd<'_>]) -> Result<()> {
-    let bytes = luo_proto::encode(body, fds.len())?;
+fn send(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
     loop {
-        match luo_proto::send_encoded(sock, &bytes, fds) {
+        match luo_proto::send(sock, bytes, fds) {
             Ok(()) => return Ok(()),
             Err(e) if e.errno == Errno::EAGAIN => wait_ready(sock, luo_sys::epoll::EPOLLOUT)?,
             Err(e) if matches!(e.errno, Errno::EPIPE | Errno::ECONNRESET) => return Err(hung_up()),
@@ -45,10 +45,25 @@ fn send(sock: BorrowedFd<'_>, body: &Value, fds: &[BorrowedFd<'_>]) -> Result<()
     }
 }
 
-fn recv(sock: BorrowedFd<'_>) -> Result<Message> {
-    loop {
-        match luo_proto::recv(sock) {
-            Ok(Some(m)) => return Ok(m),
+/// Sends `bytes` with `fds`, reads the reply, and returns its results if it
+/// is a success carrying exactly `want_fds` descriptors. A refusal becomes
+/// the [`Error`] it carries; a reply this library cannot read, or a success
+/// with another number of descriptors, is `EPROTO`. Either way the
+/// descriptors of a reply that is not returned are closed.
+///
+/// The caller holds the lock that keeps requests on `sock` one at a time,
+/// and with it the receive buffer.
+pub(crate) fn exchange<T: DeserializeOwned>(
+    sock: BorrowedFd<'_>,
+    buf: &mut RecvBuf,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+    want_fds: usize,
+) -> Result<(T, Vec<OwnedFd>)> {
+    send(sock, bytes, fds)?;
+    let got = loop {
+        match luo_proto::recv(sock, buf) {
+            Ok(Some(d)) => break d,
             Ok(None) => return Err(hung_up()),
             Err(e) if e.errno == Errno::EAGAIN => wait_ready(sock, luo_sys::epoll::EPOLLIN)?,
             Err(e) if e.errno == Errno::ECONNRESET => return Err(hung_up()),
@@ -58,44 +73,25 @@ fn recv(sock: BorrowedFd<'_>) -> Result<Message> {
             }
             Err(e) => return Err(e),
         }
-    }
-}
-
-/// Sends `body` with `fds`, reads the reply, and returns it if it is a
-/// success carrying exactly `want_fds` descriptors. A refusal becomes the
-/// [`Error`] it carries; a success with another number of descriptors is
-/// `EPROTO`. Either way the descriptors of a reply that is not returned are
-/// closed.
-///
-/// The caller holds the lock that keeps requests on `sock` one at a time.
-pub(crate) fn call(
-    sock: BorrowedFd<'_>,
-    body: &Value,
-    fds: &[BorrowedFd<'_>],
-    want_fds: usize,
-) -> Result<Message> {
-    send(sock, body, fds)?;
-    let reply = recv(sock)?;
-    if reply.body.get("ok").and_then(Value::as_bool).is_none() {
-        return Err(unexpected("\"ok\" is missing or not a boolean"));
-    }
-    let reply = luo_proto::check_reply(reply)?;
-    if reply.fds.len() != want_fds {
+    };
+    let (reply, fds) = got.reply::<T>()?;
+    if fds.len() != want_fds {
         return Err(unexpected(format_args!(
             "{} descriptors where {want_fds} were expected (they were closed)",
-            reply.fds.len()
+            fds.len()
         )));
     }
-    Ok(reply)
+    Ok((reply, fds))
 }
 
-/// Maps a missing or mistyped result member to `EPROTO`.
-pub(crate) fn field<T>(r: Result<T>) -> Result<T> {
-    r.map_err(|e| unexpected(e.message))
-}
-
-/// The `"next"` of a paged reply: where the next page starts, or `None`
-/// after the last page.
-pub(crate) fn next_page(reply: &Message) -> Result<Option<u64>> {
-    luo_proto::opt_u64_field(&reply.body, "next").map_err(|e| unexpected(e.message))
+/// A [`Call`] on `sock`: see [`exchange`].
+pub(crate) fn call<C: Call>(
+    sock: BorrowedFd<'_>,
+    buf: &mut RecvBuf,
+    req: &C,
+    fds: &[BorrowedFd<'_>],
+    want_fds: usize,
+) -> Result<(C::Reply, Vec<OwnedFd>)> {
+    let bytes = luo_proto::encode_request(req, fds.len())?;
+    exchange(sock, buf, &bytes, fds, want_fds)
 }

@@ -16,9 +16,7 @@
 //!
 //! [`open`] checks all of it before the payload is parsed.
 
-use std::fmt;
-
-use luo_proto::json::{self, Value};
+use serde::{Deserialize, Serialize};
 
 /// The envelope's magic.
 pub const MAGIC: [u8; 8] = *b"luod-reg";
@@ -28,9 +26,10 @@ pub const VERSION: u32 = 1;
 pub const HEADER: usize = 32;
 
 /// Why a registry was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
     /// Shorter than the header, or than the length it states.
+    #[error("the registry is truncated: {have} bytes, {need} needed")]
     Truncated {
         /// Bytes present.
         have: usize,
@@ -38,10 +37,13 @@ pub enum RegistryError {
         need: usize,
     },
     /// The magic is not [`MAGIC`]: not a registry at all.
+    #[error("the registry has no luod magic: it is not a luod registry")]
     BadMagic,
     /// Written by an agent with another registry format.
+    #[error("the registry is version {0}; this luod reads version {VERSION} only (run the luod that wrote it, or one that reads it)")]
     Version(u32),
     /// The payload's checksum does not match: it was damaged.
+    #[error("the registry is corrupt: its checksum is {stored:#010x} but the data sums to {actual:#010x}")]
     Checksum {
         /// The checksum in the header.
         stored: u32,
@@ -49,84 +51,13 @@ pub enum RegistryError {
         actual: u32,
     },
     /// The payload is not the JSON this version writes.
+    #[error("the registry is malformed: {0}")]
     Malformed(String),
 }
 
-impl fmt::Display for RegistryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RegistryError::Truncated { have, need } => {
-                write!(f, "the registry is truncated: {have} bytes, {need} needed")
-            }
-            RegistryError::BadMagic => f.write_str("the registry has no luod magic: it is not a luod registry"),
-            RegistryError::Version(v) => write!(
-                f,
-                "the registry is version {v}; this luod reads version {VERSION} only (run the luod that wrote it, or one that reads it)"
-            ),
-            RegistryError::Checksum { stored, actual } => write!(
-                f,
-                "the registry is corrupt: its checksum is {stored:#010x} but the data sums to {actual:#010x}"
-            ),
-            RegistryError::Malformed(m) => write!(f, "the registry is malformed: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for RegistryError {}
-
-/// Eight tables for CRC-32 "slicing by 8": eight bytes per step, so that a
-/// megabyte-sized upgrade state costs about a millisecond.
-const fn crc_tables() -> [[u32; 256]; 8] {
-    let mut t = [[0u32; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[0][i] = c;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 256 {
-        let mut k = 1;
-        while k < 8 {
-            let prev = t[k - 1][i];
-            t[k][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
-            k += 1;
-        }
-        i += 1;
-    }
-    t
-}
-
-static CRC: [[u32; 256]; 8] = crc_tables();
-
 /// CRC-32 (IEEE 802.3, as zlib's `crc32`).
 pub fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    let mut chunks = data.chunks_exact(8);
-    for b in &mut chunks {
-        let lo = c ^ u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        c = CRC[7][(lo & 0xff) as usize]
-            ^ CRC[6][((lo >> 8) & 0xff) as usize]
-            ^ CRC[5][((lo >> 16) & 0xff) as usize]
-            ^ CRC[4][(lo >> 24) as usize]
-            ^ CRC[3][b[4] as usize]
-            ^ CRC[2][b[5] as usize]
-            ^ CRC[1][b[6] as usize]
-            ^ CRC[0][b[7] as usize];
-    }
-    for &b in chunks.remainder() {
-        c = CRC[0][((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
+    crc32fast::hash(data)
 }
 
 /// Wraps `payload` in an envelope with `magic` and `version`.
@@ -181,7 +112,7 @@ pub fn open(bytes: &[u8], magic: [u8; 8], version: u32) -> Result<&[u8], Registr
 }
 
 /// One preserved file as the registry knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
     /// Its token in the agent session.
     pub token: u64,
@@ -193,7 +124,7 @@ pub struct FileEntry {
 }
 
 /// One agent session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionEntry {
     /// Its owner's uid.
     pub owner: u32,
@@ -209,7 +140,7 @@ pub struct SessionEntry {
 }
 
 /// What the agent hands to its successor across a kexec.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registry {
     /// The epoch that ends with the kexec.
     pub epoch: u64,
@@ -219,117 +150,29 @@ pub struct Registry {
     pub sessions: Vec<SessionEntry>,
 }
 
-fn malformed(m: impl Into<String>) -> RegistryError {
-    RegistryError::Malformed(m.into())
-}
-
-fn u64_of(v: &Value, k: &str) -> Result<u64, RegistryError> {
-    v.get(k)
-        .and_then(Value::as_u64)
-        .ok_or_else(|| malformed(format!("\"{k}\" is missing or not an unsigned integer")))
-}
-
-fn str_of<'a>(v: &'a Value, k: &str) -> Result<&'a str, RegistryError> {
-    v.get(k)
-        .and_then(Value::as_str)
-        .ok_or_else(|| malformed(format!("\"{k}\" is missing or not a string")))
-}
-
-fn array_of<'a>(v: &'a Value, k: &str) -> Result<&'a [Value], RegistryError> {
-    v.get(k)
-        .and_then(Value::as_array)
-        .ok_or_else(|| malformed(format!("\"{k}\" is missing or not an array")))
-}
-
 impl Registry {
     /// The registry as sealed bytes, ready for a memfd.
     pub fn encode(&self) -> Vec<u8> {
-        let sessions: Vec<Value> = self
-            .sessions
-            .iter()
-            .map(|s| {
-                let files: Vec<Value> = s
-                    .files
-                    .iter()
-                    .map(|f| {
-                        let v = Value::object()
-                            .with("token", f.token)
-                            .with("handler", f.handler.as_str());
-                        match f.part {
-                            Some(p) => v.with("part", p),
-                            None => v.with("part", Value::Null),
-                        }
-                    })
-                    .collect();
-                let parts: Vec<Value> = s.parts.iter().map(|p| Value::from(p.as_str())).collect();
-                Value::object()
-                    .with("owner", s.owner)
-                    .with("name", s.name.as_str())
-                    .with("state", s.state.as_str())
-                    .with("parts", parts)
-                    .with("files", files)
-            })
-            .collect();
-        let v = Value::object()
-            .with("epoch", self.epoch)
-            .with("agent", self.agent.as_str())
-            .with("sessions", sessions);
-        seal(MAGIC, VERSION, v.to_json().as_bytes())
+        let json = serde_json::to_vec(self).expect("a registry always serializes");
+        seal(MAGIC, VERSION, &json)
     }
 
     /// Checks the envelope, then parses the payload.
     pub fn decode(bytes: &[u8]) -> Result<Registry, RegistryError> {
         let payload = open(bytes, MAGIC, VERSION)?;
-        let v = json::parse(payload).map_err(|e| malformed(e.to_string()))?;
-        let mut sessions = Vec::new();
-        for s in array_of(&v, "sessions")? {
-            let owner = u32::try_from(u64_of(s, "owner")?)
-                .map_err(|_| malformed("\"owner\" is not a uid"))?;
-            let parts: Vec<String> = array_of(s, "parts")?
-                .iter()
-                .map(|p| {
-                    p.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| malformed("a part name is not a string"))
-                })
-                .collect::<Result<_, _>>()?;
-            let mut files = Vec::new();
-            for f in array_of(s, "files")? {
-                let part = match f.get("part") {
-                    Some(Value::Null) | None => None,
-                    Some(p) => {
-                        let p = p
-                            .as_u64()
-                            .ok_or_else(|| malformed("\"part\" is not an index"))?
-                            as usize;
-                        if p >= parts.len() {
-                            return Err(malformed(format!(
-                                "a file names part {p} of {}",
-                                parts.len()
-                            )));
-                        }
-                        Some(p)
-                    }
-                };
-                files.push(FileEntry {
-                    token: u64_of(f, "token")?,
-                    handler: str_of(f, "handler")?.to_string(),
-                    part,
-                });
+        let r: Registry =
+            serde_json::from_slice(payload).map_err(|e| RegistryError::Malformed(e.to_string()))?;
+        for s in &r.sessions {
+            for f in &s.files {
+                if let Some(p) = f.part.filter(|&p| p >= s.parts.len()) {
+                    return Err(RegistryError::Malformed(format!(
+                        "a file names part {p} of {}",
+                        s.parts.len()
+                    )));
+                }
             }
-            sessions.push(SessionEntry {
-                owner,
-                name: str_of(s, "name")?.to_string(),
-                state: str_of(s, "state")?.to_string(),
-                parts,
-                files,
-            });
         }
-        Ok(Registry {
-            epoch: u64_of(&v, "epoch")?,
-            agent: str_of(&v, "agent")?.to_string(),
-            sessions,
-        })
+        Ok(r)
     }
 }
 

@@ -13,11 +13,57 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use luo_proto::{Errno, Error, Value};
+use luo_proto::{Errno, Error, RecvBuf};
 use luo_sys::epoll::{EPOLLIN, EPOLLRDHUP};
+use serde::{Deserialize, Serialize};
 
 /// Most names in one keeper message (one descriptor each).
 const BATCH: usize = luo_sys::SCM_MAX_FD;
+
+/// What the agent asks of its keeper, in the agent protocol's envelope.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum ToKeeper {
+    /// Keep the attached descriptors under these names (one each).
+    Put { names: Vec<String> },
+    /// Drop the descriptors under these names.
+    Remove { names: Vec<String> },
+    /// Send a page of entries from index `start`: [`Taken`].
+    Take {
+        #[serde(default)]
+        start: u64,
+    },
+    /// How many entries, and the keeper's pid: [`Counted`].
+    Count {},
+    /// The agent stops and leaves nothing to keep: exit.
+    Bye {},
+}
+
+/// A page of the keeper's entries, their descriptors attached.
+#[derive(Debug, Serialize, Deserialize)]
+struct Taken {
+    names: Vec<String>,
+    more: bool,
+}
+
+/// The keeper's answer to [`ToKeeper::Count`].
+#[derive(Debug, Serialize, Deserialize)]
+struct Counted {
+    entries: u64,
+    pid: u32,
+}
+
+/// The keeper's first message: it listens at its path.
+#[derive(Debug, Serialize, Deserialize)]
+struct Ready {}
+
+fn tell(link: BorrowedFd<'_>, m: &ToKeeper, fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+    luo_proto::send(link, &luo_proto::encode_message(m, fds.len())?, fds)
+}
+
+fn answer<T: Serialize>(link: BorrowedFd<'_>, m: &T, fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+    luo_proto::send(link, &luo_proto::encode_reply(m, fds.len())?, fds)
+}
 
 /// A named-descriptor store.
 #[derive(Debug)]
@@ -40,10 +86,9 @@ impl Sink {
         match self {
             Sink::Keeper { link, .. } => {
                 for chunk in entries.chunks(BATCH) {
-                    let names: Vec<Value> = chunk.iter().map(|(n, _)| n.as_str().into()).collect();
+                    let names = chunk.iter().map(|(n, _)| n.clone()).collect();
                     let fds: Vec<BorrowedFd<'_>> = chunk.iter().map(|(_, f)| *f).collect();
-                    let body = luo_proto::request("put").with("names", names);
-                    luo_proto::send(link.as_fd(), &body, &fds)
+                    tell(link.as_fd(), &ToKeeper::Put { names }, &fds)
                         .map_err(|e| fail("sending descriptors to the keeper failed", e.errno))?;
                 }
                 Ok(())
@@ -64,9 +109,8 @@ impl Sink {
         match self {
             Sink::Keeper { link, .. } => {
                 for chunk in names.chunks(512) {
-                    let list: Vec<Value> = chunk.iter().map(|n| n.as_str().into()).collect();
-                    let body = luo_proto::request("remove").with("names", list);
-                    luo_proto::send(link.as_fd(), &body, &[]).map_err(|e| {
+                    let names = chunk.to_vec();
+                    tell(link.as_fd(), &ToKeeper::Remove { names }, &[]).map_err(|e| {
                         fail("telling the keeper to drop descriptors failed", e.errno)
                     })?;
                 }
@@ -95,7 +139,7 @@ impl Sink {
     /// Tells the keeper it may exit: the agent stops and leaves nothing.
     pub(crate) fn release(&self) {
         if let Sink::Keeper { link, .. } = self {
-            let _ = luo_proto::send(link.as_fd(), &luo_proto::request("bye"), &[]);
+            let _ = tell(link.as_fd(), &ToKeeper::Bye {}, &[]);
         }
     }
 }
@@ -199,10 +243,13 @@ pub(crate) fn spawn_keeper(path: &Path) -> Result<(OwnedFd, u32), Error> {
         .map_err(|e| fail("waiting for the keeper failed", e))?;
     let mut ready = Vec::new();
     let _ = ep.wait(&mut ready, 1, KEEPER_START_MS);
-    match luo_proto::recv(ours.as_fd()) {
-        Ok(Some(m)) if m.body.get("ok").and_then(Value::as_bool) == Some(true) => {
-            Ok((ours, child.id()))
-        }
+    let mut buf = RecvBuf::default();
+    let ready = match luo_proto::recv(ours.as_fd(), &mut buf) {
+        Ok(Some(m)) => m.reply::<Ready>().is_ok(),
+        _ => false,
+    };
+    match ready {
+        true => Ok((ours, child.id())),
         _ => {
             let _ = luo_sys::try_reap(child.id());
             Err(Error::new(
@@ -224,30 +271,27 @@ const KEEPER_START_MS: i32 = 10_000;
 pub(crate) fn take(link: BorrowedFd<'_>) -> Result<Vec<(String, OwnedFd)>, Error> {
     let mut out = Vec::new();
     let mut start = 0u64;
+    let mut buf = RecvBuf::default();
     loop {
-        luo_proto::send(link, &luo_proto::request("take").with("start", start), &[])?;
+        tell(link, &ToKeeper::Take { start }, &[])?;
         let m = loop {
-            match luo_proto::recv(link) {
+            match luo_proto::recv(link, &mut buf) {
                 Ok(Some(m)) => break m,
                 Ok(None) => return Err(Error::new(Errno::ECONNRESET, "the keeper hung up")),
                 Err(e) if e.errno == Errno::EAGAIN || e.errno == Errno::EINTR => continue,
                 Err(e) => return Err(e),
             }
         };
-        let m = luo_proto::check_reply(m)?;
-        let names = m.body.get("names").and_then(Value::as_array).unwrap_or(&[]);
-        if names.len() != m.fds.len() {
+        let (page, fds) = m.reply::<Taken>()?;
+        if page.names.len() != fds.len() {
             return Err(Error::new(
                 Errno::EPROTO,
                 "the keeper sent names and descriptors that do not match",
             ));
         }
-        let more = m.body.get("more").and_then(Value::as_bool).unwrap_or(false);
-        start += names.len() as u64;
-        for (n, fd) in names.iter().zip(m.fds) {
-            out.push((n.as_str().unwrap_or("").to_string(), fd));
-        }
-        if !more {
+        start += page.names.len() as u64;
+        out.extend(page.names.into_iter().zip(fds));
+        if !page.more {
             return Ok(out);
         }
     }
@@ -287,9 +331,10 @@ fn keeper(path: &Path, link: i32) -> Result<(), String> {
         ep.add(l.as_fd(), 1, EPOLLIN | EPOLLRDHUP)
             .map_err(|e| e.to_string())?;
         // Listening at `path` now: the agent may go on.
-        let _ = luo_proto::send(l.as_fd(), &luo_proto::ok_reply(), &[]);
+        let _ = answer(l.as_fd(), &Ready {}, &[]);
     }
     let me = luo_sys::geteuid();
+    let mut buf = RecvBuf::default();
     let mut entries: BTreeMap<String, OwnedFd> = BTreeMap::new();
     let mut events = Vec::new();
     loop {
@@ -309,7 +354,7 @@ fn keeper(path: &Path, link: i32) -> Result<(), String> {
                     if let Some(l) = &link {
                         let _ = luo_sys::set_nonblocking(l.as_fd(), true);
                         loop {
-                            match serve_one(l.as_fd(), &mut entries) {
+                            match serve_one(l.as_fd(), &mut buf, &mut entries) {
                                 Served::One => continue,
                                 Served::Idle => break,
                                 Served::Gone => {
@@ -339,7 +384,7 @@ fn keeper(path: &Path, link: i32) -> Result<(), String> {
                 continue;
             }
             let Some(l) = &link else { continue };
-            match serve_one(l.as_fd(), &mut entries) {
+            match serve_one(l.as_fd(), &mut buf, &mut entries) {
                 Served::One | Served::Idle => {}
                 Served::Gone => {
                     // The agent is gone. Nothing to keep: done.
@@ -371,51 +416,49 @@ enum Served {
     Bye,
 }
 
-fn serve_one(l: BorrowedFd<'_>, entries: &mut BTreeMap<String, OwnedFd>) -> Served {
-    let m = match luo_proto::recv(l) {
-        Ok(Some(m)) => m,
+fn serve_one(
+    l: BorrowedFd<'_>,
+    buf: &mut RecvBuf,
+    entries: &mut BTreeMap<String, OwnedFd>,
+) -> Served {
+    let (m, fds) = match luo_proto::recv(l, buf) {
+        Ok(Some(d)) => match d.message::<ToKeeper>() {
+            Ok(m) => m,
+            Err(_) => return Served::Gone,
+        },
         Ok(None) => return Served::Gone,
         Err(e) if e.errno == Errno::EAGAIN || e.errno == Errno::EINTR => return Served::Idle,
         Err(_) => return Served::Gone,
     };
-    let names: Vec<String> = m
-        .body
-        .get("names")
-        .and_then(Value::as_array)
-        .unwrap_or(&[])
-        .iter()
-        .filter_map(|n| n.as_str().map(str::to_string))
-        .collect();
-    match m.body.get("op").and_then(Value::as_str) {
-        Some("put") => {
-            for (n, fd) in names.into_iter().zip(m.fds) {
+    match m {
+        ToKeeper::Put { names } => {
+            for (n, fd) in names.into_iter().zip(fds) {
                 entries.insert(n, fd);
             }
         }
-        Some("remove") => {
+        ToKeeper::Remove { names } => {
             for n in names {
                 entries.remove(&n);
             }
         }
-        Some("take") => {
-            let start = m.body.get("start").and_then(Value::as_u64).unwrap_or(0) as usize;
+        ToKeeper::Take { start } => {
+            let start = start as usize;
             let page: Vec<(&String, &OwnedFd)> = entries.iter().skip(start).take(BATCH).collect();
             let more = start + page.len() < entries.len();
-            let list: Vec<Value> = page.iter().map(|(n, _)| n.as_str().into()).collect();
+            let names = page.iter().map(|(n, _)| (*n).clone()).collect();
             let fds: Vec<BorrowedFd<'_>> = page.iter().map(|(_, f)| f.as_fd()).collect();
-            let body = luo_proto::ok_reply().with("names", list).with("more", more);
-            if luo_proto::send(l, &body, &fds).is_err() {
+            if answer(l, &Taken { names, more }, &fds).is_err() {
                 return Served::Gone;
             }
         }
-        Some("count") => {
-            let body = luo_proto::ok_reply()
-                .with("entries", entries.len())
-                .with("pid", std::process::id());
-            let _ = luo_proto::send(l, &body, &[]);
+        ToKeeper::Count {} => {
+            let counted = Counted {
+                entries: entries.len() as u64,
+                pid: std::process::id(),
+            };
+            let _ = answer(l, &counted, &[]);
         }
-        Some("bye") => return Served::Bye,
-        _ => {}
+        ToKeeper::Bye {} => return Served::Bye,
     }
     Served::One
 }

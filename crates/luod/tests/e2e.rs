@@ -47,7 +47,7 @@ fn luoctl(agent: &Agent, uid: Option<u32>, args: &[&str]) -> (i32, luo_proto::Va
         c.uid(u).gid(u);
     }
     let out = c.output().unwrap();
-    let json = luo_proto::json::parse(&out.stdout).unwrap_or_else(|e| {
+    let json = serde_json::from_slice::<luo_proto::Value>(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "luoctl {args:?} printed no JSON ({e}): {}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -192,7 +192,7 @@ fn memfd_and_listener_survive_a_service_restart() {
     // Between the two processes luod holds the session, waiting.
     let (code, v) = luoctl(&agent, None, &["sessions"]);
     assert_eq!(code, 0);
-    let sessions = luo_proto::types::sessions_from_value(&v).unwrap();
+    let sessions = common::wire::sessions(&v);
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].name, "e2e");
     assert_eq!(sessions[0].state, luo::SessionState::Incoming);
@@ -219,9 +219,7 @@ fn memfd_and_listener_survive_a_service_restart() {
 
     let (code, v) = luoctl(&agent, None, &["sessions"]);
     assert_eq!(code, 0);
-    assert!(luo_proto::types::sessions_from_value(&v)
-        .unwrap()
-        .is_empty());
+    assert!(common::wire::sessions(&v).is_empty());
     agent.wait_fds(baseline);
 }
 
@@ -310,9 +308,7 @@ fn another_uid_can_neither_see_nor_take_nor_block_a_session() {
     assert_eq!((code, errno_of(&v)), (1, Some(Errno::EPERM)), "{v}");
     let (code, v) = luoctl(&agent, Some(OTHER), &["sessions"]);
     assert_eq!(code, 0);
-    assert!(luo_proto::types::sessions_from_value(&v)
-        .unwrap()
-        .is_empty());
+    assert!(common::wire::sessions(&v).is_empty());
     // And through the library, including taking the same names for itself.
     check(
         role(&agent, "role_other", Some(OTHER)).output().unwrap(),
@@ -331,7 +327,7 @@ fn another_uid_can_neither_see_nor_take_nor_block_a_session() {
     // Root may act on any owner's session.
     let (code, v) = luoctl(&agent, None, &["show", "db", "--owner", "1000"]);
     assert_eq!(code, 0, "{v}");
-    let shown = luo_proto::types::sessions_from_value(&v).unwrap();
+    let shown = common::wire::sessions(&v);
     assert_eq!(shown[0].files.len(), 1);
     assert_eq!(shown[0].files[0].kind, "memfd");
     let (code, v) = luoctl(&agent, None, &["handover", "live", "--owner", "1000"]);
@@ -385,14 +381,11 @@ fn listings_larger_than_one_message_come_back_whole() {
 
     let (code, v) = luoctl(&agent, None, &["show", "big"]);
     assert_eq!(code, 0);
-    let shown = luo_proto::types::sessions_from_value(&v).unwrap();
+    let shown = common::wire::sessions(&v);
     assert_eq!(shown[0].files.len(), 3000);
     let (code, v) = luoctl(&agent, None, &["sessions"]);
     assert_eq!(code, 0);
-    assert_eq!(
-        luo_proto::types::sessions_from_value(&v).unwrap().len(),
-        1501
-    );
+    assert_eq!(common::wire::sessions(&v).len(), 1501);
     drop(many);
 }
 

@@ -100,11 +100,7 @@ fn twenty_upgrades_under_load_lose_nothing() {
         let reply = upgrader
             .upgrade_agent(None)
             .unwrap_or_else(|e| panic!("upgrade {n}: {e}\n{}", luod.log()));
-        assert_eq!(
-            reply.get("pid").and_then(luo::Value::as_u64),
-            Some(u64::from(pid)),
-            "upgrade {n} changed the pid"
-        );
+        assert_eq!(reply.pid, pid, "upgrade {n} changed the pid");
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {

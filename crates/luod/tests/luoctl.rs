@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use luo_proto::json::{self, Value};
+use common::wire::{Value, With};
 
 mod common;
 
@@ -78,7 +78,7 @@ fn usage_errors_exit_2_with_a_message() {
 fn usage_error_with_json_prints_a_json_refusal() {
     let o = luoctl(&["--json", "frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
-    let v = json::parse(&o.stdout).expect("valid JSON on stdout");
+    let v = serde_json::from_slice::<Value>(&o.stdout).expect("valid JSON on stdout");
     assert_eq!(v.get("ok"), Some(&Value::Bool(false)));
     assert_eq!(v.get("error").and_then(Value::as_str), Some("EINVAL"));
 }
@@ -153,7 +153,7 @@ fn unreachable_agent_with_json_prints_ok_false() {
     let sock = dir.path("luod.sock");
     let o = luoctl(&["--json", "--socket", &sock, "status"]);
     assert_eq!(o.status.code(), Some(3));
-    let v = json::parse(&o.stdout).expect("valid JSON on stdout");
+    let v = serde_json::from_slice::<Value>(&o.stdout).expect("valid JSON on stdout");
     assert_eq!(v.get("ok"), Some(&Value::Bool(false)));
     assert_eq!(v.get("errno").and_then(Value::as_i64), Some(2));
     assert_eq!(v.get("error").and_then(Value::as_str), Some("ENOENT"));
@@ -198,7 +198,9 @@ mod fake {
     use std::os::fd::AsFd;
     use std::thread::JoinHandle;
 
-    use luo_proto::json::Value;
+    use luo_proto::RecvBuf;
+
+    use crate::common::wire::{send, Value};
 
     /// Serves one connection on `path`: each request is answered with
     /// `answer(request)`. Returns the requests it saw.
@@ -218,16 +220,18 @@ mod fake {
             let conn = luo_sys::accept(listener.as_fd()).unwrap();
             luo_sys::set_nonblocking(conn.as_fd(), false).unwrap();
             let mut seen = Vec::new();
-            while let Ok(Some(m)) = luo_proto::recv(conn.as_fd()) {
-                let reply = answer(&m.body);
-                seen.push(m.body);
+            let mut buf = RecvBuf::default();
+            while let Ok(Some(m)) = luo_proto::recv(conn.as_fd(), &mut buf) {
+                let body: Value = serde_json::from_slice(m.bytes).unwrap();
+                let reply = answer(&body);
+                seen.push(body);
                 // A reply without "v"/"fds" cannot be made with send(), so
                 // the protocol-error case sends raw bytes.
                 if reply.get("raw").is_some() {
                     let raw = reply.get("raw").and_then(Value::as_str).unwrap();
                     luo_sys::send_with_fds(conn.as_fd(), raw.as_bytes(), &[]).unwrap();
                 } else {
-                    luo_proto::send(conn.as_fd(), &reply, &[]).unwrap();
+                    send(conn.as_fd(), &reply, &[]).unwrap();
                 }
             }
             seen
@@ -240,7 +244,7 @@ fn op(v: &Value) -> &str {
 }
 
 fn status_reply(epoch: u64) -> Value {
-    let parsed = json::parse(
+    let parsed = serde_json::from_slice::<Value>(
         br#"{"ok":true,"agent":"luod 0.1.0","protocol":1,"backend":"emulated","pid":4242,"uid":1000,
         "epoch":1,"outgoing":1,"incoming":0,"files":2,"pinned_bytes":1073741824,
         "connections":3,"open_fds":9,"nofile_soft":20000,"nofile_hard":40000,
@@ -249,12 +253,12 @@ fn status_reply(epoch: u64) -> Value {
     )
     .unwrap();
     let mut v = parsed;
-    v.set("epoch", epoch);
+    v["epoch"] = epoch.into();
     v
 }
 
 fn show_reply() -> Value {
-    json::parse(
+    serde_json::from_slice::<Value>(
         br#"{"ok":true,"sessions":[{"name":"kv","owner":54321,"state":"open","handles":1,
         "file_count":2,"pinned_bytes":1073741824,"kexec_safe":false,"files":[
         {"token":1,"handler":"memfd-v2","type":"memfd","identity":"inode","dev":42,
@@ -273,7 +277,7 @@ fn status_and_update_are_rendered_for_people() {
     let sock = dir.path("luod.sock");
     let agent = fake::agent(&sock, |req| match op(req) {
         "status" => status_reply(7),
-        "update" => json::parse(br#"{"ok":true,"epoch":8}"#).unwrap(),
+        "update" => serde_json::from_slice::<Value>(br#"{"ok":true,"epoch":8}"#).unwrap(),
         _ => unreachable!(),
     });
     let o = luoctl(&["--socket", &sock, "status"]);
@@ -296,7 +300,7 @@ fn status_and_update_are_rendered_for_people() {
 
     let agent = fake::agent(&sock, |req| match op(req) {
         "status" => status_reply(7),
-        "update" => json::parse(br#"{"ok":true,"epoch":8}"#).unwrap(),
+        "update" => serde_json::from_slice::<Value>(br#"{"ok":true,"epoch":8}"#).unwrap(),
         _ => unreachable!(),
     });
     let o = luoctl(&["--socket", &sock, "update"]);
@@ -317,7 +321,7 @@ fn sessions_and_show_are_tables() {
     let dir = TempDir::new("fake-show");
     let sock = dir.path("luod.sock");
     let agent = fake::agent(&sock, |_| {
-        json::parse(br#"{"ok":true,"sessions":[]}"#).unwrap()
+        serde_json::from_slice::<Value>(br#"{"ok":true,"sessions":[]}"#).unwrap()
     });
     let o = luoctl(&["--socket", &sock, "sessions"]);
     assert_eq!(stdout(&o), "no sessions\n");
@@ -360,7 +364,7 @@ fn json_prints_the_reply_object() {
     let agent = fake::agent(&sock, |_| show_reply());
     let o = luoctl(&["--json", "--socket", &sock, "show", "kv"]);
     assert_eq!(o.status.code(), Some(0));
-    let v = json::parse(&o.stdout).expect("valid JSON");
+    let v = serde_json::from_slice::<Value>(&o.stdout).expect("valid JSON");
     assert_eq!(v.get("ok"), Some(&Value::Bool(true)));
     assert_eq!(v.get("sessions"), show_reply().get("sessions"));
     agent.join().unwrap();
@@ -371,7 +375,10 @@ fn a_refusal_exits_1_with_the_errno_and_a_hint() {
     let dir = TempDir::new("fake-refused");
     let sock = dir.path("luod.sock");
     let refuse = |_: &Value| {
-        luo_proto::Error::new(luo::Errno::EINVAL, "session 'kv' is held by a process").to_reply()
+        common::wire::refusal(&luo_proto::Error::new(
+            luo::Errno::EINVAL,
+            "session 'kv' is held by a process",
+        ))
     };
     let agent = fake::agent(&sock, refuse);
     let o = luoctl(&["--socket", &sock, "finish", "kv"]);
@@ -386,14 +393,17 @@ fn a_refusal_exits_1_with_the_errno_and_a_hint() {
     let agent = fake::agent(&sock, refuse);
     let o = luoctl(&["--socket", &sock, "--json", "finish", "kv"]);
     assert_eq!(o.status.code(), Some(1));
-    let v = json::parse(&o.stdout).expect("valid JSON");
+    let v = serde_json::from_slice::<Value>(&o.stdout).expect("valid JSON");
     assert_eq!(v.get("ok"), Some(&Value::Bool(false)));
     assert_eq!(v.get("errno").and_then(Value::as_i64), Some(22));
     assert_eq!(v.get("error").and_then(Value::as_str), Some("EINVAL"));
     agent.join().unwrap();
 
     let agent = fake::agent(&sock, |_| {
-        luo_proto::Error::new(luo::Errno::ENOENT, "no session named 'kv'").to_reply()
+        common::wire::refusal(&luo_proto::Error::new(
+            luo::Errno::ENOENT,
+            "no session named 'kv'",
+        ))
     });
     let o = luoctl(&["--socket", &sock, "show", "kv"]);
     assert_eq!(o.status.code(), Some(1));
@@ -410,7 +420,9 @@ fn an_unexpected_reply_exits_4() {
     let dir = TempDir::new("fake-proto");
     let sock = dir.path("luod.sock");
     // A reply without "ok".
-    let agent = fake::agent(&sock, |_| Value::object().with("raw", r#"{"v":1,"fds":0}"#));
+    let agent = fake::agent(&sock, |_| {
+        common::wire::json!({}).with("raw", r#"{"v":1,"fds":0}"#)
+    });
     let o = luoctl(&["--socket", &sock, "status"]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("(EPROTO)"), "{}", stderr(&o));
@@ -418,7 +430,7 @@ fn an_unexpected_reply_exits_4() {
 
     // Another protocol version.
     let agent = fake::agent(&sock, |_| {
-        Value::object().with("raw", r#"{"ok":true,"v":2,"fds":0}"#)
+        common::wire::json!({}).with("raw", r#"{"ok":true,"v":2,"fds":0}"#)
     });
     let o = luoctl(&["--socket", &sock, "sessions"]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
@@ -426,7 +438,7 @@ fn an_unexpected_reply_exits_4() {
 
     // A success whose results are malformed.
     let agent = fake::agent(&sock, |_| {
-        json::parse(br#"{"ok":true,"sessions":3}"#).unwrap()
+        serde_json::from_slice::<Value>(br#"{"ok":true,"sessions":3}"#).unwrap()
     });
     let o = luoctl(&["--socket", &sock, "sessions"]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
@@ -530,7 +542,7 @@ fn a_session_through_its_life_with_luod() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let o = ctl(&luod, &["--json", "sessions"]);
-    let v = json::parse(&o.stdout).expect("valid JSON");
+    let v = serde_json::from_slice::<Value>(&o.stdout).expect("valid JSON");
     assert_eq!(v.get("ok"), Some(&Value::Bool(true)));
 
     let o = ctl(&luod, &["show", "e2e"]);
@@ -669,7 +681,7 @@ fn kexec_preflight_and_refusals_on_the_emulated_backend() {
         ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let v = json::parse(stdout(&o).trim().as_bytes()).unwrap();
+    let v = serde_json::from_slice::<Value>(stdout(&o).trim().as_bytes()).unwrap();
     let p = v.get("preflight").unwrap();
     let n = |k: &str| p.get(k).and_then(Value::as_u64);
     assert_eq!((n("carried_files"), n("lost_files")), (Some(1), Some(1)));
@@ -680,9 +692,7 @@ fn kexec_preflight_and_refusals_on_the_emulated_backend() {
     );
     // Lost files, no liveupdate=on, the emulated backend.
     assert_eq!(
-        p.get("problems")
-            .and_then(Value::as_array)
-            .map(<[Value]>::len),
+        p.get("problems").and_then(Value::as_array).map(Vec::len),
         Some(3)
     );
 
@@ -715,7 +725,7 @@ fn kexec_preflight_and_refusals_on_the_emulated_backend() {
     // The raw request: descriptors must match "initrd".
     let r = client
         .raw_request(
-            &luo_proto::request("kexec")
+            &common::wire::request("kexec")
                 .with("cmdline", "x")
                 .with("dry_run", true),
         )

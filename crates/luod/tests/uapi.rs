@@ -9,48 +9,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use luo_proto::uapi::{self, to_hex};
-use luo_proto::{request, Errno, Message, Value};
-use luo_sys::epoll::EPOLLIN;
+use luo_proto::Errno;
 
 mod common;
 
-use common::{Agent, PATIENCE};
-
-fn recv(sock: &OwnedFd) -> Message {
-    let ep = luo_sys::Epoll::new().unwrap();
-    ep.add(sock.as_fd(), 1, EPOLLIN).unwrap();
-    let mut ready = Vec::new();
-    ep.wait(&mut ready, 1, PATIENCE.as_millis() as i32).unwrap();
-    assert!(!ready.is_empty(), "no reply within {PATIENCE:?}");
-    luo_proto::recv(sock.as_fd())
-        .expect("a reply")
-        .expect("the agent closed the connection instead of replying")
-}
-
-fn call(sock: &OwnedFd, body: Value, fds: &[BorrowedFd<'_>]) -> Message {
-    luo_proto::send(sock.as_fd(), &body, fds).expect("sending");
-    recv(sock)
-}
-
-fn ok(m: &Message) {
-    assert_eq!(
-        m.body.get("ok"),
-        Some(&Value::Bool(true)),
-        "expected success, got {}",
-        m.body.to_json()
-    );
-}
-
-fn errno(m: &Message) -> Errno {
-    assert!(m.fds.is_empty(), "a refusal carried descriptors");
-    Errno(
-        m.body
-            .get("errno")
-            .and_then(Value::as_i64)
-            .unwrap_or_else(|| panic!("expected a refusal, got {}", m.body.to_json()))
-            as i32,
-    )
-}
+use common::wire::{call, errno, ok, request, Message, Value, With};
+use common::Agent;
 
 fn open_device(agent: &Agent) -> (OwnedFd, Message) {
     let c = agent.connect();
@@ -221,7 +185,7 @@ fn the_dispatcher_checks_in_the_kernels_order() {
         ),
     ];
     for (req, want) in cases {
-        let what = req.to_json();
+        let what = req.to_string();
         let m = call(&d, req, &[]);
         assert_eq!(errno(&m), want, "{what}");
     }
@@ -275,7 +239,7 @@ fn hostile_uapi_requests_are_refused_and_leave_nothing_behind() {
         (request("open_device"), vec![a.as_fd()], Errno::EINVAL),
     ];
     for (req, fds, want) in device {
-        let what = req.to_json();
+        let what = req.to_string();
         let what = &what[..what.len().min(120)];
         let m = call(&d, req, &fds);
         assert_eq!(errno(&m), want, "{what}");
@@ -313,7 +277,7 @@ fn hostile_uapi_requests_are_refused_and_leave_nothing_behind() {
         ),
     ];
     for (req, fds, want) in session {
-        let what = req.to_json();
+        let what = req.to_string();
         let m = call(&s, req, &fds);
         assert_eq!(errno(&m), want, "{what}");
         agent.wait_fds(base);
@@ -322,7 +286,7 @@ fn hostile_uapi_requests_are_refused_and_leave_nothing_behind() {
     // A client that asks and leaves without reading.
     let (gone, m) = open_device(&agent);
     assert_eq!(errno(&m), Errno::EBUSY);
-    luo_proto::send(gone.as_fd(), &good, &[]).unwrap();
+    common::wire::send(gone.as_fd(), &good, &[]).unwrap();
     drop(gone);
 
     // Still serving, with the same descriptors: one preserve works.

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use luo_core::handler::MemfdHandler;
 use luo_core::{FileHandler, FileInfo, FileOpArgs, IdentityKind, Luo};
-use luo_proto::Value;
 use luo_sys::{liveupdate as lu, Errno};
+use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use crate::registry::{FileEntry, Registry, SessionEntry};
@@ -317,12 +317,13 @@ impl Plan {
             .ok_or_else(|| plan_err("sessions"))?
         {
             let s = s.as_array().ok_or_else(|| plan_err("session"))?;
-            let [key, parts, tokens] = s else {
+            let [key, parts, tokens] = s.as_slice() else {
                 return Err(plan_err("session"));
             };
             let mut ps = Vec::new();
             for p in parts.as_array().ok_or_else(|| plan_err("parts"))? {
-                let [name, fd, files] = p.as_array().ok_or_else(|| plan_err("part"))? else {
+                let [name, fd, files] = p.as_array().ok_or_else(|| plan_err("part"))?.as_slice()
+                else {
                     return Err(plan_err("part"));
                 };
                 let fd = match fd {
@@ -339,7 +340,7 @@ impl Plan {
             }
             let mut ts = Vec::new();
             for t in tokens.as_array().ok_or_else(|| plan_err("tokens"))? {
-                let [t, i] = t.as_array().ok_or_else(|| plan_err("token"))? else {
+                let [t, i] = t.as_array().ok_or_else(|| plan_err("token"))?.as_slice() else {
                     return Err(plan_err("token"));
                 };
                 let i = n(Some(i), "token part")? as usize;
@@ -419,13 +420,14 @@ impl Kernel {
                 Value::Array(tokens),
             ]));
         }
-        let mut v = Value::object()
-            .with("dev", dev)
-            .with("next_seq", self.next_seq)
-            .with("files_per_part", self.files_per_part)
-            .with("sessions", sessions);
+        let mut v = json!({
+            "dev": dev,
+            "next_seq": self.next_seq,
+            "files_per_part": self.files_per_part,
+            "sessions": sessions,
+        });
         if let Some(g) = self.get_name {
-            v.set("get_name", g);
+            v["get_name"] = g.into();
         }
         Ok(v)
     }

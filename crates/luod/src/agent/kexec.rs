@@ -1,13 +1,16 @@
 //! `kexec`: the preflight and the kernel live update itself
 //! (`kexec_file_load`, the registry, `reboot(LINUX_REBOOT_CMD_KEXEC)`).
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use luo_core::SessionState;
-use luo_proto::{Errno, Error, Message, Value};
+use luo_proto::ops::{Kexec, KexecReply};
+use luo_proto::types::{LostFile, Preflight, PreflightSession};
+use luo_proto::{Errno, Error};
 use luo_sys::liveupdate as lu;
 use tracing::{error, info, warn};
 
+use super::ops::reply;
 use super::{kernel, Agent, Reply};
 use crate::Backend;
 
@@ -32,22 +35,10 @@ fn has_liveupdate_on(cmdline: &str) -> bool {
     })
 }
 
-fn bool_arg(msg: &Message, key: &str) -> Result<bool, Error> {
-    match msg.body.get(key) {
-        None => Ok(false),
-        Some(v) => v.as_bool().ok_or_else(|| {
-            Error::new(
-                Errno::EINVAL,
-                format!("\"{key}\" must be a boolean, not {}", v.type_name()),
-            )
-        }),
-    }
-}
-
 impl Agent {
     /// What a kexec now would carry and lose, as the `preflight` object of
     /// docs/protocol.md, and the problems that refuse it without `force`.
-    fn preflight(&self, cmdline: &str, kernel_bytes: u64, initrd_bytes: Option<u64>) -> Value {
+    fn preflight(&self, cmdline: &str, kernel_bytes: u64, initrd_bytes: Option<u64>) -> Preflight {
         let mut problems: Vec<String> = Vec::new();
         let mut sessions = Vec::new();
         let (mut carried, mut lost) = (0u64, 0u64);
@@ -63,26 +54,24 @@ impl Agent {
                     n += 1;
                     carried_bytes += f.pinned;
                 } else {
-                    lost_files.push(
-                        Value::object()
-                            .with("token", f.token)
-                            .with("handler", f.handler.as_str())
-                            .with("why", why_lost(&f.handler)),
-                    );
+                    lost_files.push(LostFile {
+                        token: f.token,
+                        handler: f.handler.clone(),
+                        why: why_lost(&f.handler).into(),
+                    });
                 }
             }
             carried += n;
             lost += lost_files.len() as u64;
-            sessions.push(
-                Value::object()
-                    .with("owner", s.owner)
-                    .with("name", String::from_utf8_lossy(&s.name).into_owned())
-                    .with("state", super::report::state_name(s.state))
-                    .with("files", s.files.len())
-                    .with("carried", n)
-                    .with("bytes", s.pinned_bytes)
-                    .with("lost", lost_files),
-            );
+            sessions.push(PreflightSession {
+                owner: s.owner,
+                name: String::from_utf8_lossy(&s.name).into_owned(),
+                state: super::report::state(s.state),
+                files: s.files.len() as u64,
+                carried: n,
+                bytes: s.pinned_bytes,
+                lost: lost_files,
+            });
         }
         if lost > 0 {
             problems.push(format!(
@@ -104,54 +93,55 @@ impl Agent {
                     .to_string(),
             );
         }
-        let mut v = Value::object()
-            .with("backend", self.backend.as_str())
-            .with("epoch", self.luo.epoch())
-            .with("liveupdate_device", self.kernel.is_some())
-            .with("current_cmdline_liveupdate", current_on)
-            .with("cmdline", cmdline)
-            .with("next_cmdline_liveupdate", next_on)
-            .with("kernel_bytes", kernel_bytes)
-            .with("sessions", sessions)
-            .with("carried_files", carried)
-            .with("carried_bytes", carried_bytes)
-            .with("lost_files", lost);
-        if let Some(k) = &self.kernel {
-            v.set("kernel_sessions", kernel::lock(k).open_parts());
+        Preflight {
+            backend: self.backend.as_str().into(),
+            epoch: self.luo.epoch(),
+            liveupdate_device: self.kernel.is_some(),
+            current_cmdline_liveupdate: current_on,
+            cmdline: cmdline.into(),
+            next_cmdline_liveupdate: next_on,
+            kernel_bytes,
+            initrd_bytes,
+            kernel_sessions: self
+                .kernel
+                .as_ref()
+                .map(|k| kernel::lock(k).open_parts() as u64),
+            sessions,
+            carried_files: carried,
+            carried_bytes,
+            lost_files: lost,
+            problems,
         }
-        if let Some(b) = initrd_bytes {
-            v.set("initrd_bytes", b);
-        }
-        let problems: Vec<Value> = problems.into_iter().map(Value::from).collect();
-        v.with("problems", problems)
     }
 
     /// The `kexec` request: a preflight (`dry_run`), or the live update.
     /// On success the machine reboots into the new kernel and no reply is
     /// sent; a failure is answered with the kernel's errno and nothing
     /// changes.
-    pub(super) fn kexec(&mut self, uid: u32, msg: Message) -> Result<Reply, Error> {
+    pub(super) fn kexec(&mut self, uid: u32, r: Kexec, fds: Vec<OwnedFd>) -> Result<Reply, Error> {
         if uid != 0 {
             return Err(Error::new(
                 Errno::EPERM,
                 format!("only root may run a kernel live update (it reboots the machine); you are uid {uid}"),
             ));
         }
-        let cmdline = luo_proto::str_field(&msg.body, "cmdline")?.to_string();
-        let dry_run = bool_arg(&msg, "dry_run")?;
-        let force = bool_arg(&msg, "force")?;
-        let want_initrd = bool_arg(&msg, "initrd")?;
-        if msg.fds.len() != 1 + usize::from(want_initrd) {
+        let Kexec {
+            cmdline,
+            initrd: want_initrd,
+            dry_run,
+            force,
+        } = r;
+        if fds.len() != 1 + usize::from(want_initrd) {
             return Err(Error::new(
                 Errno::EINVAL,
                 format!(
                     "'kexec' takes the kernel image's descriptor{}, not {} descriptors; they were closed",
                     if want_initrd { " and the initrd's" } else { "" },
-                    msg.fds.len()
+                    fds.len()
                 ),
             ));
         }
-        let size = |i: usize| luo_sys::fstat(msg.fds[i].as_fd()).map(|s| s.size);
+        let size = |i: usize| luo_sys::fstat(fds[i].as_fd()).map(|s| s.size);
         let kernel_bytes = size(0).map_err(|e| Error::new(e, "the kernel image cannot be read"))?;
         let initrd_bytes = if want_initrd {
             Some(size(1).map_err(|e| Error::new(e, "the initrd cannot be read"))?)
@@ -160,7 +150,8 @@ impl Agent {
         };
         let report = self.preflight(&cmdline, kernel_bytes, initrd_bytes);
         if dry_run {
-            return Ok(Reply::ok(luo_proto::ok_reply().with("preflight", report)));
+            let preflight = Some(report);
+            return reply::<Kexec>(KexecReply { preflight }, vec![]);
         }
         let Some(k) = self.kernel.clone() else {
             return Err(Error::new(
@@ -168,13 +159,7 @@ impl Agent {
                 "luod runs on the emulated backend, which cannot carry anything across a kexec; start it with --backend kernel on a kernel booted with liveupdate=on (luoctl update, without --kexec, is the emulated update)",
             ));
         };
-        let problems: Vec<String> = report
-            .get("problems")
-            .and_then(Value::as_array)
-            .unwrap_or(&[])
-            .iter()
-            .filter_map(|p| p.as_str().map(str::to_string))
-            .collect();
+        let problems = report.problems;
         if !problems.is_empty() && !force {
             return Err(Error::new(
                 Errno::ECANCELED,
@@ -185,11 +170,11 @@ impl Agent {
             ));
         }
         let initrd = if want_initrd {
-            Some(msg.fds[1].as_fd())
+            Some(fds[1].as_fd())
         } else {
             None
         };
-        lu::kexec_file_load(msg.fds[0].as_fd(), initrd, &cmdline).map_err(|e| {
+        lu::kexec_file_load(fds[0].as_fd(), initrd, &cmdline).map_err(|e| {
             let hint = match e {
                 Errno::EPERM => "luod lacks CAP_SYS_BOOT, or kexec is disabled (kernel.kexec_load_disabled)",
                 Errno::ENOEXEC => "the file is not a kernel image this kernel can boot (a bzImage built with CONFIG_RELOCATABLE)",

@@ -22,8 +22,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use luo_core::{Luo, SessionState};
-use luo_proto::json::{self, Value};
 use luo_proto::Error;
+use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use crate::store::Sink;
@@ -63,14 +63,15 @@ fn file_name(prefix: &str, seq: u64, token: u64) -> String {
 }
 
 fn record_memfd(owner: u32, name: &[u8], incoming: bool, epoch: u64) -> std::io::Result<OwnedFd> {
-    let v = Value::object()
-        .with("owner", owner)
-        .with("name", String::from_utf8_lossy(name).into_owned())
-        .with("state", if incoming { "incoming" } else { "open" })
-        .with("epoch", epoch);
+    let v = json!({
+        "owner": owner,
+        "name": String::from_utf8_lossy(name),
+        "state": if incoming { "incoming" } else { "open" },
+        "epoch": epoch,
+    });
     let fd = luo_sys::memfd_create("luod-session", luo_sys::mfd::ALLOW_SEALING)?;
     let mut f = std::fs::File::from(fd);
-    f.write_all(v.to_json().as_bytes())?;
+    f.write_all(v.to_string().as_bytes())?;
     use luo_sys::seal::*;
     luo_sys::add_seals(f.as_fd(), SEAL | SHRINK | GROW | WRITE)?;
     Ok(OwnedFd::from(f))
@@ -252,9 +253,7 @@ impl Mirror {
             bin.extend_from_slice(p);
             bin.resize(bin.len().next_multiple_of(8), 0);
         }
-        let v = Value::object()
-            .with("inc", self.inc.as_str())
-            .with("broken", self.broken);
+        let v = json!({"inc": self.inc, "broken": self.broken});
         (v, bin)
     }
 
@@ -409,7 +408,7 @@ pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaim
             .seek(SeekFrom::Start(0))
             .and_then(|_| file.read_to_string(&mut text))
             .ok()
-            .and_then(|_| json::parse(text.as_bytes()).ok());
+            .and_then(|_| serde_json::from_str::<Value>(&text).ok());
         let Some(v) = parsed else {
             warn!("the record of session {prefix} cannot be read: dropped");
             out.stale.push(record);

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use luo_core::{Luo, SessionHandle, SessionState};
-use luo_proto::{Errno, Error, Value};
+use luo_proto::{Errno, Error, RecvBuf};
 use luo_sys::epoll::{EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP};
 use luo_sys::Epoll;
+use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::{AgentError, Backend, Config};
@@ -62,24 +63,32 @@ enum Kind {
     },
 }
 
-/// An encoded reply waiting to be sent, with its descriptors.
+/// An encoded reply, with the descriptors to attach.
 #[derive(Debug)]
-struct Outgoing {
+pub(crate) struct Reply {
     bytes: Vec<u8>,
     fds: Vec<OwnedFd>,
 }
 
-/// A reply before encoding: a body and the descriptors to attach.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub(crate) body: Value,
-    pub(crate) fds: Vec<OwnedFd>,
-}
-
 impl Reply {
-    pub(crate) fn ok(body: Value) -> Reply {
+    /// A success carrying `body`'s members and `fds`. One too large for a
+    /// message is an `EMSGSIZE` error (and the descriptors are closed).
+    pub(crate) fn encode<T: Serialize>(body: &T, fds: Vec<OwnedFd>) -> Result<Reply, Error> {
+        match luo_proto::encode_reply(body, fds.len()) {
+            Ok(bytes) => Ok(Reply { bytes, fds }),
+            Err(e) => Err(Error::new(
+                e.errno,
+                format!(
+                    "the reply does not fit in one message ({}); listings are paged, so this is a bug in luod",
+                    e.message
+                ),
+            )),
+        }
+    }
+
+    fn refusal(e: &Error) -> Reply {
         Reply {
-            body,
+            bytes: luo_proto::encode_refusal(e),
             fds: Vec::new(),
         }
     }
@@ -91,7 +100,7 @@ struct Conn {
     kind: Kind,
     /// Replies not sent yet. While it is not empty the connection is not
     /// read (backpressure), so it holds at most one reply.
-    outbox: VecDeque<Outgoing>,
+    outbox: VecDeque<Reply>,
     /// The events epoll watches for.
     interest: u32,
     /// Sending failed for good (the peer is gone or stopped reading for
@@ -138,6 +147,9 @@ pub struct Agent {
     mirror: Option<mirror::Mirror>,
     /// Sessions changed by the request being answered, for the mirror.
     dirty: Vec<u64>,
+    /// The receive buffer, reused from one request to the next; taken while
+    /// a request is carried out.
+    rbuf: Option<RecvBuf>,
 }
 
 fn is_transport_error(e: Errno) -> bool {
@@ -264,6 +276,7 @@ impl Agent {
             devices: uapi::Devices::default(),
             mirror,
             dirty: Vec::new(),
+            rbuf: None,
         };
         let q = config.quota;
         let limit = |n: u64| {
@@ -599,10 +612,18 @@ impl Agent {
                 break;
             }
             let refused = matches!(c.kind, Kind::Refused { .. });
-            match luo_proto::recv(c.fd.as_fd()) {
-                Ok(Some(msg)) => {
-                    let reply = self.request(key, msg);
+            let dead = c.dead;
+            let mut buf = self.rbuf.take().unwrap_or_default();
+            let got = luo_proto::recv(c.fd.as_fd(), &mut buf);
+            let got = got.map(|d| {
+                d.map(|d| {
+                    let reply = self.request(key, d);
                     self.reply(key, reply);
+                })
+            });
+            self.rbuf = Some(buf);
+            match got {
+                Ok(Some(())) => {
                     if refused {
                         // Told why; done with it.
                         self.drop_conn(key, None);
@@ -612,7 +633,7 @@ impl Agent {
                 Ok(None) => {
                     // End of file, or an empty datagram. With a hang-up
                     // reported (or the peer known gone) it is the end.
-                    if hangup || c.dead {
+                    if hangup || dead {
                         self.drop_conn(key, None);
                         return;
                     }
@@ -645,7 +666,7 @@ impl Agent {
 
     /// Queues a reply and tries to send it at once.
     fn reply(&mut self, key: u64, reply: Result<Reply, Error>) {
-        let out = encode(reply);
+        let out = reply.unwrap_or_else(|e| Reply::refusal(&e));
         let Some(c) = self.conns.get_mut(&key) else {
             return;
         };
@@ -663,7 +684,7 @@ impl Agent {
         };
         while let Some(out) = c.outbox.front() {
             let fds: Vec<BorrowedFd<'_>> = out.fds.iter().map(AsFd::as_fd).collect();
-            match luo_proto::send_encoded(c.fd.as_fd(), &out.bytes, &fds) {
+            match luo_proto::send(c.fd.as_fd(), &out.bytes, &fds) {
                 Ok(()) => {
                     // Sent: our copies of its descriptors close here.
                     c.outbox.pop_front();
@@ -786,31 +807,6 @@ impl Agent {
             Err(_) => debug!(
                 "a stale handle of session {name} of uid {owner} closed (the session crossed over)"
             ),
-        }
-    }
-}
-
-/// Encodes a reply; one too large to send becomes an `EMSGSIZE` error.
-fn encode(reply: Result<Reply, Error>) -> Outgoing {
-    let (body, fds) = match reply {
-        Ok(r) => (r.body, r.fds),
-        Err(e) => (e.to_reply(), Vec::new()),
-    };
-    match luo_proto::encode(&body, fds.len()) {
-        Ok(bytes) => Outgoing { bytes, fds },
-        Err(e) => {
-            let e = Error::new(
-                e.errno,
-                format!(
-                    "the reply does not fit in one message ({}); listings are paged, so this is a bug in luod",
-                    e.message
-                ),
-            );
-            let bytes = luo_proto::encode(&e.to_reply(), 0).unwrap_or_default();
-            Outgoing {
-                bytes,
-                fds: Vec::new(),
-            }
         }
     }
 }

@@ -1,31 +1,19 @@
-//! The requests of `docs/protocol.md`, on both kinds of socket.
+//! The requests of `docs/protocol.md`, on both kinds of socket: one
+//! exhaustive `match` per kind of socket, one method per op.
+
+use std::os::fd::OwnedFd;
 
 use luo_core::{SessionHandle, SessionState};
+use luo_proto::ops::{
+    self, AgentRequest, CreateSession, Done, Epoch, FinishSession, HandleRequest, HandoverSession,
+    Info, InfoPage, ListSessions, Preserve, Preserved, Retrieve, RetrieveSession, SessionName,
+    SessionPage, Show,
+};
 use luo_proto::types::{page_details, page_summaries, Status, Usage, PAGE_WINDOW};
-use luo_proto::{ok_reply, opt_u64_field, str_field, u64_list, Errno, Error, Message, Value};
+use luo_proto::{Call, Datagram, Errno, Error};
 use tracing::{debug, info};
 
 use super::{quoted, report, Agent, Kind, Reply};
-
-/// Requests taken on the agent connection.
-const AGENT_OPS: &[&str] = &[
-    "create_session",
-    "retrieve_session",
-    "handover",
-    "finish",
-    "update",
-    "status",
-    "sessions",
-    "show",
-    "kexec",
-    "upgrade",
-    "open_device",
-    "ioctl",
-];
-/// Requests taken on a session handle.
-const HANDLE_OPS: &[&str] = &[
-    "name", "info", "preserve", "retrieve", "handover", "finish", "ioctl",
-];
 
 /// Most tokens in one `preserve` or `retrieve` (one descriptor each).
 const MAX_TOKENS: usize = luo_proto::MAX_FDS;
@@ -39,50 +27,41 @@ fn einval(msg: impl Into<std::borrow::Cow<'static, str>>) -> Error {
     Error::new(Errno::EINVAL, msg)
 }
 
+/// The successful reply to `C`: its results and descriptors.
+pub(super) fn reply<C: Call>(body: C::Reply, fds: Vec<OwnedFd>) -> Result<Reply, Error> {
+    Reply::encode(&body, fds)
+}
+
 /// Refuses descriptors sent with a request that takes none (they are closed
-/// when the message is dropped).
-fn no_fds(op: &str, msg: &Message) -> Result<(), Error> {
-    if msg.fds.is_empty() {
+/// when dropped).
+fn no_fds(op: &str, fds: &[OwnedFd]) -> Result<(), Error> {
+    if fds.is_empty() {
         return Ok(());
     }
     Err(einval(format!(
         "'{op}' takes no descriptors, but {} came with it; they were closed",
-        msg.fds.len()
+        fds.len()
     )))
 }
 
 /// A session name: 1 to 63 bytes without NUL, as `create_session` takes.
-fn name_arg(msg: &Message) -> Result<String, Error> {
-    let name = str_field(&msg.body, "name")?;
+fn check_name(name: &str) -> Result<(), Error> {
     if name.is_empty() || name.len() > luo_core::MAX_SESSION_NAME || name.contains('\0') {
         return Err(einval(format!(
             "\"name\" must be 1 to {} bytes without NUL; {} is {} bytes",
             luo_core::MAX_SESSION_NAME,
-            clip(name),
+            ops::clip(name),
             name.len()
         )));
     }
-    Ok(name.to_string())
+    Ok(())
 }
 
-/// A client's string for a message or a log line: quoted, escaped, and cut
-/// short, so that it can neither forge log lines nor bloat a reply.
-fn clip(s: &str) -> String {
-    const MAX: usize = 64;
-    match s.char_indices().nth(MAX) {
-        None => format!("{:?}", s),
-        Some((i, _)) => format!("{:?}...", &s[..i]),
-    }
-}
-
-/// The owner a by-name request acts on: the caller's uid, or `"owner"` when
+/// The owner a by-name request acts on: the caller's uid, or `owner` when
 /// the caller is root or names itself.
-fn owner_arg(caller: u32, msg: &Message, what: &str) -> Result<u32, Error> {
-    let Some(o) = opt_u64_field(&msg.body, "owner")? else {
+fn owner_of(caller: u32, owner: Option<u32>, what: &str) -> Result<u32, Error> {
+    let Some(o) = owner else {
         return Ok(caller);
-    };
-    let Ok(o) = u32::try_from(o) else {
-        return Err(einval(format!("\"owner\" {o} is not a uid")));
     };
     if caller == 0 || o == caller {
         return Ok(o);
@@ -93,45 +72,19 @@ fn owner_arg(caller: u32, msg: &Message, what: &str) -> Result<u32, Error> {
     ))
 }
 
-/// Where a paged listing continues: the `"next"` of the previous page.
-fn start_arg(msg: &Message) -> Result<usize, Error> {
-    Ok(opt_u64_field(&msg.body, "start")?.unwrap_or(0) as usize)
-}
-
-fn tokens_arg(msg: &Message, op: &str) -> Result<Vec<u64>, Error> {
-    let tokens = u64_list(&msg.body, "tokens")?;
+fn check_tokens(tokens: &[u64], op: &str) -> Result<(), Error> {
     if tokens.is_empty() || tokens.len() > MAX_TOKENS {
         return Err(einval(format!(
             "'{op}' takes 1 to {MAX_TOKENS} tokens, not {}; split larger batches",
             tokens.len()
         )));
     }
-    Ok(tokens)
-}
-
-pub(super) fn wrong_socket(op: &str, on_agent: bool) -> Error {
-    let msg = if on_agent && HANDLE_OPS.contains(&op) {
-        format!(
-            "'{op}' is a request for a session handle (the descriptor create_session or retrieve_session returned), not for the agent connection"
-        )
-    } else if !on_agent && AGENT_OPS.contains(&op) {
-        format!(
-            "'{op}' is a request for the agent connection (connect to the socket path), not for a session handle"
-        )
-    } else {
-        let (here, ops) = if on_agent {
-            ("the agent connection", AGENT_OPS)
-        } else {
-            ("a session handle", HANDLE_OPS)
-        };
-        format!("unknown op {}; {here} takes {}", clip(op), ops.join(", "))
-    };
-    Error::new(Errno::EOPNOTSUPP, msg)
+    Ok(())
 }
 
 impl Agent {
     /// Answers one request received on connection `key`.
-    pub(super) fn request(&mut self, key: u64, msg: Message) -> Result<Reply, Error> {
+    pub(super) fn request(&mut self, key: u64, d: Datagram<'_>) -> Result<Reply, Error> {
         // The session a handle acts on may change (or end): the store must
         // follow before the client hears the answer.
         if let Some(Kind::Handle { handle, .. }) = self.conns.get(&key).map(|c| &c.kind) {
@@ -139,176 +92,276 @@ impl Agent {
                 self.dirty.push(k);
             }
         }
-        let r = self.request_inner(key, msg);
+        let r = self.request_inner(key, d);
         self.flush_mirror();
         r
     }
 
-    fn request_inner(&mut self, key: u64, msg: Message) -> Result<Reply, Error> {
+    fn request_inner(&mut self, key: u64, d: Datagram<'_>) -> Result<Reply, Error> {
         let Some(kind) = self.conns.get(&key).map(|c| c.kind.clone()) else {
             return Err(Error::new(Errno::EBADF, "connection gone"));
         };
-        let op = msg.op()?.to_string();
-        debug!("connection {key}: {}", clip(&op));
-        if super::uapi::OPS.contains(&op.as_str()) && !matches!(kind, Kind::Refused { .. }) {
-            return self.uapi_request(key, kind, &op, msg);
-        }
         match kind {
-            Kind::Agent { uid, .. } if op == "upgrade" => {
-                no_fds(&op, &msg)?;
-                Err(self.upgrade(key, uid, &msg))
+            Kind::Agent { uid, .. } => {
+                let (req, fds) = d.request::<AgentRequest>()?;
+                debug!("connection {key}: {}", req.op());
+                self.agent_request(key, uid, req, fds)
             }
-            Kind::Agent { uid, .. } => self.agent_request(uid, &op, msg),
-            Kind::Handle { handle, .. } => self.handle_request(handle, &op, msg),
+            Kind::Handle { handle, .. } => {
+                let (req, fds) = d.request::<HandleRequest>()?;
+                debug!("connection {key}: {}", req.op());
+                self.handle_request(key, handle, req, fds)
+            }
             Kind::Refused { why, .. } => Err(Error::new(Errno::EDQUOT, why)),
         }
     }
 
-    fn agent_request(&mut self, uid: u32, op: &str, msg: Message) -> Result<Reply, Error> {
-        if !AGENT_OPS.contains(&op) {
-            return Err(wrong_socket(op, true));
+    fn agent_request(
+        &mut self,
+        key: u64,
+        uid: u32,
+        req: AgentRequest,
+        fds: Vec<OwnedFd>,
+    ) -> Result<Reply, Error> {
+        // The requests of the emulation and `kexec` check their own.
+        if !matches!(
+            req,
+            AgentRequest::Kexec(_) | AgentRequest::Ioctl(_) | AgentRequest::OpenDevice(_)
+        ) {
+            no_fds(req.op(), &fds)?;
         }
-        if op == "kexec" {
-            return self.kexec(uid, msg);
+        match req {
+            AgentRequest::CreateSession(r) => self.create_session(uid, r),
+            AgentRequest::RetrieveSession(r) => self.retrieve_session(uid, r),
+            AgentRequest::HandoverSession(r) => self.handover_by_name(uid, r),
+            AgentRequest::FinishSession(r) => self.finish_by_name(uid, r),
+            AgentRequest::Update(_) => self.update(uid),
+            AgentRequest::GetStatus(_) => reply::<ops::GetStatus>(self.status(uid), vec![]),
+            AgentRequest::ListSessions(r) => self.list_sessions(uid, r),
+            AgentRequest::Show(r) => self.show(uid, r),
+            AgentRequest::Kexec(r) => self.kexec(uid, r, fds),
+            AgentRequest::Upgrade(r) => Err(self.upgrade(key, uid, r)),
+            AgentRequest::OpenDevice(r) => self.open_device(key, uid, r, fds),
+            AgentRequest::Ioctl(r) => self.device_ioctl(key, uid, r, fds),
         }
-        no_fds(op, &msg)?;
-        match op {
-            "create_session" => {
-                let name = name_arg(&msg)?;
-                let (fd, _) = self.new_handle(|luo| luo.create_session(uid, name.as_bytes()))?;
-                info!("session {} of uid {uid} created", quoted(&name));
-                Ok(Reply {
-                    body: ok_reply(),
-                    fds: vec![fd],
-                })
+    }
+
+    fn handle_request(
+        &mut self,
+        key: u64,
+        h: SessionHandle,
+        req: HandleRequest,
+        fds: Vec<OwnedFd>,
+    ) -> Result<Reply, Error> {
+        if !matches!(req, HandleRequest::Preserve(_) | HandleRequest::Ioctl(_)) {
+            no_fds(req.op(), &fds)?;
+        }
+        match req {
+            HandleRequest::Name(_) => {
+                let name = self.luo.name(h).map_err(core_error)?;
+                let name = String::from_utf8_lossy(name).into_owned();
+                reply::<ops::Name>(SessionName { name }, vec![])
             }
-            "retrieve_session" => {
-                let name = name_arg(&msg)?;
-                let owner = owner_arg(uid, &msg, "retrieve")?;
-                let (fd, h) =
-                    self.new_handle(|luo| luo.retrieve_session(owner, name.as_bytes()))?;
+            HandleRequest::Info(r) => self.info(h, r),
+            HandleRequest::Preserve(r) => self.preserve(h, r, fds),
+            HandleRequest::Retrieve(r) => self.retrieve(h, r),
+            HandleRequest::Handover(_) => {
+                let (name, owner) = self.handle_names(h)?;
                 let files = self.luo.file_count(h).unwrap_or(0);
-                info!(
-                    "session {} of uid {owner} retrieved by uid {uid} ({files} files)",
-                    quoted(&name)
-                );
-                Ok(Reply {
-                    body: ok_reply(),
-                    fds: vec![fd],
-                })
-            }
-            "handover" => {
-                let name = name_arg(&msg)?;
-                let owner = owner_arg(uid, &msg, "hand over")?;
-                let h = self
-                    .luo
-                    .open_outgoing(owner, name.as_bytes())
-                    .map_err(core_error)?;
-                self.dirty.extend(self.luo.session_key(h));
-                let files = self.luo.file_count(h).unwrap_or(0);
-                let r = self.luo.handover(h);
-                // After a handover the handle is stale and closing it only
-                // forgets it; after a refusal the creator's handle remains.
-                let _ = self.luo.close(h);
-                r.map_err(core_error)?;
+                self.luo.handover(h).map_err(core_error)?;
                 self.log_handover(&name, owner, files);
-                Ok(Reply::ok(ok_reply()))
+                reply::<ops::Handover>(Done {}, vec![])
             }
-            "finish" => {
-                let name = name_arg(&msg)?;
-                let owner = owner_arg(uid, &msg, "finish")?;
-                let h = self
-                    .luo
-                    .retrieve_session(owner, name.as_bytes())
-                    .map_err(|e| {
-                        let mut e = core_error(e);
-                        if e.errno == Errno::EINVAL {
-                            e.message = format!(
-                                "{}; the process holding it must finish it or close its handle",
-                                e.message
-                            )
-                            .into();
-                        }
-                        e
-                    })?;
-                self.dirty.extend(self.luo.session_key(h));
-                let unretrieved = self.luo.session(h).map_or(0, |s| {
-                    s.files
-                        .iter()
-                        .filter(|f| f.retrieve != luo_core::RetrieveStatus::Retrieved)
-                        .count()
-                });
-                let r = self.luo.finish(h);
-                // Finished: closing removes it. Refused: it goes back to waiting.
-                let _ = self.luo.close(h);
-                r.map_err(core_error)?;
-                info!(
-                    "session {} of uid {owner} finished by name by uid {uid}; {unretrieved} files never retrieved were discarded",
-                    quoted(&name)
-                );
-                Ok(Reply::ok(ok_reply()))
+            HandleRequest::Finish(_) => {
+                let (name, owner) = self.handle_names(h)?;
+                self.luo.finish(h).map_err(core_error)?;
+                info!("session {} of uid {owner} finished", quoted(&name));
+                reply::<ops::Finish>(Done {}, vec![])
             }
-            "update" => {
-                if uid != 0 && uid != self.euid {
-                    return Err(Error::new(
-                        Errno::EPERM,
-                        format!(
-                            "only root or uid {} (the agent's) may update: it hands over every uid's sessions; you are uid {uid}",
-                            self.euid
-                        ),
-                    ));
-                }
-                let epoch = self.luo.update().map_err(core_error)?;
-                self.dirty.extend(self.luo.session_keys());
-                info!("update by uid {uid}: every outgoing session crossed over; epoch {epoch}");
-                Ok(Reply::ok(ok_reply().with("epoch", epoch)))
-            }
-            "status" => {
-                let mut body = ok_reply();
-                if let Value::Object(members) = self.status(uid).to_value() {
-                    for (k, v) in members {
-                        body.set(&k, v);
-                    }
-                }
-                Ok(Reply::ok(body))
-            }
-            "sessions" => {
-                let start = start_arg(&msg)?;
-                let all: Vec<_> = self
-                    .luo
-                    .summaries()
-                    .iter()
-                    .filter(|s| uid == 0 || s.owner == uid)
-                    .map(report::detail)
-                    .collect();
-                let (list, next) = page_summaries(&all, start);
-                Ok(Reply::ok(
-                    ok_reply().with("sessions", list).with("next", next),
-                ))
-            }
-            "show" => {
-                let name = name_arg(&msg)?;
-                let owner = owner_arg(uid, &msg, "show")?;
-                let start = start_arg(&msg)?;
-                let all: Vec<_> = self
-                    .luo
-                    .find_files(owner, name.as_bytes(), start, PAGE_WINDOW)
-                    .iter()
-                    .map(report::detail)
-                    .collect();
-                if all.is_empty() {
-                    return Err(Error::new(
-                        Errno::ENOENT,
-                        format!("uid {owner} has no session named {}", quoted(&name)),
-                    ));
-                }
-                let (list, next) = page_details(&all, start);
-                Ok(Reply::ok(
-                    ok_reply().with("sessions", list).with("next", next),
-                ))
-            }
-            _ => Err(wrong_socket(op, true)),
+            HandleRequest::Ioctl(r) => self.session_ioctl(key, h, r, fds),
         }
+    }
+
+    fn create_session(&mut self, uid: u32, r: CreateSession) -> Result<Reply, Error> {
+        check_name(&r.name)?;
+        let (fd, _) = self.new_handle(|luo| luo.create_session(uid, r.name.as_bytes()))?;
+        info!("session {} of uid {uid} created", quoted(&r.name));
+        reply::<CreateSession>(Done {}, vec![fd])
+    }
+
+    fn retrieve_session(&mut self, uid: u32, r: RetrieveSession) -> Result<Reply, Error> {
+        check_name(&r.name)?;
+        let owner = owner_of(uid, r.owner, "retrieve")?;
+        let (fd, h) = self.new_handle(|luo| luo.retrieve_session(owner, r.name.as_bytes()))?;
+        let files = self.luo.file_count(h).unwrap_or(0);
+        info!(
+            "session {} of uid {owner} retrieved by uid {uid} ({files} files)",
+            quoted(&r.name)
+        );
+        reply::<RetrieveSession>(Done {}, vec![fd])
+    }
+
+    fn handover_by_name(&mut self, uid: u32, r: HandoverSession) -> Result<Reply, Error> {
+        check_name(&r.name)?;
+        let owner = owner_of(uid, r.owner, "hand over")?;
+        let h = self
+            .luo
+            .open_outgoing(owner, r.name.as_bytes())
+            .map_err(core_error)?;
+        self.dirty.extend(self.luo.session_key(h));
+        let files = self.luo.file_count(h).unwrap_or(0);
+        let res = self.luo.handover(h);
+        // After a handover the handle is stale and closing it only
+        // forgets it; after a refusal the creator's handle remains.
+        let _ = self.luo.close(h);
+        res.map_err(core_error)?;
+        self.log_handover(&r.name, owner, files);
+        reply::<HandoverSession>(Done {}, vec![])
+    }
+
+    fn finish_by_name(&mut self, uid: u32, r: FinishSession) -> Result<Reply, Error> {
+        check_name(&r.name)?;
+        let owner = owner_of(uid, r.owner, "finish")?;
+        let h = self
+            .luo
+            .retrieve_session(owner, r.name.as_bytes())
+            .map_err(|e| {
+                let mut e = core_error(e);
+                if e.errno == Errno::EINVAL {
+                    e.message = format!(
+                        "{}; the process holding it must finish it or close its handle",
+                        e.message
+                    )
+                    .into();
+                }
+                e
+            })?;
+        self.dirty.extend(self.luo.session_key(h));
+        let unretrieved = self.luo.session(h).map_or(0, |s| {
+            s.files
+                .iter()
+                .filter(|f| f.retrieve != luo_core::RetrieveStatus::Retrieved)
+                .count()
+        });
+        let res = self.luo.finish(h);
+        // Finished: closing removes it. Refused: it goes back to waiting.
+        let _ = self.luo.close(h);
+        res.map_err(core_error)?;
+        info!(
+            "session {} of uid {owner} finished by name by uid {uid}; {unretrieved} files never retrieved were discarded",
+            quoted(&r.name)
+        );
+        reply::<FinishSession>(Done {}, vec![])
+    }
+
+    fn update(&mut self, uid: u32) -> Result<Reply, Error> {
+        if uid != 0 && uid != self.euid {
+            return Err(Error::new(
+                Errno::EPERM,
+                format!(
+                    "only root or uid {} (the agent's) may update: it hands over every uid's sessions; you are uid {uid}",
+                    self.euid
+                ),
+            ));
+        }
+        let epoch = self.luo.update().map_err(core_error)?;
+        self.dirty.extend(self.luo.session_keys());
+        info!("update by uid {uid}: every outgoing session crossed over; epoch {epoch}");
+        reply::<ops::Update>(Epoch { epoch }, vec![])
+    }
+
+    fn list_sessions(&mut self, uid: u32, r: ListSessions) -> Result<Reply, Error> {
+        let start = r.start.unwrap_or(0) as usize;
+        let all: Vec<_> = self
+            .luo
+            .summaries()
+            .iter()
+            .filter(|s| uid == 0 || s.owner == uid)
+            .map(report::detail)
+            .collect();
+        let (sessions, next) = page_summaries(&all, start);
+        reply::<ListSessions>(SessionPage { sessions, next }, vec![])
+    }
+
+    fn show(&mut self, uid: u32, r: Show) -> Result<Reply, Error> {
+        check_name(&r.name)?;
+        let owner = owner_of(uid, r.owner, "show")?;
+        let start = r.start.unwrap_or(0) as usize;
+        let all: Vec<_> = self
+            .luo
+            .find_files(owner, r.name.as_bytes(), start, PAGE_WINDOW)
+            .iter()
+            .map(report::detail)
+            .collect();
+        if all.is_empty() {
+            return Err(Error::new(
+                Errno::ENOENT,
+                format!("uid {owner} has no session named {}", quoted(&r.name)),
+            ));
+        }
+        let (sessions, next) = page_details(&all, start);
+        reply::<Show>(SessionPage { sessions, next }, vec![])
+    }
+
+    fn info(&mut self, h: SessionHandle, r: Info) -> Result<Reply, Error> {
+        let start = r.start.unwrap_or(0) as usize;
+        let s = self
+            .luo
+            .session_files(h, start, PAGE_WINDOW)
+            .map_err(core_error)?;
+        let (mut list, next) = page_details(&[report::detail(&s)], start);
+        let session = list
+            .pop()
+            .ok_or_else(|| Error::new(Errno::EIO, "the session vanished while listing it"))?;
+        reply::<Info>(InfoPage { session, next }, vec![])
+    }
+
+    fn preserve(
+        &mut self,
+        h: SessionHandle,
+        r: Preserve,
+        fds: Vec<OwnedFd>,
+    ) -> Result<Reply, Error> {
+        check_tokens(&r.tokens, "preserve")?;
+        if r.tokens.len() != fds.len() {
+            return Err(einval(format!(
+                "'preserve' needs one descriptor per token: {} tokens, {} descriptors; they were closed",
+                r.tokens.len(),
+                fds.len()
+            )));
+        }
+        let mut done = 0u64;
+        // Dropping the iterator at an error closes the descriptors from the
+        // refused one on.
+        for (token, fd) in r.tokens.iter().copied().zip(fds) {
+            if let Err(e) = self.luo.preserve(h, fd, token) {
+                let mut e = core_error(e);
+                if done > 0 {
+                    e.message = format!(
+                        "{} (the {done} files before it in this request were preserved; the rest were not)",
+                        e.message
+                    )
+                    .into();
+                }
+                return Err(e.with_token(token));
+            }
+            done += 1;
+        }
+        reply::<Preserve>(Preserved { preserved: done }, vec![])
+    }
+
+    fn retrieve(&mut self, h: SessionHandle, r: Retrieve) -> Result<Reply, Error> {
+        check_tokens(&r.tokens, "retrieve")?;
+        let mut fds = Vec::with_capacity(r.tokens.len());
+        for &token in &r.tokens {
+            // All or nothing: on an error what was retrieved is closed.
+            let fd = self
+                .luo
+                .retrieve_fd(h, token)
+                .map_err(|e| core_error(e).with_token(token))?;
+            fds.push(fd);
+        }
+        reply::<Retrieve>(Done {}, fds)
     }
 
     fn log_handover(&self, name: &str, owner: u32, files: usize) {
@@ -316,95 +369,6 @@ impl Agent {
             "session {} of uid {owner} handed over ({files} files)",
             quoted(name)
         );
-    }
-
-    fn handle_request(&mut self, h: SessionHandle, op: &str, msg: Message) -> Result<Reply, Error> {
-        if !HANDLE_OPS.contains(&op) {
-            return Err(wrong_socket(op, false));
-        }
-        if op != "preserve" {
-            no_fds(op, &msg)?;
-        }
-        match op {
-            "name" => {
-                let name = self.luo.name(h).map_err(core_error)?;
-                let name = String::from_utf8_lossy(name).into_owned();
-                Ok(Reply::ok(ok_reply().with("name", name)))
-            }
-            "info" => {
-                let start = start_arg(&msg)?;
-                let s = self
-                    .luo
-                    .session_files(h, start, PAGE_WINDOW)
-                    .map_err(core_error)?;
-                let (mut list, next) = page_details(&[report::detail(&s)], start);
-                Ok(Reply::ok(
-                    ok_reply().with("session", list.pop()).with("next", next),
-                ))
-            }
-            "preserve" => {
-                let tokens = tokens_arg(&msg, op)?;
-                if tokens.len() != msg.fds.len() {
-                    return Err(einval(format!(
-                        "'preserve' needs one descriptor per token: {} tokens, {} descriptors; they were closed",
-                        tokens.len(),
-                        msg.fds.len()
-                    )));
-                }
-                let mut done = 0usize;
-                // Dropping the iterator at an error closes the descriptors
-                // from the refused one on.
-                for (token, fd) in tokens.iter().copied().zip(msg.fds) {
-                    if let Err(e) = self.luo.preserve(h, fd, token) {
-                        let mut e = core_error(e);
-                        if done > 0 {
-                            e.message = format!(
-                                "{} (the {done} files before it in this request were preserved; the rest were not)",
-                                e.message
-                            )
-                            .into();
-                        }
-                        e.token = Some(token);
-                        return Err(e);
-                    }
-                    done += 1;
-                }
-                Ok(Reply::ok(ok_reply().with("preserved", done)))
-            }
-            "retrieve" => {
-                let tokens = tokens_arg(&msg, op)?;
-                let mut fds = Vec::with_capacity(tokens.len());
-                for &token in &tokens {
-                    match self.luo.retrieve_fd(h, token) {
-                        Ok(fd) => fds.push(fd),
-                        Err(e) => {
-                            // All or nothing: what was retrieved is closed.
-                            let mut e = core_error(e);
-                            e.token = Some(token);
-                            return Err(e);
-                        }
-                    }
-                }
-                Ok(Reply {
-                    body: ok_reply(),
-                    fds,
-                })
-            }
-            "handover" => {
-                let (name, owner) = self.handle_names(h)?;
-                let files = self.luo.file_count(h).unwrap_or(0);
-                self.luo.handover(h).map_err(core_error)?;
-                self.log_handover(&name, owner, files);
-                Ok(Reply::ok(ok_reply()))
-            }
-            "finish" => {
-                let (name, owner) = self.handle_names(h)?;
-                self.luo.finish(h).map_err(core_error)?;
-                info!("session {} of uid {owner} finished", quoted(&name));
-                Ok(Reply::ok(ok_reply()))
-            }
-            _ => Err(wrong_socket(op, false)),
-        }
     }
 
     fn handle_names(&self, h: SessionHandle) -> Result<(String, u32), Error> {

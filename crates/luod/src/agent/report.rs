@@ -35,7 +35,8 @@ pub(crate) fn state_name(s: SessionState) -> &'static str {
     state(s).as_str()
 }
 
-fn state(s: SessionState) -> types::SessionState {
+/// The protocol's session state.
+pub(crate) fn state(s: SessionState) -> types::SessionState {
     match s {
         SessionState::Open => types::SessionState::Open,
         SessionState::Incoming => types::SessionState::Incoming,

@@ -13,14 +13,13 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 
 use luo_core::{SessionHandle, SessionMode, SessionState};
+use luo_proto::ops::{Done, Handlers, Ioctl, IoctlReply, OpenDevice};
 use luo_proto::uapi::{self, Tail};
-use luo_proto::{ok_reply, opt_u64_field, str_field, u64_field, Errno, Error, Message, Value};
+use luo_proto::{Errno, Error, Value};
 use tracing::{debug, info};
 
-use super::{ops, quoted, Agent, Kind, Reply, LISTENER, MAX_EVENTS, SIGNALS};
-
-/// The requests of the emulation.
-pub(super) const OPS: &[&str] = &["open_device", "ioctl"];
+use super::ops::{self, reply};
+use super::{quoted, Agent, Reply, LISTENER, MAX_EVENTS, SIGNALS};
 
 /// A connection that holds the device.
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +68,7 @@ impl Devices {
         let bad = || "the device holders' state is malformed".to_string();
         let mut d = Devices::default();
         for e in v.as_array().ok_or_else(bad)? {
-            let [k, uid, epoch, all] = e.as_array().ok_or_else(bad)? else {
+            let [k, uid, epoch, all] = e.as_array().ok_or_else(bad)?.as_slice() else {
                 return Err(bad());
             };
             let k = k.as_u64().ok_or_else(bad)?;
@@ -114,51 +113,6 @@ enum Side {
 }
 
 impl Agent {
-    /// Answers `open_device` and `ioctl` on any kind of connection.
-    pub(super) fn uapi_request(
-        &mut self,
-        key: u64,
-        kind: Kind,
-        op: &str,
-        msg: Message,
-    ) -> Result<Reply, Error> {
-        // The caller's earlier close() must be seen before this request is,
-        // as the kernel releases a file before close() returns.
-        self.settle_hangups(key);
-        let on_agent = matches!(kind, Kind::Agent { .. });
-        match (op, kind) {
-            ("open_device", Kind::Agent { uid, .. }) => {
-                if !msg.fds.is_empty() {
-                    return Err(err(Errno::EINVAL, "'open_device' takes no descriptors"));
-                }
-                self.open_device(key, uid, &msg)
-            }
-            ("ioctl", Kind::Agent { uid, .. }) => {
-                if !msg.fds.is_empty() {
-                    return Err(err(
-                        Errno::EINVAL,
-                        "no ioctl on the device carries a descriptor; they were closed",
-                    ));
-                }
-                let Some(d) = self.devices.by_conn.get(&key).copied() else {
-                    return Err(err(
-                        Errno::ENOTTY,
-                        "this connection does not hold the device: send 'open_device' first",
-                    ));
-                };
-                if d.epoch != self.luo.epoch() {
-                    return Err(err(
-                        Errno::ESTALE,
-                        "the device was opened before the last update; open it again",
-                    ));
-                }
-                self.device_ioctl(uid, d, msg)
-            }
-            ("ioctl", Kind::Handle { handle, .. }) => self.session_ioctl(handle, msg),
-            _ => Err(ops::wrong_socket(op, on_agent)),
-        }
-    }
-
     /// Carries out the hang-ups epoll already knows of (other than `key`'s):
     /// a client that closed a session fd or the device and then asks for
     /// something finds the close done, as on the kernel.
@@ -191,23 +145,21 @@ impl Agent {
         }
     }
 
-    fn open_device(&mut self, key: u64, uid: u32, msg: &Message) -> Result<Reply, Error> {
-        let all_handlers = match msg.body.get("handlers") {
-            None | Some(Value::Null) => false,
-            Some(_) => match str_field(&msg.body, "handlers")? {
-                "kernel" => false,
-                "all" => true,
-                other => {
-                    return Err(err(
-                        Errno::EINVAL,
-                        format!(
-                            "\"handlers\" is \"kernel\" or \"all\", not {:?}",
-                            other.chars().take(32).collect::<String>()
-                        ),
-                    ))
-                }
-            },
-        };
+    /// `open_device`: the connection becomes the device.
+    pub(super) fn open_device(
+        &mut self,
+        key: u64,
+        uid: u32,
+        r: OpenDevice,
+        fds: Vec<OwnedFd>,
+    ) -> Result<Reply, Error> {
+        // The caller's earlier close() must be seen before this request is,
+        // as the kernel releases a file before close() returns.
+        self.settle_hangups(key);
+        if !fds.is_empty() {
+            return Err(err(Errno::EINVAL, "'open_device' takes no descriptors"));
+        }
+        let all_handlers = r.handlers == Some(Handlers::All);
         let epoch = self.luo.epoch();
         if self.devices.by_conn.contains_key(&key) {
             return Err(err(
@@ -238,11 +190,37 @@ impl Agent {
             },
         );
         debug!("connection {key}: uid {uid} opened the device (all handlers: {all_handlers})");
-        Ok(Reply::ok(ok_reply()))
+        reply::<OpenDevice>(Done {}, vec![])
     }
 
-    fn device_ioctl(&mut self, uid: u32, d: Device, msg: Message) -> Result<Reply, Error> {
-        let (cmd, arg, emfile) = dispatch(&msg, |nr| nr >= 2, |_| Ok(()))?;
+    /// `ioctl` on the agent connection that holds the device.
+    pub(super) fn device_ioctl(
+        &mut self,
+        key: u64,
+        uid: u32,
+        r: Ioctl,
+        fds: Vec<OwnedFd>,
+    ) -> Result<Reply, Error> {
+        self.settle_hangups(key);
+        if !fds.is_empty() {
+            return Err(err(
+                Errno::EINVAL,
+                "no ioctl on the device carries a descriptor; they were closed",
+            ));
+        }
+        let Some(d) = self.devices.by_conn.get(&key).copied() else {
+            return Err(err(
+                Errno::ENOTTY,
+                "this connection does not hold the device: send 'open_device' first",
+            ));
+        };
+        if d.epoch != self.luo.epoch() {
+            return Err(err(
+                Errno::ESTALE,
+                "the device was opened before the last update; open it again",
+            ));
+        }
+        let (cmd, arg, emfile) = dispatch(&r, |nr| nr >= 2, |_| Ok(()))?;
         let fd_slot = || {
             if emfile {
                 Err(err(Errno::EMFILE, "the caller has no descriptor free"))
@@ -272,7 +250,7 @@ impl Agent {
                     "session {} of uid {uid} created through /dev/liveupdate",
                     quoted(&String::from_utf8_lossy(name))
                 );
-                Ok(with_fd(fd))
+                reply::<Ioctl>(IoctlReply::default(), vec![fd])
             }
             uapi::RETRIEVE_SESSION => {
                 fd_slot()?;
@@ -293,22 +271,27 @@ impl Agent {
                     "session {} of uid {uid} retrieved through /dev/liveupdate",
                     quoted(&String::from_utf8_lossy(&name))
                 );
-                Ok(with_fd(fd))
+                reply::<Ioctl>(IoctlReply::default(), vec![fd])
             }
             _ => unreachable!("dispatch admits only the device's commands"),
         }
     }
 
-    fn session_ioctl(&mut self, h: SessionHandle, mut msg: Message) -> Result<Reply, Error> {
-        let fd = if msg.fds.len() <= 1 {
-            msg.fds.pop()
+    /// `ioctl` on a session handle.
+    pub(super) fn session_ioctl(
+        &mut self,
+        key: u64,
+        h: SessionHandle,
+        r: Ioctl,
+        mut fds: Vec<OwnedFd>,
+    ) -> Result<Reply, Error> {
+        self.settle_hangups(key);
+        let fd = if fds.len() <= 1 {
+            fds.pop()
         } else {
             return Err(err(
                 Errno::EINVAL,
-                format!(
-                    "'ioctl' takes at most one descriptor, not {}",
-                    msg.fds.len()
-                ),
+                format!("'ioctl' takes at most one descriptor, not {}", fds.len()),
             ));
         };
         let side = |a: &Agent| -> Result<Side, Error> {
@@ -338,7 +321,7 @@ impl Agent {
                 ))
             }
         };
-        let (cmd, arg, emfile) = dispatch(&msg, |nr| !(0x40..=0x43).contains(&nr), valid)?;
+        let (cmd, arg, emfile) = dispatch(&r, |nr| !(0x40..=0x43).contains(&nr), valid)?;
         if fd.is_some() && cmd != uapi::PRESERVE_FD {
             return Err(err(
                 Errno::EINVAL,
@@ -370,7 +353,7 @@ impl Agent {
                     },
                 };
                 match self.luo.preserve(h, fd, token) {
-                    Ok(()) => Ok(Reply::ok(ok_reply())),
+                    Ok(()) => reply::<Ioctl>(IoctlReply::default(), vec![]),
                     Err(e) if bad && e.errno == Errno::EBADF => Err(bad_fd()),
                     Err(e) => Err(ops::core_error(e)),
                 }
@@ -381,21 +364,22 @@ impl Agent {
                 }
                 let token = u64_at(&arg, uapi::TOKEN_OFFSET);
                 let file = self.luo.retrieve_fd(h, token).map_err(ops::core_error)?;
-                Ok(with_fd(file))
+                reply::<Ioctl>(IoctlReply::default(), vec![file])
             }
             uapi::FINISH => {
                 if u32_at(&arg, uapi::RESERVED_OFFSET) != 0 {
                     return Err(err(Errno::EINVAL, "the reserved field must be 0"));
                 }
                 self.luo.finish(h).map_err(ops::core_error)?;
-                Ok(Reply::ok(ok_reply()))
+                reply::<Ioctl>(IoctlReply::default(), vec![])
             }
             uapi::GET_NAME => {
                 if u32_at(&arg, uapi::RESERVED_OFFSET) != 0 {
                     return Err(err(Errno::EINVAL, "the reserved field must be 0"));
                 }
                 let name = self.luo.name(h).map_err(ops::core_error)?;
-                Ok(Reply::ok(ok_reply().with("name", uapi::to_hex(name))))
+                let name = Some(uapi::to_hex(name));
+                reply::<Ioctl>(IoctlReply { name }, vec![])
             }
             _ => unreachable!("dispatch admits only the session's commands"),
         }
@@ -415,13 +399,6 @@ fn bad_fd() -> Error {
     err(Errno::EBADF, "the fd to preserve is not an open descriptor")
 }
 
-fn with_fd(fd: OwnedFd) -> Reply {
-    Reply {
-        body: ok_reply(),
-        fds: vec![fd],
-    }
-}
-
 /// The kernel's dispatcher checks, in its order (`kernel-luo.md` 2.2):
 /// number out of range (`EINVAL`), unreadable size (`EFAULT`), not exactly
 /// a known command (`ENOTTY`), wrong kind of session (`valid`: `EINVAL`),
@@ -429,34 +406,16 @@ fn with_fd(fd: OwnedFd) -> Reply {
 /// `EFAULT`), unreadable struct (`EFAULT`). Returns the command, the
 /// struct's bytes and whether the caller has no descriptor free.
 fn dispatch(
-    msg: &Message,
+    r: &Ioctl,
     out_of_range: impl Fn(u32) -> bool,
     valid: impl FnOnce(u32) -> Result<(), Error>,
 ) -> Result<(u32, Vec<u8>, bool), Error> {
-    let b = &msg.body;
-    let cmd = u64_field(b, "cmd")?;
-    let Ok(cmd) = u32::try_from(cmd) else {
-        return Err(err(Errno::EINVAL, "\"cmd\" is a 32-bit ioctl number"));
-    };
-    let tail = Tail::parse(str_field(b, "tail")?).ok_or_else(|| {
-        err(
-            Errno::EINVAL,
-            "\"tail\" is \"zero\", \"nonzero\" or \"fault\"",
-        )
-    })?;
-    let emfile = match b.get("emfile") {
-        None => false,
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| err(Errno::EINVAL, "\"emfile\" must be a boolean"))?,
-    };
-    let size = opt_u64_field(b, "size")?;
-    let arg = match b.get("arg") {
-        None | Some(Value::Null) => None,
-        Some(_) => Some(
-            uapi::from_hex(str_field(b, "arg")?)
-                .ok_or_else(|| err(Errno::EINVAL, "\"arg\" must be hex"))?,
-        ),
+    let (cmd, tail, emfile, size) = (r.cmd, r.tail, r.emfile, r.size);
+    let arg = match &r.arg {
+        None => None,
+        Some(hex) => {
+            Some(uapi::from_hex(hex).ok_or_else(|| err(Errno::EINVAL, "\"arg\" must be hex"))?)
+        }
     };
 
     if out_of_range(uapi::nr(cmd)) {
@@ -472,7 +431,7 @@ fn dispatch(
         return Err(err(Errno::ENOTTY, format!("{cmd:#x} is not a LUO command")));
     };
     valid(cmd)?;
-    if size < ksize as u64 {
+    if (size as usize) < ksize {
         return Err(err(
             Errno::EINVAL,
             format!("size {size} is smaller than the struct ({ksize})"),

@@ -20,13 +20,14 @@ use std::time::{Duration, Instant};
 
 use luo_core::snapshot::{SnapFile, SnapSession, SnapSide, Snapshot};
 use luo_core::{Identity, IdentityKind, Luo, RetrieveStatus, SessionHandle};
-use luo_proto::json::{self, Value};
+use luo_proto::ops::{Upgrade, Upgraded};
 use luo_proto::{Errno, Error};
 use luo_sys::epoll::{EPOLLIN, EPOLLOUT, EPOLLRDHUP};
 use luo_sys::Epoll;
+use serde_json::{json, Value};
 use tracing::{error, info, warn};
 
-use super::{kernel, Agent, Conn, Kind, Outgoing, LISTENER, MAX_EVENTS};
+use super::{kernel, Agent, Conn, Kind, Reply, LISTENER, MAX_EVENTS};
 use crate::registry::{open, seal, RegistryError};
 use crate::store::Sink;
 use crate::{AgentError, Backend, Config};
@@ -349,41 +350,34 @@ impl Agent {
             None => Value::Null,
             Some(m) => {
                 let sink = match &m.sink {
-                    Sink::Keeper { link, pid } => Value::object()
-                        .with("keeper", fds.add(link.as_fd())?)
-                        .with("pid", *pid),
-                    Sink::Systemd(p) => {
-                        Value::object().with("systemd", p.to_string_lossy().into_owned())
+                    Sink::Keeper { link, pid } => {
+                        json!({"keeper": fds.add(link.as_fd())?, "pid": *pid})
                     }
+                    Sink::Systemd(p) => json!({"systemd": p.to_string_lossy()}),
                 };
                 let (state, bin) = m.state();
                 mirror_bin = bin;
-                Value::object().with("sink", sink).with("state", state)
+                json!({"sink": sink, "state": state})
             }
         };
         let mut files = Vec::new();
         let model = self.model_state(&mut files)?;
-        let json = Value::object()
-            .with("agent", format!("luod {}", env!("CARGO_PKG_VERSION")))
-            .with("previous", previous)
-            .with("socket", self.socket.to_string_lossy().into_owned())
-            .with(
-                "socket_id",
-                match self.socket_id {
-                    Some((d, i)) => Value::Array(vec![d.into(), i.into()]),
-                    None => Value::Null,
-                },
-            )
-            .with("backend", self.backend.as_str())
-            .with("listener", listener)
-            .with("next_key", self.next_key)
-            .with("reply_to", reply_to)
-            .with("conns", conns)
-            .with("kernel", kernel)
-            .with("devices", self.devices.state())
-            .with("mirror", mirror)
-            .with("model", model)
-            .to_json();
+        let json = json!({
+            "agent": format!("luod {}", env!("CARGO_PKG_VERSION")),
+            "previous": previous,
+            "socket": self.socket.to_string_lossy(),
+            "socket_id": self.socket_id.map(|(d, i)| [d, i]),
+            "backend": self.backend.as_str(),
+            "listener": listener,
+            "next_key": self.next_key,
+            "reply_to": reply_to,
+            "conns": conns,
+            "kernel": kernel,
+            "devices": self.devices.state(),
+            "mirror": mirror,
+            "model": model,
+        })
+        .to_string();
         let mut out =
             Vec::with_capacity(16 + json.len() + fds.list.len() * FD_RECORD + files.len());
         out.extend_from_slice(&(json.len() as u64).to_le_bytes());
@@ -433,27 +427,22 @@ impl Agent {
             .iter()
             .map(|&(h, s, live)| Value::Array(vec![h.into(), s.into(), live.into()]))
             .collect();
-        Ok(Value::object()
-            .with("epoch", snap.epoch)
-            .with("next_key", snap.next_key)
-            .with("next_handle", snap.next_handle)
-            .with(
-                "handlers",
-                snap.handlers
-                    .into_iter()
-                    .map(Value::from)
-                    .collect::<Vec<_>>(),
-            )
-            .with("sessions", sessions)
-            .with("handles", handles))
+        Ok(json!({
+            "epoch": snap.epoch,
+            "next_key": snap.next_key,
+            "next_handle": snap.next_handle,
+            "handlers": snap.handlers,
+            "sessions": sessions,
+            "handles": handles,
+        }))
     }
 
     /// The `upgrade` request: re-executes the agent as `binary` (default:
     /// the binary at this process's path). Returns only when the upgrade
     /// was refused before `exec`, or `exec` failed (the error to answer);
     /// the agent then carries on unchanged.
-    pub(super) fn upgrade(&mut self, key: u64, uid: u32, msg: &luo_proto::Message) -> Error {
-        match self.try_upgrade(key, uid, msg) {
+    pub(super) fn upgrade(&mut self, key: u64, uid: u32, r: Upgrade) -> Error {
+        match self.try_upgrade(key, uid, r) {
             Ok(never) => match never {},
             Err(e) => e,
         }
@@ -463,7 +452,7 @@ impl Agent {
         &mut self,
         key: u64,
         uid: u32,
-        msg: &luo_proto::Message,
+        r: Upgrade,
     ) -> Result<std::convert::Infallible, Error> {
         if uid != 0 && uid != self.euid {
             return Err(Error::new(
@@ -474,12 +463,9 @@ impl Agent {
                 ),
             ));
         }
-        let binary = match msg.body.get("binary") {
-            None | Some(Value::Null) => current_binary()?,
-            Some(v) => PathBuf::from(
-                v.as_str()
-                    .ok_or_else(|| Error::new(Errno::EINVAL, "\"binary\" must be a path"))?,
-            ),
+        let binary = match r.binary {
+            None => current_binary()?,
+            Some(b) => PathBuf::from(b),
         };
         probe(&binary)?;
         let started = Instant::now();
@@ -538,7 +524,9 @@ fn num(v: &Value) -> Result<u64, AgentError> {
 }
 
 fn arr(v: &Value) -> Result<&[Value], AgentError> {
-    v.as_array().ok_or_else(|| bad("an array is missing"))
+    v.as_array()
+        .map(Vec::as_slice)
+        .ok_or_else(|| bad("an array is missing"))
 }
 
 fn field<'a>(v: &'a Value, k: &str) -> Result<&'a Value, AgentError> {
@@ -592,7 +580,8 @@ fn read_state(state: &OwnedFd) -> Result<StateRead, AgentError> {
         .map(|b| u64_at(b, 0) as usize)
         .ok_or_else(short)?;
     let json = payload.get(8..8 + jlen).ok_or_else(short)?;
-    let v = json::parse(json).map_err(|e| bad(format!("the state is malformed: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(json).map_err(|e| bad(format!("the state is malformed: {e}")))?;
     let rest = &payload[8 + jlen..];
     let n = rest
         .get(..8)
@@ -902,10 +891,10 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
             *conns_per_uid.entry(uid).or_default() += 1;
         }
         let fd = take(c.fd);
-        let outbox: VecDeque<Outgoing> = c
+        let outbox: VecDeque<Reply> = c
             .outbox
             .into_iter()
-            .map(|(bytes, l)| Outgoing {
+            .map(|(bytes, l)| Reply {
                 bytes,
                 fds: l.into_iter().map(&mut take).collect(),
             })
@@ -957,6 +946,7 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
         devices: plan.devices,
         mirror,
         dirty: Vec::new(),
+        rbuf: None,
     };
     info!(
         "upgraded in place from {} to luod {} (pid {}): {} connections, {} sessions, {} custody descriptors taken over in {} us",
@@ -968,11 +958,12 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
         agent.luo.custody_count(),
         started.elapsed().as_micros()
     );
-    let body = luo_proto::ok_reply()
-        .with("pid", std::process::id())
-        .with("agent", format!("luod {}", env!("CARGO_PKG_VERSION")))
-        .with("previous", plan.previous);
-    agent.reply(plan.reply_to, Ok(super::Reply::ok(body)));
+    let body = Upgraded {
+        pid: std::process::id(),
+        agent: format!("luod {}", env!("CARGO_PKG_VERSION")),
+        previous: plan.previous,
+    };
+    agent.reply(plan.reply_to, super::ops::reply::<Upgrade>(body, vec![]));
     agent.update_interest(plan.reply_to);
     Ok(agent)
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use luo::{Client, Errno, Error, SessionDetail, Status, Usage, Value};
-use luo_proto::ok_reply;
+use serde_json::json;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -828,9 +828,9 @@ fn run(opts: &Opts) -> Result<String, Failure> {
         error,
     };
     let by_name = |op: &str, name: &str, owner: Option<u32>| {
-        let mut v = luo_proto::request(op).with("name", name);
+        let mut v = json!({"op": op, "name": name});
         if let Some(o) = owner {
-            v.set("owner", o);
+            v["owner"] = o.into();
         }
         v
     };
@@ -839,22 +839,14 @@ fn run(opts: &Opts) -> Result<String, Failure> {
         let before = client.status().map_err(fail)?;
         let reply = client.upgrade_agent(b.as_deref()).map_err(fail)?;
         if opts.json {
-            return Ok(format!("{}\n", reply.to_json()));
+            return Ok(format!("{}\n", ok_json(&reply)));
         }
-        let s = |k: &str| {
-            reply
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string()
-        };
-        let pid = reply.get("pid").and_then(Value::as_u64).unwrap_or(0);
         return Ok(format!(
             "luod upgraded in place: {} -> {}, pid {} ({}), answering again after {:.1} ms\n",
-            s("previous"),
-            s("agent"),
-            pid,
-            if u64::from(before.pid) == pid {
+            reply.previous,
+            reply.agent,
+            reply.pid,
+            if before.pid == reply.pid {
                 "unchanged"
             } else {
                 "CHANGED"
@@ -870,9 +862,9 @@ fn run(opts: &Opts) -> Result<String, Failure> {
         });
     }
     let request = match cmd {
-        Command::Status => luo_proto::request("status"),
-        Command::Sessions => luo_proto::request("sessions"),
-        Command::Update => luo_proto::request("update"),
+        Command::Status => json!({"op": "status"}),
+        Command::Sessions => json!({"op": "sessions"}),
+        Command::Update => json!({"op": "update"}),
         Command::Show(n, o) => by_name("show", n, *o),
         Command::Handover(n, o) => by_name("handover", n, *o),
         Command::Finish(n, o) => by_name("finish", n, *o),
@@ -893,8 +885,16 @@ fn run(opts: &Opts) -> Result<String, Failure> {
     };
     if let Some((sessions, with_files)) = listing {
         if opts.json {
-            let list: Vec<Value> = sessions.iter().map(|s| s.to_value(with_files)).collect();
-            return Ok(format!("{}\n", ok_reply().with("sessions", list).to_json()));
+            let mut list = serde_json::to_value(&sessions).unwrap_or_default();
+            if with_files {
+                // A detail always lists its files, even none.
+                for s in list.as_array_mut().into_iter().flatten() {
+                    if s.get("files").is_none() {
+                        s["files"] = json!([]);
+                    }
+                }
+            }
+            return Ok(format!("{}\n", ok_json(&json!({"sessions": list}))));
         }
         return Ok(if with_files {
             render_show(&sessions)
@@ -904,16 +904,24 @@ fn run(opts: &Opts) -> Result<String, Failure> {
     }
     let reply = client.raw_request(&request).map_err(fail)?;
     if opts.json {
-        return Ok(format!("{}\n", reply.to_json()));
+        return Ok(format!("{reply}\n"));
     }
+    let proto = |e: serde_json::Error| {
+        fail(Error::new(
+            Errno::EPROTO,
+            format!("unexpected reply from luod: {e}"),
+        ))
+    };
     let text = match cmd {
-        Command::Status => render_status(&Status::from_value(&reply).map_err(fail)?),
+        Command::Status => {
+            render_status(&serde_json::from_value::<Status>(reply.clone()).map_err(proto)?)
+        }
         Command::Sessions | Command::Show(..) => unreachable!("listed above"),
         Command::Update => {
-            let after = luo_proto::u64_field(&reply, "epoch").map_err(|e| {
+            let after = reply.get("epoch").and_then(Value::as_u64).ok_or_else(|| {
                 fail(Error::new(
                     Errno::EPROTO,
-                    format!("unexpected reply from luod: {}", e.message),
+                    "unexpected reply from luod: \"epoch\" is missing",
                 ))
             })?;
             let before = before.unwrap_or(after.saturating_sub(1));
@@ -978,7 +986,10 @@ fn render_preflight(p: &Value) -> String {
         u("kernel_sessions")
     );
     out.push('\n');
-    let sessions = p.get("sessions").and_then(Value::as_array).unwrap_or(&[]);
+    let sessions = p
+        .get("sessions")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
     let mut lost_lines = Vec::new();
     if sessions.is_empty() {
         out.push_str("no sessions\n");
@@ -989,7 +1000,11 @@ fn render_preflight(p: &Value) -> String {
                 let su = |k: &str| s.get(k).and_then(Value::as_u64).unwrap_or(0);
                 let name = s.get("name").and_then(Value::as_str).unwrap_or("?");
                 let owner = owner_name(su("owner") as u32, &users);
-                for f in s.get("lost").and_then(Value::as_array).unwrap_or(&[]) {
+                for f in s
+                    .get("lost")
+                    .and_then(Value::as_array)
+                    .map_or(&[][..], Vec::as_slice)
+                {
                     lost_lines.push(format!(
                         "  session '{name}' (owner {owner}), token {} ({}): {}",
                         f.get("token").and_then(Value::as_u64).unwrap_or(0),
@@ -1039,7 +1054,10 @@ fn render_preflight(p: &Value) -> String {
         human_bytes(u("carried_bytes")),
         plural(u("lost_files"), "file", "files"),
     );
-    let problems = p.get("problems").and_then(Value::as_array).unwrap_or(&[]);
+    let problems = p
+        .get("problems")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
     if problems.is_empty() {
         out.push_str("no problems found\n");
     } else {
@@ -1080,15 +1098,10 @@ fn kexec(client: &Client, k: &KexecArgs, json: bool) -> Result<String, (Error, O
         force: k.force,
     };
     let report = client.preflight(&plan).map_err(|e| (e, None))?;
-    let problems = report
-        .get("problems")
-        .and_then(Value::as_array)
-        .map_or(0, <[Value]>::len);
+    let problems = report.problems.len();
+    let report = serde_json::to_value(&report).unwrap_or_default();
     let text = if json {
-        format!(
-            "{}\n",
-            ok_reply().with("preflight", report.clone()).to_json()
-        )
+        format!("{}\n", ok_json(&json!({"preflight": report})))
     } else {
         render_preflight(&report)
     };
@@ -1111,6 +1124,22 @@ fn kexec(client: &Client, k: &KexecArgs, json: bool) -> Result<String, (Error, O
     let _ = std::io::stdout().flush();
     client.kexec(&plan).map_err(|e| (e, None))?;
     Ok(String::new())
+}
+
+/// A result as the agent's successful reply carries it (of any size: a
+/// listing put together from many pages).
+fn ok_json<T: serde::Serialize>(body: &T) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("ok".into(), true.into());
+    if let Ok(Value::Object(members)) = serde_json::to_value(body) {
+        out.extend(members);
+    }
+    Value::Object(out)
+}
+
+/// A refusal as the agent's reply carries it.
+fn refusal_json(e: &Error) -> String {
+    String::from_utf8(luo_proto::encode_refusal(e)).unwrap_or_default()
 }
 
 fn print_out(s: &str) {
@@ -1139,9 +1168,7 @@ fn main() -> ExitCode {
             if json {
                 print_out(&format!(
                     "{}\n",
-                    Error::new(Errno::EINVAL, u.message.clone())
-                        .to_reply()
-                        .to_json()
+                    refusal_json(&Error::new(Errno::EINVAL, u.message.clone()))
                 ));
             }
             print_err(&u.message, Some(&hint));
@@ -1159,10 +1186,8 @@ fn main() -> ExitCode {
         }
         Command::Version => {
             if opts.json {
-                let v = Value::object()
-                    .with("luoctl", VERSION)
-                    .with("protocol", luo_proto::VERSION);
-                print_out(&format!("{}\n", v.to_json()));
+                let v = json!({"luoctl": VERSION, "protocol": luo_proto::VERSION});
+                print_out(&format!("{v}\n"));
             } else {
                 print_out(&format!(
                     "luoctl {VERSION} (protocol {})\n",
@@ -1180,7 +1205,7 @@ fn main() -> ExitCode {
         }
         Err(f) => {
             if opts.json {
-                print_out(&format!("{}\n", f.error.to_reply().to_json()));
+                print_out(&format!("{}\n", refusal_json(&f.error)));
             }
             print_err(&f.error.to_string(), f.hint.as_deref());
             ExitCode::from(f.code)

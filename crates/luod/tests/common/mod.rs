@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 pub const LUOD: &str = env!("CARGO_BIN_EXE_luod");
 /// How long a reply or a settling fd count may take before a test fails.
+pub mod wire;
+
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);

@@ -510,10 +510,10 @@ fn kernel_live_update_in_qemu() {
         .iter()
         .find_map(|l| l.strip_prefix("@@ status "))
         .unwrap_or_else(|| fail("no status line"));
-    let v = luo_proto::json::parse(status.as_bytes())
-        .unwrap_or_else(|e| fail(&format!("bad status JSON: {e}")));
-    let n = |k: &str| v.get(k).and_then(luo_proto::Value::as_u64);
-    if v.get("backend").and_then(luo_proto::Value::as_str) != Some("kernel") {
+    let v: serde_json::Value =
+        serde_json::from_str(status).unwrap_or_else(|e| fail(&format!("bad status JSON: {e}")));
+    let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+    if v.get("backend").and_then(serde_json::Value::as_str) != Some("kernel") {
         fail("luod in the second kernel is not on the kernel backend");
     }
     if n("epoch") != Some(2)
