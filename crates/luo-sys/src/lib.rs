@@ -631,14 +631,17 @@ impl Epoll {
     pub fn wait(&self, out: &mut Vec<(u64, u32)>, max: usize, timeout_ms: i32) -> Result<()> {
         out.clear();
         let max = max.clamp(1, 4096);
-        let mut evs = Vec::with_capacity(max);
-        let timeout = timespec_ms(timeout_ms);
-        rx_epoll::wait(
-            &self.fd,
-            rustix::buffer::spare_capacity(&mut evs),
-            timeout.as_ref(),
-        )?;
-        out.extend(evs.iter().map(|e| ({ e.data }.u64(), { e.flags }.bits())));
+        let empty = rx_epoll::Event {
+            flags: rx_epoll::EventFlags::empty(),
+            data: rx_epoll::EventData::new_u64(0),
+        };
+        let mut evs = vec![empty; max];
+        let n = rx_epoll::wait(&self.fd, &mut evs[..], timespec_ms(timeout_ms).as_ref())?;
+        out.extend(
+            evs[..n]
+                .iter()
+                .map(|e| ({ e.data }.u64(), { e.flags }.bits())),
+        );
         Ok(())
     }
 }
@@ -673,22 +676,8 @@ impl SignalFd {
     /// Blocks `signals` in this thread and returns a non-blocking signalfd
     /// that reports them.
     pub fn new(signals: &[i32]) -> Result<SignalFd> {
-        // Hand-written: rustix has no signalfd, and its sigprocmask is only
-        // in its (unsafe) runtime module.
-        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigemptyset initialises the set it is given.
-        cvt(unsafe { libc::sigemptyset(set.as_mut_ptr()) })?;
-        for &sig in signals {
-            // SAFETY: the set was initialised by sigemptyset.
-            cvt(unsafe { libc::sigaddset(set.as_mut_ptr(), sig) })?;
-        }
-        // SAFETY: initialised above.
-        let set = unsafe { set.assume_init() };
-        // SAFETY: `set` is a valid sigset; the old mask is not wanted.
-        let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-        if r != 0 {
-            return Err(Errno(r));
-        }
+        let set = thread_sigmask(libc::SIG_BLOCK, signals)?;
+        // Hand-written: rustix has no signalfd.
         // SAFETY: -1 asks for a new signalfd for the valid set `set`.
         let fd = cvt(unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })?;
         // SAFETY: signalfd returned a new descriptor that nothing else owns.
@@ -734,19 +723,30 @@ pub fn try_reap(pid: u32) -> Result<bool> {
 /// inherits its blocked SIGTERM and SIGINT (luod reads them from a
 /// signalfd); the keeper must die of them like any process.
 pub fn unblock_all_signals() -> Result<()> {
+    thread_sigmask(libc::SIG_SETMASK, &[])?;
+    Ok(())
+}
+
+/// Changes this thread's signal mask by the set of `signals` (`how`:
+/// `SIG_BLOCK`, `SIG_UNBLOCK` or `SIG_SETMASK`), and returns that set.
+fn thread_sigmask(how: libc::c_int, signals: &[i32]) -> Result<libc::sigset_t> {
     // Hand-written: rustix's sigprocmask is only in its (unsafe) runtime
     // module.
     let mut set = MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigemptyset initialises the set it is given.
-    unsafe { libc::sigemptyset(set.as_mut_ptr()) };
-    // SAFETY: initialised by sigemptyset above.
+    cvt(unsafe { libc::sigemptyset(set.as_mut_ptr()) })?;
+    for &sig in signals {
+        // SAFETY: the set was initialised by sigemptyset.
+        cvt(unsafe { libc::sigaddset(set.as_mut_ptr(), sig) })?;
+    }
+    // SAFETY: initialised above.
     let set = unsafe { set.assume_init() };
-    // SAFETY: `set` is a valid sigset_t; the old mask is not wanted.
-    let r = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+    // SAFETY: `set` is a valid sigset; the old mask is not wanted.
+    let r = unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
     if r != 0 {
         return Err(Errno(r));
     }
-    Ok(())
+    Ok(set)
 }
 
 /// `raise(3)`: sends `signal` to the calling thread.
@@ -790,12 +790,20 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
 pub fn adopt_inherited(nums: &[RawFd]) -> Result<Vec<OwnedFd>> {
     // Numbers not above 2 are refused by adopt_verified.
     for &n in nums.iter().filter(|&&n| n > 2) {
-        // Hand-written: rustix takes a BorrowedFd, which must be open, and
-        // this probes a number that may not be.
-        // SAFETY: F_GETFD only inspects the descriptor table entry.
-        cvt(unsafe { libc::fcntl(n, libc::F_GETFD) })?;
+        check_open_raw(n)?;
     }
     adopt_verified(nums)
+}
+
+/// `fcntl(fd, F_GETFD)` on a descriptor number: `Ok` when something is open
+/// there, `EBADF` when not.
+fn check_open_raw(fd: RawFd) -> Result<()> {
+    // Hand-written: rustix takes a BorrowedFd, which must be open, and this
+    // probes a number that may not be.
+    // SAFETY: F_GETFD only inspects the descriptor table entry; any number is
+    // a valid argument.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    Ok(())
 }
 
 /// As [`adopt_inherited`], for numbers the caller has just checked are
@@ -1028,6 +1036,42 @@ mod tests {
         assert!(got.ctrunc);
         assert!(got.fds.len() < 3);
         drop(got);
+        assert_eq!(open_fd_count().unwrap(), before);
+    }
+
+    #[test]
+    fn scm_rights_at_the_limits() {
+        let _serial = FDS.lock().unwrap_or_else(|e| e.into_inner());
+        let (s, r) = socketpair(libc::SOCK_SEQPACKET).unwrap();
+        let e = eventfd(0).unwrap();
+        let mut buf = [0u8; 4];
+        let before = open_fd_count().unwrap();
+        // SCM_MAX_FD descriptors go in one message and all arrive.
+        let many = vec![e.as_fd(); SCM_MAX_FD];
+        send_with_fds(s.as_fd(), b"x", &many).unwrap();
+        let got = recv_with_fds(r.as_fd(), &mut buf, SCM_MAX_FD).unwrap();
+        assert_eq!((got.fds.len(), got.ctrunc), (SCM_MAX_FD, false));
+        drop(got);
+        // One more is refused before any syscall.
+        let too_many = vec![e.as_fd(); SCM_MAX_FD + 1];
+        assert_eq!(
+            send_with_fds(s.as_fd(), b"x", &too_many),
+            Err(Errno::EINVAL)
+        );
+        // No room asked for: nothing arrives, and the kernel says so.
+        send_with_fds(s.as_fd(), b"x", &[e.as_fd()]).unwrap();
+        let got = recv_with_fds(r.as_fd(), &mut buf, 0).unwrap();
+        assert_eq!((got.len, got.fds.len(), got.ctrunc), (1, 0, true));
+        // Exactly the room asked for (an even count fills CMSG_SPACE).
+        send_with_fds(s.as_fd(), b"x", &[e.as_fd(); 3]).unwrap();
+        let got = recv_with_fds(r.as_fd(), &mut buf, 2).unwrap();
+        assert_eq!((got.fds.len(), got.ctrunc), (2, true));
+        drop(got);
+        // A payload longer than the buffer is cut, and said to be.
+        send_with_fds(s.as_fd(), b"too long", &[]).unwrap();
+        let got = recv_with_fds(r.as_fd(), &mut buf, 0).unwrap();
+        assert_eq!((got.len, got.truncated, got.ctrunc), (4, true, false));
+        assert_eq!(&buf, b"too ");
         assert_eq!(open_fd_count().unwrap(), before);
     }
 

@@ -436,10 +436,7 @@ pub fn write_memory(addr: Addr, data: &[u8]) -> Result<()> {
 /// it meanwhile, `f`'s syscalls fail with `EBADF` or act on whatever took
 /// the number, as the same race does in C.
 pub fn with_fd<R>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Result<R> {
-    // Hand-written: rustix takes a BorrowedFd, which must be open, and this
-    // probes a number that may not be.
-    // SAFETY: F_GETFD reads only the descriptor table.
-    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+    if fd < 0 || crate::check_open_raw(fd).is_err() {
         return Err(Errno::EBADF);
     }
     // SAFETY: `fd` was open just now and the borrow does not outlive `f`;
