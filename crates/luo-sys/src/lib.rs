@@ -657,7 +657,14 @@ fn timespec_ms(ms: i32) -> Option<rustix::event::Timespec> {
 
 /// Signal numbers for [`SignalFd`].
 pub mod signal {
-    pub use libc::{SIGHUP, SIGINT, SIGTERM};
+    use rustix::process::Signal;
+
+    /// `SIGHUP`.
+    pub const SIGHUP: i32 = Signal::HUP.as_raw();
+    /// `SIGINT`.
+    pub const SIGINT: i32 = Signal::INT.as_raw();
+    /// `SIGTERM`.
+    pub const SIGTERM: i32 = Signal::TERM.as_raw();
 }
 
 /// A `signalfd` for a set of signals that are blocked in the calling thread,
