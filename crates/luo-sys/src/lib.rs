@@ -333,19 +333,20 @@ pub struct Received {
 /// Most descriptors the kernel accepts in one SCM_RIGHTS message (`SCM_MAX_FD`).
 pub const SCM_MAX_FD: usize = 253;
 
-/// Room for one `SCM_RIGHTS` message of [`SCM_MAX_FD`] descriptors, plus
-/// the slack rustix uses to align the buffer: small enough for the stack.
-const CMSG_BUF: usize = rustix::cmsg_space!(ScmRights(SCM_MAX_FD));
-
 /// `CMSG_SPACE(n * sizeof(int))`: a `cmsghdr` and `n` descriptors, each
 /// rounded up to the alignment of `size_t`, as the kernel lays them out.
-fn cmsg_space_fds(n: usize) -> usize {
-    let align = std::mem::size_of::<usize>();
-    let round = |x: usize| x.div_ceil(align) * align;
+const fn cmsg_space_fds(n: usize) -> usize {
+    const ALIGN: usize = std::mem::size_of::<usize>();
     // struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; }
-    round(std::mem::size_of::<usize>() + 2 * std::mem::size_of::<i32>())
-        + round(n * std::mem::size_of::<RawFd>())
+    let header = ALIGN + 2 * std::mem::size_of::<i32>();
+    let data = n * std::mem::size_of::<RawFd>();
+    header.div_ceil(ALIGN) * ALIGN + data.div_ceil(ALIGN) * ALIGN
 }
+
+/// Room for one `SCM_RIGHTS` message of [`SCM_MAX_FD`] descriptors wherever
+/// the buffer starts (it is aligned for a `cmsghdr` inside): small enough
+/// for the stack.
+const CMSG_BUF: usize = cmsg_space_fds(SCM_MAX_FD) + std::mem::align_of::<usize>();
 
 /// `sendmsg(2)` with the descriptors attached as one `SCM_RIGHTS` message.
 /// `MSG_NOSIGNAL` is always set.
