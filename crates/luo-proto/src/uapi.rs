@@ -15,22 +15,14 @@
 //! assert_eq!(uapi::from_hex(&uapi::to_hex(&[0, 0xba, 0xff])), Some(vec![0, 0xba, 0xff]));
 //! ```
 
-/// The ioctl type byte of every LUO command (`LIVEUPDATE_IOCTL_TYPE`).
-pub const IOCTL_TYPE: u32 = 0xBA;
-/// `LIVEUPDATE_IOCTL_CREATE_SESSION`, on the device.
-pub const CREATE_SESSION: u32 = 0xBA00;
-/// `LIVEUPDATE_IOCTL_RETRIEVE_SESSION`, on the device.
-pub const RETRIEVE_SESSION: u32 = 0xBA01;
-/// `LIVEUPDATE_SESSION_PRESERVE_FD`, on an outgoing session.
-pub const PRESERVE_FD: u32 = 0xBA40;
-/// `LIVEUPDATE_SESSION_RETRIEVE_FD`, on an incoming session.
-pub const RETRIEVE_FD: u32 = 0xBA41;
-/// `LIVEUPDATE_SESSION_FINISH`, on an incoming session.
-pub const FINISH: u32 = 0xBA42;
-/// `LIVEUPDATE_SESSION_GET_NAME`, on any session.
-pub const GET_NAME: u32 = 0xBA43;
-/// `LIVEUPDATE_SESSION_NAME_LENGTH`: the name field, NUL included.
-pub const NAME_LENGTH: usize = 64;
+// The command numbers, the type byte and the name length are luo-sys's
+// (`luo_sys::liveupdate`), which makes the ioctls: one definition.
+pub use luo_sys::liveupdate::{
+    CREATE_SESSION, IOCTL_TYPE, NAME_LENGTH, RETRIEVE_SESSION, SESSION_FINISH as FINISH,
+    SESSION_GET_NAME as GET_NAME, SESSION_PRESERVE_FD as PRESERVE_FD,
+    SESSION_RETRIEVE_FD as RETRIEVE_FD,
+};
+
 /// Offset of the `fd` field in every struct that has one.
 pub const FD_OFFSET: usize = 4;
 /// Offset of the `name` field of the create, retrieve and get-name structs.

@@ -139,6 +139,13 @@ impl From<Errno> for std::io::Error {
     }
 }
 
+/// rustix's errno, at the boundary of the wrappers that use rustix.
+impl From<rustix::io::Errno> for Errno {
+    fn from(e: rustix::io::Errno) -> Self {
+        Errno(e.raw_os_error())
+    }
+}
+
 impl From<std::io::Error> for Errno {
     fn from(e: std::io::Error) -> Self {
         Errno(e.raw_os_error().unwrap_or(libc::EIO))

@@ -5,6 +5,11 @@
 //! [`OwnedFd`], so fd ownership is checked by the type system everywhere else;
 //! every other crate in the workspace is `#![forbid(unsafe_code)]`.
 //!
+//! Most calls go through [`rustix`], which wraps them safely; what rustix
+//! does not cover (`kcmp`, `F_DUPFD_QUERY`, `close_range`, `signalfd`,
+//! `exec`, the `/dev/liveupdate` ioctls, ...) is written here against
+//! `libc`, each with the reason next to it.
+//!
 //! Errors are returned as [`Errno`], unchanged from the kernel.
 
 #![deny(missing_docs)]
@@ -13,9 +18,17 @@ use std::cmp::Ordering;
 use std::ffi::CString;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering as AtomicOrdering};
 use std::sync::Once;
+
+use rustix::event::epoll as rx_epoll;
+use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags};
+use rustix::io::FdFlags;
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+};
 
 mod errno;
 pub mod liveupdate;
@@ -27,6 +40,7 @@ pub mod preload;
 /// Result of a syscall wrapper.
 pub type Result<T> = std::result::Result<T, Errno>;
 
+/// For the calls written against libc: a negative return is `errno`.
 fn cvt(ret: libc::c_int) -> Result<libc::c_int> {
     if ret < 0 {
         Err(Errno::last())
@@ -35,16 +49,33 @@ fn cvt(ret: libc::c_int) -> Result<libc::c_int> {
     }
 }
 
+/// The parts of a `struct stat` (libc's or rustix's) that luo uses.
+macro_rules! file_stat {
+    ($st:expr) => {{
+        let st = $st;
+        #[allow(clippy::unnecessary_cast)] // the field types differ by target
+        FileStat {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            mode: st.st_mode as u32,
+            nlink: st.st_nlink as u64,
+            size: st.st_size as u64,
+        }
+    }};
+}
+
 /// `fstat(2)` on a descriptor number this process may not own (an agent
 /// checking what it inherited across `exec` before taking it over).
 /// `EBADF` when nothing is open there.
 pub fn fstat_raw(fd: RawFd) -> Result<FileStat> {
+    // Hand-written: rustix takes a BorrowedFd, which must be open, and this
+    // probes a number that may not be.
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes one `struct stat` into `st` and reads nothing of
     // ours; any integer is a valid argument (a closed one gives EBADF).
     cvt(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
     // SAFETY: fstat returned 0, so `st` is initialised.
-    Ok(FileStat::of(&unsafe { st.assume_init() }))
+    Ok(file_stat!(unsafe { st.assume_init() }))
 }
 
 /// The parts of `struct stat` that luo uses.
@@ -63,27 +94,17 @@ pub struct FileStat {
 }
 
 impl FileStat {
-    fn of(st: &libc::stat) -> FileStat {
-        FileStat {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            mode: st.st_mode,
-            nlink: st.st_nlink,
-            size: st.st_size as u64,
-        }
-    }
-
     /// `S_ISREG`.
     pub fn is_regular(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFREG
+        FileType::from_raw_mode(self.mode) == FileType::RegularFile
     }
     /// `S_ISSOCK`.
     pub fn is_socket(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFSOCK
+        FileType::from_raw_mode(self.mode) == FileType::Socket
     }
     /// `S_ISFIFO` (pipes and named FIFOs).
     pub fn is_fifo(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFIFO
+        FileType::from_raw_mode(self.mode) == FileType::Fifo
     }
 }
 
@@ -98,12 +119,7 @@ impl FileStat {
 /// assert_eq!(st.nlink, 0); // a memfd has no name in any directory
 /// ```
 pub fn fstat(fd: BorrowedFd<'_>) -> Result<FileStat> {
-    let mut st = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `fd` is a live descriptor for the borrow's duration and `st`
-    // points to writable memory of the size fstat writes.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
-    // SAFETY: fstat returned 0, so it initialised the whole struct.
-    Ok(FileStat::of(&unsafe { st.assume_init() }))
+    Ok(file_stat!(rustix::fs::fstat(fd)?))
 }
 
 /// `TMPFS_MAGIC`, the `f_type` of shmem files (memfds among them).
@@ -113,30 +129,24 @@ pub const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
 
 /// `fstatfs(2)`, returning the filesystem's magic number (`f_type`).
 pub fn fstatfs_type(fd: BorrowedFd<'_>) -> Result<i64> {
-    let mut st = MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: `fd` is live and `st` is writable memory of the right size.
-    cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
-    // SAFETY: fstatfs returned 0, so the struct is initialised.
-    let st = unsafe { st.assume_init() };
+    let st = rustix::fs::fstatfs(fd)?;
     #[allow(clippy::unnecessary_cast)] // f_type is not i64 on every target
     Ok(st.f_type as i64)
 }
 
 /// `fcntl(F_GETFL)`: the open file description's status flags.
 pub fn fcntl_getfl(fd: BorrowedFd<'_>) -> Result<i32> {
-    // SAFETY: F_GETFL takes no pointer argument; `fd` is live.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })
+    Ok(rustix::fs::fcntl_getfl(fd)?.bits() as i32)
 }
 
 /// `fcntl(F_GETFD)`: the descriptor flags (`FD_CLOEXEC`).
 pub fn fcntl_getfd(fd: BorrowedFd<'_>) -> Result<i32> {
-    // SAFETY: F_GETFD takes no pointer argument; `fd` is live.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })
+    Ok(rustix::io::fcntl_getfd(fd)?.bits() as i32)
 }
 
 /// True when `fd` was opened with `O_PATH` (such fds carry no file to preserve).
 pub fn is_o_path(fd: BorrowedFd<'_>) -> Result<bool> {
-    Ok(fcntl_getfl(fd)? & libc::O_PATH != 0)
+    Ok(rustix::fs::fcntl_getfl(fd)?.contains(OFlags::PATH))
 }
 
 /// `kcmp(getpid(), getpid(), KCMP_FILE, a, b)`: whether two descriptors of this
@@ -163,6 +173,7 @@ pub fn kcmp_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<Ordering> {
 /// [`kcmp_file`] on descriptor numbers (an index that keeps numbers, not
 /// descriptors). A number nothing is open at gives `EBADF`.
 pub fn kcmp_raw(a: RawFd, b: RawFd) -> Result<Ordering> {
+    // Hand-written: rustix has no kcmp.
     const KCMP_FILE: libc::c_long = 0;
     let pid = getpid() as libc::c_long;
     // SAFETY: kcmp only reads its integer arguments; any number is valid
@@ -197,6 +208,8 @@ pub fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<bool> {
 
 /// [`same_file`] on descriptor numbers.
 pub fn same_file_raw(a: RawFd, b: RawFd) -> Result<bool> {
+    // Hand-written: rustix has no F_DUPFD_QUERY (and these are numbers, not
+    // borrowed descriptors).
     const F_DUPFD_QUERY: libc::c_int = 1024 + 3;
     // SAFETY: F_DUPFD_QUERY takes an integer argument; any number is valid
     // (a closed one gives EBADF).
@@ -220,50 +233,45 @@ pub fn getpid() -> i32 {
         return p;
     }
     ATFORK.call_once(|| {
+        // Hand-written: pthread_atfork is libc's, not a syscall.
         // SAFETY: the handler only stores to an atomic, which is
         // async-signal-safe as a child handler must be.
         unsafe { libc::pthread_atfork(None, None, Some(forget_pid_after_fork)) };
     });
-    // SAFETY: getpid takes no arguments and cannot fail.
-    let p = unsafe { libc::getpid() };
+    let p = rustix::process::getpid().as_raw_nonzero().get();
     PID.store(p, AtomicOrdering::Relaxed);
     p
 }
 
 /// Flags for [`memfd_create`].
 pub mod mfd {
+    use rustix::fs::MemfdFlags;
+
     /// `MFD_CLOEXEC`.
-    pub const CLOEXEC: u32 = libc::MFD_CLOEXEC;
+    pub const CLOEXEC: u32 = MemfdFlags::CLOEXEC.bits();
     /// `MFD_ALLOW_SEALING`.
-    pub const ALLOW_SEALING: u32 = libc::MFD_ALLOW_SEALING;
+    pub const ALLOW_SEALING: u32 = MemfdFlags::ALLOW_SEALING.bits();
     /// `MFD_HUGETLB`.
-    pub const HUGETLB: u32 = libc::MFD_HUGETLB;
+    pub const HUGETLB: u32 = MemfdFlags::HUGETLB.bits();
 }
 
 /// `memfd_create(2)`. `MFD_CLOEXEC` is always added.
 pub fn memfd_create(name: &str, flags: u32) -> Result<OwnedFd> {
-    let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
-    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), flags | libc::MFD_CLOEXEC) })?;
-    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = MemfdFlags::from_bits_retain(flags) | MemfdFlags::CLOEXEC;
+    Ok(rustix::fs::memfd_create(name, flags)?)
 }
 
 /// `eventfd(2)` with `EFD_CLOEXEC`.
 pub fn eventfd(initval: u32) -> Result<OwnedFd> {
-    // SAFETY: eventfd takes no pointers.
-    let fd = cvt(unsafe { libc::eventfd(initval, libc::EFD_CLOEXEC) })?;
-    // SAFETY: eventfd returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(rustix::event::eventfd(
+        initval,
+        rustix::event::EventfdFlags::CLOEXEC,
+    )?)
 }
 
 /// `pipe2(O_CLOEXEC)`: returns `(read end, write end)`.
 pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: pipe2 succeeded; both descriptors are new and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// A socket's `(SO_DOMAIN, SO_TYPE, SO_PROTOCOL)`.
@@ -277,37 +285,36 @@ pub struct SocketKind {
     pub protocol: i32,
 }
 
-fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> Result<i32> {
-    let mut val: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `val` and `len` are valid for writes and `len` holds their size.
-    cvt(unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&mut val as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    })?;
-    Ok(val)
-}
-
 /// `getsockopt(SO_DOMAIN / SO_TYPE / SO_PROTOCOL)`; `ENOTSOCK` for non-sockets.
 pub fn socket_kind(fd: BorrowedFd<'_>) -> Result<SocketKind> {
+    use rustix::net::sockopt;
     Ok(SocketKind {
-        domain: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?,
-        ty: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?,
-        protocol: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)?,
+        domain: i32::from(sockopt::socket_domain(fd)?.as_raw()),
+        ty: sockopt::socket_type(fd)?.as_raw() as i32,
+        protocol: sockopt::socket_protocol(fd)?.map_or(0, |p| p.as_raw().get() as i32),
     })
 }
 
-/// Address families and socket types, re-exported for callers of [`socket_kind`].
+/// Address families and socket types, for callers of [`socket_kind`].
 pub mod sock {
-    pub use libc::{
-        AF_INET, AF_INET6, AF_UNIX, IPPROTO_TCP, IPPROTO_UDP, SOCK_DGRAM, SOCK_SEQPACKET,
-        SOCK_STREAM,
-    };
+    use rustix::net::{ipproto, AddressFamily, SocketType};
+
+    /// `AF_INET`.
+    pub const AF_INET: i32 = AddressFamily::INET.as_raw() as i32;
+    /// `AF_INET6`.
+    pub const AF_INET6: i32 = AddressFamily::INET6.as_raw() as i32;
+    /// `AF_UNIX`.
+    pub const AF_UNIX: i32 = AddressFamily::UNIX.as_raw() as i32;
+    /// `IPPROTO_TCP`.
+    pub const IPPROTO_TCP: i32 = ipproto::TCP.as_raw().get() as i32;
+    /// `IPPROTO_UDP`.
+    pub const IPPROTO_UDP: i32 = ipproto::UDP.as_raw().get() as i32;
+    /// `SOCK_DGRAM`.
+    pub const SOCK_DGRAM: i32 = SocketType::DGRAM.as_raw() as i32;
+    /// `SOCK_SEQPACKET`.
+    pub const SOCK_SEQPACKET: i32 = SocketType::SEQPACKET.as_raw() as i32;
+    /// `SOCK_STREAM`.
+    pub const SOCK_STREAM: i32 = SocketType::STREAM.as_raw() as i32;
 }
 
 /// What [`recv_with_fds`] received.
@@ -325,6 +332,21 @@ pub struct Received {
 
 /// Most descriptors the kernel accepts in one SCM_RIGHTS message (`SCM_MAX_FD`).
 pub const SCM_MAX_FD: usize = 253;
+
+/// `CMSG_SPACE(n * sizeof(int))`: a `cmsghdr` and `n` descriptors, each
+/// rounded up to the alignment of `size_t`, as the kernel lays them out.
+const fn cmsg_space_fds(n: usize) -> usize {
+    const ALIGN: usize = std::mem::size_of::<usize>();
+    // struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; }
+    let header = ALIGN + 2 * std::mem::size_of::<i32>();
+    let data = n * std::mem::size_of::<RawFd>();
+    header.div_ceil(ALIGN) * ALIGN + data.div_ceil(ALIGN) * ALIGN
+}
+
+/// Room for one `SCM_RIGHTS` message of [`SCM_MAX_FD`] descriptors wherever
+/// the buffer starts (it is aligned for a `cmsghdr` inside): small enough
+/// for the stack.
+const CMSG_BUF: usize = cmsg_space_fds(SCM_MAX_FD) + std::mem::align_of::<usize>();
 
 /// `sendmsg(2)` with the descriptors attached as one `SCM_RIGHTS` message.
 /// `MSG_NOSIGNAL` is always set.
@@ -347,7 +369,7 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) 
 
 fn sendmsg_fds(
     sock: BorrowedFd<'_>,
-    to: Option<&(libc::sockaddr_un, libc::socklen_t)>,
+    to: Option<&SocketAddrUnix>,
     data: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> Result<usize> {
@@ -355,49 +377,17 @@ fn sendmsg_fds(
         return Err(Errno::EINVAL);
     }
     let iov = [IoSlice::new(data)];
-    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    let payload = std::mem::size_of_val(raw.as_slice()) as u32;
-    let space = if raw.is_empty() {
-        0
-    } else {
-        // SAFETY: CMSG_SPACE is a pure computation.
-        unsafe { libc::CMSG_SPACE(payload) as usize }
-    };
-    // u64 storage keeps the buffer aligned for cmsghdr.
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    // SAFETY: an all-zero msghdr is a valid empty message header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = 1;
-    if let Some((addr, len)) = to {
-        msg.msg_name = (addr as *const libc::sockaddr_un).cast_mut().cast();
-        msg.msg_namelen = *len;
+    let mut space = [MaybeUninit::<u8>::uninit(); CMSG_BUF];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    // The buffer has room for SCM_MAX_FD descriptors, so the push fits.
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(Errno::EINVAL);
     }
-    if !raw.is_empty() {
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        // SAFETY: msg_control points to `space` bytes, enough for one cmsghdr
-        // carrying `payload` bytes, so CMSG_FIRSTHDR is non-null and the header
-        // and data writes stay inside the buffer.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as usize;
-            std::ptr::copy_nonoverlapping(
-                raw.as_ptr().cast::<u8>(),
-                libc::CMSG_DATA(cmsg),
-                payload as usize,
-            );
-        }
-    }
-    // SAFETY: `msg` points to live iovec, control and address buffers that
-    // outlive the call; the fds are borrowed and stay open.
-    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        return Err(Errno::last());
-    }
-    Ok(n as usize)
+    let flags = SendFlags::NOSIGNAL;
+    Ok(match to {
+        Some(addr) => rustix::net::sendmsg_addr(sock, addr, &iov, &mut control, flags)?,
+        None => rustix::net::sendmsg(sock, &iov, &mut control, flags)?,
+    })
 }
 
 /// `recvmsg(2)` with room for at least `max_fds` descriptors, received with
@@ -406,100 +396,65 @@ fn sendmsg_fds(
 /// result closes them all.
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], max_fds: usize) -> Result<Received> {
     let mut iov = [IoSliceMut::new(buf)];
-    let payload = (max_fds.min(SCM_MAX_FD) * std::mem::size_of::<RawFd>()) as u32;
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(payload) as usize };
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    // SAFETY: an all-zero msghdr is a valid empty message header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_mut_ptr().cast();
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // SAFETY: `msg` points to live, writable iovec and control buffers.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(Errno::last());
-    }
+    let mut space = [MaybeUninit::<u8>::uninit(); CMSG_BUF];
+    // Exactly CMSG_SPACE(max_fds) bytes, aligned for a cmsghdr: the kernel
+    // delivers no more descriptors than fit, and says MSG_CTRUNC.
+    let start = space.as_ptr().align_offset(std::mem::align_of::<usize>());
+    let len = cmsg_space_fds(max_fds.min(SCM_MAX_FD));
+    let mut control = RecvAncillaryBuffer::new(&mut space[start..start + len]);
+    let msg = rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
     let mut fds = Vec::new();
-    // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG_* macros
-    // walk only within msg_controllen, and each SCM_RIGHTS payload holds
-    // (cmsg_len - CMSG_LEN(0)) / 4 descriptors that are now ours.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg);
-                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                for i in 0..bytes / std::mem::size_of::<RawFd>() {
-                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
-                    fds.push(OwnedFd::from_raw_fd(fd));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(arrived) = m {
+            fds.extend(arrived);
         }
     }
     Ok(Received {
-        len: n as usize,
+        len: msg.bytes,
         fds,
-        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
-        ctrunc: msg.msg_flags & libc::MSG_CTRUNC != 0,
+        truncated: msg.flags.contains(ReturnFlags::TRUNC),
+        ctrunc: msg.flags.contains(ReturnFlags::CTRUNC),
     })
 }
 
 /// `socketpair(AF_UNIX, ty | SOCK_CLOEXEC, 0)`.
 pub fn socketpair(ty: i32) -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` has room for the two descriptors socketpair writes.
-    cvt(unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
-    // SAFETY: both descriptors are new and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::from_raw(ty as u32),
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
 }
 
-fn unix_addr(path: &std::path::Path) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
+fn unix_addr(path: &std::path::Path) -> Result<SocketAddrUnix> {
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_os_str().as_bytes();
-    // SAFETY: an all-zero sockaddr_un is valid (empty path).
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     // The path and its NUL must fit in sun_path (108 bytes).
-    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+    if bytes.is_empty() || bytes.len() >= 108 || bytes.contains(&0) {
         return Err(Errno::ENAMETOOLONG);
     }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
-    Ok((addr, len as libc::socklen_t))
+    Ok(SocketAddrUnix::new(path)?)
 }
 
 /// An address for a path, or for the abstract namespace when it starts
 /// with `@` (as `$NOTIFY_SOCKET` may).
-fn unix_addr_any(path: &std::path::Path) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
+fn unix_addr_any(path: &std::path::Path) -> Result<SocketAddrUnix> {
     use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    let Some(name) = bytes.strip_prefix(b"@") else {
-        return unix_addr(path);
-    };
-    // SAFETY: an all-zero sockaddr_un is valid (empty path).
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if name.len() + 1 > addr.sun_path.len() {
-        return Err(Errno::ENAMETOOLONG);
+    match path.as_os_str().as_bytes().strip_prefix(b"@") {
+        // ENAMETOOLONG when it does not fit after sun_path's leading NUL.
+        Some(name) => Ok(SocketAddrUnix::new_abstract_name(name)?),
+        None => unix_addr(path),
     }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    // sun_path[0] stays NUL: the abstract namespace.
-    for (d, s) in addr.sun_path[1..].iter_mut().zip(name) {
-        *d = *s as libc::c_char;
-    }
-    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
-    Ok((addr, len as libc::socklen_t))
 }
 
-fn unix_socket(ty: i32) -> Result<OwnedFd> {
-    // SAFETY: plain socket(2) call with constant arguments.
-    let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: socket returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn unix_socket(ty: SocketType, flags: SocketFlags) -> Result<OwnedFd> {
+    Ok(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        ty,
+        SocketFlags::CLOEXEC | flags,
+        None,
+    )?)
 }
 
 /// Sends one datagram with descriptors to the `AF_UNIX` `SOCK_DGRAM` socket
@@ -507,101 +462,53 @@ fn unix_socket(ty: i32) -> Result<OwnedFd> {
 /// protocol, `$NOTIFY_SOCKET`.
 pub fn dgram_send_to(path: &std::path::Path, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
     let to = unix_addr_any(path)?;
-    let sock = unix_socket(libc::SOCK_DGRAM)?;
-    sendmsg_fds(std::os::fd::AsFd::as_fd(&sock), Some(&to), data, fds)?;
+    let sock = unix_socket(SocketType::DGRAM, SocketFlags::empty())?;
+    sendmsg_fds(sock.as_fd(), Some(&to), data, fds)?;
     Ok(())
 }
 
 /// An `AF_UNIX` `SOCK_DGRAM` socket bound to `path` (`@name` for the
 /// abstract namespace), for receiving datagrams.
 pub fn dgram_bind(path: &std::path::Path) -> Result<OwnedFd> {
-    let fd = unix_socket(libc::SOCK_DGRAM)?;
-    bind_to(fd.as_raw_fd(), &unix_addr_any(path)?)?;
+    let fd = unix_socket(SocketType::DGRAM, SocketFlags::empty())?;
+    rustix::net::bind(&fd, &unix_addr_any(path)?)?;
     Ok(fd)
-}
-
-fn bind_to(fd: RawFd, (addr, len): &(libc::sockaddr_un, libc::socklen_t)) -> Result<()> {
-    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes; `fd` is ours.
-    cvt(unsafe { libc::bind(fd, (addr as *const libc::sockaddr_un).cast(), *len) })?;
-    Ok(())
 }
 
 /// Whether a socket is listening (`SO_ACCEPTCONN`).
 pub fn is_listening(fd: BorrowedFd<'_>) -> Result<bool> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `v` and `len` are writable and sized for an int option.
-    cvt(unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    })?;
-    Ok(v != 0)
-}
-
-fn seqpacket_socket(nonblock: bool) -> Result<OwnedFd> {
-    let flags = if nonblock { libc::SOCK_NONBLOCK } else { 0 };
-    // SAFETY: plain socket(2) call with constant arguments.
-    let fd = cvt(unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | flags,
-            0,
-        )
-    })?;
-    // SAFETY: socket returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(rustix::net::sockopt::socket_acceptconn(fd)?)
 }
 
 /// A non-blocking `AF_UNIX` `SOCK_SEQPACKET` socket bound to `path` and
 /// listening. `ENAMETOOLONG` when the path does not fit in `sun_path`.
 pub fn seqpacket_listen(path: &std::path::Path, backlog: i32) -> Result<OwnedFd> {
     let addr = unix_addr(path)?;
-    let fd = seqpacket_socket(true)?;
-    bind_to(fd.as_raw_fd(), &addr)?;
-    // SAFETY: plain listen(2) on our own socket.
-    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    let fd = unix_socket(SocketType::SEQPACKET, SocketFlags::NONBLOCK)?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, backlog)?;
     Ok(fd)
 }
 
 /// A blocking `SOCK_SEQPACKET` connection to the socket at `path`.
 pub fn seqpacket_connect(path: &std::path::Path) -> Result<OwnedFd> {
-    let (addr, len) = unix_addr(path)?;
-    let fd = seqpacket_socket(false)?;
+    let addr = unix_addr(path)?;
+    let fd = unix_socket(SocketType::SEQPACKET, SocketFlags::empty())?;
     loop {
-        // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
-        let r = unsafe {
-            libc::connect(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_un).cast(),
-                len,
-            )
-        };
-        match cvt(r) {
-            Ok(_) => return Ok(fd),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e),
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => return Ok(fd),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
 /// `accept4(fd, SOCK_CLOEXEC | SOCK_NONBLOCK)`.
 pub fn accept(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
-    // SAFETY: a null address is allowed when the peer address is not wanted.
-    let c = cvt(unsafe {
-        libc::accept4(
-            fd.as_raw_fd(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-        )
-    })?;
-    // SAFETY: accept4 returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(c) })
+    Ok(rustix::net::accept_with(
+        fd,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+    )?)
 }
 
 /// A Unix socket peer's credentials (`SO_PEERCRED`): taken when it connected.
@@ -617,6 +524,8 @@ pub struct PeerCred {
 
 /// `getsockopt(SO_PEERCRED)`.
 pub fn peer_cred(fd: BorrowedFd<'_>) -> Result<PeerCred> {
+    // Hand-written: rustix's socket_peercred keeps the pid in a non-zero
+    // `Pid`, but the kernel answers 0 for a peer outside our pid namespace.
     let mut c = libc::ucred {
         pid: 0,
         uid: 0,
@@ -642,41 +551,40 @@ pub fn peer_cred(fd: BorrowedFd<'_>) -> Result<PeerCred> {
 
 /// Sets or clears `O_NONBLOCK`.
 pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
-    let fl = fcntl_getfl(fd)?;
-    let new = if on {
-        fl | libc::O_NONBLOCK
-    } else {
-        fl & !libc::O_NONBLOCK
-    };
-    // SAFETY: F_SETFL with an int argument on a descriptor we borrow.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) })?;
+    let mut fl = rustix::fs::fcntl_getfl(fd)?;
+    fl.set(OFlags::NONBLOCK, on);
+    rustix::fs::fcntl_setfl(fd, fl)?;
     Ok(())
 }
 
 /// Sets `SO_SNDBUF` (the kernel doubles it and applies its own bounds).
+/// `EINVAL` for a negative size.
 pub fn set_send_buffer(fd: BorrowedFd<'_>, bytes: i32) -> Result<()> {
-    // SAFETY: `bytes` is a valid int read by setsockopt.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&bytes as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
+    let bytes = usize::try_from(bytes).map_err(|_| Errno::EINVAL)?;
+    Ok(rustix::net::sockopt::set_socket_send_buffer_size(
+        fd, bytes,
+    )?)
 }
 
 /// This process's effective uid.
 pub fn geteuid() -> u32 {
-    // SAFETY: geteuid takes no arguments and cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// Readiness bits for [`Epoll`].
 pub mod epoll {
-    pub use libc::{EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP};
+    use rustix::event::epoll::EventFlags;
+
+    /// `EPOLLIN`.
+    pub const EPOLLIN: i32 = EventFlags::IN.bits() as i32;
+    /// `EPOLLOUT`.
+    pub const EPOLLOUT: i32 = EventFlags::OUT.bits() as i32;
+    /// `EPOLLERR`.
+    pub const EPOLLERR: i32 = EventFlags::ERR.bits() as i32;
+    /// `EPOLLHUP`.
+    pub const EPOLLHUP: i32 = EventFlags::HUP.bits() as i32;
+    /// `EPOLLRDHUP`.
+    pub const EPOLLRDHUP: i32 = EventFlags::RDHUP.bits() as i32;
 }
 
 /// A level-triggered epoll instance that reports a caller-chosen `u64` per fd.
@@ -688,36 +596,35 @@ pub struct Epoll {
 impl Epoll {
     /// `epoll_create1(EPOLL_CLOEXEC)`.
     pub fn new() -> Result<Epoll> {
-        // SAFETY: plain epoll_create1 call.
-        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: epoll_create1 returned a new descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = rx_epoll::create(rx_epoll::CreateFlags::CLOEXEC)?;
         Ok(Epoll { fd })
-    }
-
-    fn ctl(&self, op: i32, fd: BorrowedFd<'_>, key: u64, events: i32) -> Result<()> {
-        let mut ev = libc::epoll_event {
-            events: events as u32,
-            u64: key,
-        };
-        // SAFETY: `ev` is a valid epoll_event; the kernel copies it.
-        cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) })?;
-        Ok(())
     }
 
     /// Watches `fd` for `events`, reporting `key`.
     pub fn add(&self, fd: BorrowedFd<'_>, key: u64, events: i32) -> Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, key, events)
+        let flags = rx_epoll::EventFlags::from_bits_retain(events as u32);
+        Ok(rx_epoll::add(
+            &self.fd,
+            fd,
+            rx_epoll::EventData::new_u64(key),
+            flags,
+        )?)
     }
 
     /// Changes the events (and key) watched for `fd`.
     pub fn modify(&self, fd: BorrowedFd<'_>, key: u64, events: i32) -> Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, key, events)
+        let flags = rx_epoll::EventFlags::from_bits_retain(events as u32);
+        Ok(rx_epoll::modify(
+            &self.fd,
+            fd,
+            rx_epoll::EventData::new_u64(key),
+            flags,
+        )?)
     }
 
     /// Stops watching `fd` (closing it does that too).
     pub fn delete(&self, fd: BorrowedFd<'_>) -> Result<()> {
-        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+        Ok(rx_epoll::delete(&self.fd, fd)?)
     }
 
     /// Waits up to `timeout_ms` (-1: forever) and fills `out` with
@@ -725,24 +632,40 @@ impl Epoll {
     pub fn wait(&self, out: &mut Vec<(u64, u32)>, max: usize, timeout_ms: i32) -> Result<()> {
         out.clear();
         let max = max.clamp(1, 4096);
-        let mut evs = vec![libc::epoll_event { events: 0, u64: 0 }; max];
-        // SAFETY: `evs` has room for `max` events.
-        let n = cvt(unsafe {
-            libc::epoll_wait(
-                self.fd.as_raw_fd(),
-                evs.as_mut_ptr(),
-                max as libc::c_int,
-                timeout_ms,
-            )
-        })?;
-        out.extend(evs[..n as usize].iter().map(|e| (e.u64, e.events)));
+        let empty = rx_epoll::Event {
+            flags: rx_epoll::EventFlags::empty(),
+            data: rx_epoll::EventData::new_u64(0),
+        };
+        let mut evs = vec![empty; max];
+        let n = rx_epoll::wait(&self.fd, &mut evs[..], timespec_ms(timeout_ms).as_ref())?;
+        out.extend(
+            evs[..n]
+                .iter()
+                .map(|e| ({ e.data }.u64(), { e.flags }.bits())),
+        );
         Ok(())
     }
 }
 
+/// A timeout in milliseconds as rustix takes it: `None` (no limit) when
+/// negative.
+fn timespec_ms(ms: i32) -> Option<rustix::event::Timespec> {
+    (ms >= 0).then(|| rustix::event::Timespec {
+        tv_sec: i64::from(ms / 1000),
+        tv_nsec: i64::from(ms % 1000) * 1_000_000,
+    })
+}
+
 /// Signal numbers for [`SignalFd`].
 pub mod signal {
-    pub use libc::{SIGHUP, SIGINT, SIGTERM};
+    use rustix::process::Signal;
+
+    /// `SIGHUP`.
+    pub const SIGHUP: i32 = Signal::HUP.as_raw();
+    /// `SIGINT`.
+    pub const SIGINT: i32 = Signal::INT.as_raw();
+    /// `SIGTERM`.
+    pub const SIGTERM: i32 = Signal::TERM.as_raw();
 }
 
 /// A `signalfd` for a set of signals that are blocked in the calling thread,
@@ -754,24 +677,15 @@ pub struct SignalFd {
     fd: OwnedFd,
 }
 
+/// `sizeof(struct signalfd_siginfo)`: what one read of a signalfd returns.
+const SIGINFO_SIZE: usize = std::mem::size_of::<libc::signalfd_siginfo>();
+
 impl SignalFd {
     /// Blocks `signals` in this thread and returns a non-blocking signalfd
     /// that reports them.
     pub fn new(signals: &[i32]) -> Result<SignalFd> {
-        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigemptyset initialises the set it is given.
-        cvt(unsafe { libc::sigemptyset(set.as_mut_ptr()) })?;
-        for &sig in signals {
-            // SAFETY: the set was initialised by sigemptyset.
-            cvt(unsafe { libc::sigaddset(set.as_mut_ptr(), sig) })?;
-        }
-        // SAFETY: initialised above.
-        let set = unsafe { set.assume_init() };
-        // SAFETY: `set` is a valid sigset; the old mask is not wanted.
-        let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-        if r != 0 {
-            return Err(Errno(r));
-        }
+        let set = thread_sigmask(libc::SIG_BLOCK, signals)?;
+        // Hand-written: rustix has no signalfd.
         // SAFETY: -1 asks for a new signalfd for the valid set `set`.
         let fd = cvt(unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })?;
         // SAFETY: signalfd returned a new descriptor that nothing else owns.
@@ -781,24 +695,16 @@ impl SignalFd {
 
     /// The next pending signal, or `None` when none is pending.
     pub fn read(&self) -> Result<Option<i32>> {
-        // SAFETY: an all-zero signalfd_siginfo is a valid value to overwrite.
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        // SAFETY: `info` is writable and exactly `size` bytes long.
-        let n = unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                (&mut info as *mut libc::signalfd_siginfo).cast(),
-                size,
-            )
-        };
-        if n < 0 {
-            return match Errno::last() {
-                Errno::EAGAIN => Ok(None),
-                e => Err(e),
-            };
+        let mut info = [0u8; SIGINFO_SIZE];
+        match rustix::io::read(&self.fd, &mut info) {
+            // ssi_signo, a u32, is the struct's first field.
+            Ok(SIGINFO_SIZE) => Ok(Some(
+                u32::from_ne_bytes([info[0], info[1], info[2], info[3]]) as i32,
+            )),
+            Ok(_) => Ok(None),
+            Err(rustix::io::Errno::AGAIN) => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        Ok((n as usize == size).then_some(info.ssi_signo as i32))
     }
 }
 
@@ -812,31 +718,49 @@ impl std::os::fd::AsFd for SignalFd {
 /// dead child does not stay a zombie). `Ok(true)` when it was reaped,
 /// `Ok(false)` while it runs, `ECHILD` when it is not our child.
 pub fn try_reap(pid: u32) -> Result<bool> {
-    let mut status = 0;
-    // SAFETY: `status` is a writable int; waitpid reads nothing else of ours.
-    let r = cvt(unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) })?;
-    Ok(r != 0)
+    use rustix::process::{waitpid, Pid, WaitOptions};
+    // No child of ours has pid 0 or one beyond i32 (those name groups).
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or(Errno::from(rustix::io::Errno::CHILD))?;
+    Ok(waitpid(Some(pid), WaitOptions::NOHANG)?.is_some())
 }
 
 /// Unblocks every signal in the calling thread. A process started by luod
 /// inherits its blocked SIGTERM and SIGINT (luod reads them from a
 /// signalfd); the keeper must die of them like any process.
 pub fn unblock_all_signals() -> Result<()> {
+    thread_sigmask(libc::SIG_SETMASK, &[])?;
+    Ok(())
+}
+
+/// Changes this thread's signal mask by the set of `signals` (`how`:
+/// `SIG_BLOCK`, `SIG_UNBLOCK` or `SIG_SETMASK`), and returns that set.
+fn thread_sigmask(how: libc::c_int, signals: &[i32]) -> Result<libc::sigset_t> {
+    // Hand-written: rustix's sigprocmask is only in its (unsafe) runtime
+    // module.
     let mut set = MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigemptyset initialises the set it is given.
-    unsafe { libc::sigemptyset(set.as_mut_ptr()) };
-    // SAFETY: initialised by sigemptyset above.
+    cvt(unsafe { libc::sigemptyset(set.as_mut_ptr()) })?;
+    for &sig in signals {
+        // SAFETY: the set was initialised by sigemptyset.
+        cvt(unsafe { libc::sigaddset(set.as_mut_ptr(), sig) })?;
+    }
+    // SAFETY: initialised above.
     let set = unsafe { set.assume_init() };
-    // SAFETY: `set` is a valid sigset_t; the old mask is not wanted.
-    let r = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+    // SAFETY: `set` is a valid sigset; the old mask is not wanted.
+    let r = unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
     if r != 0 {
         return Err(Errno(r));
     }
-    Ok(())
+    Ok(set)
 }
 
 /// `raise(3)`: sends `signal` to the calling thread.
 pub fn raise_signal(signal: i32) -> Result<()> {
+    // Hand-written: rustix signals processes only (its tkill is in the
+    // runtime module), and the signal must reach this thread.
     // SAFETY: raise takes a signal number and touches no memory of ours.
     cvt(unsafe { libc::raise(signal) })?;
     Ok(())
@@ -845,20 +769,21 @@ pub fn raise_signal(signal: i32) -> Result<()> {
 /// `open(path, O_PATH | O_CLOEXEC)`: a descriptor that names a file without
 /// opening it (luo refuses these with `EBADF`, as the kernel's `fget` does).
 pub fn open_path(path: &std::path::Path) -> Result<OwnedFd> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
-    let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) })?;
-    // SAFETY: open returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// Sets or clears `FD_CLOEXEC`: a descriptor without it survives `exec`.
 pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
-    let flag = if on { libc::FD_CLOEXEC } else { 0 };
-    // SAFETY: F_SETFD takes an integer flag; the fd is live for the borrow.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flag) })?;
-    Ok(())
+    let flags = if on {
+        FdFlags::CLOEXEC
+    } else {
+        FdFlags::empty()
+    };
+    Ok(rustix::io::fcntl_setfd(fd, flags)?)
 }
 
 /// Takes ownership of descriptors inherited across `exec`, by number (an
@@ -873,10 +798,20 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
 pub fn adopt_inherited(nums: &[RawFd]) -> Result<Vec<OwnedFd>> {
     // Numbers not above 2 are refused by adopt_verified.
     for &n in nums.iter().filter(|&&n| n > 2) {
-        // SAFETY: F_GETFD only inspects the descriptor table entry.
-        cvt(unsafe { libc::fcntl(n, libc::F_GETFD) })?;
+        check_open_raw(n)?;
     }
     adopt_verified(nums)
+}
+
+/// `fcntl(fd, F_GETFD)` on a descriptor number: `Ok` when something is open
+/// there, `EBADF` when not.
+fn check_open_raw(fd: RawFd) -> Result<()> {
+    // Hand-written: rustix takes a BorrowedFd, which must be open, and this
+    // probes a number that may not be.
+    // SAFETY: F_GETFD only inspects the descriptor table entry; any number is
+    // a valid argument.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    Ok(())
 }
 
 /// As [`adopt_inherited`], for numbers the caller has just checked are
@@ -912,6 +847,7 @@ fn cloexec_span(nums: &[RawFd]) -> Result<()> {
             hi += 1;
         }
         i += 1;
+        // Hand-written: rustix has no close_range.
         // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on
         // the descriptors in the range; it reads no memory of ours.
         let r = unsafe {
@@ -924,8 +860,10 @@ fn cloexec_span(nums: &[RawFd]) -> Result<()> {
         };
         if r < 0 {
             for n in lo..=hi {
-                // SAFETY: F_SETFD takes an integer flag; `n` is open.
-                cvt(unsafe { libc::fcntl(n, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+                // SAFETY: `n` is open (the caller checked) and stays so for
+                // the call: nothing else in this image owns it yet.
+                let fd = unsafe { BorrowedFd::borrow_raw(n) };
+                rustix::io::fcntl_setfd(fd, FdFlags::CLOEXEC)?;
             }
         }
     }
@@ -941,6 +879,7 @@ fn cstrings(args: &[String]) -> Result<Vec<CString>> {
 /// `execv(path, args)`: replaces this process image (same pid, descriptors
 /// without `FD_CLOEXEC` kept, environment kept). Returns only on failure.
 pub fn exec(path: &std::path::Path, args: &[String]) -> Errno {
+    // Hand-written: rustix's execve is only in its (unsafe) runtime module.
     use std::os::unix::ffi::OsStrExt;
     let Ok(p) = CString::new(path.as_os_str().as_bytes()) else {
         return Errno::EINVAL;
@@ -960,6 +899,7 @@ pub fn exec(path: &std::path::Path, args: &[String]) -> Errno {
 /// program given by an open descriptor (it may have been replaced on disk
 /// since). Returns only on failure.
 pub fn exec_fd(fd: BorrowedFd<'_>, args: &[String]) -> Errno {
+    // Hand-written: rustix's execveat is only in its (unsafe) runtime module.
     let Ok(c) = cstrings(args) else {
         return Errno::EINVAL;
     };
@@ -988,49 +928,50 @@ pub fn exec_fd(fd: BorrowedFd<'_>, args: &[String]) -> Errno {
 
 /// `fcntl(F_ADD_SEALS)` on a memfd created with `MFD_ALLOW_SEALING`.
 pub fn add_seals(fd: BorrowedFd<'_>, seals: i32) -> Result<()> {
-    // SAFETY: F_ADD_SEALS takes an integer; the fd is live for the borrow.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
-    Ok(())
+    Ok(rustix::fs::fcntl_add_seals(
+        fd,
+        SealFlags::from_bits_retain(seals as u32),
+    )?)
 }
 
 /// `fcntl(F_GET_SEALS)`.
 pub fn seals(fd: BorrowedFd<'_>) -> Result<i32> {
-    // SAFETY: F_GET_SEALS takes no argument; the fd is live for the borrow.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) })
+    Ok(rustix::fs::fcntl_get_seals(fd)?.bits() as i32)
 }
 
 /// The memfd seals.
 pub mod seal {
+    use rustix::fs::SealFlags;
+
     /// `F_SEAL_SEAL`: no more seals.
-    pub const SEAL: i32 = libc::F_SEAL_SEAL;
+    pub const SEAL: i32 = SealFlags::SEAL.bits() as i32;
     /// `F_SEAL_SHRINK`.
-    pub const SHRINK: i32 = libc::F_SEAL_SHRINK;
+    pub const SHRINK: i32 = SealFlags::SHRINK.bits() as i32;
     /// `F_SEAL_GROW`.
-    pub const GROW: i32 = libc::F_SEAL_GROW;
+    pub const GROW: i32 = SealFlags::GROW.bits() as i32;
     /// `F_SEAL_WRITE`.
-    pub const WRITE: i32 = libc::F_SEAL_WRITE;
+    pub const WRITE: i32 = SealFlags::WRITE.bits() as i32;
 }
 
-/// `RLIMIT_NOFILE` as `(soft, hard)`.
+/// `RLIMIT_NOFILE` as `(soft, hard)` (`RLIM_INFINITY` is `u64::MAX`).
 pub fn nofile_limit() -> Result<(u64, u64)> {
-    let mut r = MaybeUninit::<libc::rlimit>::uninit();
-    // SAFETY: `r` is writable memory of the size getrlimit writes.
-    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, r.as_mut_ptr()) })?;
-    // SAFETY: getrlimit returned 0, so `r` is initialised.
-    let r = unsafe { r.assume_init() };
-    Ok((r.rlim_cur, r.rlim_max))
+    let r = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    Ok((r.current.unwrap_or(u64::MAX), r.maximum.unwrap_or(u64::MAX)))
 }
 
 /// Raises the `RLIMIT_NOFILE` soft limit to the hard limit; returns the new
 /// `(soft, hard)`.
 pub fn raise_nofile_limit() -> Result<(u64, u64)> {
-    let (_, hard) = nofile_limit()?;
-    let r = libc::rlimit {
-        rlim_cur: hard,
-        rlim_max: hard,
-    };
-    // SAFETY: `r` is a valid rlimit read by setrlimit.
-    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) })?;
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let hard = getrlimit(Resource::Nofile).maximum;
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: hard,
+            maximum: hard,
+        },
+    )?;
+    let hard = hard.unwrap_or(u64::MAX);
     Ok((hard, hard))
 }
 
@@ -1045,7 +986,7 @@ pub fn open_fd_count() -> std::io::Result<usize> {
 /// What `/proc/self/fd/N` names, e.g. `anon_inode:[eventfd]` or
 /// `/memfd:data (deleted)`.
 pub fn fd_target(fd: BorrowedFd<'_>) -> std::io::Result<std::path::PathBuf> {
-    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    std::fs::read_link(reopen_path(fd))
 }
 
 /// The path under which `fd` can be re-opened (a new open file description of
@@ -1103,6 +1044,42 @@ mod tests {
         assert!(got.ctrunc);
         assert!(got.fds.len() < 3);
         drop(got);
+        assert_eq!(open_fd_count().unwrap(), before);
+    }
+
+    #[test]
+    fn scm_rights_at_the_limits() {
+        let _serial = FDS.lock().unwrap_or_else(|e| e.into_inner());
+        let (s, r) = socketpair(libc::SOCK_SEQPACKET).unwrap();
+        let e = eventfd(0).unwrap();
+        let mut buf = [0u8; 4];
+        let before = open_fd_count().unwrap();
+        // SCM_MAX_FD descriptors go in one message and all arrive.
+        let many = vec![e.as_fd(); SCM_MAX_FD];
+        send_with_fds(s.as_fd(), b"x", &many).unwrap();
+        let got = recv_with_fds(r.as_fd(), &mut buf, SCM_MAX_FD).unwrap();
+        assert_eq!((got.fds.len(), got.ctrunc), (SCM_MAX_FD, false));
+        drop(got);
+        // One more is refused before any syscall.
+        let too_many = vec![e.as_fd(); SCM_MAX_FD + 1];
+        assert_eq!(
+            send_with_fds(s.as_fd(), b"x", &too_many),
+            Err(Errno::EINVAL)
+        );
+        // No room asked for: nothing arrives, and the kernel says so.
+        send_with_fds(s.as_fd(), b"x", &[e.as_fd()]).unwrap();
+        let got = recv_with_fds(r.as_fd(), &mut buf, 0).unwrap();
+        assert_eq!((got.len, got.fds.len(), got.ctrunc), (1, 0, true));
+        // Exactly the room asked for (an even count fills CMSG_SPACE).
+        send_with_fds(s.as_fd(), b"x", &[e.as_fd(); 3]).unwrap();
+        let got = recv_with_fds(r.as_fd(), &mut buf, 2).unwrap();
+        assert_eq!((got.fds.len(), got.ctrunc), (2, true));
+        drop(got);
+        // A payload longer than the buffer is cut, and said to be.
+        send_with_fds(s.as_fd(), b"too long", &[]).unwrap();
+        let got = recv_with_fds(r.as_fd(), &mut buf, 0).unwrap();
+        assert_eq!((got.len, got.truncated, got.ctrunc), (4, true, false));
+        assert_eq!(&buf, b"too ");
         assert_eq!(open_fd_count().unwrap(), before);
     }
 

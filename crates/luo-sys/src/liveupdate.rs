@@ -7,6 +7,12 @@
 //! wrappers always send the size this crate knows (`size_of`), which every
 //! kernel with LUO accepts. [`raw_ioctl`] sends any bytes, for tests of the
 //! kernel's size rules.
+//!
+//! The ioctls and `kexec_file_load` are written here against libc: rustix
+//! has no `kexec_file_load`, and its `ioctl` module is as unsafe per call
+//! as `libc::ioctl` (plus an `unsafe impl Ioctl`), takes the command as a
+//! const generic where [`raw_ioctl`] has it at run time, and can check
+//! nothing more for structs that carry their own size.
 
 use std::ffi::CString;
 use std::mem::size_of;
@@ -21,19 +27,32 @@ pub const IOCTL_TYPE: u32 = 0xBA;
 /// `LIVEUPDATE_SESSION_NAME_LENGTH`: the name field, NUL included.
 pub const NAME_LENGTH: usize = 64;
 
+/// `_IO(LIVEUPDATE_IOCTL_TYPE, nr)`: every LUO command is a plain `_IO`
+/// number (the structs carry their own size instead).
+const fn io(nr: u8) -> u32 {
+    #[allow(clippy::unnecessary_cast)] // the opcode type differs by backend
+    let op = rustix::ioctl::opcode::none(IOCTL_TYPE as u8, nr) as u32;
+    op
+}
+
 /// `LIVEUPDATE_IOCTL_CREATE_SESSION` (on the device).
-pub const CREATE_SESSION: u32 = 0xBA00;
+pub const CREATE_SESSION: u32 = io(0x00);
 /// `LIVEUPDATE_IOCTL_RETRIEVE_SESSION` (on the device).
-pub const RETRIEVE_SESSION: u32 = 0xBA01;
+pub const RETRIEVE_SESSION: u32 = io(0x01);
 /// `LIVEUPDATE_SESSION_PRESERVE_FD` (on an outgoing session).
-pub const SESSION_PRESERVE_FD: u32 = 0xBA40;
+pub const SESSION_PRESERVE_FD: u32 = io(0x40);
 /// `LIVEUPDATE_SESSION_RETRIEVE_FD` (on a retrieved session).
-pub const SESSION_RETRIEVE_FD: u32 = 0xBA41;
+pub const SESSION_RETRIEVE_FD: u32 = io(0x41);
 /// `LIVEUPDATE_SESSION_FINISH` (on a retrieved session).
-pub const SESSION_FINISH: u32 = 0xBA42;
+pub const SESSION_FINISH: u32 = io(0x42);
 /// `LIVEUPDATE_SESSION_GET_NAME` (on any session). Newer than the others:
 /// probe it with [`get_name`] before relying on it.
-pub const SESSION_GET_NAME: u32 = 0xBA43;
+pub const SESSION_GET_NAME: u32 = io(0x43);
+
+// The numbers are the kernel's ABI.
+const _: () = assert!(CREATE_SESSION == 0xBA00 && RETRIEVE_SESSION == 0xBA01);
+const _: () = assert!(SESSION_PRESERVE_FD == 0xBA40 && SESSION_RETRIEVE_FD == 0xBA41);
+const _: () = assert!(SESSION_FINISH == 0xBA42 && SESSION_GET_NAME == 0xBA43);
 
 /// `struct liveupdate_ioctl_create_session` and `..._retrieve_session`.
 #[repr(C)]
@@ -94,12 +113,12 @@ fn size<T>() -> u32 {
 /// Opens the device (`O_RDWR | O_CLOEXEC`). `ENOENT` when LUO is off,
 /// `EBUSY` while another open file description of it exists.
 pub fn open_device(path: &std::path::Path) -> Result<OwnedFd> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
-    let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
-    // SAFETY: open returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// The ioctl itself, on a struct of ours.
@@ -107,6 +126,7 @@ pub fn open_device(path: &std::path::Path) -> Result<OwnedFd> {
 /// Callers pass a `#[repr(C)]` struct from this module whose first field is
 /// its own size, so the kernel reads and writes inside it.
 fn ioctl_struct<T>(fd: BorrowedFd<'_>, cmd: u32, arg: &mut T) -> Result<()> {
+    // Hand-written: see the module's note on rustix's ioctl.
     // SAFETY: `arg` is a live, writable struct of `size_of::<T>()` bytes whose
     // size field says exactly that, so the kernel stays inside it.
     cvt(unsafe { libc::ioctl(fd.as_raw_fd(), cmd as libc::c_ulong, arg as *mut T) })?;
@@ -125,6 +145,7 @@ fn name_field(name: &[u8]) -> Result<[u8; NAME_LENGTH]> {
 }
 
 fn owned(fd: i32) -> Result<OwnedFd> {
+    // Hand-written: the descriptor comes back inside the ioctl's struct.
     if fd < 0 {
         return Err(Errno::EBADF);
     }
@@ -218,6 +239,7 @@ pub fn raw_ioctl(fd: BorrowedFd<'_>, cmd: u64, buf: &mut [u8]) -> Result<i32> {
     if buf.len() < 4 {
         return Err(Errno::EINVAL);
     }
+    // Hand-written: see the module's note on rustix's ioctl.
     let claimed = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     if claimed > buf.len() {
         return Err(Errno::EINVAL);
@@ -230,6 +252,7 @@ pub fn raw_ioctl(fd: BorrowedFd<'_>, cmd: u64, buf: &mut [u8]) -> Result<i32> {
 /// Sends `cmd` with a NULL argument: the kernel must answer `EFAULT` (or
 /// `EINVAL` for a number out of range, which it checks first).
 pub fn null_ioctl(fd: BorrowedFd<'_>, cmd: u64) -> Result<i32> {
+    // Hand-written: see the module's note on rustix's ioctl.
     // SAFETY: a NULL argument makes the kernel fail its user copy; no memory
     // of ours is touched.
     cvt(unsafe {
@@ -249,6 +272,7 @@ pub fn kexec_file_load(
     initrd: Option<BorrowedFd<'_>>,
     cmdline: &str,
 ) -> Result<()> {
+    // Hand-written: rustix has no kexec_file_load.
     let c = CString::new(cmdline).map_err(|_| Errno::EINVAL)?;
     // The length counts the NUL: the kernel insists the last byte is one.
     let len = c.as_bytes_with_nul().len() as libc::c_ulong;
@@ -276,6 +300,7 @@ pub fn kexec_file_load(
 
 /// Unloads an image loaded by [`kexec_file_load`] (`KEXEC_FILE_UNLOAD`).
 pub fn kexec_file_unload() -> Result<()> {
+    // Hand-written: rustix has no kexec_file_load.
     // SAFETY: with KEXEC_FILE_UNLOAD the kernel reads no descriptor or buffer.
     let r = unsafe {
         libc::syscall(
@@ -302,14 +327,10 @@ pub fn kexec_loaded() -> bool {
 /// It returns only on failure, with the kernel's errno; on a LUO kernel
 /// that includes a failed freeze of a preserved file.
 pub fn reboot_kexec() -> Errno {
-    // SAFETY: sync takes no arguments.
-    unsafe { libc::sync() };
-    // SAFETY: reboot takes a command number and touches no memory of ours.
-    let r = unsafe { libc::reboot(libc::LINUX_REBOOT_CMD_KEXEC) };
-    if r < 0 {
-        Errno::last()
-    } else {
+    rustix::fs::sync();
+    match rustix::system::reboot(rustix::system::RebootCommand::Kexec) {
+        Err(e) => e.into(),
         // reboot(KEXEC) does not return on success; if it did, say so.
-        Errno::EIO
+        Ok(()) => Errno::EIO,
     }
 }

@@ -14,7 +14,7 @@
 //! Built only with the `preload` feature.
 
 use std::ffi::CStr;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
 pub use libc::{c_char, c_int, c_uint, c_ulong, c_void, AT_FDCWD};
@@ -90,6 +90,7 @@ fn next(which: Next) -> Option<*mut c_void> {
     if RESOLVING.swap(true, Ordering::AcqRel) {
         return None;
     }
+    // Hand-written: dlsym is the dynamic linker's, not a syscall.
     // dlsym may change errno; the call being passed through must see the
     // caller's.
     let saved = errno();
@@ -108,6 +109,8 @@ fn next(which: Next) -> Option<*mut c_void> {
     }
 }
 
+// Hand-written: the C caller's errno is libc's thread-local, which rustix
+// (raw syscalls) neither reads nor sets.
 fn errno() -> c_int {
     // SAFETY: __errno_location returns this thread's errno, always valid.
     unsafe { *libc::__errno_location() }
@@ -360,6 +363,7 @@ macro_rules! export_preload_symbols {
 static VM_RW: AtomicU8 = AtomicU8::new(0);
 
 fn vm_rw(addr: Addr, local: *mut c_void, len: usize, write: bool) -> Result<()> {
+    // Hand-written: rustix has no process_vm_readv/process_vm_writev.
     if len == 0 {
         return Ok(());
     }
@@ -432,8 +436,7 @@ pub fn write_memory(addr: Addr, data: &[u8]) -> Result<()> {
 /// it meanwhile, `f`'s syscalls fail with `EBADF` or act on whatever took
 /// the number, as the same race does in C.
 pub fn with_fd<R>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Result<R> {
-    // SAFETY: F_GETFD reads only the descriptor table.
-    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+    if fd < 0 || crate::check_open_raw(fd).is_err() {
         return Err(Errno::EBADF);
     }
     // SAFETY: `fd` was open just now and the borrow does not outlive `f`;
@@ -442,49 +445,34 @@ pub fn with_fd<R>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Result<R> {
 }
 
 /// Sets or clears `FD_CLOEXEC`.
-pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
-    // SAFETY: F_SETFD with an int argument on a borrowed descriptor.
-    let r = unsafe {
-        libc::fcntl(
-            fd.as_raw_fd(),
-            libc::F_SETFD,
-            if on { libc::FD_CLOEXEC } else { 0 },
-        )
-    };
-    if r < 0 {
-        return Err(Errno::last());
-    }
-    Ok(())
-}
+pub use crate::set_cloexec;
 
 /// The calling thread's id.
 pub fn gettid() -> i32 {
-    // SAFETY: gettid takes no arguments and cannot fail.
-    unsafe { libc::gettid() }
+    rustix::thread::gettid().as_raw_nonzero().get()
 }
 
 /// `poll(2)` on one descriptor: true when one of `events` is ready within
 /// `timeout_ms` (-1: no limit). `EINTR` is returned as is.
 pub fn poll_one(fd: BorrowedFd<'_>, events: i16, timeout_ms: i32) -> Result<bool> {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-    if n < 0 {
-        return Err(Errno::last());
-    }
-    Ok(n > 0)
+    use rustix::event::{PollFd, PollFlags};
+    let mut p = [PollFd::from_borrowed_fd(
+        fd,
+        PollFlags::from_bits_retain(events as u16),
+    )];
+    let timeout = crate::timespec_ms(timeout_ms);
+    Ok(rustix::event::poll(&mut p, timeout.as_ref())? > 0)
 }
 
-/// `POLLIN` and `POLLOUT`, for [`poll_one`].
-pub use libc::{POLLIN, POLLOUT};
+/// `POLLIN`, for [`poll_one`].
+pub const POLLIN: i16 = rustix::event::PollFlags::IN.bits() as i16;
+/// `POLLOUT`, for [`poll_one`].
+pub const POLLOUT: i16 = rustix::event::PollFlags::OUT.bits() as i16;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn memory_is_reached_through_the_kernel_and_bad_pointers_fault() {
