@@ -16,32 +16,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use luo_core::{FileOrder, IndexMode, Limits, Luo, SessionHandle};
 use luo_sys::Errno;
 
-use crate::cli::{Failure, Parser};
+use crate::cli::{positive, sorted, Failure};
 use crate::json::Json;
 use crate::machine::Machine;
 use crate::stats::{grouped, human, Summary};
 
-const USAGE: &str = "\
-usage: luo-bench index [--sizes N,N,...] [--window W] [--reps R] [--json PATH] [--quick]
-
+/// `luo-bench index --help`'s description.
+pub const ABOUT: &str = "\
 Cost of preserving the Nth file through luo (identity index, O(log n) kcmp
 calls per insert) against a linear kcmp scan of every held file (O(n)), for
 eventfds (one shared inode: one index bucket) and memfds (distinct inodes);
-then the total time to index 10,000 eventfds both ways.
-
-options:
-  --sizes N,N,...  file counts at which to measure the per-insert cost
-                   (default 1000,4000,16000; bounded by RLIMIT_NOFILE)
-  --window W       the cost at N is the median of the W inserts ending at N
-                   (default 64), pooled over the repetitions
-  --reps R         repeat the per-insert measurements R times, each on a
-                   fresh luo and a fresh scan (default 3)
-  --json PATH      also write the results as JSON to PATH
-  --quick          skip the full linear scan of 10,000 eventfds (50 million
-                   kcmp calls: seconds to a minute) and extrapolate it from
-                   the per-insert figures
-  -h, --help       this text
-";
+then the total time to index 10,000 eventfds both ways.";
 
 pub const DEFAULT_SIZES: [usize; 3] = [1_000, 4_000, 16_000];
 pub const DEFAULT_WINDOW: usize = 64;
@@ -60,63 +45,34 @@ const NR_OPEN: f64 = 1_048_576.0;
 /// fds beyond the measured ones: stdio, the fd being inserted, luo's probe pipe.
 const HEADROOM: usize = 64;
 
-#[derive(Debug)]
+/// `luo-bench index`'s options.
+#[derive(Debug, clap::Args)]
 pub struct Options {
+    /// File counts at which to measure the per-insert cost (bounded by
+    /// RLIMIT_NOFILE)
+    #[arg(
+        long,
+        value_name = "N,N,...",
+        value_delimiter = ',',
+        value_parser = positive,
+        default_values_t = DEFAULT_SIZES
+    )]
     sizes: Vec<usize>,
+    /// The cost at N is the median of the W inserts ending at N, pooled over
+    /// the repetitions
+    #[arg(long, value_name = "W", value_parser = positive, default_value_t = DEFAULT_WINDOW)]
     window: usize,
+    /// Repeat the per-insert measurements R times, each on a fresh luo and a
+    /// fresh scan
+    #[arg(long, value_name = "R", value_parser = positive, default_value_t = DEFAULT_REPS)]
     reps: usize,
+    /// Also write the results as JSON to PATH
+    #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Skip the full linear scan of 10,000 eventfds (50 million kcmp calls:
+    /// seconds to a minute) and extrapolate it from the per-insert figures
+    #[arg(long)]
     quick: bool,
-}
-
-impl Options {
-    /// `None` when help was asked for.
-    fn parse(args: &[String]) -> Result<Option<Options>, Failure> {
-        let mut o = Options {
-            sizes: DEFAULT_SIZES.to_vec(),
-            window: DEFAULT_WINDOW,
-            reps: DEFAULT_REPS,
-            json: None,
-            quick: false,
-        };
-        let mut p = Parser::new(args);
-        while let Some(flag) = p.flag()? {
-            match flag {
-                "-h" | "--help" => return Ok(None),
-                "--sizes" => o.sizes = parse_sizes(p.value()?)?,
-                "--window" => o.window = positive(flag, p.value()?)?,
-                "--reps" => o.reps = positive(flag, p.value()?)?,
-                "--json" => o.json = Some(PathBuf::from(p.value()?)),
-                "--quick" => o.quick = true,
-                _ => return Err(p.unknown()),
-            }
-        }
-        Ok(Some(o))
-    }
-}
-
-fn positive(flag: &str, v: &str) -> Result<usize, Failure> {
-    v.parse()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| Failure::usage(format!("{flag} takes a positive integer, not {v:?}")))
-}
-
-fn parse_sizes(s: &str) -> Result<Vec<usize>, Failure> {
-    let mut sizes = s
-        .split(',')
-        .map(|x| {
-            x.trim()
-                .replace('_', "")
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-        })
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| Failure::usage(format!("--sizes {s:?}: expected N,N,... with N > 0")))?;
-    sizes.sort_unstable();
-    sizes.dedup();
-    Ok(sizes)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,11 +338,8 @@ pub struct Report {
     at_nr_open: Extrapolation,
 }
 
-pub fn main(args: &[String]) -> Result<(), Failure> {
-    let Some(opts) = Options::parse(args)? else {
-        print!("{USAGE}");
-        return Ok(());
-    };
+pub fn main(mut opts: Options) -> Result<(), Failure> {
+    opts.sizes = sorted(opts.sizes);
     if opts.sizes.is_empty() {
         return Err(Failure::usage("--sizes is empty"));
     }
