@@ -15,10 +15,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use luo_core::{FileOrder, IndexMode, Limits, Luo, SessionHandle};
 use luo_sys::Errno;
+use serde::Serialize;
 
 use crate::cli::{positive, sorted, Failure};
-use crate::json::Json;
-use crate::machine::Machine;
+use crate::machine::{Machine, MachineReport};
+use crate::report::{ms, to_json, Num};
 use crate::stats::{grouped, human, Summary};
 
 /// `luo-bench index --help`'s description.
@@ -348,7 +349,7 @@ pub fn main(mut opts: Options) -> Result<(), Failure> {
     let report = run(machine, opts)?;
     print!("{}", report.table());
     if let Some(path) = &report.opts.json {
-        std::fs::write(path, report.to_json().render())
+        std::fs::write(path, to_json(&report.report()))
             .map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;
         eprintln!("wrote {}", path.display());
     }
@@ -607,11 +608,10 @@ impl Report {
         s
     }
 
-    pub fn to_json(&self) -> Json {
+    pub fn report(&self) -> IndexReport<'_> {
         let o = &self.opts;
         let t = &self.totals;
         let x = &self.at_nr_open;
-        let ms = |ns: f64| Json::Num(ns / 1e6);
         let command = std::iter::once("luo-bench".to_string())
             .chain(std::env::args().skip(1))
             .collect::<Vec<_>>()
@@ -619,87 +619,129 @@ impl Report {
         let unix_time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let rows = self.rows.iter().map(|r| {
-            Json::Obj(vec![
-                ("size", Json::uint(r.size)),
-                ("kind", Json::str(r.kind.name())),
-                ("luo", r.luo.to_json()),
-                ("luo_kcmp_per_insert", Json::Num(r.luo_kcmps)),
-                ("linear", r.linear.to_json()),
-                ("linear_over_luo", Json::Num(r.ratio())),
-            ])
-        });
-        let growth = self.growth().into_iter().map(|(kind, ratio)| {
-            let eventfd = kind == Kind::Eventfd;
-            Json::Obj(vec![
-                ("kind", Json::str(kind.name())),
-                ("from", Json::uint(o.sizes[0])),
-                ("to", Json::uint(o.sizes[o.sizes.len() - 1])),
-                ("ratio", Json::Num(ratio)),
-                (
-                    "target",
-                    if eventfd {
-                        Json::Num(GROWTH_TARGET)
-                    } else {
-                        Json::Null
-                    },
-                ),
-                (
-                    "target_met",
-                    if eventfd {
-                        Json::Bool(ratio <= GROWTH_TARGET)
-                    } else {
-                        Json::Null
-                    },
-                ),
-            ])
-        });
-        Json::Obj(vec![
-            ("benchmark", Json::str("index")),
-            ("command", Json::Str(command)),
-            ("unix_time", Json::uint(unix_time)),
-            ("machine", self.machine.to_json()),
-            ("window", Json::uint(o.window)),
-            ("reps", Json::uint(o.reps)),
-            (
-                "statistic",
-                Json::str("median of the window of inserts ending at N, pooled over reps"),
-            ),
-            ("kcmp_ns_tight_loop", Json::Num(self.kcmp_ns)),
-            ("kcmp_ns_in_scan", Json::Num(self.scan_cmp_ns)),
-            ("eventfd_bucket_len", Json::uint(self.eventfd_bucket)),
-            ("per_insert", Json::Arr(rows.collect())),
-            (
-                "total",
-                Json::Obj(vec![
-                    ("files", Json::uint(TOTAL_FILES)),
-                    ("kind", Json::str("eventfd")),
-                    ("luo_ms", ms(t.luo_ns)),
-                    (
-                        "luo_runs_ms",
-                        Json::Arr(t.luo_runs.iter().map(|d| ms(d.as_nanos() as f64)).collect()),
-                    ),
-                    ("luo_target_ms", Json::Num(TOTAL_TARGET_MS)),
-                    ("luo_target_met", Json::Bool(self.luo_total_met())),
-                    ("linear_ms", ms(t.linear_ns)),
-                    ("linear_measured", Json::Bool(t.linear_measured)),
-                    ("linear_over_luo", Json::Num(t.linear_ns / t.luo_ns)),
-                ]),
-            ),
-            ("growth", Json::Arr(growth.collect())),
-            (
-                "at_nr_open",
-                Json::Obj(vec![
-                    ("fds", Json::uint(NR_OPEN as u64)),
-                    (
-                        "luo_eventfd_ns_fitted",
-                        x.luo_fitted_ns.map_or(Json::Null, Json::Num),
-                    ),
-                    ("luo_eventfd_ns_model", Json::Num(x.luo_model_ns)),
-                    ("luo_eventfd_kcmp_per_insert", Json::Num(x.luo_kcmps)),
-                    ("linear_ns", Json::Num(x.linear_ns)),
-                ]),
-            ),
-        ])
+        let per_insert = self
+            .rows
+            .iter()
+            .map(|r| RowReport {
+                size: r.size,
+                kind: r.kind.name(),
+                luo: r.luo,
+                luo_kcmp_per_insert: Num(r.luo_kcmps),
+                linear: r.linear,
+                linear_over_luo: Num(r.ratio()),
+            })
+            .collect();
+        let growth = self
+            .growth()
+            .into_iter()
+            .map(|(kind, ratio)| {
+                let eventfd = kind == Kind::Eventfd;
+                GrowthReport {
+                    kind: kind.name(),
+                    from: o.sizes[0],
+                    to: o.sizes[o.sizes.len() - 1],
+                    ratio: Num(ratio),
+                    target: eventfd.then_some(Num(GROWTH_TARGET)),
+                    target_met: eventfd.then_some(ratio <= GROWTH_TARGET),
+                }
+            })
+            .collect();
+        IndexReport {
+            benchmark: "index",
+            command,
+            unix_time,
+            machine: self.machine.report(),
+            window: o.window,
+            reps: o.reps,
+            statistic: "median of the window of inserts ending at N, pooled over reps",
+            kcmp_ns_tight_loop: Num(self.kcmp_ns),
+            kcmp_ns_in_scan: Num(self.scan_cmp_ns),
+            eventfd_bucket_len: self.eventfd_bucket,
+            per_insert,
+            total: TotalReport {
+                files: TOTAL_FILES,
+                kind: "eventfd",
+                luo_ms: Num(t.luo_ns / 1e6),
+                luo_runs_ms: ms(&t.luo_runs),
+                luo_target_ms: Num(TOTAL_TARGET_MS),
+                luo_target_met: self.luo_total_met(),
+                linear_ms: Num(t.linear_ns / 1e6),
+                linear_measured: t.linear_measured,
+                linear_over_luo: Num(t.linear_ns / t.luo_ns),
+            },
+            growth,
+            at_nr_open: NrOpenReport {
+                fds: NR_OPEN as u64,
+                luo_eventfd_ns_fitted: x.luo_fitted_ns.map(Num),
+                luo_eventfd_ns_model: Num(x.luo_model_ns),
+                luo_eventfd_kcmp_per_insert: Num(x.luo_kcmps),
+                linear_ns: Num(x.linear_ns),
+            },
+        }
     }
+}
+
+/// A [`Report`] as JSON.
+#[derive(Debug, Serialize)]
+pub struct IndexReport<'a> {
+    benchmark: &'static str,
+    command: String,
+    unix_time: u64,
+    machine: MachineReport<'a>,
+    window: usize,
+    reps: usize,
+    statistic: &'static str,
+    kcmp_ns_tight_loop: Num,
+    kcmp_ns_in_scan: Num,
+    eventfd_bucket_len: usize,
+    per_insert: Vec<RowReport>,
+    total: TotalReport,
+    growth: Vec<GrowthReport>,
+    at_nr_open: NrOpenReport,
+}
+
+/// A [`Row`] as JSON.
+#[derive(Debug, Serialize)]
+pub struct RowReport {
+    size: usize,
+    kind: &'static str,
+    luo: Summary,
+    luo_kcmp_per_insert: Num,
+    linear: Summary,
+    linear_over_luo: Num,
+}
+
+/// Indexing 10,000 eventfds both ways.
+#[derive(Debug, Serialize)]
+pub struct TotalReport {
+    files: usize,
+    kind: &'static str,
+    luo_ms: Num,
+    luo_runs_ms: Vec<Num>,
+    luo_target_ms: Num,
+    luo_target_met: bool,
+    linear_ms: Num,
+    linear_measured: bool,
+    linear_over_luo: Num,
+}
+
+/// The growth of the per-insert cost from the smallest size to the largest.
+#[derive(Debug, Serialize)]
+pub struct GrowthReport {
+    kind: &'static str,
+    from: usize,
+    to: usize,
+    ratio: Num,
+    target: Option<Num>,
+    target_met: Option<bool>,
+}
+
+/// The per-insert costs extrapolated to the kernel's fd ceiling.
+#[derive(Debug, Serialize)]
+pub struct NrOpenReport {
+    fds: u64,
+    luo_eventfd_ns_fitted: Option<Num>,
+    luo_eventfd_ns_model: Num,
+    luo_eventfd_kcmp_per_insert: Num,
+    linear_ns: Num,
 }

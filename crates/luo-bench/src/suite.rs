@@ -5,15 +5,18 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::Serialize;
+use serde_json::Value;
+
 use crate::agent::{Agent, Programs};
 use crate::blackout;
 use crate::cli::{positive, sorted, Failure};
 use crate::fds;
 use crate::index;
-use crate::json::Json;
-use crate::machine::{load1, Machine};
+use crate::machine::{load1, Machine, MachineReport};
 use crate::memcached;
 use crate::plot;
+use crate::report::{to_json, Fields, Num};
 use crate::stats::{grouped, human};
 
 /// `luo-bench all --help`'s description.
@@ -231,7 +234,21 @@ struct Line {
     ratio: String,
     target: String,
     met: Option<bool>,
-    json: Json,
+    json: LineReport,
+}
+
+/// A [`Line`] as JSON.
+#[derive(Debug, Clone, Serialize)]
+struct LineReport {
+    measurement: String,
+    luo: Num,
+    unit: &'static str,
+    baseline: String,
+    baseline_value: Num,
+    ratio: Num,
+    ratio_is: &'static str,
+    target: String,
+    met: Option<bool>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -243,17 +260,17 @@ fn line(
     target: &str,
     met: Option<bool>,
 ) -> Line {
-    let json = Json::Obj(vec![
-        ("measurement", Json::str(&what)),
-        ("luo", Json::Num(luo_v)),
-        ("unit", Json::str(unit)),
-        ("baseline", Json::str(base_name)),
-        ("baseline_value", Json::Num(base_v)),
-        ("ratio", Json::Num(ratio_v)),
-        ("ratio_is", Json::str(ratio_is)),
-        ("target", Json::str(target)),
-        ("met", met.map_or(Json::Null, Json::Bool)),
-    ]);
+    let json = LineReport {
+        measurement: what.clone(),
+        luo: Num(luo_v),
+        unit,
+        baseline: base_name.to_string(),
+        baseline_value: Num(base_v),
+        ratio: Num(ratio_v),
+        ratio_is,
+        target: target.to_string(),
+        met,
+    };
     Line {
         what,
         luo,
@@ -275,6 +292,32 @@ fn rate(fds_per_s: f64) -> String {
 
 fn ms(ns: f64) -> String {
     human(ns)
+}
+
+/// `luo-bench all`'s JSON report.
+#[derive(Debug, Serialize)]
+struct SuiteReport<'a> {
+    suite: &'static str,
+    command: String,
+    unix_time: u64,
+    machine: MachineReport<'a>,
+    load1_before: Option<Num>,
+    load1_after: Option<Num>,
+    seconds: Num,
+    memcached_version: Option<String>,
+    summary: Vec<LineReport>,
+    agent: AgentReport,
+    fd_throughput: Vec<fds::ThroughputReport>,
+    syscall_ns_hot: Fields<Num>,
+    identity: Option<index::IndexReport<'a>>,
+    blackout: Vec<blackout::SizeReport>,
+}
+
+/// The agent's start-up and memory.
+#[derive(Debug, Serialize)]
+struct AgentReport {
+    startup: Option<fds::StartupReport>,
+    memory: Vec<fds::MemoryReport>,
 }
 
 #[derive(Debug, Default)]
@@ -370,53 +413,26 @@ pub fn main(args: Args) -> Result<(), Failure> {
     table.push_str(&render(&lines));
     print!("{table}");
 
-    let json = Json::Obj(vec![
-        ("suite", Json::str("all")),
-        ("command", Json::Str(command())),
-        ("unix_time", Json::uint(unix_time())),
-        ("machine", machine.to_json()),
-        ("load1_before", load_before.map_or(Json::Null, Json::Num)),
-        ("load1_after", load_after.map_or(Json::Null, Json::Num)),
-        ("seconds", Json::Num(elapsed.as_secs_f64())),
-        (
-            "memcached_version",
-            r.memcached_version.clone().map_or(Json::Null, Json::Str),
-        ),
-        (
-            "summary",
-            Json::Arr(lines.iter().map(|l| l.json.clone()).collect()),
-        ),
-        (
-            "agent",
-            Json::Obj(vec![
-                (
-                    "startup",
-                    r.startup.as_ref().map_or(Json::Null, fds::Startup::to_json),
-                ),
-                (
-                    "memory",
-                    Json::Arr(r.memory.iter().map(fds::Memory::to_json).collect()),
-                ),
-            ]),
-        ),
-        (
-            "fd_throughput",
-            Json::Arr(r.throughput.iter().map(fds::Throughput::to_json).collect()),
-        ),
-        (
-            "syscall_ns_hot",
-            Json::Obj(r.syscalls.iter().map(|&(k, v)| (k, Json::Num(v))).collect()),
-        ),
-        (
-            "identity",
-            r.index.as_ref().map_or(Json::Null, index::Report::to_json),
-        ),
-        (
-            "blackout",
-            Json::Arr(r.blackout.iter().map(blackout::Size::to_json).collect()),
-        ),
-    ]);
-    write(&o.json, &json.render())?;
+    let json = SuiteReport {
+        suite: "all",
+        command: command(),
+        unix_time: unix_time(),
+        machine: machine.report(),
+        load1_before: load_before.map(Num),
+        load1_after: load_after.map(Num),
+        seconds: Num(elapsed.as_secs_f64()),
+        memcached_version: r.memcached_version.clone(),
+        summary: lines.iter().map(|l| l.json.clone()).collect(),
+        agent: AgentReport {
+            startup: r.startup.as_ref().map(fds::Startup::report),
+            memory: r.memory.iter().map(fds::Memory::report).collect(),
+        },
+        fd_throughput: r.throughput.iter().map(fds::Throughput::report).collect(),
+        syscall_ns_hot: Fields(r.syscalls.iter().map(|&(k, v)| (k, Num(v))).collect()),
+        identity: r.index.as_ref().map(index::Report::report),
+        blackout: r.blackout.iter().map(blackout::Size::report).collect(),
+    };
+    write(&o.json, &to_json(&json))?;
     if !r.blackout.is_empty() {
         write(&o.svg, &svg(&r, &machine))?;
     }
@@ -755,9 +771,9 @@ pub fn replot(args: PlotArgs) -> Result<(), Failure> {
         .unwrap_or_else(|| default_out_dir().join("blackout.svg"));
     let text = std::fs::read(&input)
         .map_err(|e| Failure::run(format!("reading {}: {e}", input.display())))?;
-    let v = luo_proto::json::parse(&text)
+    let v: Value = serde_json::from_slice(&text)
         .map_err(|e| Failure::run(format!("{}: {e}", input.display())))?;
-    let at = |v: &luo_proto::Value, path: &[&str]| {
+    let at = |v: &Value, path: &[&str]| {
         let mut cur = v;
         for k in path {
             cur = cur.get(k)?;
@@ -767,7 +783,7 @@ pub fn replot(args: PlotArgs) -> Result<(), Failure> {
     let missing = |what: &str| Failure::run(format!("{}: no {what}", input.display()));
     let sizes = v
         .get("blackout")
-        .and_then(luo_proto::Value::as_array)
+        .and_then(Value::as_array)
         .filter(|a| !a.is_empty())
         .ok_or_else(|| missing("blackout results"))?;
     let mut points = Vec::new();
@@ -784,13 +800,13 @@ pub fn replot(args: PlotArgs) -> Result<(), Failure> {
     let restarts = sizes[0]
         .get("luo")
         .and_then(|l| l.get("blackout_runs_ms"))
-        .and_then(luo_proto::Value::as_array)
-        .map_or(0, <[_]>::len);
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     let nproc = at(&v, &["machine", "nproc"]).unwrap_or(0.0) as u64;
     let kernel = v
         .get("machine")
         .and_then(|m| m.get("kernel"))
-        .and_then(luo_proto::Value::as_str)
+        .and_then(Value::as_str)
         .unwrap_or("unknown");
     write(&out, &svg_of(&points, restarts, nproc, kernel))
 }

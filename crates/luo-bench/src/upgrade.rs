@@ -7,10 +7,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
 use crate::agent::{Agent, Programs};
 use crate::cli::{count, positive, sorted, Failure};
-use crate::json::Json;
 use crate::machine::Machine;
+use crate::report::{to_json, Num};
 use crate::stats::{grouped, Summary};
 
 /// `luo-bench upgrade --help`'s description.
@@ -83,6 +85,28 @@ struct Row {
     upgrade: Summary,
     prepared_us: f64,
     taken_over_us: f64,
+    restart: Summary,
+}
+
+/// `luo-bench upgrade`'s JSON report.
+#[derive(Debug, Serialize)]
+struct UpgradeReport {
+    machine: String,
+    fstat_ns: Num,
+    fcntl_setfd_ns: Num,
+    rows: Vec<RowReport>,
+    per_fd_ns: Num,
+    million_fds_ns: Num,
+    ceiling_fds_ns: Num,
+}
+
+/// A [`Row`] as JSON.
+#[derive(Debug, Serialize)]
+struct RowReport {
+    fds: usize,
+    upgrade: Summary,
+    state_written_us: Num,
+    taken_over_us: Num,
     restart: Summary,
 }
 
@@ -253,28 +277,25 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
         );
     }
     if let Some(path) = &o.json {
-        let rows_json: Vec<Json> = rows
-            .iter()
-            .map(|r| {
-                Json::Obj(vec![
-                    ("fds", Json::uint(r.fds)),
-                    ("upgrade", r.upgrade.to_json()),
-                    ("state_written_us", Json::Num(r.prepared_us)),
-                    ("taken_over_us", Json::Num(r.taken_over_us)),
-                    ("restart", r.restart.to_json()),
-                ])
-            })
-            .collect();
-        let v = Json::Obj(vec![
-            ("machine", Json::str(machine.describe())),
-            ("fstat_ns", Json::Num(fstat_ns)),
-            ("fcntl_setfd_ns", Json::Num(fcntl_ns)),
-            ("rows", Json::Arr(rows_json)),
-            ("per_fd_ns", Json::Num(per_fd_ns)),
-            ("million_fds_ns", Json::Num(million_ns)),
-            ("ceiling_fds_ns", Json::Num(ceiling_ns)),
-        ]);
-        std::fs::write(path, v.render())
+        let v = UpgradeReport {
+            machine: machine.describe(),
+            fstat_ns: Num(fstat_ns),
+            fcntl_setfd_ns: Num(fcntl_ns),
+            rows: rows
+                .iter()
+                .map(|r| RowReport {
+                    fds: r.fds,
+                    upgrade: r.upgrade,
+                    state_written_us: Num(r.prepared_us),
+                    taken_over_us: Num(r.taken_over_us),
+                    restart: r.restart,
+                })
+                .collect(),
+            per_fd_ns: Num(per_fd_ns),
+            million_fds_ns: Num(million_ns),
+            ceiling_fds_ns: Num(ceiling_ns),
+        };
+        std::fs::write(path, to_json(&v))
             .map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;
         eprintln!("wrote {}", path.display());
     }
