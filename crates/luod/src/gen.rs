@@ -102,9 +102,24 @@ pub fn files() -> Vec<File> {
     out
 }
 
-/// Writes [`files`] under `root`, the repository's root.
+/// The directories [`files`] go to; [`write()`] leaves nothing else in them.
+pub const DIRS: [&str; 2] = ["contrib/man", "contrib/completions"];
+
+/// Writes [`files`] under `root`, the repository's root, and removes the
+/// files in [`DIRS`] that are not generated any more (a command that is
+/// gone).
 pub fn write(root: &Path) -> io::Result<()> {
-    for f in files() {
+    let files = files();
+    for dir in DIRS {
+        for entry in std::fs::read_dir(root.join(dir)).into_iter().flatten() {
+            let entry = entry?;
+            let path = Path::new(dir).join(entry.file_name());
+            if !files.iter().any(|f| f.path == path) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+    }
+    for f in files {
         let path = root.join(&f.path);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;

@@ -18,7 +18,7 @@ fn shipped_man_pages_and_completions_are_up_to_date() {
     }
     // Nor may a page of a command that is gone linger.
     let made: BTreeSet<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
-    for dir in ["contrib/man", "contrib/completions"] {
+    for dir in luod::gen::DIRS {
         for entry in std::fs::read_dir(root.join(dir)).into_iter().flatten() {
             let path = Path::new(dir).join(entry.unwrap().file_name());
             if !made.contains(&path) {
