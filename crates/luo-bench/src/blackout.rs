@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use luo_proto::Value;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::agent::TempDir;
 use crate::cli::Failure;
-use crate::json::Json;
 use crate::machine::meminfo;
 use crate::memcached;
+use crate::report::{ms, Fields, Num};
 use crate::stats::Summary;
 
 /// What the demo reported for one run.
@@ -65,74 +66,83 @@ impl Size {
         Some(median_ns(&v))
     }
 
-    pub fn to_json(&self) -> Json {
-        let ms = |v: &[Duration]| {
-            Json::Arr(v.iter().map(|d| Json::Num(d.as_secs_f64() * 1e3)).collect())
+    pub fn report(&self) -> SizeReport {
+        let demo = |d: &DemoRun, stop: &'static str, start: &'static str| DemoReport {
+            blackout_ms: Num(median_ns(&d.blackouts) / 1e6),
+            blackout_runs_ms: ms(&d.blackouts),
+            phases: Fields(vec![(stop, ms(&d.stop)), (start, ms(&d.start))]),
+            requests_answered: d.answered,
+            requests_failed: d.failed,
+            connections_refused: d.refused,
         };
-        let demo = |d: &DemoRun, stop: &'static str, start: &'static str| {
-            Json::Obj(vec![
-                ("blackout_ms", Json::Num(median_ns(&d.blackouts) / 1e6)),
-                ("blackout_runs_ms", ms(&d.blackouts)),
-                (stop, ms(&d.stop)),
-                (start, ms(&d.start)),
-                ("requests_answered", Json::uint(d.answered)),
-                ("requests_failed", Json::uint(d.failed)),
-                ("connections_refused", Json::uint(d.refused)),
-            ])
+        let runs = |m: &memcached::Run, f: fn(&memcached::Restart) -> Duration| {
+            ms(&m.restarts.iter().map(f).collect::<Vec<_>>())
         };
-        let mc = match &self.memcached {
-            None => Json::Null,
-            Some(m) => Json::Obj(vec![
-                ("items", Json::uint(m.items)),
-                ("item_bytes", Json::uint(memcached::RECORD)),
-                ("bytes_stored", Json::uint(m.bytes_stored)),
-                ("fill_s", Json::Num(m.fill.as_secs_f64())),
-                (
-                    "blackout_ms",
-                    Json::Num(self.memcached_ns().unwrap_or(f64::NAN) / 1e6),
+        SizeReport {
+            bytes: self.bytes,
+            records: self.bytes / memcached::RECORD,
+            luo: demo(&self.luo, "preserve_handover_ms", "retrieve_finish_ms"),
+            reload: demo(&self.reload, "save_ms", "reload_ms"),
+            memcached: self.memcached.as_ref().map(|m| MemcachedReport {
+                items: m.items,
+                item_bytes: memcached::RECORD,
+                bytes_stored: m.bytes_stored,
+                fill_s: Num(m.fill.as_secs_f64()),
+                blackout_ms: Num(self.memcached_ns().unwrap_or(f64::NAN) / 1e6),
+                blackout_without_clock_wait_ms: Num(
+                    self.memcached_own_ns().unwrap_or(f64::NAN) / 1e6
                 ),
-                (
-                    "blackout_without_clock_wait_ms",
-                    Json::Num(self.memcached_own_ns().unwrap_or(f64::NAN) / 1e6),
-                ),
-                (
-                    "blackout_runs_ms",
-                    ms(&m.restarts.iter().map(|r| r.blackout).collect::<Vec<_>>()),
-                ),
-                (
-                    "stop_runs_ms",
-                    ms(&m.restarts.iter().map(|r| r.stop).collect::<Vec<_>>()),
-                ),
-                (
-                    "clock_wait_runs_ms",
-                    ms(&m.restarts.iter().map(|r| r.clock_wait).collect::<Vec<_>>()),
-                ),
-                (
-                    "start_runs_ms",
-                    ms(&m.restarts.iter().map(|r| r.start).collect::<Vec<_>>()),
-                ),
-                ("data_verified", Json::Bool(true)),
-            ]),
-        };
-        Json::Obj(vec![
-            ("bytes", Json::uint(self.bytes)),
-            ("records", Json::uint(self.bytes / memcached::RECORD)),
-            (
-                "luo",
-                demo(&self.luo, "preserve_handover_ms", "retrieve_finish_ms"),
-            ),
-            ("reload", demo(&self.reload, "save_ms", "reload_ms")),
-            ("memcached", mc),
-            (
-                "reload_over_luo",
-                Json::Num(self.reload_ns() / self.luo_ns()),
-            ),
-            (
-                "memcached_over_luo",
-                Json::Num(self.memcached_own_ns().unwrap_or(f64::NAN) / self.luo_ns()),
-            ),
-        ])
+                blackout_runs_ms: runs(m, |r| r.blackout),
+                stop_runs_ms: runs(m, |r| r.stop),
+                clock_wait_runs_ms: runs(m, |r| r.clock_wait),
+                start_runs_ms: runs(m, |r| r.start),
+                data_verified: true,
+            }),
+            reload_over_luo: Num(self.reload_ns() / self.luo_ns()),
+            memcached_over_luo: Num(self.memcached_own_ns().unwrap_or(f64::NAN) / self.luo_ns()),
+        }
     }
+}
+
+/// A [`Size`] in the JSON report.
+#[derive(Debug, Serialize)]
+pub struct SizeReport {
+    bytes: u64,
+    records: u64,
+    luo: DemoReport,
+    reload: DemoReport,
+    memcached: Option<MemcachedReport>,
+    reload_over_luo: Num,
+    memcached_over_luo: Num,
+}
+
+/// A [`DemoRun`] in the JSON report; the names of the stop and start
+/// phases depend on the service.
+#[derive(Debug, Serialize)]
+pub struct DemoReport {
+    blackout_ms: Num,
+    blackout_runs_ms: Vec<Num>,
+    #[serde(flatten)]
+    phases: Fields<Vec<Num>>,
+    requests_answered: u64,
+    requests_failed: u64,
+    connections_refused: u64,
+}
+
+/// memcached's warm restarts in the JSON report.
+#[derive(Debug, Serialize)]
+pub struct MemcachedReport {
+    items: u64,
+    item_bytes: u64,
+    bytes_stored: u64,
+    fill_s: Num,
+    blackout_ms: Num,
+    blackout_without_clock_wait_ms: Num,
+    blackout_runs_ms: Vec<Num>,
+    stop_runs_ms: Vec<Num>,
+    clock_wait_runs_ms: Vec<Num>,
+    start_runs_ms: Vec<Num>,
+    data_verified: bool,
 }
 
 /// The directory must be on a tmpfs, or the baselines would measure a disk.
@@ -182,8 +192,8 @@ fn demo(
     }
     let text =
         std::fs::read(&out).map_err(|e| Failure::run(format!("reading {}: {e}", out.display())))?;
-    let v = serde_json::from_slice::<Value>(&text)
-        .map_err(|e| Failure::run(format!("the demo's JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(&text).map_err(|e| Failure::run(format!("the demo's JSON: {e}")))?;
     let num = |v: &Value, k: &str| {
         v.get(k)
             .and_then(Value::as_u64)
@@ -201,8 +211,7 @@ fn demo(
     for r in v
         .get("restarts")
         .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+        .map_or(&[][..], Vec::as_slice)
     {
         run.blackouts.push(us(r, "blackout_us")?);
         run.stop.push(us(r, "stop_us")?);

@@ -1,13 +1,14 @@
-//! Option parsing shared by the benchmarks (no dependency for a few flags).
-
-use std::fmt;
+//! What the benchmarks' command-line parsing leaves to them: why a
+//! benchmark stopped, and the value parsers their options share.
 
 /// Why a benchmark stopped.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Failure {
     /// Bad command line (exit status 2).
+    #[error("{0}")]
     Usage(String),
     /// The benchmark itself failed (exit status 1).
+    #[error("{0}")]
     Run(String),
 }
 
@@ -17,14 +18,6 @@ impl Failure {
     }
     pub fn run(msg: impl Into<String>) -> Failure {
         Failure::Run(msg.into())
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Usage(m) | Failure::Run(m) => f.write_str(m),
-        }
     }
 }
 
@@ -46,56 +39,25 @@ impl From<std::io::Error> for Failure {
     }
 }
 
-/// Walks `--flag value`, `--flag=value` and bare `--flag` arguments.
-#[derive(Debug)]
-pub struct Parser<'a> {
-    args: std::slice::Iter<'a, String>,
-    flag: &'a str,
-    inline: Option<&'a str>,
+/// A count: `16000` or `16_000`.
+pub fn count(s: &str) -> Result<usize, String> {
+    s.trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| "a whole number".to_string())
 }
 
-impl<'a> Parser<'a> {
-    pub fn new(args: &'a [String]) -> Parser<'a> {
-        Parser {
-            args: args.iter(),
-            flag: "",
-            inline: None,
-        }
+/// A count above zero.
+pub fn positive(s: &str) -> Result<usize, String> {
+    match count(s) {
+        Ok(0) | Err(_) => Err("a positive integer".to_string()),
+        Ok(n) => Ok(n),
     }
+}
 
-    /// The next flag, or `None` at the end.
-    pub fn flag(&mut self) -> Result<Option<&'a str>, Failure> {
-        if let Some(v) = self.inline.take() {
-            return Err(Failure::usage(format!(
-                "{} takes no value (got {v:?})",
-                self.flag
-            )));
-        }
-        let Some(arg) = self.args.next() else {
-            return Ok(None);
-        };
-        if !arg.starts_with('-') {
-            return Err(Failure::usage(format!("unexpected argument {arg:?}")));
-        }
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) => (f, Some(v)),
-            None => (arg.as_str(), None),
-        };
-        self.flag = flag;
-        self.inline = inline;
-        Ok(Some(flag))
-    }
-
-    /// The value of the flag just returned by [`Parser::flag`].
-    pub fn value(&mut self) -> Result<&'a str, Failure> {
-        self.inline
-            .take()
-            .or_else(|| self.args.next().map(String::as_str))
-            .ok_or_else(|| Failure::usage(format!("{} needs a value", self.flag)))
-    }
-
-    /// An unknown flag's error.
-    pub fn unknown(&self) -> Failure {
-        Failure::usage(format!("unknown option {:?}", self.flag))
-    }
+/// Sorted, without repeats.
+pub fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort_unstable();
+    v.dedup();
+    v
 }

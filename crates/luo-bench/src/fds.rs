@@ -8,10 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use luo_sys::SCM_MAX_FD;
+use serde::Serialize;
 
 use crate::agent::Agent;
 use crate::cli::Failure;
-use crate::json::Json;
+use crate::report::{ms, Fields, Num};
 use crate::stats::Summary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,10 +141,24 @@ fn median(v: impl Iterator<Item = Duration>) -> f64 {
     Summary::of(&v.collect::<Vec<_>>()).median_ns
 }
 
+/// A phase's per-fd medians, or the whole round's.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum PhaseCost {
+    /// `wall`, and the other side's CPU time.
+    Split(Fields<Num>),
+    Total(Num),
+}
+
 /// Per-fd medians of each phase: wall time and the other side's CPU time.
-fn phases_json(rounds: &[Round], names: &[&'static str], n: usize, other: &'static str) -> Json {
-    let per_fd = |d: f64| Json::Num(d / n as f64);
-    let mut fields: Vec<(&'static str, Json)> = names
+fn phases_report(
+    rounds: &[Round],
+    names: &[&'static str],
+    n: usize,
+    other: &'static str,
+) -> Fields<PhaseCost> {
+    let per_fd = |d: f64| Num(d / n as f64);
+    let mut fields: Vec<(&'static str, PhaseCost)> = names
         .iter()
         .enumerate()
         .map(|(i, &name)| {
@@ -151,18 +166,35 @@ fn phases_json(rounds: &[Round], names: &[&'static str], n: usize, other: &'stat
                 |f: fn(&Phase) -> Duration| per_fd(median(rounds.iter().map(|r| f(&r.phases[i]))));
             (
                 name,
-                Json::Obj(vec![
+                PhaseCost::Split(Fields(vec![
                     ("wall", pick(|p| p.wall)),
                     (other, pick(|p| p.other_cpu)),
-                ]),
+                ])),
             )
         })
         .collect();
     fields.push((
         "total_wall",
-        per_fd(median(rounds.iter().map(Round::total))),
+        PhaseCost::Total(per_fd(median(rounds.iter().map(Round::total)))),
     ));
-    Json::Obj(fields)
+    Fields(fields)
+}
+
+/// A [`Throughput`] in the JSON report.
+#[derive(Debug, Serialize)]
+pub struct ThroughputReport {
+    kind: &'static str,
+    fds: usize,
+    rounds: usize,
+    luo_round_ms: Num,
+    raw_round_ms: Num,
+    luo_fds_per_s: Num,
+    raw_fds_per_s: Num,
+    luo_over_raw: Num,
+    target: Option<Num>,
+    target_met: Option<bool>,
+    luo_ns_per_fd: Fields<PhaseCost>,
+    raw_ns_per_fd: Fields<PhaseCost>,
 }
 
 impl Throughput {
@@ -185,42 +217,22 @@ impl Throughput {
         self.raw_ns() / self.luo_ns()
     }
 
-    pub fn to_json(&self) -> Json {
+    pub fn report(&self) -> ThroughputReport {
         let target = self.kind.has_target();
-        Json::Obj(vec![
-            ("kind", Json::str(self.kind.name())),
-            ("fds", Json::uint(self.n)),
-            ("rounds", Json::uint(self.luo.len())),
-            ("luo_round_ms", Json::Num(self.luo_ns() / 1e6)),
-            ("raw_round_ms", Json::Num(self.raw_ns() / 1e6)),
-            ("luo_fds_per_s", Json::Num(self.luo_rate())),
-            ("raw_fds_per_s", Json::Num(self.raw_rate())),
-            ("luo_over_raw", Json::Num(self.ratio())),
-            (
-                "target",
-                if target {
-                    Json::Num(TARGET)
-                } else {
-                    Json::Null
-                },
-            ),
-            (
-                "target_met",
-                if target {
-                    Json::Bool(self.ratio() >= TARGET)
-                } else {
-                    Json::Null
-                },
-            ),
-            (
-                "luo_ns_per_fd",
-                phases_json(&self.luo, &LUO_PHASES, self.n, "agent_cpu"),
-            ),
-            (
-                "raw_ns_per_fd",
-                phases_json(&self.raw, &RAW_PHASES, self.n, "peer_cpu"),
-            ),
-        ])
+        ThroughputReport {
+            kind: self.kind.name(),
+            fds: self.n,
+            rounds: self.luo.len(),
+            luo_round_ms: Num(self.luo_ns() / 1e6),
+            raw_round_ms: Num(self.raw_ns() / 1e6),
+            luo_fds_per_s: Num(self.luo_rate()),
+            raw_fds_per_s: Num(self.raw_rate()),
+            luo_over_raw: Num(self.ratio()),
+            target: target.then_some(Num(TARGET)),
+            target_met: target.then(|| self.ratio() >= TARGET),
+            luo_ns_per_fd: phases_report(&self.luo, &LUO_PHASES, self.n, "agent_cpu"),
+            raw_ns_per_fd: phases_report(&self.raw, &RAW_PHASES, self.n, "peer_cpu"),
+        }
     }
 }
 
@@ -447,17 +459,29 @@ impl Memory {
         (self.after as f64 - self.before as f64) / self.n as f64
     }
 
-    pub fn to_json(&self) -> Json {
-        Json::Obj(vec![
-            ("kind", Json::str(self.kind.name())),
-            ("fds", Json::uint(self.n)),
-            ("rss_before_bytes", Json::uint(self.before)),
-            ("rss_after_bytes", Json::uint(self.after)),
-            ("bytes_per_fd", Json::Num(self.per_fd())),
-            ("target", Json::Num(MEMORY_TARGET)),
-            ("target_met", Json::Bool(self.per_fd() <= MEMORY_TARGET)),
-        ])
+    pub fn report(&self) -> MemoryReport {
+        MemoryReport {
+            kind: self.kind.name(),
+            fds: self.n,
+            rss_before_bytes: self.before,
+            rss_after_bytes: self.after,
+            bytes_per_fd: Num(self.per_fd()),
+            target: Num(MEMORY_TARGET),
+            target_met: self.per_fd() <= MEMORY_TARGET,
+        }
     }
+}
+
+/// A [`Memory`] in the JSON report.
+#[derive(Debug, Serialize)]
+pub struct MemoryReport {
+    kind: &'static str,
+    fds: usize,
+    rss_before_bytes: u64,
+    rss_after_bytes: u64,
+    bytes_per_fd: Num,
+    target: Num,
+    target_met: bool,
 }
 
 pub fn memory(luod: &Path, kind: Kind, n: usize) -> Result<Memory, Failure> {
@@ -512,18 +536,25 @@ impl Startup {
     pub fn floor_ns(&self) -> f64 {
         Summary::of(&self.floor).median_ns
     }
-    pub fn to_json(&self) -> Json {
-        let ms = |v: &[Duration]| {
-            Json::Arr(v.iter().map(|d| Json::Num(d.as_secs_f64() * 1e3)).collect())
-        };
-        Json::Obj(vec![
-            ("luod_ms", Json::Num(self.luod_ns() / 1e6)),
-            ("luod_runs_ms", ms(&self.luod)),
-            ("exec_floor", Json::str("spawn and wait for /bin/true")),
-            ("exec_floor_ms", Json::Num(self.floor_ns() / 1e6)),
-            ("exec_floor_runs_ms", ms(&self.floor)),
-        ])
+    pub fn report(&self) -> StartupReport {
+        StartupReport {
+            luod_ms: Num(self.luod_ns() / 1e6),
+            luod_runs_ms: ms(&self.luod),
+            exec_floor: "spawn and wait for /bin/true",
+            exec_floor_ms: Num(self.floor_ns() / 1e6),
+            exec_floor_runs_ms: ms(&self.floor),
+        }
     }
+}
+
+/// A [`Startup`] in the JSON report.
+#[derive(Debug, Serialize)]
+pub struct StartupReport {
+    luod_ms: Num,
+    luod_runs_ms: Vec<Num>,
+    exec_floor: &'static str,
+    exec_floor_ms: Num,
+    exec_floor_runs_ms: Vec<Num>,
 }
 
 pub fn startup(luod: &Path, runs: usize) -> Result<Startup, Failure> {

@@ -15,33 +15,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use luo_core::{FileOrder, IndexMode, Limits, Luo, SessionHandle};
 use luo_sys::Errno;
+use serde::Serialize;
 
-use crate::cli::{Failure, Parser};
-use crate::json::Json;
-use crate::machine::Machine;
+use crate::cli::{positive, sorted, Failure};
+use crate::machine::{Machine, MachineReport};
+use crate::report::{ms, to_json, Num};
 use crate::stats::{grouped, human, Summary};
 
-const USAGE: &str = "\
-usage: luo-bench index [--sizes N,N,...] [--window W] [--reps R] [--json PATH] [--quick]
-
+/// `luo-bench index --help`'s description.
+pub const ABOUT: &str = "\
 Cost of preserving the Nth file through luo (identity index, O(log n) kcmp
 calls per insert) against a linear kcmp scan of every held file (O(n)), for
 eventfds (one shared inode: one index bucket) and memfds (distinct inodes);
-then the total time to index 10,000 eventfds both ways.
-
-options:
-  --sizes N,N,...  file counts at which to measure the per-insert cost
-                   (default 1000,4000,16000; bounded by RLIMIT_NOFILE)
-  --window W       the cost at N is the median of the W inserts ending at N
-                   (default 64), pooled over the repetitions
-  --reps R         repeat the per-insert measurements R times, each on a
-                   fresh luo and a fresh scan (default 3)
-  --json PATH      also write the results as JSON to PATH
-  --quick          skip the full linear scan of 10,000 eventfds (50 million
-                   kcmp calls: seconds to a minute) and extrapolate it from
-                   the per-insert figures
-  -h, --help       this text
-";
+then the total time to index 10,000 eventfds both ways.";
 
 pub const DEFAULT_SIZES: [usize; 3] = [1_000, 4_000, 16_000];
 pub const DEFAULT_WINDOW: usize = 64;
@@ -60,63 +46,34 @@ const NR_OPEN: f64 = 1_048_576.0;
 /// fds beyond the measured ones: stdio, the fd being inserted, luo's probe pipe.
 const HEADROOM: usize = 64;
 
-#[derive(Debug)]
+/// `luo-bench index`'s options.
+#[derive(Debug, clap::Args)]
 pub struct Options {
+    /// File counts at which to measure the per-insert cost (bounded by
+    /// RLIMIT_NOFILE)
+    #[arg(
+        long,
+        value_name = "N,N,...",
+        value_delimiter = ',',
+        value_parser = positive,
+        default_values_t = DEFAULT_SIZES
+    )]
     sizes: Vec<usize>,
+    /// The cost at N is the median of the W inserts ending at N, pooled over
+    /// the repetitions
+    #[arg(long, value_name = "W", value_parser = positive, default_value_t = DEFAULT_WINDOW)]
     window: usize,
+    /// Repeat the per-insert measurements R times, each on a fresh luo and a
+    /// fresh scan
+    #[arg(long, value_name = "R", value_parser = positive, default_value_t = DEFAULT_REPS)]
     reps: usize,
+    /// Also write the results as JSON to PATH
+    #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Skip the full linear scan of 10,000 eventfds (50 million kcmp calls:
+    /// seconds to a minute) and extrapolate it from the per-insert figures
+    #[arg(long)]
     quick: bool,
-}
-
-impl Options {
-    /// `None` when help was asked for.
-    fn parse(args: &[String]) -> Result<Option<Options>, Failure> {
-        let mut o = Options {
-            sizes: DEFAULT_SIZES.to_vec(),
-            window: DEFAULT_WINDOW,
-            reps: DEFAULT_REPS,
-            json: None,
-            quick: false,
-        };
-        let mut p = Parser::new(args);
-        while let Some(flag) = p.flag()? {
-            match flag {
-                "-h" | "--help" => return Ok(None),
-                "--sizes" => o.sizes = parse_sizes(p.value()?)?,
-                "--window" => o.window = positive(flag, p.value()?)?,
-                "--reps" => o.reps = positive(flag, p.value()?)?,
-                "--json" => o.json = Some(PathBuf::from(p.value()?)),
-                "--quick" => o.quick = true,
-                _ => return Err(p.unknown()),
-            }
-        }
-        Ok(Some(o))
-    }
-}
-
-fn positive(flag: &str, v: &str) -> Result<usize, Failure> {
-    v.parse()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| Failure::usage(format!("{flag} takes a positive integer, not {v:?}")))
-}
-
-fn parse_sizes(s: &str) -> Result<Vec<usize>, Failure> {
-    let mut sizes = s
-        .split(',')
-        .map(|x| {
-            x.trim()
-                .replace('_', "")
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-        })
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| Failure::usage(format!("--sizes {s:?}: expected N,N,... with N > 0")))?;
-    sizes.sort_unstable();
-    sizes.dedup();
-    Ok(sizes)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,11 +339,8 @@ pub struct Report {
     at_nr_open: Extrapolation,
 }
 
-pub fn main(args: &[String]) -> Result<(), Failure> {
-    let Some(opts) = Options::parse(args)? else {
-        print!("{USAGE}");
-        return Ok(());
-    };
+pub fn main(mut opts: Options) -> Result<(), Failure> {
+    opts.sizes = sorted(opts.sizes);
     if opts.sizes.is_empty() {
         return Err(Failure::usage("--sizes is empty"));
     }
@@ -395,7 +349,7 @@ pub fn main(args: &[String]) -> Result<(), Failure> {
     let report = run(machine, opts)?;
     print!("{}", report.table());
     if let Some(path) = &report.opts.json {
-        std::fs::write(path, report.to_json().render())
+        std::fs::write(path, to_json(&report.report()))
             .map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;
         eprintln!("wrote {}", path.display());
     }
@@ -654,11 +608,10 @@ impl Report {
         s
     }
 
-    pub fn to_json(&self) -> Json {
+    pub fn report(&self) -> IndexReport<'_> {
         let o = &self.opts;
         let t = &self.totals;
         let x = &self.at_nr_open;
-        let ms = |ns: f64| Json::Num(ns / 1e6);
         let command = std::iter::once("luo-bench".to_string())
             .chain(std::env::args().skip(1))
             .collect::<Vec<_>>()
@@ -666,87 +619,129 @@ impl Report {
         let unix_time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let rows = self.rows.iter().map(|r| {
-            Json::Obj(vec![
-                ("size", Json::uint(r.size)),
-                ("kind", Json::str(r.kind.name())),
-                ("luo", r.luo.to_json()),
-                ("luo_kcmp_per_insert", Json::Num(r.luo_kcmps)),
-                ("linear", r.linear.to_json()),
-                ("linear_over_luo", Json::Num(r.ratio())),
-            ])
-        });
-        let growth = self.growth().into_iter().map(|(kind, ratio)| {
-            let eventfd = kind == Kind::Eventfd;
-            Json::Obj(vec![
-                ("kind", Json::str(kind.name())),
-                ("from", Json::uint(o.sizes[0])),
-                ("to", Json::uint(o.sizes[o.sizes.len() - 1])),
-                ("ratio", Json::Num(ratio)),
-                (
-                    "target",
-                    if eventfd {
-                        Json::Num(GROWTH_TARGET)
-                    } else {
-                        Json::Null
-                    },
-                ),
-                (
-                    "target_met",
-                    if eventfd {
-                        Json::Bool(ratio <= GROWTH_TARGET)
-                    } else {
-                        Json::Null
-                    },
-                ),
-            ])
-        });
-        Json::Obj(vec![
-            ("benchmark", Json::str("index")),
-            ("command", Json::Str(command)),
-            ("unix_time", Json::uint(unix_time)),
-            ("machine", self.machine.to_json()),
-            ("window", Json::uint(o.window)),
-            ("reps", Json::uint(o.reps)),
-            (
-                "statistic",
-                Json::str("median of the window of inserts ending at N, pooled over reps"),
-            ),
-            ("kcmp_ns_tight_loop", Json::Num(self.kcmp_ns)),
-            ("kcmp_ns_in_scan", Json::Num(self.scan_cmp_ns)),
-            ("eventfd_bucket_len", Json::uint(self.eventfd_bucket)),
-            ("per_insert", Json::Arr(rows.collect())),
-            (
-                "total",
-                Json::Obj(vec![
-                    ("files", Json::uint(TOTAL_FILES)),
-                    ("kind", Json::str("eventfd")),
-                    ("luo_ms", ms(t.luo_ns)),
-                    (
-                        "luo_runs_ms",
-                        Json::Arr(t.luo_runs.iter().map(|d| ms(d.as_nanos() as f64)).collect()),
-                    ),
-                    ("luo_target_ms", Json::Num(TOTAL_TARGET_MS)),
-                    ("luo_target_met", Json::Bool(self.luo_total_met())),
-                    ("linear_ms", ms(t.linear_ns)),
-                    ("linear_measured", Json::Bool(t.linear_measured)),
-                    ("linear_over_luo", Json::Num(t.linear_ns / t.luo_ns)),
-                ]),
-            ),
-            ("growth", Json::Arr(growth.collect())),
-            (
-                "at_nr_open",
-                Json::Obj(vec![
-                    ("fds", Json::uint(NR_OPEN as u64)),
-                    (
-                        "luo_eventfd_ns_fitted",
-                        x.luo_fitted_ns.map_or(Json::Null, Json::Num),
-                    ),
-                    ("luo_eventfd_ns_model", Json::Num(x.luo_model_ns)),
-                    ("luo_eventfd_kcmp_per_insert", Json::Num(x.luo_kcmps)),
-                    ("linear_ns", Json::Num(x.linear_ns)),
-                ]),
-            ),
-        ])
+        let per_insert = self
+            .rows
+            .iter()
+            .map(|r| RowReport {
+                size: r.size,
+                kind: r.kind.name(),
+                luo: r.luo,
+                luo_kcmp_per_insert: Num(r.luo_kcmps),
+                linear: r.linear,
+                linear_over_luo: Num(r.ratio()),
+            })
+            .collect();
+        let growth = self
+            .growth()
+            .into_iter()
+            .map(|(kind, ratio)| {
+                let eventfd = kind == Kind::Eventfd;
+                GrowthReport {
+                    kind: kind.name(),
+                    from: o.sizes[0],
+                    to: o.sizes[o.sizes.len() - 1],
+                    ratio: Num(ratio),
+                    target: eventfd.then_some(Num(GROWTH_TARGET)),
+                    target_met: eventfd.then_some(ratio <= GROWTH_TARGET),
+                }
+            })
+            .collect();
+        IndexReport {
+            benchmark: "index",
+            command,
+            unix_time,
+            machine: self.machine.report(),
+            window: o.window,
+            reps: o.reps,
+            statistic: "median of the window of inserts ending at N, pooled over reps",
+            kcmp_ns_tight_loop: Num(self.kcmp_ns),
+            kcmp_ns_in_scan: Num(self.scan_cmp_ns),
+            eventfd_bucket_len: self.eventfd_bucket,
+            per_insert,
+            total: TotalReport {
+                files: TOTAL_FILES,
+                kind: "eventfd",
+                luo_ms: Num(t.luo_ns / 1e6),
+                luo_runs_ms: ms(&t.luo_runs),
+                luo_target_ms: Num(TOTAL_TARGET_MS),
+                luo_target_met: self.luo_total_met(),
+                linear_ms: Num(t.linear_ns / 1e6),
+                linear_measured: t.linear_measured,
+                linear_over_luo: Num(t.linear_ns / t.luo_ns),
+            },
+            growth,
+            at_nr_open: NrOpenReport {
+                fds: NR_OPEN as u64,
+                luo_eventfd_ns_fitted: x.luo_fitted_ns.map(Num),
+                luo_eventfd_ns_model: Num(x.luo_model_ns),
+                luo_eventfd_kcmp_per_insert: Num(x.luo_kcmps),
+                linear_ns: Num(x.linear_ns),
+            },
+        }
     }
+}
+
+/// A [`Report`] as JSON.
+#[derive(Debug, Serialize)]
+pub struct IndexReport<'a> {
+    benchmark: &'static str,
+    command: String,
+    unix_time: u64,
+    machine: MachineReport<'a>,
+    window: usize,
+    reps: usize,
+    statistic: &'static str,
+    kcmp_ns_tight_loop: Num,
+    kcmp_ns_in_scan: Num,
+    eventfd_bucket_len: usize,
+    per_insert: Vec<RowReport>,
+    total: TotalReport,
+    growth: Vec<GrowthReport>,
+    at_nr_open: NrOpenReport,
+}
+
+/// A [`Row`] as JSON.
+#[derive(Debug, Serialize)]
+pub struct RowReport {
+    size: usize,
+    kind: &'static str,
+    luo: Summary,
+    luo_kcmp_per_insert: Num,
+    linear: Summary,
+    linear_over_luo: Num,
+}
+
+/// Indexing 10,000 eventfds both ways.
+#[derive(Debug, Serialize)]
+pub struct TotalReport {
+    files: usize,
+    kind: &'static str,
+    luo_ms: Num,
+    luo_runs_ms: Vec<Num>,
+    luo_target_ms: Num,
+    luo_target_met: bool,
+    linear_ms: Num,
+    linear_measured: bool,
+    linear_over_luo: Num,
+}
+
+/// The growth of the per-insert cost from the smallest size to the largest.
+#[derive(Debug, Serialize)]
+pub struct GrowthReport {
+    kind: &'static str,
+    from: usize,
+    to: usize,
+    ratio: Num,
+    target: Option<Num>,
+    target_met: Option<bool>,
+}
+
+/// The per-insert costs extrapolated to the kernel's fd ceiling.
+#[derive(Debug, Serialize)]
+pub struct NrOpenReport {
+    fds: u64,
+    luo_eventfd_ns_fitted: Option<Num>,
+    luo_eventfd_ns_model: Num,
+    luo_eventfd_kcmp_per_insert: Num,
+    linear_ns: Num,
 }

@@ -2,7 +2,7 @@
 //! without their machine cannot be compared.
 
 use crate::cli::Failure;
-use crate::json::Json;
+use serde::Serialize;
 
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -46,16 +46,27 @@ impl Machine {
         )
     }
 
-    pub fn to_json(&self) -> Json {
-        Json::Obj(vec![
-            ("cpu", Json::str(&self.cpu)),
-            ("nproc", Json::uint(self.nproc)),
-            ("kernel", Json::str(&self.kernel)),
-            ("nofile_soft", Json::uint(self.nofile.0)),
-            ("nofile_hard", Json::uint(self.nofile.1)),
-            ("memory_bytes", Json::uint(self.memory)),
-        ])
+    pub fn report(&self) -> MachineReport<'_> {
+        MachineReport {
+            cpu: &self.cpu,
+            nproc: self.nproc,
+            kernel: &self.kernel,
+            nofile_soft: self.nofile.0,
+            nofile_hard: self.nofile.1,
+            memory_bytes: self.memory,
+        }
     }
+}
+
+/// A [`Machine`] in the JSON reports.
+#[derive(Debug, Serialize)]
+pub struct MachineReport<'a> {
+    cpu: &'a str,
+    nproc: usize,
+    kernel: &'a str,
+    nofile_soft: u64,
+    nofile_hard: u64,
+    memory_bytes: u64,
 }
 
 fn cpu_model() -> Option<String> {

@@ -16,104 +16,71 @@ mod blackout;
 mod cli;
 mod fds;
 mod index;
-mod json;
 mod machine;
 mod memcached;
 mod plot;
+mod report;
 mod stats;
 mod suite;
 mod upgrade;
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
 use cli::Failure;
 
-/// A benchmark: `luo-bench <name> [options]`.
-#[derive(Debug)]
-struct Command {
-    name: &'static str,
-    summary: &'static str,
-    run: fn(&[String]) -> Result<(), Failure>,
+/// `luo-bench`'s command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "luo-bench",
+    about = "Benchmarks of luo, each run side by side with its baseline in the same run",
+    after_help = "Build with --release: cargo run --release -p luo-bench -- <COMMAND>\n\
+                  `luo-bench <COMMAND> --help` describes a command's options.",
+    max_term_width = 80
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
 }
 
-const COMMANDS: &[Command] = &[
-    Command {
-        name: "all",
-        summary: "the whole suite: fd throughput, identity check, restart blackout, agent memory",
-        run: suite::main,
-    },
-    Command {
-        name: "index",
-        summary: "identity index (double-management check) vs a linear kcmp scan",
-        run: index::main,
-    },
-    Command {
-        name: "upgrade",
-        summary: "luod's in-place upgrade with N custody files vs stopping and starting it",
-        run: upgrade::main,
-    },
-    Command {
-        name: "plot",
-        summary: "draw the blackout plot again from an earlier run's JSON",
-        run: suite::replot,
-    },
-];
-
-fn usage() -> String {
-    let mut s = String::from(
-        "usage: luo-bench <command> [options]\n\
-         \n\
-         Benchmarks of luo, each run side by side with its baseline in the same run.\n\
-         Build with --release: cargo run --release -p luo-bench -- <command>\n\
-         \n\
-         commands:\n",
-    );
-    for c in COMMANDS {
-        s.push_str(&format!("  {:<8} {}\n", c.name, c.summary));
-    }
-    s.push_str("\n`luo-bench <command> --help` describes a command's options.\n");
-    s
+/// A benchmark: `luo-bench <name> [options]`.
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// The whole suite: fd throughput, identity check, restart blackout, agent memory
+    #[command(long_about = suite::ABOUT)]
+    All(Box<suite::Args>),
+    /// Identity index (double-management check) vs a linear kcmp scan
+    #[command(long_about = index::ABOUT)]
+    Index(index::Options),
+    /// luod's in-place upgrade with N custody files vs stopping and starting it
+    #[command(long_about = upgrade::ABOUT)]
+    Upgrade(upgrade::Options),
+    /// Draw the blackout plot again from an earlier run's JSON
+    #[command(long_about = suite::PLOT_ABOUT)]
+    Plot(suite::PlotArgs),
+    /// The other process of the raw SCM_RIGHTS baseline (`all`).
+    #[command(name = "__scm-peer", hide = true)]
+    ScmPeer,
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (name, rest) = match args.split_first() {
-        None => {
-            eprint!("{}", usage());
-            return ExitCode::from(2);
-        }
-        Some((first, rest)) => (first.as_str(), rest),
-    };
-    if name == "__scm-peer" {
-        // The other process of the raw SCM_RIGHTS baseline (`all`).
-        return match fds::peer() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("luo-bench __scm-peer: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if matches!(name, "-h" | "--help" | "help") {
-        // `help <command>` is `<command> --help`.
-        match rest.first() {
-            Some(c) => return dispatch(c, &["--help".to_string()]),
-            None => {
-                print!("{}", usage());
-                return ExitCode::SUCCESS;
+    // Usage errors exit with status 2, --help with 0.
+    let (name, result) = match Cli::parse().command {
+        Bench::ScmPeer => {
+            return match fds::peer() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("luo-bench __scm-peer: {e}");
+                    ExitCode::FAILURE
+                }
             }
         }
-    }
-    dispatch(name, rest)
-}
-
-fn dispatch(name: &str, rest: &[String]) -> ExitCode {
-    let Some(cmd) = COMMANDS.iter().find(|c| c.name == name) else {
-        eprintln!("luo-bench: unknown command {name:?}\n");
-        eprint!("{}", usage());
-        return ExitCode::from(2);
+        Bench::All(a) => ("all", suite::main(*a)),
+        Bench::Index(o) => ("index", index::main(o)),
+        Bench::Upgrade(o) => ("upgrade", upgrade::main(o)),
+        Bench::Plot(a) => ("plot", suite::replot(a)),
     };
-    match (cmd.run)(rest) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(msg)) => {
             eprintln!("luo-bench {name}: {msg}\n(see `luo-bench {name} --help`)");
@@ -123,5 +90,16 @@ fn dispatch(name: &str, rest: &[String]) -> ExitCode {
             eprintln!("luo-bench {name}: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

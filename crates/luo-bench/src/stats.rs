@@ -2,15 +2,21 @@
 
 use std::time::Duration;
 
-use crate::json::Json;
+use serde::Serialize;
+
+use crate::report::num;
 
 /// A window of per-operation timings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct Summary {
     /// The median, robust to the odd preemption or reallocation in a window.
+    #[serde(serialize_with = "num")]
     pub median_ns: f64,
+    #[serde(serialize_with = "num")]
     pub mean_ns: f64,
+    #[serde(serialize_with = "num")]
     pub min_ns: f64,
+    #[serde(serialize_with = "num")]
     pub max_ns: f64,
     pub samples: usize,
 }
@@ -42,16 +48,6 @@ impl Summary {
             max_ns: ns[n - 1],
             samples: n,
         }
-    }
-
-    pub fn to_json(self) -> Json {
-        Json::Obj(vec![
-            ("median_ns", Json::Num(self.median_ns)),
-            ("mean_ns", Json::Num(self.mean_ns)),
-            ("min_ns", Json::Num(self.min_ns)),
-            ("max_ns", Json::Num(self.max_ns)),
-            ("samples", Json::uint(self.samples)),
-        ])
     }
 }
 

@@ -5,20 +5,22 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::Serialize;
+use serde_json::Value;
+
 use crate::agent::{Agent, Programs};
 use crate::blackout;
-use crate::cli::{Failure, Parser};
+use crate::cli::{positive, sorted, Failure};
 use crate::fds;
 use crate::index;
-use crate::json::Json;
-use crate::machine::{load1, Machine};
+use crate::machine::{load1, Machine, MachineReport};
 use crate::memcached;
 use crate::plot;
+use crate::report::{to_json, Fields, Num};
 use crate::stats::{grouped, human};
 
-const USAGE: &str = "\
-usage: luo-bench all [options]
-
+/// `luo-bench all --help`'s description.
+pub const ABOUT: &str = "\
 Every benchmark, each against its baseline in the same run:
   agent     luod's start-up, and its memory per preserved fd (fresh agents)
   fds       preserve then retrieve N fds through luod vs raw SCM_RIGHTS
@@ -28,38 +30,9 @@ Every benchmark, each against its baseline in the same run:
   blackout  the demo key-value service restarted through luo vs the same
             service saving to and reloading from a tmpfs file, and vs
             memcached's warm restart (-e on a tmpfs, SIGUSR1)
-Prints a table and writes JSON and an SVG plot of the blackouts.
+Prints a table and writes JSON and an SVG plot of the blackouts.";
 
-options:
-  --sizes S,S,...       data sizes for the blackout (default 256M,1G,4G),
-                        run one after the other
-  --fds N,N,...         fd counts for the throughput (default 1000,16000); the
-                        agent's memory is measured at the largest
-  --kinds K,K,...       fd kinds for the throughput (default memfd,socket,eventfd)
-  --index-sizes N,...   file counts for the identity check (default 1000,4000,16000)
-  --restarts N          restarts per size and service (default 5)
-  --rounds N            throughput rounds per count and kind (default 3)
-  --reps N              identity-index repetitions (default 3)
-  --sections LIST       which of agent,fds,index,blackout to run (default all)
-  --quick               small and fast: --sizes 16M --fds 200
-                        --index-sizes 100,200,400 --restarts 1 --rounds 1 --reps 1
-                        (flags given explicitly still apply)
-  --no-memcached        skip the memcached baseline
-  --keeper auto|off     run the suite's luod with its crash-safety mirror (auto,
-                        luod's default) or without it (off), to see its cost
-  --no-install          never install memcached; fail if it is missing
-                        (by default, as root with apt-get, a missing memcached
-                        is installed from Debian's package, saying so first)
-  --tmpfs DIR           tmpfs for the reload file and memcached's -e file
-                        (default /dev/shm)
-  --json PATH           default: target/luo-bench/results.json
-  --svg PATH            default: target/luo-bench/blackout.svg
-  --luod PATH           luod (default: next to luo-bench, built if missing)
-  --demo PATH           the service-restart example (likewise)
-  -h, --help            this text
-";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Section {
     Agent,
     Fds,
@@ -74,35 +47,79 @@ impl Section {
         Section::Index,
         Section::Blackout,
     ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Section::Agent => "agent",
-            Section::Fds => "fds",
-            Section::Index => "index",
-            Section::Blackout => "blackout",
-        }
-    }
 }
 
-#[derive(Debug, Default)]
-struct Flags {
+/// `luo-bench all`'s options; [`Options`] with the defaults filled in.
+#[derive(Debug, Default, clap::Args)]
+pub struct Args {
+    /// Data sizes for the blackout (default 256M,1G,4G), run one after the
+    /// other
+    #[arg(long, value_name = "S,S,...", value_delimiter = ',', value_parser = blackout_size)]
     sizes: Option<Vec<u64>>,
+    /// fd counts for the throughput (default 1000,16000); the agent's memory
+    /// is measured at the largest
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',', value_parser = positive)]
     fds: Option<Vec<usize>>,
+    /// fd kinds for the throughput (default memfd,socket,eventfd)
+    #[arg(long, value_name = "K,K,...", value_delimiter = ',', value_parser = fd_kind)]
     kinds: Option<Vec<fds::Kind>>,
+    /// File counts for the identity check (default 1000,4000,16000)
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',', value_parser = positive)]
     index_sizes: Option<Vec<usize>>,
+    /// Restarts per size and service (default 5)
+    #[arg(long, value_name = "N", value_parser = positive)]
     restarts: Option<usize>,
+    /// Throughput rounds per count and kind (default 3)
+    #[arg(long, value_name = "N", value_parser = positive)]
     rounds: Option<usize>,
+    /// Identity-index repetitions (default 3)
+    #[arg(long, value_name = "N", value_parser = positive)]
     reps: Option<usize>,
+    /// Which of agent,fds,index,blackout to run (default all)
+    #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',')]
     sections: Option<Vec<Section>>,
+    /// Small and fast: --sizes 16M --fds 200 --index-sizes 100,200,400
+    /// --restarts 1 --rounds 1 --reps 1 (flags given explicitly still apply)
+    #[arg(long)]
     quick: bool,
+    /// Skip the memcached baseline
+    #[arg(long)]
     no_memcached: bool,
+    /// Run the suite's luod with its crash-safety mirror (auto, luod's
+    /// default) or without it (off), to see its cost
+    #[arg(long, value_name = "MODE", value_parser = ["auto", "off"])]
+    keeper: Option<String>,
+    /// Never install memcached; fail if it is missing (by default, as root
+    /// with apt-get, a missing memcached is installed from Debian's package,
+    /// saying so first)
+    #[arg(long)]
     no_install: bool,
+    /// tmpfs for the reload file and memcached's -e file (default /dev/shm)
+    #[arg(long, value_name = "DIR")]
     tmpfs: Option<PathBuf>,
+    /// Default: target/luo-bench/results.json
+    #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Default: target/luo-bench/blackout.svg
+    #[arg(long, value_name = "PATH")]
     svg: Option<PathBuf>,
+    /// luod (default: next to luo-bench, built if missing)
+    #[arg(long, value_name = "PATH")]
     luod: Option<PathBuf>,
+    /// The service-restart example (likewise)
+    #[arg(long, value_name = "PATH")]
     demo: Option<PathBuf>,
+}
+
+/// `--sizes`: a size of at least one record.
+fn blackout_size(s: &str) -> Result<u64, String> {
+    parse_size(s)
+        .filter(|n| *n >= memcached::RECORD)
+        .ok_or_else(|| "expected sizes like 256M,1G,4G".to_string())
+}
+
+fn fd_kind(s: &str) -> Result<fds::Kind, String> {
+    fds::Kind::parse(s.trim()).ok_or_else(|| "memfd, socket or eventfd".to_string())
 }
 
 #[derive(Debug)]
@@ -122,23 +139,6 @@ struct Options {
     svg: PathBuf,
     luod: Option<PathBuf>,
     demo: Option<PathBuf>,
-}
-
-fn positive(flag: &str, v: &str) -> Result<usize, Failure> {
-    v.parse()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| Failure::usage(format!("{flag} takes a positive integer, not {v:?}")))
-}
-
-fn counts(flag: &str, s: &str) -> Result<Vec<usize>, Failure> {
-    let mut v = s
-        .split(',')
-        .map(|x| positive(flag, &x.trim().replace('_', "")))
-        .collect::<Result<Vec<_>, _>>()?;
-    v.sort_unstable();
-    v.dedup();
-    Ok(v)
 }
 
 /// `256M`, `1G`, `4GiB`, `65536`: bytes, suffixes in powers of 1024.
@@ -172,87 +172,14 @@ pub fn size_label(bytes: u64) -> String {
 }
 
 impl Options {
-    fn parse(args: &[String]) -> Result<Option<Options>, Failure> {
-        let mut f = Flags::default();
-        let mut p = Parser::new(args);
-        while let Some(flag) = p.flag()? {
-            match flag {
-                "-h" | "--help" => return Ok(None),
-                "--sizes" => {
-                    let v = p.value()?;
-                    let mut sizes = v
-                        .split(',')
-                        .map(|x| {
-                            parse_size(x)
-                                .filter(|n| *n >= memcached::RECORD)
-                                .ok_or_else(|| {
-                                    Failure::usage(format!(
-                                        "--sizes {v:?}: expected sizes like 256M,1G,4G"
-                                    ))
-                                })
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    sizes.sort_unstable();
-                    sizes.dedup();
-                    f.sizes = Some(sizes);
-                }
-                "--fds" => f.fds = Some(counts(flag, p.value()?)?),
-                "--kinds" => {
-                    let v = p.value()?;
-                    let k = v
-                        .split(',')
-                        .map(|x| {
-                            fds::Kind::parse(x.trim()).ok_or_else(|| {
-                                Failure::usage(format!(
-                                    "--kinds: unknown kind {x:?} (memfd, socket, eventfd)"
-                                ))
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    f.kinds = Some(k);
-                }
-                "--index-sizes" => f.index_sizes = Some(counts(flag, p.value()?)?),
-                "--restarts" => f.restarts = Some(positive(flag, p.value()?)?),
-                "--rounds" => f.rounds = Some(positive(flag, p.value()?)?),
-                "--reps" => f.reps = Some(positive(flag, p.value()?)?),
-                "--sections" => {
-                    let v = p.value()?;
-                    let s = v
-                        .split(',')
-                        .map(|x| {
-                            Section::ALL.into_iter().find(|s| s.name() == x.trim()).ok_or_else(|| {
-                                Failure::usage(format!(
-                                    "--sections: unknown section {x:?} (agent, fds, index, blackout)"
-                                ))
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    f.sections = Some(s);
-                }
-                "--quick" => f.quick = true,
-                "--no-memcached" => f.no_memcached = true,
-                "--no-install" => f.no_install = true,
-                "--keeper" => {
-                    let v = p.value()?;
-                    if v != "auto" && v != "off" {
-                        return Err(Failure::usage(format!(
-                            "--keeper takes auto or off, not {v:?}"
-                        )));
-                    }
-                    crate::agent::set_keeper(v == "auto");
-                }
-                "--tmpfs" => f.tmpfs = Some(p.value()?.into()),
-                "--json" => f.json = Some(p.value()?.into()),
-                "--svg" => f.svg = Some(p.value()?.into()),
-                "--luod" => f.luod = Some(p.value()?.into()),
-                "--demo" => f.demo = Some(p.value()?.into()),
-                _ => return Err(p.unknown()),
-            }
+    fn new(f: Args) -> Options {
+        if let Some(k) = &f.keeper {
+            crate::agent::set_keeper(k == "auto");
         }
         let q = f.quick;
         let out_dir = default_out_dir();
-        Ok(Some(Options {
-            sizes: f.sizes.unwrap_or_else(|| {
+        Options {
+            sizes: f.sizes.map(sorted).unwrap_or_else(|| {
                 if q {
                     vec![16 << 20]
                 } else {
@@ -261,9 +188,10 @@ impl Options {
             }),
             fds: f
                 .fds
+                .map(sorted)
                 .unwrap_or_else(|| if q { vec![200] } else { vec![1_000, 16_000] }),
             kinds: f.kinds.unwrap_or_else(|| fds::Kind::ALL.to_vec()),
-            index_sizes: f.index_sizes.unwrap_or_else(|| {
+            index_sizes: f.index_sizes.map(sorted).unwrap_or_else(|| {
                 if q {
                     vec![100, 200, 400]
                 } else {
@@ -281,7 +209,7 @@ impl Options {
             svg: f.svg.unwrap_or_else(|| out_dir.join("blackout.svg")),
             luod: f.luod,
             demo: f.demo,
-        }))
+        }
     }
 
     fn has(&self, s: Section) -> bool {
@@ -306,7 +234,21 @@ struct Line {
     ratio: String,
     target: String,
     met: Option<bool>,
-    json: Json,
+    json: LineReport,
+}
+
+/// A [`Line`] as JSON.
+#[derive(Debug, Clone, Serialize)]
+struct LineReport {
+    measurement: String,
+    luo: Num,
+    unit: &'static str,
+    baseline: String,
+    baseline_value: Num,
+    ratio: Num,
+    ratio_is: &'static str,
+    target: String,
+    met: Option<bool>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -318,17 +260,17 @@ fn line(
     target: &str,
     met: Option<bool>,
 ) -> Line {
-    let json = Json::Obj(vec![
-        ("measurement", Json::str(&what)),
-        ("luo", Json::Num(luo_v)),
-        ("unit", Json::str(unit)),
-        ("baseline", Json::str(base_name)),
-        ("baseline_value", Json::Num(base_v)),
-        ("ratio", Json::Num(ratio_v)),
-        ("ratio_is", Json::str(ratio_is)),
-        ("target", Json::str(target)),
-        ("met", met.map_or(Json::Null, Json::Bool)),
-    ]);
+    let json = LineReport {
+        measurement: what.clone(),
+        luo: Num(luo_v),
+        unit,
+        baseline: base_name.to_string(),
+        baseline_value: Num(base_v),
+        ratio: Num(ratio_v),
+        ratio_is,
+        target: target.to_string(),
+        met,
+    };
     Line {
         what,
         luo,
@@ -352,6 +294,32 @@ fn ms(ns: f64) -> String {
     human(ns)
 }
 
+/// `luo-bench all`'s JSON report.
+#[derive(Debug, Serialize)]
+struct SuiteReport<'a> {
+    suite: &'static str,
+    command: String,
+    unix_time: u64,
+    machine: MachineReport<'a>,
+    load1_before: Option<Num>,
+    load1_after: Option<Num>,
+    seconds: Num,
+    memcached_version: Option<String>,
+    summary: Vec<LineReport>,
+    agent: AgentReport,
+    fd_throughput: Vec<fds::ThroughputReport>,
+    syscall_ns_hot: Fields<Num>,
+    identity: Option<index::IndexReport<'a>>,
+    blackout: Vec<blackout::SizeReport>,
+}
+
+/// The agent's start-up and memory.
+#[derive(Debug, Serialize)]
+struct AgentReport {
+    startup: Option<fds::StartupReport>,
+    memory: Vec<fds::MemoryReport>,
+}
+
 #[derive(Debug, Default)]
 struct Results {
     startup: Option<fds::Startup>,
@@ -363,11 +331,8 @@ struct Results {
     memcached_version: Option<String>,
 }
 
-pub fn main(args: &[String]) -> Result<(), Failure> {
-    let Some(o) = Options::parse(args)? else {
-        print!("{USAGE}");
-        return Ok(());
-    };
+pub fn main(args: Args) -> Result<(), Failure> {
+    let o = Options::new(args);
     let machine = Machine::setup()?;
     eprintln!("machine: {}", machine.describe());
     let load_before = load1();
@@ -448,53 +413,26 @@ pub fn main(args: &[String]) -> Result<(), Failure> {
     table.push_str(&render(&lines));
     print!("{table}");
 
-    let json = Json::Obj(vec![
-        ("suite", Json::str("all")),
-        ("command", Json::Str(command())),
-        ("unix_time", Json::uint(unix_time())),
-        ("machine", machine.to_json()),
-        ("load1_before", load_before.map_or(Json::Null, Json::Num)),
-        ("load1_after", load_after.map_or(Json::Null, Json::Num)),
-        ("seconds", Json::Num(elapsed.as_secs_f64())),
-        (
-            "memcached_version",
-            r.memcached_version.clone().map_or(Json::Null, Json::Str),
-        ),
-        (
-            "summary",
-            Json::Arr(lines.iter().map(|l| l.json.clone()).collect()),
-        ),
-        (
-            "agent",
-            Json::Obj(vec![
-                (
-                    "startup",
-                    r.startup.as_ref().map_or(Json::Null, fds::Startup::to_json),
-                ),
-                (
-                    "memory",
-                    Json::Arr(r.memory.iter().map(fds::Memory::to_json).collect()),
-                ),
-            ]),
-        ),
-        (
-            "fd_throughput",
-            Json::Arr(r.throughput.iter().map(fds::Throughput::to_json).collect()),
-        ),
-        (
-            "syscall_ns_hot",
-            Json::Obj(r.syscalls.iter().map(|&(k, v)| (k, Json::Num(v))).collect()),
-        ),
-        (
-            "identity",
-            r.index.as_ref().map_or(Json::Null, index::Report::to_json),
-        ),
-        (
-            "blackout",
-            Json::Arr(r.blackout.iter().map(blackout::Size::to_json).collect()),
-        ),
-    ]);
-    write(&o.json, &json.render())?;
+    let json = SuiteReport {
+        suite: "all",
+        command: command(),
+        unix_time: unix_time(),
+        machine: machine.report(),
+        load1_before: load_before.map(Num),
+        load1_after: load_after.map(Num),
+        seconds: Num(elapsed.as_secs_f64()),
+        memcached_version: r.memcached_version.clone(),
+        summary: lines.iter().map(|l| l.json.clone()).collect(),
+        agent: AgentReport {
+            startup: r.startup.as_ref().map(fds::Startup::report),
+            memory: r.memory.iter().map(fds::Memory::report).collect(),
+        },
+        fd_throughput: r.throughput.iter().map(fds::Throughput::report).collect(),
+        syscall_ns_hot: Fields(r.syscalls.iter().map(|&(k, v)| (k, Num(v))).collect()),
+        identity: r.index.as_ref().map(index::Report::report),
+        blackout: r.blackout.iter().map(blackout::Size::report).collect(),
+    };
+    write(&o.json, &to_json(&json))?;
     if !r.blackout.is_empty() {
         write(&o.svg, &svg(&r, &machine))?;
     }
@@ -807,45 +745,35 @@ fn svg_of(points: &[PlotPoint], restarts: usize, nproc: u64, kernel: &str) -> St
     )
 }
 
-const PLOT_USAGE: &str = "\
-usage: luo-bench plot [RESULTS.json] [--svg PATH]
-
+/// `luo-bench plot --help`'s description.
+pub const PLOT_ABOUT: &str = "\
 Draws the blackout plot again from the JSON of an earlier `luo-bench all`
-(default target/luo-bench/results.json) without running anything.
+(default target/luo-bench/results.json) without running anything.";
 
-options:
-  --svg PATH   default: target/luo-bench/blackout.svg
-  -h, --help   this text
-";
+/// `luo-bench plot`'s options.
+#[derive(Debug, clap::Args)]
+pub struct PlotArgs {
+    /// The JSON of an earlier run (default: target/luo-bench/results.json)
+    #[arg(value_name = "RESULTS.json")]
+    input: Option<PathBuf>,
+    /// Default: target/luo-bench/blackout.svg
+    #[arg(long, value_name = "PATH")]
+    svg: Option<PathBuf>,
+}
 
 /// `luo-bench plot`: the SVG from an earlier run's JSON.
-pub fn replot(args: &[String]) -> Result<(), Failure> {
-    let (mut input, mut out) = (
-        default_out_dir().join("results.json"),
-        default_out_dir().join("blackout.svg"),
-    );
-    let mut rest = args.iter();
-    while let Some(a) = rest.next() {
-        match a.as_str() {
-            "-h" | "--help" => {
-                print!("{PLOT_USAGE}");
-                return Ok(());
-            }
-            "--svg" => {
-                out = rest
-                    .next()
-                    .ok_or_else(|| Failure::usage("--svg needs a value"))?
-                    .into()
-            }
-            a if !a.starts_with('-') => input = a.into(),
-            a => return Err(Failure::usage(format!("unknown option {a:?}"))),
-        }
-    }
+pub fn replot(args: PlotArgs) -> Result<(), Failure> {
+    let input = args
+        .input
+        .unwrap_or_else(|| default_out_dir().join("results.json"));
+    let out = args
+        .svg
+        .unwrap_or_else(|| default_out_dir().join("blackout.svg"));
     let text = std::fs::read(&input)
         .map_err(|e| Failure::run(format!("reading {}: {e}", input.display())))?;
-    let v: luo_proto::Value = serde_json::from_slice(&text)
+    let v: Value = serde_json::from_slice(&text)
         .map_err(|e| Failure::run(format!("{}: {e}", input.display())))?;
-    let at = |v: &luo_proto::Value, path: &[&str]| {
+    let at = |v: &Value, path: &[&str]| {
         let mut cur = v;
         for k in path {
             cur = cur.get(k)?;
@@ -855,7 +783,7 @@ pub fn replot(args: &[String]) -> Result<(), Failure> {
     let missing = |what: &str| Failure::run(format!("{}: no {what}", input.display()));
     let sizes = v
         .get("blackout")
-        .and_then(luo_proto::Value::as_array)
+        .and_then(Value::as_array)
         .filter(|a| !a.is_empty())
         .ok_or_else(|| missing("blackout results"))?;
     let mut points = Vec::new();
@@ -872,13 +800,13 @@ pub fn replot(args: &[String]) -> Result<(), Failure> {
     let restarts = sizes[0]
         .get("luo")
         .and_then(|l| l.get("blackout_runs_ms"))
-        .and_then(luo_proto::Value::as_array)
+        .and_then(Value::as_array)
         .map_or(0, Vec::len);
     let nproc = at(&v, &["machine", "nproc"]).unwrap_or(0.0) as u64;
     let kernel = v
         .get("machine")
         .and_then(|m| m.get("kernel"))
-        .and_then(luo_proto::Value::as_str)
+        .and_then(Value::as_str)
         .unwrap_or("unknown");
     write(&out, &svg_of(&points, restarts, nproc, kernel))
 }
@@ -900,15 +828,22 @@ mod tests {
 
     #[test]
     fn quick_defaults_yield_to_explicit_flags() {
-        let args: Vec<String> = ["--quick", "--fds", "50,10", "--sections", "fds,agent"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let o = Options::parse(&args).unwrap().unwrap();
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            let all = ["luo-bench", "all"].iter().chain(args);
+            match crate::Cli::try_parse_from(all).map(|c| c.command) {
+                Ok(crate::Bench::All(a)) => Ok(Options::new(*a)),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e),
+            }
+        };
+        let o = parse(&["--quick", "--fds", "50,10", "--sections", "fds,agent"]).unwrap();
         assert_eq!(o.fds, vec![10, 50]);
         assert_eq!(o.sizes, vec![16 << 20]);
         assert_eq!(o.restarts, 1);
         assert!(o.has(Section::Agent) && !o.has(Section::Blackout));
-        assert!(Options::parse(&["--sections".into(), "nope".into()]).is_err());
+        assert!(parse(&["--sections", "nope"]).is_err());
+        assert!(parse(&["--fds", "0"]).is_err());
+        assert!(parse(&["--sizes", "1X"]).is_err());
     }
 }

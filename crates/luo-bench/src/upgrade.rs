@@ -7,26 +7,21 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
 use crate::agent::{Agent, Programs};
-use crate::cli::{Failure, Parser};
-use crate::json::Json;
+use crate::cli::{count, positive, sorted, Failure};
 use crate::machine::Machine;
+use crate::report::{to_json, Num};
 use crate::stats::{grouped, Summary};
 
-const USAGE: &str = "\
-usage: luo-bench upgrade [--fds N,N,...] [--rounds R] [--json PATH] [--luod PATH]
-
+/// `luo-bench upgrade --help`'s description.
+pub const ABOUT: &str = "\
 luod's in-place upgrade (luoctl agent upgrade) with N memfds in custody,
 timed from the request to the new agent's answer, side by side with stopping
 luod and starting it again (the keeper hands the files back). The per-file
 cost is the slope between the smallest and the largest N, and extrapolates
-to 1,000,000 files (and 1,048,576, the kernel's per-process ceiling).
-
-  --fds N,N,...  custody sizes (default 0,1000,4000,16000)
-  --rounds R     upgrades per size (default 7; the median is reported)
-  --json PATH    also write the results as JSON
-  --luod PATH    the luod binary (default: next to luo-bench, built if missing)
-";
+to 1,000,000 files (and 1,048,576, the kernel's per-process ceiling).";
 
 /// 40 ms at 16,000 files, and a per-file cost that keeps a million under 2 s.
 const TARGET_16K: Duration = Duration::from_millis(40);
@@ -35,52 +30,27 @@ const TARGET_MILLION: Duration = Duration::from_secs(2);
 const MILLION: f64 = 1_000_000.0;
 const CEILING: f64 = 1_048_576.0;
 
-struct Options {
+/// `luo-bench upgrade`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Custody sizes
+    #[arg(
+        long,
+        value_name = "N,N,...",
+        value_delimiter = ',',
+        value_parser = count,
+        default_values_t = [0, 1000, 4000, 16000]
+    )]
     fds: Vec<usize>,
+    /// Upgrades per size (the median is reported)
+    #[arg(long, value_name = "R", value_parser = positive, default_value_t = 7)]
     rounds: usize,
+    /// Also write the results as JSON
+    #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// The luod binary (default: next to luo-bench, built if missing)
+    #[arg(long, value_name = "PATH")]
     luod: Option<PathBuf>,
-}
-
-fn parse(args: &[String]) -> Result<Option<Options>, Failure> {
-    let mut o = Options {
-        fds: vec![0, 1000, 4000, 16000],
-        rounds: 7,
-        json: None,
-        luod: None,
-    };
-    let mut p = Parser::new(args);
-    while let Some(flag) = p.flag()? {
-        match flag {
-            "-h" | "--help" => return Ok(None),
-            "--fds" => {
-                let v = p.value()?;
-                o.fds = v
-                    .split(',')
-                    .map(|x| x.trim().replace('_', "").parse::<usize>().ok())
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| Failure::usage(format!("--fds {v:?}: expected N,N,...")))?;
-                o.fds.sort_unstable();
-                o.fds.dedup();
-            }
-            "--rounds" => {
-                let v = p.value()?;
-                o.rounds =
-                    v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        Failure::usage(format!("--rounds {v:?}: a positive integer"))
-                    })?;
-            }
-            "--json" => o.json = Some(PathBuf::from(p.value()?)),
-            "--luod" => o.luod = Some(PathBuf::from(p.value()?)),
-            _ => return Err(p.unknown()),
-        }
-    }
-    if o.fds.len() < 2 {
-        return Err(Failure::usage(
-            "--fds needs at least two sizes for a per-file cost",
-        ));
-    }
-    Ok(Some(o))
 }
 
 /// What the two per-file system calls of an upgrade cost here now: the new
@@ -115,6 +85,28 @@ struct Row {
     upgrade: Summary,
     prepared_us: f64,
     taken_over_us: f64,
+    restart: Summary,
+}
+
+/// `luo-bench upgrade`'s JSON report.
+#[derive(Debug, Serialize)]
+struct UpgradeReport {
+    machine: String,
+    fstat_ns: Num,
+    fcntl_setfd_ns: Num,
+    rows: Vec<RowReport>,
+    per_fd_ns: Num,
+    million_fds_ns: Num,
+    ceiling_fds_ns: Num,
+}
+
+/// A [`Row`] as JSON.
+#[derive(Debug, Serialize)]
+struct RowReport {
+    fds: usize,
+    upgrade: Summary,
+    state_written_us: Num,
+    taken_over_us: Num,
     restart: Summary,
 }
 
@@ -202,11 +194,13 @@ fn measure(luod: &std::path::Path, n: usize, rounds: usize) -> Result<Row, Failu
     })
 }
 
-pub fn main(args: &[String]) -> Result<(), Failure> {
-    let Some(o) = parse(args)? else {
-        print!("{USAGE}");
-        return Ok(());
-    };
+pub fn main(mut o: Options) -> Result<(), Failure> {
+    o.fds = sorted(o.fds);
+    if o.fds.len() < 2 {
+        return Err(Failure::usage(
+            "--fds needs at least two sizes for a per-file cost",
+        ));
+    }
     let machine = Machine::setup()?;
     let max = *o.fds.last().expect("two sizes");
     if max + 256 > machine.nofile.0 as usize {
@@ -283,28 +277,25 @@ pub fn main(args: &[String]) -> Result<(), Failure> {
         );
     }
     if let Some(path) = &o.json {
-        let rows_json: Vec<Json> = rows
-            .iter()
-            .map(|r| {
-                Json::Obj(vec![
-                    ("fds", Json::uint(r.fds)),
-                    ("upgrade", r.upgrade.to_json()),
-                    ("state_written_us", Json::Num(r.prepared_us)),
-                    ("taken_over_us", Json::Num(r.taken_over_us)),
-                    ("restart", r.restart.to_json()),
-                ])
-            })
-            .collect();
-        let v = Json::Obj(vec![
-            ("machine", Json::str(machine.describe())),
-            ("fstat_ns", Json::Num(fstat_ns)),
-            ("fcntl_setfd_ns", Json::Num(fcntl_ns)),
-            ("rows", Json::Arr(rows_json)),
-            ("per_fd_ns", Json::Num(per_fd_ns)),
-            ("million_fds_ns", Json::Num(million_ns)),
-            ("ceiling_fds_ns", Json::Num(ceiling_ns)),
-        ]);
-        std::fs::write(path, v.render())
+        let v = UpgradeReport {
+            machine: machine.describe(),
+            fstat_ns: Num(fstat_ns),
+            fcntl_setfd_ns: Num(fcntl_ns),
+            rows: rows
+                .iter()
+                .map(|r| RowReport {
+                    fds: r.fds,
+                    upgrade: r.upgrade,
+                    state_written_us: Num(r.prepared_us),
+                    taken_over_us: Num(r.taken_over_us),
+                    restart: r.restart,
+                })
+                .collect(),
+            per_fd_ns: Num(per_fd_ns),
+            million_fds_ns: Num(million_ns),
+            ceiling_fds_ns: Num(ceiling_ns),
+        };
+        std::fs::write(path, to_json(&v))
             .map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;
         eprintln!("wrote {}", path.display());
     }

@@ -1,123 +1,98 @@
-//! The `luod` command line, parsed by hand.
+//! The `luod` command line: [`Cli`], whose options are a [`Config`] plus
+//! logging and the flags an agent passes to the images it starts.
 //!
 //! ```
-//! use luod::cli::{parse, Command};
+//! use clap::Parser;
+//! use luod::cli::Cli;
 //!
-//! let Command::Run(o) = parse(["--quota-bytes", "64M", "--socket=/tmp/l.sock"]).unwrap() else {
-//!     unreachable!()
-//! };
-//! assert_eq!(o.quota.pinned_bytes, 64 << 20);
-//! assert_eq!(o.socket.unwrap().to_str(), Some("/tmp/l.sock"));
-//! assert!(parse(["--bogus"]).is_err());
+//! let cli = Cli::try_parse_from(["luod", "--quota-bytes", "64M", "--socket=/tmp/l.sock"]).unwrap();
+//! assert_eq!(cli.config.quota.pinned_bytes, 64 << 20);
+//! assert_eq!(cli.config.socket.to_str(), Some("/tmp/l.sock"));
+//! assert!(Cli::try_parse_from(["luod", "--bogus"]).is_err());
 //! ```
 
-use std::ffi::OsString;
-use std::fmt;
 use std::path::PathBuf;
 
-use crate::{Backend, Quota};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
 
-/// The text of `luod --help`.
-pub const USAGE: &str = "\
+use crate::Config;
+
+pub use luo_core::parse_size;
+
+/// The environment variable with the log filter.
+pub const LOG_ENV: &str = "LUOD_LOG";
+
+const ABOUT: &str = "luod: the Live Update Orchestrator agent";
+
+const LONG_ABOUT: &str = "\
 luod: the Live Update Orchestrator agent
 
 Keeps memfds, sockets, pipes and eventfds in custody across a service's
 restart, and memfds across a kernel live update (kexec) on the kernel
-backend. Clients (the luo library, luoctl) talk to it over a Unix socket.
+backend. Clients (the luo library, luoctl) talk to it over a Unix socket.";
 
-Usage: luod [OPTIONS]
+const AFTER_HELP: &str = "\
+Environment:
+  LUOD_SOCKET  the socket path when --socket is not given
+  LUOD_LOG     what to log when --log-level is not given: a level (error, warn,
+               info, debug, trace) or tracing-subscriber EnvFilter directives
+               such as luod=debug or info,luod::agent=trace (default: info);
+               logs go to stderr";
 
-Options:
-  --socket PATH          listen on PATH (default: $LUOD_SOCKET, else
-                         /run/luod/luod.sock for root and
-                         $XDG_RUNTIME_DIR/luod.sock, else
-                         /run/user/UID/luod.sock, for other users)
-  --backend MODE         kernel, emulated or auto (default: auto, which picks
-                         kernel when /dev/liveupdate can be opened, else
-                         emulated)
-  --device PATH          the LUO device of the kernel backend (default:
-                         /dev/liveupdate)
-  --kernel-session-files N
-                         at most N files per kernel session; an agent session
-                         with more spreads over several (default: as many as
-                         the kernel takes)
-  --quota-sessions N     at most N sessions per uid (root is exempt)
-  --quota-files N        at most N preserved files per uid (root is exempt)
-  --quota-connections N  at most N open connections to luod per uid (root is
-                         exempt; default 1024)
-  --quota-bytes SIZE     at most SIZE bytes of memfd pinned per uid (root is
-                         exempt); SIZE is bytes or has a K, M, G or T suffix
-                         (powers of 1024)
-  --keeper auto|off      auto (the default): copies of every file in custody
-                         are kept outside luod, so that a crash or restart of
-                         luod loses nothing: in systemd's fd store when
-                         $NOTIFY_SOCKET is set, else in a keeper process that
-                         luod starts (it answers at SOCKET.keeper); off: none
-  --log-level LEVEL      error, warn, info, debug or trace (default: $LUOD_LOG,
-                         else info); logs go to stderr
-  -h, --help             print this help and exit
-  -V, --version          print the version and exit
-";
-
-/// What the command line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// Run the agent.
-    Run(Options),
-    /// Print [`USAGE`].
-    Help,
-    /// Print the version.
-    Version,
+/// `luod`'s command line.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "luod",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    max_term_width = 80
+)]
+pub struct Cli {
+    /// How to run the agent.
+    #[command(flatten)]
+    pub config: Config,
+    /// `--log-level`; `None` means `$LUOD_LOG` or `info` ([`log_filter`]).
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        value_name = "LEVEL",
+        help = "What to log (default: $LUOD_LOG, else info); logs go to stderr"
+    )]
+    pub log_level: Option<LogLevel>,
     /// `--upgrade-probe`: print the upgrade state versions this binary
     /// reads (what an agent asks before it re-executes as this binary).
-    UpgradeProbe,
-    /// `--keeper-process PATH --keeper-link N`: run as the keeper an agent
-    /// started (not for people).
-    Keeper {
-        /// Where the keeper answers a restarted agent.
-        path: PathBuf,
-        /// The inherited connection to the agent that started it.
-        link: i32,
-    },
-}
-
-/// The options of [`Command::Run`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Options {
-    /// `--socket`; `None` means `$LUOD_SOCKET` or the default
-    /// ([`crate::resolve_socket_path`]).
-    pub socket: Option<PathBuf>,
-    /// `--backend`.
-    pub backend: Backend,
-    /// `--quota-sessions`, `--quota-files`, `--quota-bytes`.
-    pub quota: Quota,
-    /// `--quota-connections`; `None` means the default
-    /// ([`crate::DEFAULT_CONNECTIONS_PER_UID`]).
-    pub connections_per_uid: Option<u64>,
-    /// `--log-level`; `None` means `$LUOD_LOG` or `info`.
-    pub log_level: Option<LogLevel>,
-    /// `--device`; `None` means `/dev/liveupdate`.
-    pub device: Option<PathBuf>,
-    /// `--kernel-session-files`; `None` means no limit of the agent's own.
-    pub kernel_session_files: Option<u64>,
+    #[arg(long, hide = true, exclusive = true)]
+    pub upgrade_probe: bool,
     /// `--upgrade-state FD`: this is an in-place upgrade; the state is in
     /// this inherited memfd (set by the agent that re-executes, not by
     /// people).
+    #[arg(long, hide = true, value_name = "FD", value_parser = inherited_fd)]
     pub upgrade_state: Option<i32>,
     /// `--upgrade-fallback FD`: the previous binary, to go back to when the
     /// state is refused.
+    #[arg(long, hide = true, value_name = "FD", value_parser = inherited_fd)]
     pub upgrade_fallback: Option<i32>,
-    /// `--keeper off`: keep no copies of the custody descriptors outside
-    /// the agent.
-    pub no_keeper: bool,
+    /// `--keeper-process PATH --keeper-link N`: run as the keeper an agent
+    /// started (not for people); PATH is where it answers a restarted agent.
+    #[arg(long, hide = true, value_name = "PATH", requires = "keeper_link")]
+    pub keeper_process: Option<PathBuf>,
+    /// The inherited connection to the agent that started the keeper.
+    #[arg(long, hide = true, value_name = "N", requires = "keeper_process")]
+    pub keeper_link: Option<i32>,
 }
 
-/// How much the agent logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// How much the agent logs (`--log-level`); [`LOG_ENV`] takes a full
+/// filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum LogLevel {
     /// Errors only.
     Error,
     /// Errors and warnings.
+    #[value(alias = "warning")]
     Warn,
     /// The default: start-up, sessions created, handed over, finished, aborted.
     Info,
@@ -128,238 +103,112 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
-    /// Parses `error`, `warn`, `info`, `debug` or `trace` (any case).
-    pub fn parse(s: &str) -> Option<LogLevel> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "error" => LogLevel::Error,
-            "warn" | "warning" => LogLevel::Warn,
-            "info" => LogLevel::Info,
-            "debug" => LogLevel::Debug,
-            "trace" => LogLevel::Trace,
-            _ => return None,
-        })
-    }
-}
-
-/// A command line that cannot be run; the binary prints it and exits with
-/// status 2.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageError(pub String);
-
-impl fmt::Display for UsageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (see luod --help)", self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
-fn usage<T>(msg: impl Into<String>) -> Result<T, UsageError> {
-    Err(UsageError(msg.into()))
-}
-
-/// Parses a size: plain bytes, or a number with a `K`, `M`, `G` or `T`
-/// suffix (powers of 1024, any case, optionally followed by `B` or `iB`).
-/// `None` for anything else, or a size over `u64::MAX`.
-///
-/// ```
-/// assert_eq!(luod::cli::parse_size("4096"), Some(4096));
-/// assert_eq!(luod::cli::parse_size("1G"), Some(1 << 30));
-/// assert_eq!(luod::cli::parse_size("2MiB"), Some(2 << 20));
-/// assert_eq!(luod::cli::parse_size("1.5G"), None);
-/// ```
-pub fn parse_size(s: &str) -> Option<u64> {
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
-        return None;
-    }
-    let n: u64 = s[..digits].parse().ok()?;
-    let rest = s[digits..].to_ascii_uppercase();
-    let (unit, tail) = match rest.chars().next() {
-        None => return Some(n),
-        Some('K') => (10, &rest[1..]),
-        Some('M') => (20, &rest[1..]),
-        Some('G') => (30, &rest[1..]),
-        Some('T') => (40, &rest[1..]),
-        Some('B') if rest == "B" => return Some(n),
-        _ => return None,
-    };
-    if !matches!(tail, "" | "B" | "IB") {
-        return None;
-    }
-    n.checked_mul(1u64 << unit)
-}
-
-fn parse_count(flag: &str, v: &str) -> Result<u64, UsageError> {
-    match v.parse::<u64>() {
-        Ok(n) => Ok(n),
-        Err(_) => usage(format!("{flag} takes a whole number, not {v:?}")),
-    }
-}
-
-/// Parses the arguments after the program name.
-pub fn parse<I, S>(args: I) -> Result<Command, UsageError>
-where
-    I: IntoIterator<Item = S>,
-    S: Into<OsString>,
-{
-    let mut o = Options::default();
-    let mut args = args.into_iter().map(Into::into);
-    while let Some(arg) = args.next() {
-        let Some(arg) = arg.to_str().map(str::to_owned) else {
-            return usage(format!("unexpected argument {arg:?}"));
-        };
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(OsString::from(v))),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<OsString, UsageError> {
-            match inline.clone().or_else(|| args.next()) {
-                Some(v) => Ok(v),
-                None => usage(format!("{name} needs a value")),
-            }
-        };
-        let text = |name: &str, v: OsString| -> Result<String, UsageError> {
-            v.into_string()
-                .or_else(|v| usage(format!("{name}: {v:?} is not valid UTF-8")))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
-            "--socket" => {
-                let v = value("--socket")?;
-                if v.is_empty() {
-                    return usage("--socket needs a non-empty path");
-                }
-                o.socket = Some(PathBuf::from(v));
-            }
-            "--backend" => {
-                let v = text("--backend", value("--backend")?)?;
-                o.backend = match Backend::parse(&v) {
-                    Some(b) => b,
-                    None => {
-                        return usage(format!(
-                            "unknown backend {v:?}; choose kernel, emulated or auto"
-                        ))
-                    }
-                };
-            }
-            "--upgrade-probe" => return Ok(Command::UpgradeProbe),
-            "--keeper" => {
-                let v = text("--keeper", value("--keeper")?)?;
-                o.no_keeper = match v.as_str() {
-                    "auto" => false,
-                    "off" => true,
-                    _ => return usage(format!("--keeper takes auto or off, not {v:?}")),
-                };
-            }
-            "--keeper-process" => {
-                let path = PathBuf::from(value("--keeper-process")?);
-                let mut link = None;
-                if let Some(f) = args.next() {
-                    if f.to_str() == Some("--keeper-link") {
-                        link = args
-                            .next()
-                            .and_then(|v| v.to_str().and_then(|v| v.parse().ok()));
-                    }
-                }
-                let Some(link) = link else {
-                    return usage("--keeper-process PATH needs --keeper-link N after it");
-                };
-                return Ok(Command::Keeper { path, link });
-            }
-            "--upgrade-state" | "--upgrade-fallback" => {
-                let v = text(&flag, value(&flag)?)?;
-                let Ok(n) = v.parse::<i32>() else {
-                    return usage(format!("{flag} takes a descriptor number, not {v:?}"));
-                };
-                if n <= 2 {
-                    return usage(format!("{flag} takes a descriptor number above 2"));
-                }
-                if flag == "--upgrade-state" {
-                    o.upgrade_state = Some(n);
-                } else {
-                    o.upgrade_fallback = Some(n);
-                }
-            }
-            "--device" => {
-                let v = value("--device")?;
-                if v.is_empty() {
-                    return usage("--device needs a non-empty path");
-                }
-                o.device = Some(PathBuf::from(v));
-            }
-            "--kernel-session-files" => {
-                let v = text("--kernel-session-files", value("--kernel-session-files")?)?;
-                let n = parse_count("--kernel-session-files", &v)?;
-                if n == 0 {
-                    return usage("--kernel-session-files must be at least 1");
-                }
-                o.kernel_session_files = Some(n);
-            }
-            "--quota-sessions" => {
-                let v = text("--quota-sessions", value("--quota-sessions")?)?;
-                o.quota.sessions = parse_count("--quota-sessions", &v)?;
-            }
-            "--quota-connections" => {
-                let v = text("--quota-connections", value("--quota-connections")?)?;
-                o.connections_per_uid = Some(parse_count("--quota-connections", &v)?);
-            }
-            "--quota-files" => {
-                let v = text("--quota-files", value("--quota-files")?)?;
-                o.quota.files = parse_count("--quota-files", &v)?;
-            }
-            "--quota-bytes" => {
-                let v = text("--quota-bytes", value("--quota-bytes")?)?;
-                o.quota.pinned_bytes = match parse_size(&v) {
-                    Some(n) => n,
-                    None => {
-                        return usage(format!(
-                            "--quota-bytes takes a size such as 1048576, 512K, 64M or 2G, not {v:?}"
-                        ))
-                    }
-                };
-            }
-            "--log-level" => {
-                let v = text("--log-level", value("--log-level")?)?;
-                o.log_level = match LogLevel::parse(&v) {
-                    Some(l) => Some(l),
-                    None => {
-                        return usage(format!(
-                            "unknown log level {v:?}; choose error, warn, info, debug or trace"
-                        ))
-                    }
-                };
-            }
-            f if f.starts_with('-') => return usage(format!("unknown option {f}")),
-            _ => return usage(format!("unexpected argument {arg:?}")),
+    /// The level as a filter directive.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
         }
     }
-    Ok(Command::Run(o))
+}
+
+/// A descriptor an agent passes on to the image it executes: above 2.
+fn inherited_fd(s: &str) -> Result<i32, String> {
+    match s.parse::<i32>() {
+        Ok(n) if n > 2 => Ok(n),
+        Ok(_) => Err("a descriptor number above 2".into()),
+        Err(_) => Err("a descriptor number".into()),
+    }
+}
+
+/// `--kernel-session-files`: a whole number, at least 1.
+pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("at least 1".into()),
+        Ok(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        Err(_) => Err("a whole number".into()),
+    }
+}
+
+/// The log filter: `--log-level` when given, else `$LUOD_LOG` (`env`,
+/// ignored when empty), else `info`.
+///
+/// `$LUOD_LOG` takes [`EnvFilter`] directives (`luod=debug`,
+/// `warn,luod::agent=trace`); a directive without `=` must be a level, so
+/// that a misspelt level is an error rather than a filter for a target of
+/// that name.
+///
+/// ```
+/// use luod::cli::{log_filter, LogLevel};
+///
+/// assert_eq!(log_filter(None, None).unwrap().to_string(), "info");
+/// assert_eq!(log_filter(None, Some("luod=debug")).unwrap().to_string(), "luod=debug");
+/// assert_eq!(log_filter(Some(LogLevel::Warn), Some("trace")).unwrap().to_string(), "warn");
+/// assert!(log_filter(None, Some("chatty")).is_err());
+/// ```
+pub fn log_filter(flag: Option<LogLevel>, env: Option<&str>) -> Result<EnvFilter, String> {
+    let directives = match (flag, env) {
+        (Some(level), _) => level.as_str(),
+        (None, Some(v)) if !v.trim().is_empty() => v,
+        (None, _) => LogLevel::Info.as_str(),
+    };
+    let levels = ["off", "error", "warn", "info", "debug", "trace"];
+    for d in directives
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        if !d.contains('=') && !levels.iter().any(|l| l.eq_ignore_ascii_case(d)) {
+            return Err(format!(
+                "{LOG_ENV}={directives:?}: {d:?} is not a level; choose off, error, warn, info, \
+                 debug or trace, or give TARGET=LEVEL"
+            ));
+        }
+    }
+    EnvFilter::builder()
+        .parse(directives)
+        .map_err(|e| format!("{LOG_ENV}={directives:?}: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Backend, Quota};
+    use clap::CommandFactory;
 
-    fn run(args: &[&str]) -> Options {
-        match parse(args.iter().copied()) {
-            Ok(Command::Run(o)) => o,
-            other => panic!("{args:?}: {other:?}"),
+    fn run(args: &[&str]) -> Cli {
+        let all = std::iter::once("luod").chain(args.iter().copied());
+        match Cli::try_parse_from(all) {
+            Ok(c) => c,
+            Err(e) => panic!("{args:?}: {e}"),
         }
     }
 
     #[test]
+    fn the_command_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
     fn defaults() {
-        let o = run(&[]);
-        assert_eq!(o, Options::default());
-        assert_eq!(o.backend, Backend::Auto);
-        assert_eq!(o.quota, Quota::default());
+        let c = run(&[]);
+        let want = Config {
+            keeper: true,
+            ..Config::new(luo::default_socket_path())
+        };
+        assert_eq!(c.config, want);
+        assert_eq!(c.config.backend, Backend::Auto);
+        assert_eq!(c.config.quota, Quota::default());
+        assert_eq!(c.log_level, None);
+        assert_eq!(c.upgrade_state, None);
     }
 
     #[test]
     fn every_flag_both_spellings() {
-        let o = run(&[
+        let c = run(&[
             "--socket",
             "/a/b.sock",
             "--backend=emulated",
@@ -368,10 +217,18 @@ mod tests {
             "--quota-files=7",
             "--quota-bytes",
             "1K",
+            "--quota-connections",
+            "9",
+            "--device=/dev/x",
+            "--kernel-session-files",
+            "5",
+            "--keeper",
+            "off",
             "--log-level",
             "DEBUG",
         ]);
-        assert_eq!(o.socket, Some(PathBuf::from("/a/b.sock")));
+        let o = c.config;
+        assert_eq!(o.socket, PathBuf::from("/a/b.sock"));
         assert_eq!(o.backend, Backend::Emulated);
         assert_eq!(
             o.quota,
@@ -381,16 +238,26 @@ mod tests {
                 pinned_bytes: 1024
             }
         );
-        assert_eq!(o.log_level, Some(LogLevel::Debug));
+        assert_eq!(o.connections_per_uid, 9);
+        assert_eq!(o.device, PathBuf::from("/dev/x"));
+        assert_eq!(o.kernel_files_per_session, 5);
+        assert!(!o.keeper);
+        assert_eq!(c.log_level, Some(LogLevel::Debug));
         // The kernel backend parses; binding with it is what fails.
-        assert_eq!(run(&["--backend", "kernel"]).backend, Backend::Kernel);
+        assert_eq!(
+            run(&["--backend", "kernel"]).config.backend,
+            Backend::Kernel
+        );
     }
 
     #[test]
-    fn help_and_version() {
-        assert_eq!(parse(["--help"]), Ok(Command::Help));
-        assert_eq!(parse(["-h", "--bogus"]), Ok(Command::Help));
-        assert_eq!(parse(["-V"]), Ok(Command::Version));
+    fn internal_flags() {
+        assert!(run(&["--upgrade-probe"]).upgrade_probe);
+        let c = run(&["--upgrade-state", "5", "--upgrade-fallback", "6"]);
+        assert_eq!((c.upgrade_state, c.upgrade_fallback), (Some(5), Some(6)));
+        let c = run(&["--keeper-process", "/k", "--keeper-link", "4"]);
+        assert_eq!(c.keeper_process, Some(PathBuf::from("/k")));
+        assert_eq!(c.keeper_link, Some(4));
     }
 
     #[test]
@@ -405,11 +272,25 @@ mod tests {
             &["--quota-files", "many"],
             &["--quota-bytes", "12X"],
             &["--quota-bytes", "99999999999T"],
+            &["--kernel-session-files", "0"],
+            &["--keeper", "maybe"],
             &["--log-level", "loud"],
+            &["--upgrade-state", "1"],
+            &["--keeper-process", "/k"],
         ] {
-            let e = parse(bad.iter().copied()).expect_err(&format!("{bad:?} accepted"));
-            assert!(e.to_string().contains("--help"), "{e}");
+            let all = std::iter::once("luod").chain(bad.iter().copied());
+            let e = Cli::try_parse_from(all).expect_err(&format!("{bad:?} accepted"));
+            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn log_filters() {
+        assert!(log_filter(None, Some("")).is_ok());
+        assert!(log_filter(None, Some("info,luod::agent=trace")).is_ok());
+        assert!(log_filter(None, Some("DEBUG")).is_ok());
+        assert!(log_filter(None, Some("luod=loud")).is_err());
+        assert!(log_filter(None, Some("chatty")).is_err());
     }
 
     #[test]

@@ -26,6 +26,8 @@ use std::path::PathBuf;
 
 mod agent;
 pub mod cli;
+pub mod ctl;
+pub mod gen;
 pub mod registry;
 mod store;
 pub use store::keeper_main;
@@ -35,18 +37,23 @@ pub use agent::Agent;
 pub use luo_core::Quota;
 
 /// Which implementation keeps the sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Backend {
     /// [`Backend::Kernel`] when the device can be opened, else
     /// [`Backend::Emulated`] (the log says why).
     #[default]
+    #[value(help = "kernel when the device can be opened, else emulated")]
     Auto,
     /// Sessions live in the agent's memory; they survive a service's restart,
     /// not a kexec.
+    #[value(
+        help = "Sessions live in luod's memory: they survive a service's restart, not a kexec"
+    )]
     Emulated,
     /// The kernel's `/dev/liveupdate`: memfds are also preserved in kernel
     /// sessions, so they survive a kexec (`luoctl update --kexec`); binding
     /// fails with [`AgentError::Backend`] when the device cannot be opened.
+    #[value(help = "The kernel's /dev/liveupdate: memfds also survive a kexec")]
     Kernel,
 }
 
@@ -78,28 +85,83 @@ impl fmt::Display for Backend {
 }
 
 /// How to run an agent ([`Config::new`] gives the defaults).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It is also `luod`'s options ([`cli::Cli`]); the defaults on the command
+/// line are those of [`Config::new`], except that the socket path is
+/// [`luo::default_socket_path`] and the keeper is on.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct Config {
     /// Where the listening socket goes.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value_os_t = luo::default_socket_path(),
+        hide_default_value = true,
+        help = "Listen on PATH (default: $LUOD_SOCKET, else /run/luod/luod.sock for root \
+                and $XDG_RUNTIME_DIR/luod.sock, else /run/user/UID/luod.sock, for other users)"
+    )]
     pub socket: PathBuf,
     /// Which backend keeps the sessions.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        default_value_t = Backend::Auto,
+        help = "Which backend keeps the sessions"
+    )]
     pub backend: Backend,
     /// The per-uid quota (root is exempt).
+    #[command(flatten)]
     pub quota: Quota,
     /// Most agent connections one uid may have open at once (root is
     /// exempt), so that no user can take every descriptor the agent has.
+    #[arg(
+        long = "quota-connections",
+        value_name = "N",
+        default_value_t = DEFAULT_CONNECTIONS_PER_UID,
+        help = "At most N open connections to luod per uid (root is exempt)"
+    )]
     pub connections_per_uid: u64,
     /// The LUO device the kernel backend opens.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = luo_sys::liveupdate::DEVICE,
+        help = "The LUO device of the kernel backend"
+    )]
     pub device: PathBuf,
     /// Whether copies of the custody descriptors are kept outside the agent
     /// (systemd's fd store under `$NOTIFY_SOCKET`, else a keeper process),
     /// so that a crash loses nothing. The keeper is the running binary
     /// started with `--keeper-process`, so only the `luod` binary sets this
     /// (unless `--keeper off`); [`Config::new`] leaves it off.
+    #[arg(
+        long = "keeper",
+        value_name = "MODE",
+        default_value = "auto",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::PossibleValuesParser::new(["auto", "off"]),
+            |s: String| s == "auto"
+        ),
+        help = "auto: copies of every file in custody are kept outside luod, so that a crash \
+                or restart of luod loses nothing: in systemd's fd store when $NOTIFY_SOCKET \
+                is set, else in a keeper process that luod starts (it answers at \
+                SOCKET.keeper); off: none"
+    )]
     pub keeper: bool,
     /// Most files the kernel backend puts in one kernel session before it
     /// opens another for the same agent session (a kernel that refuses
     /// more, with `ENOSPC`, also gets another).
+    #[arg(
+        long = "kernel-session-files",
+        value_name = "N",
+        default_value_t = usize::MAX,
+        hide_default_value = true,
+        value_parser = cli::at_least_one,
+        help = "At most N files per kernel session; an agent session with more spreads over \
+                several (default: as many as the kernel takes)"
+    )]
     pub kernel_files_per_session: usize,
 }
 
@@ -123,23 +185,30 @@ impl Config {
 }
 
 /// Why the agent could not start, or stopped.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// [`Config::socket`] is empty.
+    #[error("the socket path is empty; pass --socket PATH or set $LUOD_SOCKET")]
     NoSocketPath,
     /// Another agent answers on this socket.
+    #[error("luod is already running at {}; stop it first or pass another --socket", .0.display())]
     AlreadyRunning(PathBuf),
     /// The socket path exists and is not a socket.
+    #[error("{} exists and is not a socket; remove it or pass another --socket", .0.display())]
     NotASocket(PathBuf),
     /// The requested backend is not available.
+    #[error("{0}")]
     Backend(String),
     /// An in-place upgrade's state cannot be used (the new image refuses it
     /// before taking anything over).
+    #[error("refusing the upgrade: {0}")]
     Upgrade(String),
     /// The previous kernel's registry cannot be used (missing, corrupt or
     /// of another version): starting would lose track of its sessions.
+    #[error("refusing to start: {0}")]
     Registry(String),
     /// A system call failed: what the agent was doing, and the errno.
+    #[error("{what}: {errno}")]
     Sys {
         /// What was being done.
         what: String,
@@ -165,33 +234,6 @@ impl AgentError {
         }
     }
 }
-
-impl fmt::Display for AgentError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AgentError::NoSocketPath => write!(
-                f,
-                "the socket path is empty; pass --socket PATH or set $LUOD_SOCKET"
-            ),
-            AgentError::AlreadyRunning(p) => write!(
-                f,
-                "luod is already running at {}; stop it first or pass another --socket",
-                p.display()
-            ),
-            AgentError::NotASocket(p) => write!(
-                f,
-                "{} exists and is not a socket; remove it or pass another --socket",
-                p.display()
-            ),
-            AgentError::Backend(m) => f.write_str(m),
-            AgentError::Registry(m) => write!(f, "refusing to start: {m}"),
-            AgentError::Upgrade(m) => write!(f, "refusing the upgrade: {m}"),
-            AgentError::Sys { what, errno } => write!(f, "{what}: {errno}"),
-        }
-    }
-}
-
-impl std::error::Error for AgentError {}
 
 /// The socket path: `flag` (from `--socket`), else
 /// [`luo::default_socket_path`] (`$LUOD_SOCKET`, else `/run/luod/luod.sock`

@@ -64,8 +64,8 @@ fn usage_errors_exit_2_with_a_message() {
     assert_usage_error(&[], "no command given");
     assert_usage_error(&["frobnicate"], "unknown command 'frobnicate'");
     assert_usage_error(&["status", "--bogus"], "unknown option '--bogus'");
-    assert_usage_error(&["show"], "show needs a session NAME");
-    assert_usage_error(&["finish", "a", "b"], "takes one session NAME");
+    assert_usage_error(&["show"], "show needs NAME");
+    assert_usage_error(&["finish", "a", "b"], "takes one NAME");
     assert_usage_error(&["status", "extra"], "status takes no arguments");
     assert_usage_error(&["show", "kv", "--owner", "bob"], "numeric uid");
     assert_usage_error(&["sessions", "--owner", "0"], "--owner applies to");
@@ -608,9 +608,12 @@ fn a_batch_over_253_files_stops_at_the_refused_token_with_luod() {
 
 #[test]
 fn kexec_usage_errors() {
-    assert_usage_error(&["update", "--kernel", "/k"], "need --kexec");
+    assert_usage_error(&["update", "--kernel", "/k"], "update needs --kexec");
     assert_usage_error(&["update", "--kexec"], "needs --kernel FILE");
-    assert_usage_error(&["status", "--dry-run"], "apply to update, not status");
+    assert_usage_error(
+        &["status", "--dry-run"],
+        "--dry-run applies to update, not status",
+    );
     assert_usage_error(
         &[
             "update",

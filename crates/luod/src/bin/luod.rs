@@ -5,76 +5,38 @@
 
 use std::process::ExitCode;
 
-use luod::cli::{self, Command, LogLevel};
+use clap::Parser;
+use luod::cli::{self, Cli};
 use luod::Config;
-use tracing::level_filters::LevelFilter;
 
 fn main() -> ExitCode {
     // Rust ignores SIGPIPE already, and every send uses MSG_NOSIGNAL.
-    let opts = match cli::parse(std::env::args_os().skip(1)) {
-        Ok(Command::Run(o)) => o,
-        Ok(Command::Help) => {
-            print!("{}", cli::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Version) => {
-            println!("luod {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Keeper { path, link }) => return luod::keeper_main(&path, link),
-        Ok(Command::UpgradeProbe) => {
-            println!("{}", luod::probe_answer());
-            return ExitCode::SUCCESS;
-        }
+    // Usage errors exit with status 2, --help and --version with 0.
+    let cli = Cli::parse();
+    if cli.upgrade_probe {
+        println!("{}", luod::probe_answer());
+        return ExitCode::SUCCESS;
+    }
+    if let (Some(path), Some(link)) = (&cli.keeper_process, cli.keeper_link) {
+        return luod::keeper_main(path, link);
+    }
+    let env = std::env::var(cli::LOG_ENV).ok();
+    let filter = match cli::log_filter(cli.log_level, env.as_deref()) {
+        Ok(f) => f,
         Err(e) => {
             eprintln!("luod: {e}");
             return ExitCode::from(2);
         }
     };
-    let level = match opts.log_level {
-        Some(l) => l,
-        None => match std::env::var("LUOD_LOG") {
-            Ok(v) if !v.is_empty() => match LogLevel::parse(&v) {
-                Some(l) => l,
-                None => {
-                    eprintln!(
-                        "luod: LUOD_LOG={v:?} is not a log level; choose error, warn, info, debug or trace"
-                    );
-                    return ExitCode::from(2);
-                }
-            },
-            _ => LogLevel::Info,
-        },
-    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_max_level(match level {
-            LogLevel::Error => LevelFilter::ERROR,
-            LogLevel::Warn => LevelFilter::WARN,
-            LogLevel::Info => LevelFilter::INFO,
-            LogLevel::Debug => LevelFilter::DEBUG,
-            LogLevel::Trace => LevelFilter::TRACE,
-        })
+        .with_env_filter(filter)
         .with_target(false)
         .init();
-    let socket = luod::resolve_socket_path(opts.socket);
-    let mut config = Config::new(socket);
-    config.backend = opts.backend;
-    config.quota = opts.quota;
-    if let Some(n) = opts.connections_per_uid {
-        config.connections_per_uid = n;
+    if let Some(state) = cli.upgrade_state {
+        return resume(cli.config, state, cli.upgrade_fallback);
     }
-    if let Some(d) = opts.device {
-        config.device = d;
-    }
-    config.keeper = !opts.no_keeper;
-    if let Some(n) = opts.kernel_session_files {
-        config.kernel_files_per_session = usize::try_from(n).unwrap_or(usize::MAX);
-    }
-    if let Some(state) = opts.upgrade_state {
-        return resume(config, state, opts.upgrade_fallback);
-    }
-    match luod::run(config) {
+    match luod::run(cli.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("luod: {e}");
