@@ -87,8 +87,11 @@ impl Luo {
         let s = self.sessions.get_mut(&key).expect("session");
         s.side = Side::Incoming { finished: false };
         // Whoever retrieves it next chooses its mode.
-        s.mode = SessionMode::default();
+        let mode = std::mem::take(&mut s.mode);
         let nk = (s.owner, s.name.clone());
+        let c = self.changed(key);
+        c.state = true;
+        c.mode |= mode != SessionMode::default();
         self.outgoing.remove(&nk);
         if let Some(old) = self.incoming.insert(nk, key) {
             // Only a finished session can be displaced (check_incoming_free).
@@ -153,6 +156,7 @@ impl Luo {
             self.make_incoming(key);
         }
         self.epoch += 1;
+        self.changed_epoch();
         Ok(self.epoch)
     }
 
@@ -174,6 +178,7 @@ impl Luo {
                 format!("incoming session '{}' is already retrieved", show(name)),
             );
         }
+        self.changed(key).state = true;
         Ok(self.new_handle(key))
     }
 
@@ -216,7 +221,9 @@ impl Luo {
             Ok(fd) => fd,
             Err(e) => {
                 f.retrieve = RetrieveStatus::Failed(e);
-                return err(e, what(f));
+                let r = err(e, what(f));
+                self.changed(key).retrieved.push(token);
+                return r;
             }
         };
         // A handler that gives back the custody file itself (a dup of the
@@ -228,6 +235,7 @@ impl Luo {
             && luo_sys::kcmp_file(new.as_fd(), f.custody.as_fd()) == Ok(std::cmp::Ordering::Equal)
         {
             f.retrieve = RetrieveStatus::Retrieved;
+            self.changed(key).retrieved.push(token);
             return Ok(new);
         }
         let new: OwnedFd = new;
@@ -252,6 +260,7 @@ impl Luo {
             .index
             .insert(f.identity, f.custody.as_fd(), holder)
             .is_ok();
+        self.changed(key).retrieved.push(token);
         Ok(out)
     }
 
@@ -289,6 +298,9 @@ impl Luo {
         s.tokens.clear();
         let owner = s.owner;
         let files = std::mem::take(&mut s.files);
+        let c = self.changed(key);
+        c.state = true;
+        c.removed.extend(files.iter().rev().map(|f| f.token));
         for f in files.into_iter().rev() {
             self.release_file(owner, f.pinned);
             let args = f.args(key, owner);

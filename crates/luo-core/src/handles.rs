@@ -45,6 +45,7 @@ impl Luo {
             .expect("session")
             .handles
             .push(h);
+        self.changed(session).handles = true;
         SessionHandle(h)
     }
 
@@ -61,11 +62,19 @@ impl Luo {
 
     pub(crate) fn stale_handles(&mut self, key: u64) {
         let s = self.sessions.get_mut(&key).expect("session");
+        if s.handles.is_empty() {
+            return;
+        }
+        // A retrieved session without handles is waiting again.
+        let released = s.side == (Side::Incoming { finished: false });
         for h in s.handles.drain(..) {
             if let Some(e) = self.handles.get_mut(&h) {
                 e.live = false;
             }
         }
+        let c = self.changed(key);
+        c.handles = true;
+        c.state |= released;
     }
 
     /// Creates an outgoing session named `name` for `owner`; returns its first
@@ -119,6 +128,7 @@ impl Luo {
             },
         );
         self.outgoing.insert(nk, key);
+        self.changed(key).created = true;
         Ok(self.new_handle(key))
     }
 
@@ -163,7 +173,11 @@ impl Luo {
     /// crosses over (handover or update), when it returns to the default.
     pub fn set_mode(&mut self, h: SessionHandle, mode: SessionMode) -> Result<()> {
         let key = self.live(h)?;
-        self.sessions.get_mut(&key).expect("session").mode = mode;
+        let s = self.sessions.get_mut(&key).expect("session");
+        if s.mode != mode {
+            s.mode = mode;
+            self.changed(key).mode = true;
+        }
         Ok(())
     }
 
@@ -197,6 +211,7 @@ impl Luo {
         if list.get(&nk) == Some(&key) {
             list.remove(&nk);
         }
+        self.changed_gone(key);
     }
 
     /// Closes a handle. When it was the last handle of its session:
@@ -224,13 +239,16 @@ impl Luo {
         }
         let s = self.sessions.get_mut(&e.session).expect("session");
         s.handles.retain(|x| *x != h.0);
-        if !s.handles.is_empty() {
+        let (side, last) = (s.side, s.handles.is_empty());
+        self.changed(e.session).handles = true;
+        if !last {
             return Ok(());
         }
-        match s.side {
+        match side {
             Side::Outgoing => self.abort(e.session),
             Side::Incoming { finished: true } => self.remove_session(e.session),
-            Side::Incoming { finished: false } => {}
+            // Retrieved, and now waiting again.
+            Side::Incoming { finished: false } => self.changed(e.session).state = true,
         }
         Ok(())
     }

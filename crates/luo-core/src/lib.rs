@@ -33,6 +33,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
 
+mod changes;
 mod crossing;
 mod error;
 pub mod flb;
@@ -47,6 +48,7 @@ pub mod testing;
 mod tree;
 mod types;
 
+pub use changes::{Changes, SessionChange};
 pub use error::{Errno, Error, Result};
 pub use flb::{Flb, FlbStatus};
 pub use handler::{FileHandler, FileInfo, FileOpArgs, RetrieveStatus};
@@ -139,6 +141,8 @@ pub struct Luo {
     epoch: u64,
     next_key: u64,
     next_handle: u64,
+    /// What changed since the last [`Luo::take_changes`].
+    changes: Changes,
 }
 
 fn show(name: &[u8]) -> String {
@@ -186,6 +190,7 @@ impl Luo {
             epoch: 1,
             next_key: 1,
             next_handle: 1,
+            changes: Changes::default(),
         }
     }
 
@@ -262,6 +267,9 @@ impl Luo {
     /// Sets the epoch, for an agent that carries on from a previous one
     /// (after a kexec, the registry's epoch plus one).
     pub fn set_epoch(&mut self, epoch: u64) {
+        if self.epoch != epoch {
+            self.changed_epoch();
+        }
         self.epoch = epoch;
     }
 

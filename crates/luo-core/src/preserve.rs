@@ -69,6 +69,7 @@ impl Luo {
                 let u = self.usage_mut(owner);
                 u.files += 1;
                 u.pinned_bytes += pinned;
+                self.changed(key).added.push(token);
                 Ok(())
             }
             Err(e) => {

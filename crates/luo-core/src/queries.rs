@@ -65,11 +65,18 @@ impl Luo {
         self.sessions.keys().copied().collect()
     }
 
+    /// A session by key, in O(log n) (nothing per file): its owner, name
+    /// and state. `None` when it is gone.
+    pub fn session_state(&self, key: u64) -> Option<(u32, &[u8], SessionState)> {
+        let s = self.sessions.get(&key)?;
+        Some((s.owner, &s.name, state_of(s)))
+    }
+
     /// A session by key, cheaply (no `fstat`): its owner, name, state and
     /// its files' tokens in preservation order. `None` when it is gone.
     pub fn session_tokens(&self, key: u64) -> Option<(u32, &[u8], SessionState, Vec<u64>)> {
         let s = self.sessions.get(&key)?;
-        let state = self.info(s, 0..0).state;
+        let state = state_of(s);
         Some((
             s.owner,
             &s.name,
@@ -146,12 +153,7 @@ impl Luo {
     }
 
     pub(crate) fn info(&self, s: &Session, window: std::ops::Range<usize>) -> SessionInfo {
-        let state = match s.side {
-            Side::Outgoing => SessionState::Open,
-            Side::Incoming { finished: true } => SessionState::Finished,
-            Side::Incoming { finished: false } if s.handles.is_empty() => SessionState::Incoming,
-            Side::Incoming { finished: false } => SessionState::Retrieved,
-        };
+        let state = state_of(s);
         SessionInfo {
             name: s.name.clone(),
             owner: s.owner,
@@ -189,5 +191,14 @@ impl Luo {
     /// Descriptors luo holds in custody (one per preserved file).
     pub fn custody_count(&self) -> usize {
         self.sessions.values().map(|s| s.files.len()).sum()
+    }
+}
+
+fn state_of(s: &Session) -> SessionState {
+    match s.side {
+        Side::Outgoing => SessionState::Open,
+        Side::Incoming { finished: true } => SessionState::Finished,
+        Side::Incoming { finished: false } if s.handles.is_empty() => SessionState::Incoming,
+        Side::Incoming { finished: false } => SessionState::Retrieved,
     }
 }

@@ -4,6 +4,12 @@
 //! instant loses nothing. A restarted agent takes them back
 //! ([`reclaim`]).
 //!
+//! What to store comes from the model's change log
+//! ([`Luo::take_changes`]): a request that preserves one file puts one
+//! entry, whatever the session holds; a session's record is rewritten only
+//! when it crosses to the incoming side; a session that is finished or gone
+//! has its entries removed.
+//!
 //! Entry names (at most 255 ASCII characters, no `:`, as systemd wants):
 //!
 //! - `luo.s.INC.KEY.GEN`: a session's record, a sealed memfd holding
@@ -21,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use luo_core::{Luo, SessionState};
+use luo_core::{Changes, Luo, SessionChange, SessionState};
 use luo_proto::json::{self, Value};
 use luo_proto::Error;
 use tracing::{info, warn};
@@ -121,7 +127,82 @@ impl Mirror {
         }
     }
 
-    /// Brings the store in line with session `key` of the model.
+    /// Brings the store in line with what changed in the model, with work
+    /// proportional to the change.
+    pub(crate) fn apply(&mut self, luo: &Luo, changes: &Changes) {
+        if self.broken {
+            return;
+        }
+        for (&key, change) in &changes.sessions {
+            if let Err(e) = self.try_apply(luo, key, change) {
+                warn!(
+                    "the {} failed ({e}); an agent crash now would lose what it does not hold",
+                    self.sink.describe()
+                );
+                self.broken = true;
+                return;
+            }
+        }
+    }
+
+    fn try_apply(&mut self, luo: &Luo, key: u64, change: &SessionChange) -> Result<(), Error> {
+        let live = luo
+            .session_state(key)
+            .filter(|(_, _, st)| *st != SessionState::Finished);
+        let Some((owner, name, state)) = live else {
+            return self.forget(key);
+        };
+        let Some(r) = self.sessions.get_mut(&key) else {
+            // New to the store: everything it holds is in the change.
+            return self.try_sync(luo, key);
+        };
+        if !change.removed.is_empty() {
+            // Files left a session that stays: not something the model
+            // does today (files leave all together), so start it over.
+            return self.try_sync(luo, key);
+        }
+        let incoming = state != SessionState::Open;
+        let mut puts: Vec<(String, BorrowedFd<'_>)> = Vec::new();
+        let mut removes = Vec::new();
+        let record;
+        if r.incoming != incoming {
+            removes.push(session_name(&r.prefix, r.gen));
+            r.gen += 1;
+            r.incoming = incoming;
+            record = record_memfd(owner, name, incoming, luo.epoch())
+                .map_err(|e| Error::new(e.into(), "writing a session record failed"))?;
+            puts.push((session_name(&r.prefix, r.gen), record.as_fd()));
+        }
+        for &t in &change.added {
+            if let Some(fd) = luo.custody(key, t) {
+                let seq = r.tokens.len() as u64;
+                r.tokens.push(t);
+                puts.push((file_name(&r.prefix, seq, t), fd));
+            }
+        }
+        // New entries first: a crash between the two leaves both, never
+        // neither.
+        self.sink.put(&puts)?;
+        self.sink.remove(&removes)
+    }
+
+    /// Removes every entry of session `key` (aborted, or finished).
+    fn forget(&mut self, key: u64) -> Result<(), Error> {
+        if let Some(r) = self.sessions.remove(&key) {
+            let mut names: Vec<String> = r
+                .tokens
+                .iter()
+                .enumerate()
+                .map(|(seq, t)| file_name(&r.prefix, seq as u64, *t))
+                .collect();
+            names.push(session_name(&r.prefix, r.gen));
+            self.sink.remove(&names)?;
+        }
+        Ok(())
+    }
+
+    /// Brings the store in line with session `key` of the model, all of
+    /// it (a session new to the store, or the whole store rebuilt).
     pub(crate) fn sync(&mut self, luo: &Luo, key: u64) {
         if self.broken {
             return;
@@ -141,17 +222,7 @@ impl Mirror {
             .filter(|(_, _, st, _)| *st != SessionState::Finished);
         let Some((owner, name, state, tokens)) = live else {
             // Gone (aborted, or finished): nothing of it is kept.
-            if let Some(r) = self.sessions.remove(&key) {
-                let mut names: Vec<String> = r
-                    .tokens
-                    .iter()
-                    .enumerate()
-                    .map(|(seq, t)| file_name(&r.prefix, seq as u64, *t))
-                    .collect();
-                names.push(session_name(&r.prefix, r.gen));
-                self.sink.remove(&names)?;
-            }
-            return Ok(());
+            return self.forget(key);
         };
         let incoming = state != SessionState::Open;
         let fresh = !self.sessions.contains_key(&key);
@@ -488,5 +559,8 @@ pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaim
         let _ = luo.close(h);
     }
     luo.set_epoch(epoch);
+    // The caller adopts the restored sessions' entries as they are, or
+    // stores the sessions afresh: not changes to apply again.
+    let _ = luo.take_changes();
     out
 }

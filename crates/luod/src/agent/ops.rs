@@ -132,13 +132,8 @@ pub(super) fn wrong_socket(op: &str, on_agent: bool) -> Error {
 impl Agent {
     /// Answers one request received on connection `key`.
     pub(super) fn request(&mut self, key: u64, msg: Message) -> Result<Reply, Error> {
-        // The session a handle acts on may change (or end): the store must
-        // follow before the client hears the answer.
-        if let Some(Kind::Handle { handle, .. }) = self.conns.get(&key).map(|c| &c.kind) {
-            if let Ok(k) = self.luo.session_key(*handle) {
-                self.dirty.push(k);
-            }
-        }
+        // The store follows what the request changed before the client
+        // hears the answer.
         let r = self.request_inner(key, msg);
         self.flush_mirror();
         r
@@ -204,7 +199,6 @@ impl Agent {
                     .luo
                     .open_outgoing(owner, name.as_bytes())
                     .map_err(core_error)?;
-                self.dirty.extend(self.luo.session_key(h));
                 let files = self.luo.file_count(h).unwrap_or(0);
                 let r = self.luo.handover(h);
                 // After a handover the handle is stale and closing it only
@@ -231,7 +225,6 @@ impl Agent {
                         }
                         e
                     })?;
-                self.dirty.extend(self.luo.session_key(h));
                 let unretrieved = self.luo.session(h).map_or(0, |s| {
                     s.files
                         .iter()
@@ -259,7 +252,6 @@ impl Agent {
                     ));
                 }
                 let epoch = self.luo.update().map_err(core_error)?;
-                self.dirty.extend(self.luo.session_keys());
                 info!("update by uid {uid}: every outgoing session crossed over; epoch {epoch}");
                 Ok(Reply::ok(ok_reply().with("epoch", epoch)))
             }

@@ -886,6 +886,9 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
             e.errno,
         )
     })?;
+    // The mirror carried over is in line with the restored sessions: they
+    // are not changes to store again.
+    let _ = luo.take_changes();
     luo.set_quota(config.quota);
     let t_model = started.elapsed();
     tracing::debug!(
@@ -956,7 +959,6 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
         events: Vec::with_capacity(MAX_EVENTS),
         devices: plan.devices,
         mirror,
-        dirty: Vec::new(),
     };
     info!(
         "upgraded in place from {} to luod {} (pid {}): {} connections, {} sessions, {} custody descriptors taken over in {} us",
