@@ -19,6 +19,7 @@ mod index;
 mod json;
 mod machine;
 mod memcached;
+mod mirror;
 mod plot;
 mod stats;
 mod suite;
@@ -51,6 +52,11 @@ const COMMANDS: &[Command] = &[
         name: "upgrade",
         summary: "luod's in-place upgrade with N custody files vs stopping and starting it",
         run: upgrade::main,
+    },
+    Command {
+        name: "mirror",
+        summary: "preserving 16,000 files one request at a time with the keeper on: request 1,000 vs 16,000",
+        run: mirror::main,
     },
     Command {
         name: "plot",

@@ -38,6 +38,7 @@ mod crossing;
 mod error;
 pub mod flb;
 pub mod handler;
+pub mod handlers;
 mod handles;
 pub mod identity;
 mod preserve;

@@ -109,18 +109,20 @@ impl Luo {
             stat,
         };
         let kexec_safe_only = self.sessions[&key].mode.kexec_safe_only;
-        let Some(hi) = self
-            .handlers
-            .iter()
-            .position(|h| (!kexec_safe_only || h.kexec_safe()) && h.can_preserve(&info))
-        else {
+        let Some(hi) = self.handlers.iter().position(|h| {
+            (!kexec_safe_only || h.descriptor().kexec_safe()) && h.can_preserve(&info)
+        }) else {
             return err(
                 Errno::ENOENT,
                 format!("token {token}: no handler can preserve this kind of file"),
             );
         };
         let handler = &self.handlers[hi];
-        let pinned = if handler.pins_memory() { stat.size } else { 0 };
+        let pinned = if handler.descriptor().pins_memory {
+            stat.size
+        } else {
+            0
+        };
         let owner = self.sessions[&key].owner;
         let u = self.usage(owner);
         if owner != 0 && u.files >= self.quota.files {

@@ -43,6 +43,15 @@ impl Luo {
         self.flbs.iter().map(|s| s.status()).collect()
     }
 
+    /// What the registered handler of compatible string `compatible` says
+    /// about its files; `None` when no such handler is registered.
+    pub fn handler_descriptor(&self, compatible: &str) -> Option<crate::handler::Descriptor> {
+        self.handlers
+            .iter()
+            .find(|h| h.compatible() == compatible)
+            .map(|h| h.descriptor())
+    }
+
     /// Every session with all its files, in creation order.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         self.sessions
@@ -164,13 +173,13 @@ impl Luo {
             kexec_safe: s
                 .files
                 .iter()
-                .all(|f| self.handlers[f.handler].kexec_safe()),
+                .all(|f| self.handlers[f.handler].descriptor().kexec_safe()),
             files: s.files[window]
                 .iter()
                 .map(|f| FileStatus {
                     token: f.token,
                     handler: self.handlers[f.handler].compatible().to_string(),
-                    kexec_safe: self.handlers[f.handler].kexec_safe(),
+                    kexec_safe: self.handlers[f.handler].descriptor().kexec_safe(),
                     identity: f.identity,
                     managed: f.indexed,
                     retrieve: f.retrieve,

@@ -3,6 +3,7 @@
 
 use std::os::fd::AsFd;
 
+use luo_core::handler::{Descriptor, Kexec};
 use luo_core::SessionState;
 use luo_proto::{Errno, Error, Message, Value};
 use luo_sys::liveupdate as lu;
@@ -10,20 +11,6 @@ use tracing::{error, info, warn};
 
 use super::{kernel, Agent, Reply};
 use crate::Backend;
-
-/// Why a file of this handler does not survive a kexec.
-fn why_lost(handler: &str) -> &'static str {
-    match handler {
-        h if h.contains("socket") => {
-            "a socket lives in the kernel's network stack, which a kexec starts afresh: reopen or re-listen after the update"
-        }
-        "luo-eventfd-v1" => {
-            "an eventfd's counter lives in kernel memory that no LUO handler preserves"
-        }
-        "luo-pipe-v1" => "a pipe and its buffered data are kernel objects that no LUO handler preserves",
-        _ => "no kernel LUO handler preserves this kind of file",
-    }
-}
 
 fn has_liveupdate_on(cmdline: &str) -> bool {
     cmdline.split_ascii_whitespace().any(|w| {
@@ -45,6 +32,17 @@ fn bool_arg(msg: &Message, key: &str) -> Result<bool, Error> {
 }
 
 impl Agent {
+    /// Why a file of this handler does not survive a kexec, as the handler
+    /// says.
+    fn why_lost(&self, handler: &str) -> &'static str {
+        let d = self.luo.handler_descriptor(handler).unwrap_or_default();
+        match d.kexec {
+            Kexec::Lost(why) => why,
+            // Not reached: only files that are not kexec-safe are asked about.
+            Kexec::Safe => Descriptor::NO_KERNEL_HANDLER,
+        }
+    }
+
     /// What a kexec now would carry and lose, as the `preflight` object of
     /// docs/protocol.md, and the problems that refuse it without `force`.
     fn preflight(&self, cmdline: &str, kernel_bytes: u64, initrd_bytes: Option<u64>) -> Value {
@@ -67,7 +65,7 @@ impl Agent {
                         Value::object()
                             .with("token", f.token)
                             .with("handler", f.handler.as_str())
-                            .with("why", why_lost(&f.handler)),
+                            .with("why", self.why_lost(&f.handler)),
                     );
                 }
             }
