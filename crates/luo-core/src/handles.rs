@@ -81,7 +81,7 @@ impl Luo {
     /// handle.
     ///
     /// `EINVAL` for a name that is empty, longer than 63 bytes or contains a
-    /// NUL; `ENOSPC` at [`Limits::max_sessions`] outgoing sessions; `EEXIST`
+    /// NUL; `ENOSPC` at [`Limits::max_sessions`](crate::Limits::max_sessions) outgoing sessions; `EEXIST`
     /// when `owner` already has an outgoing session of that name (an incoming
     /// session of the same name does not count). Checked in that order, as
     /// the kernel does.

@@ -25,7 +25,7 @@ impl Luo {
     ///
     /// Checks, in the kernel's order: `EINVAL` (not an outgoing session),
     /// `EEXIST` (token used in this session), `ENOSPC`
-    /// ([`Limits::max_files_per_session`]), `EBADF` (an `O_PATH` fd), `ENOENT`
+    /// ([`Limits::max_files_per_session`](crate::Limits::max_files_per_session)), `EBADF` (an `O_PATH` fd), `ENOENT`
     /// (no handler accepts the file), `EBUSY` (the file is already managed by
     /// any session), then the FLB and handler `preserve` errors. A refused
     /// preserve leaves nothing behind: no index entry, no FLB reference, and

@@ -61,7 +61,7 @@ impl Luo {
     }
 
     /// Every session with all its files, in creation order, each with its
-    /// key: the number handlers see as [`FileOpArgs::session`].
+    /// key: the number handlers see as [`FileOpArgs::session`](crate::FileOpArgs::session).
     pub fn sessions_keyed(&self) -> Vec<(u64, SessionInfo)> {
         self.sessions
             .iter()
@@ -102,7 +102,7 @@ impl Luo {
     }
 
     /// The key of the session behind a live handle (see
-    /// [`FileOpArgs::session`]).
+    /// [`FileOpArgs::session`](crate::FileOpArgs::session)).
     pub fn session_key(&self, h: SessionHandle) -> Result<u64> {
         self.live(h)
     }

@@ -21,8 +21,8 @@ impl Default for Limits {
     }
 }
 
-/// A handle on a session, like a session fd: [`Luo::dup`] copies it, and the
-/// session reacts when the last copy is [closed](Luo::close). After the
+/// A handle on a session, like a session fd: [`Luo::dup`](crate::Luo::dup) copies it, and the
+/// session reacts when the last copy is [closed](crate::Luo::close). After the
 /// session crosses to the incoming side its old handles are stale (`ESTALE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionHandle(pub u64);
@@ -50,7 +50,7 @@ pub enum SessionState {
 
 /// How a session follows the kernel where luo's native API deliberately
 /// does not: the `/dev/liveupdate` emulation sets this on the sessions it
-/// creates and retrieves ([`Luo::set_mode`]). The default is the native API's.
+/// creates and retrieves ([`Luo::set_mode`](crate::Luo::set_mode)). The default is the native API's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionMode {
     /// Closing the last handle of a retrieved, unfinished session finishes
@@ -103,7 +103,7 @@ pub struct SessionInfo {
     /// Whether every file in it survives a kexec.
     pub kexec_safe: bool,
     /// Its files in preservation order: all of them, or the window asked
-    /// for ([`Luo::session_files`], [`Luo::find_files`]; none for
-    /// [`Luo::summaries`]).
+    /// for ([`Luo::session_files`](crate::Luo::session_files), [`Luo::find_files`](crate::Luo::find_files); none for
+    /// [`Luo::summaries`](crate::Luo::summaries)).
     pub files: Vec<FileStatus>,
 }
