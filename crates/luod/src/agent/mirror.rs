@@ -564,3 +564,91 @@ pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaim
     let _ = luo.take_changes();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the keeper would receive: each message's op and names, and
+    /// how many descriptors came with it.
+    fn sent(keeper: BorrowedFd<'_>) -> Vec<(String, Vec<String>, usize)> {
+        let mut out = Vec::new();
+        while let Ok(Some(m)) = luo_proto::recv(keeper) {
+            let op = m.body.get("op").and_then(Value::as_str).unwrap_or("");
+            let names = m
+                .body
+                .get("names")
+                .and_then(Value::as_array)
+                .unwrap_or(&[])
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect();
+            out.push((op.to_string(), names, m.fds.len()));
+        }
+        out
+    }
+
+    fn flush(m: &mut Mirror, luo: &mut Luo) {
+        let changes = luo.take_changes();
+        m.apply(luo, &changes);
+    }
+
+    #[test]
+    fn each_change_costs_the_store_what_it_changed_and_no_more() {
+        let (ours, keeper) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
+        luo_sys::set_nonblocking(keeper.as_fd(), true).unwrap();
+        let mut m = Mirror::new(Sink::Keeper { link: ours, pid: 0 });
+        let inc = m.inc.clone();
+        let mut luo = Luo::with_default_handlers();
+        let h = luo.create_session(1000, b"s").unwrap();
+        let key = luo.session_key(h).unwrap();
+        let prefix = format!("{inc}.{key}");
+        flush(&mut m, &mut luo);
+        assert_eq!(
+            sent(keeper.as_fd()),
+            [("put".to_string(), vec![format!("luo.s.{prefix}.1")], 1)]
+        );
+        // One preserve, one entry, however many files the session holds.
+        for t in 0..40u64 {
+            let fd = luo_sys::memfd_create("m", 0).unwrap();
+            luo.preserve(h, fd, 100 + t).unwrap();
+            flush(&mut m, &mut luo);
+            assert_eq!(
+                sent(keeper.as_fd()),
+                [(
+                    "put".to_string(),
+                    vec![format!("luo.f.{prefix}.{t}.{}", 100 + t)],
+                    1
+                )]
+            );
+        }
+        // A handle more changes nothing the store keeps.
+        let h2 = luo.dup(h).unwrap();
+        luo.close(h2).unwrap();
+        flush(&mut m, &mut luo);
+        assert!(sent(keeper.as_fd()).is_empty());
+        // Crossing over: a new record, then the old one goes.
+        luo.handover(h).unwrap();
+        flush(&mut m, &mut luo);
+        assert_eq!(
+            sent(keeper.as_fd()),
+            [
+                ("put".to_string(), vec![format!("luo.s.{prefix}.2")], 1),
+                ("remove".to_string(), vec![format!("luo.s.{prefix}.1")], 0),
+            ]
+        );
+        // Retrieved and finished: every entry of the session goes at once.
+        let r = luo.retrieve_session(1000, b"s").unwrap();
+        luo.finish(r).unwrap();
+        flush(&mut m, &mut luo);
+        let mut want: Vec<String> = (0..40u64)
+            .map(|t| format!("luo.f.{prefix}.{t}.{}", 100 + t))
+            .collect();
+        want.push(format!("luo.s.{prefix}.2"));
+        assert_eq!(sent(keeper.as_fd()), [("remove".to_string(), want, 0)]);
+        luo.close(r).unwrap();
+        flush(&mut m, &mut luo);
+        assert!(sent(keeper.as_fd()).is_empty());
+        assert!(!m.broken);
+    }
+}
