@@ -4,7 +4,9 @@
 //! [`Luo`] holds every session, preserved file, handler, FLB and the global
 //! [identity index](identity). It is sans-IO: plain methods over plain state,
 //! no sockets and no threads. The agent moves bytes and descriptors; this crate
-//! decides what they mean.
+//! decides what they mean. Every mutating call records what it changed
+//! ([`Luo::take_changes`]), so that an agent mirroring the model elsewhere
+//! follows it with work proportional to the change.
 //!
 //! ```
 //! use std::os::fd::AsFd;
@@ -52,7 +54,7 @@ mod types;
 pub use changes::{Changes, SessionChange};
 pub use error::{Errno, Error, Result};
 pub use flb::{Flb, FlbStatus};
-pub use handler::{FileHandler, FileInfo, FileOpArgs, RetrieveStatus};
+pub use handler::{Descriptor, FileHandler, FileInfo, FileOpArgs, Kexec, RetrieveStatus};
 pub use identity::{FileOrder, Holder, Identity, IdentityIndex, IdentityKind, IndexMode, Kcmp};
 pub use quotas::{Quota, Usage};
 pub use types::{
