@@ -18,6 +18,7 @@ mod fds;
 mod index;
 mod machine;
 mod memcached;
+mod mirror;
 mod plot;
 mod report;
 mod stats;
@@ -55,6 +56,9 @@ enum Bench {
     /// luod's in-place upgrade with N custody files vs stopping and starting it
     #[command(long_about = upgrade::ABOUT)]
     Upgrade(upgrade::Options),
+    /// Preserving 16,000 files one request at a time with the keeper on: request 1,000 vs 16,000
+    #[command(long_about = mirror::ABOUT)]
+    Mirror(mirror::Options),
     /// Draw the blackout plot again from an earlier run's JSON
     #[command(long_about = suite::PLOT_ABOUT)]
     Plot(suite::PlotArgs),
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
         Bench::All(a) => ("all", suite::main(*a)),
         Bench::Index(o) => ("index", index::main(o)),
         Bench::Upgrade(o) => ("upgrade", upgrade::main(o)),
+        Bench::Mirror(o) => ("mirror", mirror::main(o)),
         Bench::Plot(a) => ("plot", suite::replot(a)),
     };
     match result {

@@ -5,16 +5,74 @@
 //! does the per-file work at each step of the lifecycle. Handlers are tried in
 //! registration order and the first whose `can_preserve` accepts a file wins.
 //!
-//! Built in, in this order: [`MemfdHandler`] (kexec-safe), then the
-//! userspace-only handlers for Unix, TCP and UDP sockets, eventfds and pipes,
-//! which carry files across a restart without a reboot but not across kexec.
+//! A handler also says what it is ([`FileHandler::descriptor`]): its short
+//! type name, the identity of its files, whether they cross a kexec and if
+//! not why, and whether they pin memory.
+//!
+//! Built in, in this order ([`crate::handlers`], one file each):
+//! [`MemfdHandler`] (kexec-safe), then the userspace-only handlers for Unix,
+//! TCP and UDP sockets, eventfds and pipes, which carry files across a
+//! restart without a reboot but not across kexec.
 
 use std::fmt;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
-use luo_sys::{sock, Errno, FileStat};
+use luo_sys::{Errno, FileStat};
 
 use crate::identity::IdentityKind;
+
+pub use crate::handlers::MemfdHandler;
+
+/// Whether a handler's files survive a kernel live update (kexec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kexec {
+    /// They do: a kernel LUO handler preserves them.
+    Safe,
+    /// They do not, for this reason (a sentence for the preflight).
+    Lost(&'static str),
+}
+
+/// What a handler says about its files: plain data, for listings, the kexec
+/// preflight and the model's own checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Descriptor {
+    /// Short type name in listings (`memfd`, `tcp-socket`, ...); `None`:
+    /// the handler's compatible string.
+    pub type_name: Option<&'static str>,
+    /// The identity its files are managed under, as
+    /// [`FileHandler::identity`] returns by default.
+    pub identity: IdentityKind,
+    /// Whether its files cross a kexec, and if not why.
+    pub kexec: Kexec,
+    /// Whether a preserved file pins its size in memory (memfd), so that it
+    /// counts against the owner's pinned-bytes quota.
+    pub pins_memory: bool,
+}
+
+impl Descriptor {
+    /// Why files of a handler that says nothing do not cross a kexec.
+    pub const NO_KERNEL_HANDLER: &'static str = "no kernel LUO handler preserves this kind of file";
+
+    /// A handler that says nothing: its compatible string as type name,
+    /// open-file identity, not kexec-safe, no pinned memory.
+    pub const DEFAULT: Descriptor = Descriptor {
+        type_name: None,
+        identity: IdentityKind::OpenFile,
+        kexec: Kexec::Lost(Descriptor::NO_KERNEL_HANDLER),
+        pins_memory: false,
+    };
+
+    /// True when its files survive a kexec.
+    pub fn kexec_safe(&self) -> bool {
+        self.kexec == Kexec::Safe
+    }
+}
+
+impl Default for Descriptor {
+    fn default() -> Self {
+        Descriptor::DEFAULT
+    }
+}
 
 /// What a handler sees of a candidate file: the descriptor and its `fstat`.
 #[derive(Debug, Clone, Copy)]
@@ -56,30 +114,27 @@ pub struct FileOpArgs<'a> {
     pub retrieve_status: RetrieveStatus,
 }
 
-/// A file handler. Only `compatible`, `can_preserve`, `retrieve` and (where
-/// the handler keeps state) `preserve`, `unpreserve` and `finish` need
-/// implementing; the rest default to what the kernel does when the op is absent.
+/// A file handler. Only `compatible`, `can_preserve`, `retrieve`,
+/// `descriptor` and (where the handler keeps state) `preserve`, `unpreserve`
+/// and `finish` need implementing; the rest default to what the kernel does
+/// when the op is absent.
 pub trait FileHandler: fmt::Debug + Send {
     /// The handler's compatible string (1 to 47 bytes), unique among handlers.
     fn compatible(&self) -> &str;
 
-    /// True when files of this type survive a kernel live update (kexec).
-    fn kexec_safe(&self) -> bool {
-        false
-    }
-
-    /// True when a preserved file pins its size in memory (memfd), so that it
-    /// counts against the owner's pinned-bytes quota.
-    fn pins_memory(&self) -> bool {
-        false
+    /// What the handler's files are: type name, identity, whether they
+    /// cross a kexec (and if not why), whether they pin memory.
+    fn descriptor(&self) -> Descriptor {
+        Descriptor::DEFAULT
     }
 
     /// A cheap type check. The first registered handler that accepts wins.
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool;
 
-    /// What makes two descriptors "the same file" for this type.
+    /// What makes two descriptors "the same file" for this type; by default
+    /// the descriptor's identity.
     fn identity(&self, _file: &FileInfo<'_>) -> IdentityKind {
-        IdentityKind::OpenFile
+        self.descriptor().identity
     }
 
     /// Preserves the file; returns the initial `serialized_data`.
@@ -113,38 +168,7 @@ pub trait FileHandler: fmt::Debug + Send {
     fn finish(&self, _args: &FileOpArgs<'_>) {}
 }
 
-/// memfd: the kernel's handler (`memfd-v2`), kexec-safe, identified by inode.
-///
-/// Accepts unlinked shmem files (`memfd_create` without `MFD_HUGETLB`), as the
-/// kernel's `memfd_luo_can_preserve` does; a hugetlb memfd has no handler and
-/// is refused with `ENOENT`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MemfdHandler;
-
-impl FileHandler for MemfdHandler {
-    fn compatible(&self) -> &str {
-        "memfd-v2"
-    }
-    fn kexec_safe(&self) -> bool {
-        true
-    }
-    fn pins_memory(&self) -> bool {
-        true
-    }
-    fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
-        file.stat.is_regular()
-            && file.stat.nlink == 0
-            && luo_sys::fstatfs_type(file.fd) == Ok(luo_sys::TMPFS_MAGIC)
-    }
-    fn identity(&self, _file: &FileInfo<'_>) -> IdentityKind {
-        IdentityKind::Inode
-    }
-    fn retrieve(&self, args: &FileOpArgs<'_>) -> Result<OwnedFd, Errno> {
-        Ok(args.file.try_clone_to_owned()?)
-    }
-}
-
-/// The kinds of file the userspace-only handlers accept.
+/// The kinds of file the userspace-only built-in handlers accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserspaceKind {
     /// `AF_UNIX` sockets of any type.
@@ -159,62 +183,44 @@ pub enum UserspaceKind {
     Pipe,
 }
 
-/// A handler that keeps the file itself open across a restart: valid for an
-/// update without a reboot, reported as not kexec-safe.
+/// One of the userspace-only built-in handlers by kind: the same handler as
+/// its own type in [`crate::handlers`], under the same compatible string.
 #[derive(Debug, Clone, Copy)]
 pub struct UserspaceHandler(pub UserspaceKind);
 
-impl FileHandler for UserspaceHandler {
-    fn compatible(&self) -> &str {
+impl UserspaceHandler {
+    fn inner(&self) -> &'static dyn FileHandler {
+        use crate::handlers::*;
         match self.0 {
-            UserspaceKind::UnixSocket => "luo-unix-socket-v1",
-            UserspaceKind::TcpSocket => "luo-tcp-socket-v1",
-            UserspaceKind::UdpSocket => "luo-udp-socket-v1",
-            UserspaceKind::Eventfd => "luo-eventfd-v1",
-            UserspaceKind::Pipe => "luo-pipe-v1",
+            UserspaceKind::UnixSocket => &UnixSocketHandler,
+            UserspaceKind::TcpSocket => &TcpSocketHandler,
+            UserspaceKind::UdpSocket => &UdpSocketHandler,
+            UserspaceKind::Eventfd => &EventfdHandler,
+            UserspaceKind::Pipe => &PipeHandler,
         }
-    }
-    fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
-        let inet = |k: luo_sys::SocketKind| k.domain == sock::AF_INET || k.domain == sock::AF_INET6;
-        match self.0 {
-            UserspaceKind::UnixSocket => {
-                file.stat.is_socket()
-                    && luo_sys::socket_kind(file.fd).is_ok_and(|k| k.domain == sock::AF_UNIX)
-            }
-            UserspaceKind::TcpSocket => {
-                file.stat.is_socket()
-                    && luo_sys::socket_kind(file.fd).is_ok_and(|k| {
-                        inet(k) && k.ty == sock::SOCK_STREAM && k.protocol == sock::IPPROTO_TCP
-                    })
-            }
-            UserspaceKind::UdpSocket => {
-                file.stat.is_socket()
-                    && luo_sys::socket_kind(file.fd).is_ok_and(|k| {
-                        inet(k) && k.ty == sock::SOCK_DGRAM && k.protocol == sock::IPPROTO_UDP
-                    })
-            }
-            UserspaceKind::Eventfd => {
-                // Anonymous-inode files have no file type bits in st_mode.
-                file.stat.mode & 0o170000 == 0
-                    && luo_sys::fd_target(file.fd)
-                        .is_ok_and(|p| p.as_os_str() == "anon_inode:[eventfd]")
-            }
-            UserspaceKind::Pipe => file.stat.is_fifo(),
-        }
-    }
-    fn retrieve(&self, args: &FileOpArgs<'_>) -> Result<OwnedFd, Errno> {
-        Ok(args.file.as_fd().try_clone_to_owned()?)
     }
 }
 
-/// The built-in handlers in their registration order.
+impl FileHandler for UserspaceHandler {
+    fn compatible(&self) -> &str {
+        self.inner().compatible()
+    }
+    fn descriptor(&self) -> Descriptor {
+        self.inner().descriptor()
+    }
+    fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
+        self.inner().can_preserve(file)
+    }
+    fn identity(&self, file: &FileInfo<'_>) -> IdentityKind {
+        self.inner().identity(file)
+    }
+    fn retrieve(&self, args: &FileOpArgs<'_>) -> Result<OwnedFd, Errno> {
+        self.inner().retrieve(args)
+    }
+}
+
+/// The built-in handlers in their registration order
+/// ([`crate::handlers::BUILTIN`]).
 pub fn default_handlers() -> Vec<Box<dyn FileHandler>> {
-    vec![
-        Box::new(MemfdHandler),
-        Box::new(UserspaceHandler(UserspaceKind::UnixSocket)),
-        Box::new(UserspaceHandler(UserspaceKind::TcpSocket)),
-        Box::new(UserspaceHandler(UserspaceKind::UdpSocket)),
-        Box::new(UserspaceHandler(UserspaceKind::Eventfd)),
-        Box::new(UserspaceHandler(UserspaceKind::Pipe)),
-    ]
+    crate::handlers::default_handlers()
 }

@@ -270,6 +270,23 @@ impl Luo {
         self.epoch = snap.epoch;
         self.next_key = snap.next_key;
         self.next_handle = snap.next_handle;
+        // Everything is new to whoever follows the changes.
+        let mut changes = crate::Changes {
+            epoch: true,
+            ..crate::Changes::default()
+        };
+        for (&key, s) in &self.sessions {
+            changes.sessions.insert(
+                key,
+                crate::SessionChange {
+                    created: true,
+                    handles: !s.handles.is_empty(),
+                    added: s.files.iter().map(|f| f.token).collect(),
+                    ..crate::SessionChange::default()
+                },
+            );
+        }
+        self.changes = changes;
         Ok(())
     }
 }

@@ -145,11 +145,8 @@ impl<H: FileHandler> FileHandler for FaultyHandler<H> {
             .as_deref()
             .unwrap_or_else(|| self.inner.compatible())
     }
-    fn kexec_safe(&self) -> bool {
-        self.inner.kexec_safe()
-    }
-    fn pins_memory(&self) -> bool {
-        self.inner.pins_memory()
+    fn descriptor(&self) -> crate::handler::Descriptor {
+        self.inner.descriptor()
     }
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
         // Only files the inner handler accepts count as calls.

@@ -2,7 +2,8 @@
 //!
 //! The identity index orders open file descriptions by `kcmp(KCMP_FILE)`,
 //! which is a syscall and can fail, so the standard `BTreeMap` (which needs a
-//! pure, infallible `Ord`) cannot hold them. Every operation here first walks
+//! pure, infallible `Ord` and takes no fallible comparator) cannot hold
+//! them: that is why this tree is written by hand. Every operation here first walks
 //! down with the comparator, touching nothing; only when every comparison has
 //! succeeded does it change the tree. A failed comparison therefore leaves the
 //! tree exactly as it was. Insert, lookup and remove are O(log n) comparisons.

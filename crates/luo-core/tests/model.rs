@@ -1546,6 +1546,83 @@ fn check_state(w: &mut World, a: Action, pre: &[FlbStatus]) -> Vec<(Op, u64)> {
     log
 }
 
+/// The change log covers every session whose observable state changed in
+/// the step, with the files it gained, lost and retrieved.
+fn check_changes(before: &BTreeMap<u64, SessionInfo>, epoch_before: u64, w: &mut World) {
+    let changes = w.luo.take_changes();
+    let after: BTreeMap<u64, SessionInfo> = w.luo.sessions_keyed().into_iter().collect();
+    if w.luo.epoch() != epoch_before {
+        assert!(
+            changes.epoch,
+            "the epoch changed and the change log does not say so"
+        );
+    }
+    let none = luo_core::SessionChange::default();
+    let keys: std::collections::BTreeSet<u64> =
+        before.keys().chain(after.keys()).copied().collect();
+    for k in keys {
+        let c = changes.sessions.get(&k).unwrap_or(&none);
+        let tokens = |s: &SessionInfo| s.files.iter().map(|f| f.token).collect::<Vec<u64>>();
+        match (before.get(&k), after.get(&k)) {
+            (Some(_), None) => assert!(c.gone, "session {k} is gone: {changes:?}"),
+            (None, Some(a)) => {
+                assert!(c.created && !c.gone, "session {k} is new: {changes:?}");
+                same(
+                    format!("files added to new session {k}"),
+                    &c.added,
+                    &tokens(a),
+                );
+            }
+            (Some(b), Some(a)) => {
+                assert!(!c.gone && !c.created, "session {k} stayed: {changes:?}");
+                if b.state != a.state {
+                    assert!(c.state, "session {k}'s state changed: {changes:?}");
+                }
+                if b.handles != a.handles {
+                    assert!(c.handles, "session {k}'s handles changed: {changes:?}");
+                }
+                let (tb, ta) = (tokens(b), tokens(a));
+                let added: Vec<u64> = ta.iter().filter(|t| !tb.contains(t)).copied().collect();
+                let mut removed: Vec<u64> =
+                    tb.iter().filter(|t| !ta.contains(t)).copied().collect();
+                let mut got_removed = c.removed.clone();
+                removed.sort_unstable();
+                got_removed.sort_unstable();
+                same(format!("files added to session {k}"), &c.added, &added);
+                same(
+                    format!("files removed from session {k}"),
+                    &got_removed,
+                    &removed,
+                );
+                for fa in &a.files {
+                    let changed = b
+                        .files
+                        .iter()
+                        .find(|fb| fb.token == fa.token)
+                        .is_some_and(|fb| fb.retrieve != fa.retrieve || fb.managed != fa.managed);
+                    if changed {
+                        assert!(
+                            c.retrieved.contains(&fa.token),
+                            "token {} of session {k} was retrieved: {changes:?}",
+                            fa.token
+                        );
+                    }
+                }
+                if b != a {
+                    assert!(
+                        changes.sessions.contains_key(&k),
+                        "session {k} changed: {changes:?}"
+                    );
+                }
+            }
+            (None, None) => assert!(
+                !changes.sessions.contains_key(&k),
+                "session {k} was born and gone in one step: {changes:?}"
+            ),
+        }
+    }
+}
+
 fn run_step(
     w: &mut World,
     i: usize,
@@ -1569,9 +1646,12 @@ fn run_step(
             }),
         _ => None,
     };
+    let before: BTreeMap<u64, SessionInfo> = w.luo.sessions_keyed().into_iter().collect();
+    let epoch_before = w.luo.epoch();
     let out = step(w, a);
     trail.last_mut().unwrap().push_str(&format!(" => {out}"));
     let log = check_state(w, a, &pre);
+    check_changes(&before, epoch_before, w);
     let mut count = |k: String| *stats.entry(k).or_default() += 1;
     count(format!("{} {out}", a.kind()));
     // Injected errnos, whichever it was.

@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use luo_core::handler::MemfdHandler;
+use luo_core::handler::{Descriptor, MemfdHandler};
 use luo_core::{FileHandler, FileInfo, FileOpArgs, IdentityKind, Luo};
 use luo_sys::{liveupdate as lu, Errno};
 use serde_json::{json, Value};
@@ -476,11 +476,8 @@ impl FileHandler for KernelMemfd {
     fn compatible(&self) -> &str {
         MemfdHandler.compatible()
     }
-    fn kexec_safe(&self) -> bool {
-        true
-    }
-    fn pins_memory(&self) -> bool {
-        true
+    fn descriptor(&self) -> Descriptor {
+        MemfdHandler.descriptor()
     }
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
         MemfdHandler.can_preserve(file)

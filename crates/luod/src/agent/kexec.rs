@@ -3,6 +3,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
+use luo_core::handler::{self, Descriptor};
 use luo_core::SessionState;
 use luo_proto::ops::{Kexec, KexecReply};
 use luo_proto::types::{LostFile, Preflight, PreflightSession};
@@ -14,20 +15,6 @@ use super::ops::reply;
 use super::{kernel, Agent, Reply};
 use crate::Backend;
 
-/// Why a file of this handler does not survive a kexec.
-fn why_lost(handler: &str) -> &'static str {
-    match handler {
-        h if h.contains("socket") => {
-            "a socket lives in the kernel's network stack, which a kexec starts afresh: reopen or re-listen after the update"
-        }
-        "luo-eventfd-v1" => {
-            "an eventfd's counter lives in kernel memory that no LUO handler preserves"
-        }
-        "luo-pipe-v1" => "a pipe and its buffered data are kernel objects that no LUO handler preserves",
-        _ => "no kernel LUO handler preserves this kind of file",
-    }
-}
-
 fn has_liveupdate_on(cmdline: &str) -> bool {
     cmdline.split_ascii_whitespace().any(|w| {
         w.strip_prefix("liveupdate=")
@@ -36,6 +23,17 @@ fn has_liveupdate_on(cmdline: &str) -> bool {
 }
 
 impl Agent {
+    /// Why a file of this handler does not survive a kexec, as the handler
+    /// says.
+    fn why_lost(&self, handler: &str) -> &'static str {
+        let d = self.luo.handler_descriptor(handler).unwrap_or_default();
+        match d.kexec {
+            handler::Kexec::Lost(why) => why,
+            // Not reached: only files that are not kexec-safe are asked about.
+            handler::Kexec::Safe => Descriptor::NO_KERNEL_HANDLER,
+        }
+    }
+
     /// What a kexec now would carry and lose, as the `preflight` object of
     /// docs/protocol.md, and the problems that refuse it without `force`.
     fn preflight(&self, cmdline: &str, kernel_bytes: u64, initrd_bytes: Option<u64>) -> Preflight {
@@ -57,7 +55,7 @@ impl Agent {
                     lost_files.push(LostFile {
                         token: f.token,
                         handler: f.handler.clone(),
-                        why: why_lost(&f.handler).into(),
+                        why: self.why_lost(&f.handler).into(),
                     });
                 }
             }

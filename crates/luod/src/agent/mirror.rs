@@ -4,6 +4,12 @@
 //! instant loses nothing. A restarted agent takes them back
 //! ([`reclaim`]).
 //!
+//! What to store comes from the model's change log
+//! ([`Luo::take_changes`]): a request that preserves one file puts one
+//! entry, whatever the session holds; a session's record is rewritten only
+//! when it crosses to the incoming side; a session that is finished or gone
+//! has its entries removed.
+//!
 //! Entry names (at most 255 ASCII characters, no `:`, as systemd wants):
 //!
 //! - `luo.s.INC.KEY.GEN`: a session's record, a sealed memfd holding
@@ -21,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use luo_core::{Luo, SessionState};
+use luo_core::{Changes, Luo, SessionChange, SessionState};
 use luo_proto::Error;
 use serde_json::{json, Value};
 use tracing::{info, warn};
@@ -122,7 +128,82 @@ impl Mirror {
         }
     }
 
-    /// Brings the store in line with session `key` of the model.
+    /// Brings the store in line with what changed in the model, with work
+    /// proportional to the change.
+    pub(crate) fn apply(&mut self, luo: &Luo, changes: &Changes) {
+        if self.broken {
+            return;
+        }
+        for (&key, change) in &changes.sessions {
+            if let Err(e) = self.try_apply(luo, key, change) {
+                warn!(
+                    "the {} failed ({e}); an agent crash now would lose what it does not hold",
+                    self.sink.describe()
+                );
+                self.broken = true;
+                return;
+            }
+        }
+    }
+
+    fn try_apply(&mut self, luo: &Luo, key: u64, change: &SessionChange) -> Result<(), Error> {
+        let live = luo
+            .session_state(key)
+            .filter(|(_, _, st)| *st != SessionState::Finished);
+        let Some((owner, name, state)) = live else {
+            return self.forget(key);
+        };
+        let Some(r) = self.sessions.get_mut(&key) else {
+            // New to the store: everything it holds is in the change.
+            return self.try_sync(luo, key);
+        };
+        if !change.removed.is_empty() {
+            // Files left a session that stays: not something the model
+            // does today (files leave all together), so start it over.
+            return self.try_sync(luo, key);
+        }
+        let incoming = state != SessionState::Open;
+        let mut puts: Vec<(String, BorrowedFd<'_>)> = Vec::new();
+        let mut removes = Vec::new();
+        let record;
+        if r.incoming != incoming {
+            removes.push(session_name(&r.prefix, r.gen));
+            r.gen += 1;
+            r.incoming = incoming;
+            record = record_memfd(owner, name, incoming, luo.epoch())
+                .map_err(|e| Error::new(e.into(), "writing a session record failed"))?;
+            puts.push((session_name(&r.prefix, r.gen), record.as_fd()));
+        }
+        for &t in &change.added {
+            if let Some(fd) = luo.custody(key, t) {
+                let seq = r.tokens.len() as u64;
+                r.tokens.push(t);
+                puts.push((file_name(&r.prefix, seq, t), fd));
+            }
+        }
+        // New entries first: a crash between the two leaves both, never
+        // neither.
+        self.sink.put(&puts)?;
+        self.sink.remove(&removes)
+    }
+
+    /// Removes every entry of session `key` (aborted, or finished).
+    fn forget(&mut self, key: u64) -> Result<(), Error> {
+        if let Some(r) = self.sessions.remove(&key) {
+            let mut names: Vec<String> = r
+                .tokens
+                .iter()
+                .enumerate()
+                .map(|(seq, t)| file_name(&r.prefix, seq as u64, *t))
+                .collect();
+            names.push(session_name(&r.prefix, r.gen));
+            self.sink.remove(&names)?;
+        }
+        Ok(())
+    }
+
+    /// Brings the store in line with session `key` of the model, all of
+    /// it (a session new to the store, or the whole store rebuilt).
     pub(crate) fn sync(&mut self, luo: &Luo, key: u64) {
         if self.broken {
             return;
@@ -142,17 +223,7 @@ impl Mirror {
             .filter(|(_, _, st, _)| *st != SessionState::Finished);
         let Some((owner, name, state, tokens)) = live else {
             // Gone (aborted, or finished): nothing of it is kept.
-            if let Some(r) = self.sessions.remove(&key) {
-                let mut names: Vec<String> = r
-                    .tokens
-                    .iter()
-                    .enumerate()
-                    .map(|(seq, t)| file_name(&r.prefix, seq as u64, *t))
-                    .collect();
-                names.push(session_name(&r.prefix, r.gen));
-                self.sink.remove(&names)?;
-            }
-            return Ok(());
+            return self.forget(key);
         };
         let incoming = state != SessionState::Open;
         let fresh = !self.sessions.contains_key(&key);
@@ -487,5 +558,97 @@ pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaim
         let _ = luo.close(h);
     }
     luo.set_epoch(epoch);
+    // The caller adopts the restored sessions' entries as they are, or
+    // stores the sessions afresh: not changes to apply again.
+    let _ = luo.take_changes();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the keeper would receive: each message's op and names, and
+    /// how many descriptors came with it.
+    fn sent(keeper: BorrowedFd<'_>) -> Vec<(String, Vec<String>, usize)> {
+        let mut out = Vec::new();
+        let mut buf = luo_proto::RecvBuf::default();
+        while let Ok(Some(m)) = luo_proto::recv(keeper, &mut buf) {
+            let body: Value = serde_json::from_slice(m.bytes).unwrap();
+            let op = body.get("op").and_then(Value::as_str).unwrap_or("");
+            let names = body
+                .get("names")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect();
+            out.push((op.to_string(), names, m.fds.len()));
+        }
+        out
+    }
+
+    fn flush(m: &mut Mirror, luo: &mut Luo) {
+        let changes = luo.take_changes();
+        m.apply(luo, &changes);
+    }
+
+    #[test]
+    fn each_change_costs_the_store_what_it_changed_and_no_more() {
+        let (ours, keeper) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
+        luo_sys::set_nonblocking(keeper.as_fd(), true).unwrap();
+        let mut m = Mirror::new(Sink::Keeper { link: ours, pid: 0 });
+        let inc = m.inc.clone();
+        let mut luo = Luo::with_default_handlers();
+        let h = luo.create_session(1000, b"s").unwrap();
+        let key = luo.session_key(h).unwrap();
+        let prefix = format!("{inc}.{key}");
+        flush(&mut m, &mut luo);
+        assert_eq!(
+            sent(keeper.as_fd()),
+            [("put".to_string(), vec![format!("luo.s.{prefix}.1")], 1)]
+        );
+        // One preserve, one entry, however many files the session holds.
+        for t in 0..40u64 {
+            let fd = luo_sys::memfd_create("m", 0).unwrap();
+            luo.preserve(h, fd, 100 + t).unwrap();
+            flush(&mut m, &mut luo);
+            assert_eq!(
+                sent(keeper.as_fd()),
+                [(
+                    "put".to_string(),
+                    vec![format!("luo.f.{prefix}.{t}.{}", 100 + t)],
+                    1
+                )]
+            );
+        }
+        // A handle more changes nothing the store keeps.
+        let h2 = luo.dup(h).unwrap();
+        luo.close(h2).unwrap();
+        flush(&mut m, &mut luo);
+        assert!(sent(keeper.as_fd()).is_empty());
+        // Crossing over: a new record, then the old one goes.
+        luo.handover(h).unwrap();
+        flush(&mut m, &mut luo);
+        assert_eq!(
+            sent(keeper.as_fd()),
+            [
+                ("put".to_string(), vec![format!("luo.s.{prefix}.2")], 1),
+                ("remove".to_string(), vec![format!("luo.s.{prefix}.1")], 0),
+            ]
+        );
+        // Retrieved and finished: every entry of the session goes at once.
+        let r = luo.retrieve_session(1000, b"s").unwrap();
+        luo.finish(r).unwrap();
+        flush(&mut m, &mut luo);
+        let mut want: Vec<String> = (0..40u64)
+            .map(|t| format!("luo.f.{prefix}.{t}.{}", 100 + t))
+            .collect();
+        want.push(format!("luo.s.{prefix}.2"));
+        assert_eq!(sent(keeper.as_fd()), [("remove".to_string(), want, 0)]);
+        luo.close(r).unwrap();
+        flush(&mut m, &mut luo);
+        assert!(sent(keeper.as_fd()).is_empty());
+        assert!(!m.broken);
+    }
 }

@@ -145,8 +145,6 @@ pub struct Agent {
     /// Copies of the custody descriptors outside the agent (keeper or
     /// systemd), so that a crash loses nothing; `None` with `--keeper off`.
     mirror: Option<mirror::Mirror>,
-    /// Sessions changed by the request being answered, for the mirror.
-    dirty: Vec<u64>,
     /// The receive buffer, reused from one request to the next; taken while
     /// a request is carried out.
     rbuf: Option<RecvBuf>,
@@ -275,7 +273,6 @@ impl Agent {
             events: Vec::with_capacity(MAX_EVENTS),
             devices: uapi::Devices::default(),
             mirror,
-            dirty: Vec::new(),
             rbuf: None,
         };
         let q = config.quota;
@@ -582,7 +579,6 @@ impl Agent {
         luo_sys::set_nonblocking(ours.as_fd(), true)
             .map_err(|e| Error::new(e, "making the session handle non-blocking failed"))?;
         let handle = make(&mut self.luo).map_err(ops::core_error)?;
-        self.dirty.extend(self.luo.session_key(handle));
         let (name, owner) = match (self.luo.name(handle), self.luo.owner(handle)) {
             (Ok(n), Ok(o)) => (String::from_utf8_lossy(n).into_owned(), o),
             _ => (String::new(), 0),
@@ -756,25 +752,20 @@ impl Agent {
                 name,
                 owner,
             } => {
-                self.dirty.extend(self.luo.session_key(handle));
                 self.close_handle(handle, &name, owner);
                 self.flush_mirror();
             }
         }
     }
 
-    /// Brings the mirror in line with the sessions changed since the last
-    /// flush.
+    /// Brings the mirror in line with what changed in the model since the
+    /// last flush.
     pub(crate) fn flush_mirror(&mut self) {
-        let mut keys = std::mem::take(&mut self.dirty);
+        let changes = self.luo.take_changes();
         let Some(m) = &mut self.mirror else {
             return;
         };
-        keys.sort_unstable();
-        keys.dedup();
-        for k in keys {
-            m.sync(&self.luo, k);
-        }
+        m.apply(&self.luo, &changes);
         m.replace_keeper(&self.luo, &crate::store::keeper_path(&self.socket));
     }
 

@@ -85,13 +85,8 @@ fn check_tokens(tokens: &[u64], op: &str) -> Result<(), Error> {
 impl Agent {
     /// Answers one request received on connection `key`.
     pub(super) fn request(&mut self, key: u64, d: Datagram<'_>) -> Result<Reply, Error> {
-        // The session a handle acts on may change (or end): the store must
-        // follow before the client hears the answer.
-        if let Some(Kind::Handle { handle, .. }) = self.conns.get(&key).map(|c| &c.kind) {
-            if let Ok(k) = self.luo.session_key(*handle) {
-                self.dirty.push(k);
-            }
-        }
+        // The store follows what the request changed before the client
+        // hears the answer.
         let r = self.request_inner(key, d);
         self.flush_mirror();
         r
@@ -208,7 +203,6 @@ impl Agent {
             .luo
             .open_outgoing(owner, r.name.as_bytes())
             .map_err(core_error)?;
-        self.dirty.extend(self.luo.session_key(h));
         let files = self.luo.file_count(h).unwrap_or(0);
         let res = self.luo.handover(h);
         // After a handover the handle is stale and closing it only
@@ -236,7 +230,6 @@ impl Agent {
                 }
                 e
             })?;
-        self.dirty.extend(self.luo.session_key(h));
         let unretrieved = self.luo.session(h).map_or(0, |s| {
             s.files
                 .iter()
@@ -265,7 +258,6 @@ impl Agent {
             ));
         }
         let epoch = self.luo.update().map_err(core_error)?;
-        self.dirty.extend(self.luo.session_keys());
         info!("update by uid {uid}: every outgoing session crossed over; epoch {epoch}");
         reply::<ops::Update>(Epoch { epoch }, vec![])
     }

@@ -3,20 +3,13 @@
 use luo_core::{IdentityKind, RetrieveStatus, SessionInfo, SessionState};
 use luo_proto::types::{self, FileDetail, SessionDetail};
 
-/// The kernel's memfd handler.
-const MEMFD: &str = "memfd-v2";
-
-/// The protocol's short type name for a handler's files.
+/// The protocol's short type name for a handler's files: what the handler
+/// says it is ([`luo_core::handler::Descriptor::type_name`]), else its
+/// compatible string.
 pub(crate) fn kind(handler: &str) -> &str {
-    match handler {
-        MEMFD => "memfd",
-        "luo-tcp-socket-v1" => "tcp-socket",
-        "luo-udp-socket-v1" => "udp-socket",
-        "luo-unix-socket-v1" => "unix-socket",
-        "luo-eventfd-v1" => "eventfd",
-        "luo-pipe-v1" => "pipe",
-        other => other,
-    }
+    luo_core::handlers::describe(handler)
+        .and_then(|d| d.type_name)
+        .unwrap_or(handler)
 }
 
 fn retrieved(r: RetrieveStatus) -> String {

@@ -875,6 +875,9 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
             e.errno,
         )
     })?;
+    // The mirror carried over is in line with the restored sessions: they
+    // are not changes to store again.
+    let _ = luo.take_changes();
     luo.set_quota(config.quota);
     let t_model = started.elapsed();
     tracing::debug!(
@@ -945,7 +948,6 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
         events: Vec::with_capacity(MAX_EVENTS),
         devices: plan.devices,
         mirror,
-        dirty: Vec::new(),
         rbuf: None,
     };
     info!(

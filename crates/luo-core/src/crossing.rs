@@ -1,0 +1,317 @@
+//! Crossing to the incoming side and back out: handover, update, retrieve
+//! (of a session and of its files) and finish.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use crate::error::err;
+use crate::identity::Holder;
+use crate::{
+    show, Errno, Error, IdentityKind, Luo, PreservedFile, Result, RetrieveStatus, SessionHandle,
+    SessionMode, Side,
+};
+
+impl Luo {
+    pub(crate) fn freeze(&mut self, keys: &[u64]) -> Result<()> {
+        let mut done: Vec<(u64, usize, u64)> = Vec::new();
+        for &key in keys {
+            let s = self.sessions.get_mut(&key).expect("session");
+            let owner = s.owner;
+            for (i, f) in s.files.iter_mut().enumerate() {
+                let h = &self.handlers[f.handler];
+                let mut args = f.args(key, owner);
+                match h.freeze(&mut args) {
+                    Ok(()) => {
+                        done.push((key, i, f.data));
+                        f.data = args.serialized_data;
+                    }
+                    Err(e) => {
+                        let what = format!(
+                            "freeze of token {} in session '{}' failed; nothing was changed",
+                            f.token,
+                            show(&s.name)
+                        );
+                        self.unfreeze(done);
+                        return err(e, what);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Unfreezes what froze, newest first, restoring each file's data.
+    pub(crate) fn unfreeze(&mut self, done: Vec<(u64, usize, u64)>) {
+        for (key, i, before) in done.into_iter().rev() {
+            let s = self.sessions.get_mut(&key).expect("session");
+            let owner = s.owner;
+            let f = &mut s.files[i];
+            let args = f.args(key, owner);
+            self.handlers[f.handler].unfreeze(&args);
+            f.data = before;
+        }
+    }
+
+    /// Moves the FLB references of every file of the outgoing sessions `keys`
+    /// to the incoming side.
+    pub(crate) fn cross_flbs(&mut self, keys: &[u64]) {
+        for key in keys {
+            for f in &self.sessions[key].files {
+                for &(fi, g) in &f.flb_refs {
+                    self.flbs[fi].cross(g);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn check_incoming_free(&self, keys: &[u64]) -> Result<()> {
+        for key in keys {
+            let s = &self.sessions[key];
+            if let Some(k) = self.incoming.get(&(s.owner, s.name.clone())) {
+                if self.sessions[k].side != (Side::Incoming { finished: true }) {
+                    return err(
+                        Errno::EEXIST,
+                        format!(
+                            "an incoming session named '{}' is still waiting to be retrieved and finished",
+                            show(&s.name)
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes an outgoing session incoming (its handles go stale).
+    pub(crate) fn make_incoming(&mut self, key: u64) {
+        self.stale_handles(key);
+        let s = self.sessions.get_mut(&key).expect("session");
+        s.side = Side::Incoming { finished: false };
+        // Whoever retrieves it next chooses its mode.
+        let mode = std::mem::take(&mut s.mode);
+        let nk = (s.owner, s.name.clone());
+        let c = self.changed(key);
+        c.state = true;
+        c.mode |= mode != SessionMode::default();
+        self.outgoing.remove(&nk);
+        if let Some(old) = self.incoming.insert(nk, key) {
+            // Only a finished session can be displaced (check_incoming_free).
+            self.remove_session(old);
+        }
+    }
+
+    /// Hands one outgoing session over: its files are frozen (first to last)
+    /// and it becomes incoming now, without an epoch change. This is how a
+    /// service restarts without a reboot. Its handles go stale.
+    ///
+    /// `EINVAL` on a session that is not outgoing; `EEXIST` when an incoming
+    /// session of the same name and owner is still unfinished. If a freeze
+    /// fails, every file already frozen is unfrozen in reverse order, nothing
+    /// changes, and the freeze's errno is returned.
+    pub fn handover(&mut self, h: SessionHandle) -> Result<()> {
+        let key = self.live(h)?;
+        if self.sessions[&key].side != Side::Outgoing {
+            return err(Errno::EINVAL, "only an outgoing session can be handed over");
+        }
+        self.check_incoming_free(&[key])?;
+        self.freeze(&[key])?;
+        self.cross_flbs(&[key]);
+        self.make_incoming(key);
+        Ok(())
+    }
+
+    /// A global update: every outgoing session is frozen, in creation order,
+    /// and crosses to the incoming list of the next epoch. Incoming sessions
+    /// that are not finished are carried to the next epoch (held ones are
+    /// released, as if their holders had died); finished ones are dropped.
+    /// Every handle of the current epoch goes stale. Returns the new epoch.
+    ///
+    /// `EEXIST` (before anything is frozen) when an outgoing session's name
+    /// equals that of an unfinished incoming session of the same owner. If any
+    /// freeze fails, everything already frozen is unfrozen in reverse order,
+    /// nothing changes, and the freeze's errno is returned.
+    pub fn update(&mut self) -> Result<u64> {
+        let out: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.side == Side::Outgoing)
+            .map(|(k, _)| *k)
+            .collect();
+        self.check_incoming_free(&out)?;
+        self.freeze(&out)?;
+        self.cross_flbs(&out);
+        let inc: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.side != Side::Outgoing)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in inc {
+            if self.sessions[&key].side == (Side::Incoming { finished: true }) {
+                self.remove_session(key);
+            } else {
+                self.stale_handles(key);
+            }
+        }
+        for key in out {
+            self.make_incoming(key);
+        }
+        self.epoch += 1;
+        self.changed_epoch();
+        Ok(self.epoch)
+    }
+
+    /// Takes hold of the incoming session `name` of `owner`; returns a handle.
+    ///
+    /// `ENOENT` when there is no such incoming session; `EINVAL` when it is
+    /// already held (retrieved and not released) or finished.
+    pub fn retrieve_session(&mut self, owner: u32, name: &[u8]) -> Result<SessionHandle> {
+        let Some(&key) = self.incoming.get(&(owner, name.to_vec())) else {
+            return err(
+                Errno::ENOENT,
+                format!("no incoming session named '{}'", show(name)),
+            );
+        };
+        let s = &self.sessions[&key];
+        if !s.handles.is_empty() || s.side == (Side::Incoming { finished: true }) {
+            return err(
+                Errno::EINVAL,
+                format!("incoming session '{}' is already retrieved", show(name)),
+            );
+        }
+        self.changed(key).state = true;
+        Ok(self.new_handle(key))
+    }
+
+    /// Retrieves the file preserved under `token`. Any order, any number of
+    /// times: every call returns a new descriptor of the same open file.
+    ///
+    /// `EINVAL` on an outgoing session; `ENOENT` for an unknown token (or after
+    /// finish); a failed retrieve is sticky: the same errno every time, without
+    /// calling the handler again.
+    pub fn retrieve_fd(&mut self, h: SessionHandle, token: u64) -> Result<OwnedFd> {
+        let key = self.live(h)?;
+        let s = self.sessions.get_mut(&key).expect("session");
+        if s.side == Side::Outgoing {
+            return err(
+                Errno::EINVAL,
+                "files can be retrieved only from an incoming session",
+            );
+        }
+        let Some(&i) = s.tokens.get(&token) else {
+            return err(
+                Errno::ENOENT,
+                format!("session '{}' has no file with token {token}", show(&s.name)),
+            );
+        };
+        let owner = s.owner;
+        let f = &mut s.files[i];
+        let what = |f: &PreservedFile| format!("retrieve of token {} failed", f.token);
+        match f.retrieve {
+            RetrieveStatus::Failed(e) => return err(e, what(f)),
+            RetrieveStatus::Retrieved => {
+                return f
+                    .custody
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| Error::new(e.into(), "duplicating the retrieved file failed"));
+            }
+            RetrieveStatus::NotRetrieved => {}
+        }
+        let new = match self.handlers[f.handler].retrieve(&f.args(key, owner)) {
+            Ok(fd) => fd,
+            Err(e) => {
+                f.retrieve = RetrieveStatus::Failed(e);
+                let r = err(e, what(f));
+                self.changed(key).retrieved.push(token);
+                return r;
+            }
+        };
+        // A handler that gives back the custody file itself (a dup of the
+        // same open file, as the userspace handlers do) changes nothing the
+        // index knows: one kcmp instead of a remove and an insert, which
+        // cost O(log n) kcmp calls each for open-file identities.
+        if f.indexed
+            && f.identity.kind == IdentityKind::OpenFile
+            && luo_sys::kcmp_file(new.as_fd(), f.custody.as_fd()) == Ok(std::cmp::Ordering::Equal)
+        {
+            f.retrieve = RetrieveStatus::Retrieved;
+            self.changed(key).retrieved.push(token);
+            return Ok(new);
+        }
+        let new: OwnedFd = new;
+        // Hand out a copy first: failing here (EMFILE) retries cleanly.
+        let out = new
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::new(e.into(), "duplicating the retrieved file failed"))?;
+        // The retrieved file replaces the custody copy, so luo holds one
+        // descriptor per file, and it is managed until finish.
+        if f.indexed {
+            self.index.remove(f.identity, f.custody.as_raw_fd());
+        }
+        f.custody = new;
+        f.retrieve = RetrieveStatus::Retrieved;
+        let holder = Holder {
+            session: key,
+            token,
+        };
+        // As in the kernel, a conflict here cannot fail the retrieve.
+        f.indexed = self
+            .index
+            .insert(f.identity, f.custody.as_fd(), holder)
+            .is_ok();
+        self.changed(key).retrieved.push(token);
+        Ok(out)
+    }
+
+    /// Finishes a retrieved incoming session: every handler's `can_finish` is
+    /// asked first (any `false` refuses with `EBUSY` and nothing changes), then
+    /// every file, last to first, is finished and leaves custody and the
+    /// identity index; files never retrieved are discarded. A second finish is
+    /// a no-op. The session disappears when its last handle closes.
+    ///
+    /// `EINVAL` on an outgoing session.
+    pub fn finish(&mut self, h: SessionHandle) -> Result<()> {
+        let key = self.live(h)?;
+        let s = self.sessions.get_mut(&key).expect("session");
+        match s.side {
+            Side::Outgoing => {
+                return err(Errno::EINVAL, "only an incoming session can be finished")
+            }
+            Side::Incoming { finished: true } => return Ok(()),
+            Side::Incoming { finished: false } => {}
+        }
+        for f in &s.files {
+            let args = f.args(key, s.owner);
+            if !self.handlers[f.handler].can_finish(&args) {
+                return err(
+                    Errno::EBUSY,
+                    format!(
+                        "handler {:?} cannot finish token {} yet; nothing was finished",
+                        self.handlers[f.handler].compatible(),
+                        f.token
+                    ),
+                );
+            }
+        }
+        s.side = Side::Incoming { finished: true };
+        s.tokens.clear();
+        let owner = s.owner;
+        let files = std::mem::take(&mut s.files);
+        let c = self.changed(key);
+        c.state = true;
+        c.removed.extend(files.iter().rev().map(|f| f.token));
+        for f in files.into_iter().rev() {
+            self.release_file(owner, f.pinned);
+            let args = f.args(key, owner);
+            self.handlers[f.handler].finish(&args);
+            for &(fi, g) in f.flb_refs.iter().rev() {
+                self.flbs[fi].put_incoming(g);
+            }
+            if f.indexed {
+                self.index.remove(f.identity, f.custody.as_raw_fd());
+            }
+        }
+        Ok(())
+    }
+}

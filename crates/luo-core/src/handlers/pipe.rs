@@ -1,0 +1,36 @@
+//! Pipe ends and FIFOs; carried across a restart, not across a kexec.
+
+use std::os::fd::OwnedFd;
+
+use luo_sys::Errno;
+
+use crate::handler::{Descriptor, FileHandler, FileInfo, FileOpArgs, Kexec};
+use crate::identity::IdentityKind;
+
+/// Pipe ends and FIFOs; carried across a restart, not across a kexec.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PipeHandler;
+
+impl FileHandler for PipeHandler {
+    fn compatible(&self) -> &str {
+        "luo-pipe-v1"
+    }
+    fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            type_name: Some("pipe"),
+            identity: IdentityKind::OpenFile,
+            kexec: Kexec::Lost(
+                "a pipe and its buffered data are kernel objects that no LUO handler preserves",
+            ),
+            pins_memory: false,
+        }
+    }
+    fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
+        file.stat.is_fifo()
+    }
+    fn retrieve(&self, args: &FileOpArgs<'_>) -> Result<OwnedFd, Errno> {
+        // The file itself stays open across a restart: a new descriptor of
+        // the same open file.
+        Ok(args.file.try_clone_to_owned()?)
+    }
+}

@@ -1,0 +1,211 @@
+//! Preserving a file: the kernel's checks in order, then each step
+//! recorded so that a refusal undoes them all.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use crate::error::err;
+use crate::flb::Gen;
+use crate::identity::{Holder, Identity, Refusal};
+use crate::{
+    show, Errno, Error, FileInfo, FileOpArgs, Luo, PreservedFile, Result, RetrieveStatus,
+    SessionHandle, Side,
+};
+
+/// Steps a failed preserve undoes, newest first.
+enum Undo {
+    /// The entry of the descriptor with this number (still open: the
+    /// custody descriptor is dropped only after the undo).
+    Index(Identity, std::os::fd::RawFd),
+    Flb(usize, Gen),
+}
+
+impl Luo {
+    /// Preserves `fd` in the outgoing session under `token`. luo keeps the
+    /// descriptor (its custody copy); the caller may close its own copies.
+    ///
+    /// Checks, in the kernel's order: `EINVAL` (not an outgoing session),
+    /// `EEXIST` (token used in this session), `ENOSPC`
+    /// ([`Limits::max_files_per_session`](crate::Limits::max_files_per_session)), `EBADF` (an `O_PATH` fd), `ENOENT`
+    /// (no handler accepts the file), `EBUSY` (the file is already managed by
+    /// any session), then the FLB and handler `preserve` errors. A refused
+    /// preserve leaves nothing behind: no index entry, no FLB reference, and
+    /// `fd` is closed.
+    pub fn preserve(&mut self, h: SessionHandle, fd: OwnedFd, token: u64) -> Result<()> {
+        let key = self.live(h)?;
+        let s = &self.sessions[&key];
+        if s.side != Side::Outgoing {
+            return err(
+                Errno::EINVAL,
+                "files can be preserved only in an outgoing session",
+            );
+        }
+        if s.tokens.contains_key(&token) {
+            return err(
+                Errno::EEXIST,
+                format!(
+                    "token {token} is already used in session '{}'",
+                    show(&s.name)
+                ),
+            );
+        }
+        if s.files.len() >= self.limits.max_files_per_session {
+            return err(
+                Errno::ENOSPC,
+                format!(
+                    "session '{}' holds {} files (the limit)",
+                    show(&s.name),
+                    s.files.len()
+                ),
+            );
+        }
+        let mut undo = Vec::new();
+        match self.preserve_steps(key, fd, token, &mut undo) {
+            Ok(file) => {
+                let s = self.sessions.get_mut(&key).expect("session");
+                let owner = s.owner;
+                let pinned = file.pinned;
+                s.tokens.insert(token, s.files.len());
+                s.files.push(file);
+                let u = self.usage_mut(owner);
+                u.files += 1;
+                u.pinned_bytes += pinned;
+                self.changed(key).added.push(token);
+                Ok(())
+            }
+            Err(e) => {
+                for step in undo.into_iter().rev() {
+                    match step {
+                        Undo::Index(id, fd) => self.index.remove(id, fd),
+                        Undo::Flb(i, g) => self.flbs[i].put_outgoing(g),
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn preserve_steps(
+        &mut self,
+        key: u64,
+        fd: OwnedFd,
+        token: u64,
+        undo: &mut Vec<Undo>,
+    ) -> Result<PreservedFile> {
+        let bad = |e: Errno| {
+            Error::new(
+                Errno::EBADF,
+                format!("token {token}: not a usable file ({e:?})"),
+            )
+        };
+        if luo_sys::is_o_path(fd.as_fd()).map_err(bad)? {
+            return err(
+                Errno::EBADF,
+                format!("token {token}: an O_PATH descriptor holds no file"),
+            );
+        }
+        let stat = luo_sys::fstat(fd.as_fd()).map_err(bad)?;
+        let info = FileInfo {
+            fd: fd.as_fd(),
+            stat,
+        };
+        let kexec_safe_only = self.sessions[&key].mode.kexec_safe_only;
+        let Some(hi) = self.handlers.iter().position(|h| {
+            (!kexec_safe_only || h.descriptor().kexec_safe()) && h.can_preserve(&info)
+        }) else {
+            return err(
+                Errno::ENOENT,
+                format!("token {token}: no handler can preserve this kind of file"),
+            );
+        };
+        let handler = &self.handlers[hi];
+        let pinned = if handler.descriptor().pins_memory {
+            stat.size
+        } else {
+            0
+        };
+        let owner = self.sessions[&key].owner;
+        let u = self.usage(owner);
+        if owner != 0 && u.files >= self.quota.files {
+            return err(
+                Errno::EDQUOT,
+                format!(
+                    "token {token}: uid {owner} has {} files preserved, its quota of files (luod --quota-files)",
+                    u.files
+                ),
+            );
+        }
+        if owner != 0 && u.pinned_bytes.saturating_add(pinned) > self.quota.pinned_bytes {
+            return err(
+                Errno::EDQUOT,
+                format!(
+                    "token {token}: {pinned} more bytes of memfd would exceed uid {owner}'s quota of {} pinned bytes ({} in use; luod --quota-bytes)",
+                    self.quota.pinned_bytes, u.pinned_bytes
+                ),
+            );
+        }
+        let identity = Identity::new(&stat, handler.identity(&info));
+        let custody = fd;
+        let holder = Holder {
+            session: key,
+            token,
+        };
+        match self.index.insert(identity, custody.as_fd(), holder) {
+            Ok(()) => undo.push(Undo::Index(identity, custody.as_raw_fd())),
+            Err(Refusal::Busy(by)) => {
+                let by = by
+                    .and_then(|h| self.sessions.get(&h.session).map(|s| (s, h.token)))
+                    .map(|(s, t)| format!(" (session '{}', token {t})", show(&s.name)))
+                    .unwrap_or_default();
+                return err(
+                    Errno::EBUSY,
+                    format!("token {token}: the file is already managed by a session{by}"),
+                );
+            }
+            Err(Refusal::Error(e)) => {
+                return err(e, format!("token {token}: comparing open files failed"));
+            }
+        }
+        let mut flb_refs = Vec::new();
+        for &fi in &self.handler_flbs[hi] {
+            let g = self.flbs[fi].get_outgoing().map_err(|e| {
+                Error::new(
+                    e,
+                    format!(
+                        "token {token}: FLB {:?} preserve failed",
+                        self.flbs[fi].flb.compatible()
+                    ),
+                )
+            })?;
+            undo.push(Undo::Flb(fi, g));
+            flb_refs.push((fi, g));
+        }
+        let args = FileOpArgs {
+            session: key,
+            owner,
+            token,
+            file: custody.as_fd(),
+            serialized_data: 0,
+            retrieve_status: RetrieveStatus::NotRetrieved,
+        };
+        let data = self.handlers[hi].preserve(&args).map_err(|e| {
+            Error::new(
+                e,
+                format!(
+                    "token {token}: handler {:?} preserve failed",
+                    self.handlers[hi].compatible()
+                ),
+            )
+        })?;
+        Ok(PreservedFile {
+            token,
+            handler: hi,
+            identity,
+            custody,
+            data,
+            flb_refs: flb_refs.into_boxed_slice(),
+            indexed: true,
+            retrieve: RetrieveStatus::NotRetrieved,
+            pinned,
+        })
+    }
+}
