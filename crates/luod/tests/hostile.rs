@@ -8,8 +8,7 @@
 //! needs.
 
 use std::fs::File;
-use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -21,7 +20,7 @@ use luo_sys::epoll::EPOLLIN;
 
 mod common;
 
-use common::{fresh_dir, tail, Agent, Opts, DEFAULT, LUOD, PATIENCE};
+use common::{fresh_dir, memfd, read_memfd, tail, Agent, Opts, DEFAULT, LUOD, PATIENCE};
 
 /// Opens a connection, makes sure the agent accepted it, and returns it with
 /// the agent's descriptor count at that moment: the baseline the test
@@ -100,18 +99,6 @@ fn refused(m: &Message, errno: Errno) -> String {
         b.to_json()
     );
     msg.to_string()
-}
-
-fn memfd(data: &[u8]) -> OwnedFd {
-    let fd = luo_sys::memfd_create("hostile", 0).unwrap();
-    let mut f = File::from(fd);
-    f.write_all(data).unwrap();
-    OwnedFd::from(f)
-}
-
-/// Reads a memfd from its start, through a new open of the same inode.
-fn read_memfd(fd: &OwnedFd) -> Vec<u8> {
-    std::fs::read(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap()
 }
 
 fn with(op: &str, key: &str, v: impl Into<Value>) -> Value {
