@@ -185,14 +185,14 @@ impl Agent {
         }
     }
 
-    /// `(user + system)` CPU clock ticks the agent has used.
-    pub fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // Fields after the parenthesised command name; utime and stime are
-        // fields 14 and 15 of the line.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split(' ').collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    /// The share of `window` in which the agent was runnable (on a CPU or
+    /// waiting for one), sampled from its threads' states in
+    /// `/proc/PID/task/*/stat`. Unlike CPU time this does not depend on the
+    /// machine's load: a busy loop is runnable all the time however many
+    /// other processes share the CPUs, and an agent that waits in
+    /// `epoll_wait` is asleep.
+    pub fn runnable_share(&self, window: Duration) -> f64 {
+        runnable_share(self.pid(), window)
     }
 
     pub fn rss_kib(&self) -> u64 {
@@ -258,6 +258,33 @@ pub fn fd_listing(pid: u32) -> String {
         }
     }
     out
+}
+
+/// Whether some thread of process `pid` is runnable now (state `R`).
+pub fn runnable(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('R'))
+        })
+    })
+}
+
+/// The share of samples, taken every millisecond or so for `window`, in
+/// which process `pid` was runnable (see [`Agent::runnable_share`]).
+pub fn runnable_share(pid: u32, window: Duration) -> f64 {
+    let start = Instant::now();
+    let (mut samples, mut hits) = (0u32, 0u32);
+    while start.elapsed() < window || samples < 100 {
+        samples += 1;
+        hits += u32::from(runnable(pid));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    f64::from(hits) / f64::from(samples)
 }
 
 /// Whether process `pid` has exited (gone, or a zombie nobody reaped).
