@@ -367,7 +367,10 @@ fn a_0_1_0_luod_upgrades_in_place_to_this_luod_and_keeps_every_session() {
     let out = ctl(&old.luoctl, &sock, &["agent", "upgrade", "--binary", LUOD]);
     let said = text(&out.stdout);
     assert!(
-        out.status.success() && said.contains("upgraded in place") && said.contains("(unchanged)"),
+        out.status.success()
+            && said.contains(&format!(
+                "luod upgraded in place: luod {V010} -> {THIS}, pid {pid} (unchanged)"
+            )),
         "luoctl {V010} agent upgrade: {}\nstdout: {said}\nstderr: {}\nlog:\n{}",
         out.status,
         text(&out.stderr),
