@@ -4,8 +4,7 @@
 //! a byte that survived, a descriptor that was not leaked.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::{Mutex, MutexGuard};
 
 use luo_core::handler::{MemfdHandler, UserspaceHandler, UserspaceKind};
@@ -15,31 +14,15 @@ use luo_core::{
     Usage,
 };
 
+mod common;
+
+use common::{memfd, open_fds, read_all};
+
 /// Tests count the process's open descriptors, so they run one at a time
 /// (nextest runs each in its own process anyway; this covers `cargo test`).
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn fds() -> usize {
-    luo_sys::open_fd_count().unwrap()
-}
-
-fn memfd(bytes: &[u8]) -> OwnedFd {
-    let fd = luo_sys::memfd_create("conformance", 0).unwrap();
-    let mut f = File::from(fd);
-    f.write_all(bytes).unwrap();
-    f.seek(SeekFrom::Start(0)).unwrap();
-    f.into()
-}
-
-fn read_all(fd: BorrowedFd<'_>) -> Vec<u8> {
-    let mut f = File::from(fd.try_clone_to_owned().unwrap());
-    f.seek(SeekFrom::Start(0)).unwrap();
-    let mut v = Vec::new();
-    f.read_to_end(&mut v).unwrap();
-    v
 }
 
 fn copy(fd: &OwnedFd) -> OwnedFd {
@@ -516,9 +499,9 @@ fn thousands_of_eventfds_share_one_bucket_and_stay_distinct() {
     }
     assert_eq!(l.index().bucket_len(st.dev, st.ino), n as usize);
     assert_eq!(errno(l.preserve(s, first, n)), Errno::EBUSY);
-    let before = fds();
+    let before = open_fds();
     l.close(s).unwrap();
-    assert_eq!(fds(), before - n as usize);
+    assert_eq!(open_fds(), before - n as usize);
     assert!(l.index().is_empty());
 }
 
@@ -529,13 +512,13 @@ fn abort_unpreserves_in_reverse_and_leaves_files_usable() {
     let _g = serial();
     let f = Faults::default();
     let mut l = faulty(&f);
-    let base = fds();
+    let base = open_fds();
     let s = l.create_session(0, b"s").unwrap();
     let m = memfd(b"hello liveupdate");
     l.preserve(s, copy(&m), 0x1234).unwrap();
     l.preserve(s, memfd(b"b"), 2).unwrap();
     l.preserve(s, luo_sys::eventfd(0).unwrap(), 3).unwrap();
-    assert_eq!(fds(), base + 4);
+    assert_eq!(open_fds(), base + 4);
     let d = l.dup(s).unwrap();
     l.close(s).unwrap();
     assert_eq!(state(&l, b"s"), [SessionState::Open]); // a copy remains
@@ -551,7 +534,7 @@ fn abort_unpreserves_in_reverse_and_leaves_files_usable() {
     );
     assert!(l.sessions().is_empty());
     assert!(l.index().is_empty());
-    assert_eq!(fds(), base + 1);
+    assert_eq!(open_fds(), base + 1);
     assert_eq!(read_all(m.as_fd()), b"hello liveupdate");
 }
 
@@ -645,7 +628,7 @@ fn finish_before_all_retrieved_discards_the_rest_and_frees_custody() {
     let _g = serial();
     let f = Faults::default();
     let mut l = faulty(&f);
-    let base = fds();
+    let base = open_fds();
     let r = retrieved(
         &mut l,
         &[
@@ -656,7 +639,7 @@ fn finish_before_all_retrieved_discards_the_rest_and_frees_custody() {
         ],
     );
     let kept = l.retrieve_fd(r, 2).unwrap();
-    assert_eq!(fds(), base + 5);
+    assert_eq!(open_fds(), base + 5);
     f.take_log();
     l.finish(r).unwrap();
     assert_eq!(
@@ -668,7 +651,11 @@ fn finish_before_all_retrieved_discards_the_rest_and_frees_custody() {
             (Op::Finish, 0)
         ]
     );
-    assert_eq!(fds(), base + 1, "only the caller's retrieved fd remains");
+    assert_eq!(
+        open_fds(),
+        base + 1,
+        "only the caller's retrieved fd remains"
+    );
     assert_eq!(read_all(kept.as_fd()), b"file 2");
     assert_eq!(errno(l.retrieve_fd(r, 0)), Errno::ENOENT);
     // FINISH twice is a no-op.
@@ -692,13 +679,13 @@ fn failed_retrieve_is_sticky() {
     let mut l = faulty(&f);
     let r = retrieved(&mut l, &[(1, b"lost"), (2, b"fine")]);
     f.fail_token(Op::Retrieve, 1, Errno::EIO);
-    let base = fds();
+    let base = open_fds();
     assert_eq!(errno(l.retrieve_fd(r, 1)), Errno::EIO);
     f.clear_all();
     f.take_log();
     assert_eq!(errno(l.retrieve_fd(r, 1)), Errno::EIO);
     assert!(f.log().is_empty(), "the handler is not called again");
-    assert_eq!(fds(), base);
+    assert_eq!(open_fds(), base);
     let ok = l.retrieve_fd(r, 2).unwrap();
     assert_eq!(read_all(ok.as_fd()), b"fine");
     let st = l.session(r).unwrap().files;
@@ -932,7 +919,7 @@ fn a_failed_flb_preserve_leaves_nothing_behind() {
     l.register_flb(Box::new(TestFlb::new(1, f.clone())), &[h])
         .unwrap();
     let s = l.create_session(0, b"s").unwrap();
-    let base = fds();
+    let base = open_fds();
     // The second FLB fails: the first is put back (unpreserved at 1→0).
     f.fail_token(Op::FlbPreserve, 0xFEED_F00D_CAFE_BEE1, Errno::ENOMEM);
     let m = memfd(b"m");
@@ -943,7 +930,7 @@ fn a_failed_flb_preserve_leaves_nothing_behind() {
     );
     assert!(l.index().is_empty());
     assert!(l.flb_status().iter().all(|s| s.outgoing_refs == 0));
-    assert_eq!(fds(), base + 1);
+    assert_eq!(open_fds(), base + 1);
     // The handler's preserve fails: both FLBs are put back, in reverse.
     f.clear_all();
     f.fail(Op::Preserve, Errno::EFBIG);
@@ -959,7 +946,7 @@ fn a_failed_flb_preserve_leaves_nothing_behind() {
         ]
     );
     assert!(l.index().is_empty());
-    assert_eq!(fds(), base + 1);
+    assert_eq!(open_fds(), base + 1);
     f.clear_all();
     l.preserve(s, m, 1).unwrap();
 }
@@ -1047,7 +1034,7 @@ fn quotas_refuse_with_edquot_and_free_up_when_files_leave() {
     l.create_session(0, b"d").unwrap();
     l.create_session(0, b"e").unwrap();
 
-    let before = fds();
+    let before = open_fds();
     // 60 + 50 bytes of memfd would pass 100: refused, fd closed.
     l.preserve(a, memfd(&[1; 60]), 1).unwrap();
     let e = l.preserve(a, memfd(&[2; 50]), 2).unwrap_err();
@@ -1066,7 +1053,7 @@ fn quotas_refuse_with_edquot_and_free_up_when_files_leave() {
             pinned_bytes: 60
         }
     );
-    assert_eq!(fds(), before + 2);
+    assert_eq!(open_fds(), before + 2);
     // The check comes after ENOENT (nothing to account) and before EBUSY.
     let null = File::open("/dev/null").unwrap();
     assert_eq!(errno(l.preserve(b, null.into(), 3)), Errno::ENOENT);
@@ -1090,7 +1077,7 @@ fn quotas_refuse_with_edquot_and_free_up_when_files_leave() {
     assert_eq!(l.usage(1000).sessions, 1);
     l.close(r).unwrap();
     assert_eq!(l.usage(1000), Usage::default());
-    assert_eq!(fds(), before);
+    assert_eq!(open_fds(), before);
 }
 
 #[test]

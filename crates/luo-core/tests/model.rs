@@ -35,6 +35,10 @@ use luo_core::{
     Limits, Luo, RetrieveStatus, SessionHandle, SessionInfo, SessionState, Usage,
 };
 
+mod common;
+
+use common::open_fds;
+
 const DEFAULT_SEEDS: u64 = 500;
 const DEFAULT_STEPS: usize = 100;
 const N_MEMFD: usize = 3;
@@ -1180,10 +1184,6 @@ fn show_log(log: &[(Op, u64)]) -> Vec<String> {
             _ => format!("{op:?}({x})"),
         })
         .collect()
-}
-
-fn open_fds() -> usize {
-    luo_sys::open_fd_count().unwrap()
 }
 
 /// Makes the descriptor to preserve, and what the model knows of it.

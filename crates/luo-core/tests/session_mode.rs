@@ -1,25 +1,11 @@
 //! `SessionMode`: the kernel's rules where the native API deliberately
 //! differs, as the `/dev/liveupdate` emulation asks for them.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::OwnedFd;
-
 use luo_core::{Errno, Luo, SessionMode, SessionState};
 
-fn memfd(bytes: &[u8]) -> OwnedFd {
-    let mut f = File::from(luo_sys::memfd_create("mode", 0).unwrap());
-    f.write_all(bytes).unwrap();
-    f.into()
-}
+mod common;
 
-fn read_all(fd: &OwnedFd) -> Vec<u8> {
-    let mut f = File::from(fd.try_clone().unwrap());
-    f.seek(SeekFrom::Start(0)).unwrap();
-    let mut v = Vec::new();
-    f.read_to_end(&mut v).unwrap();
-    v
-}
+use common::{memfd, read_all};
 
 const UAPI: SessionMode = SessionMode {
     finish_on_close: true,
@@ -91,7 +77,7 @@ fn the_mode_does_not_cross_an_update() {
     assert_eq!(luo.mode(r).unwrap(), SessionMode::default());
     luo.close(r).unwrap();
     let r = luo.retrieve_session(0, b"s").unwrap();
-    assert_eq!(read_all(&luo.retrieve_fd(r, 1).unwrap()), b"a");
+    assert_eq!(read_all(luo.retrieve_fd(r, 1).unwrap()), b"a");
     luo.finish(r).unwrap();
     luo.close(r).unwrap();
     assert!(luo.sessions().is_empty());

@@ -1,25 +1,14 @@
 //! A snapshot carries the whole model: restored from it (with descriptors
 //! of the same files), a new model answers every request as the old one.
 
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
 use luo_core::snapshot::SnapSide;
 use luo_core::{Errno, Luo, RetrieveStatus, SessionState};
 
-fn memfd(bytes: &[u8]) -> OwnedFd {
-    let mut f = std::fs::File::from(luo_sys::memfd_create("snap", 0).unwrap());
-    f.write_all(bytes).unwrap();
-    OwnedFd::from(f)
-}
+mod common;
 
-fn read(fd: OwnedFd) -> Vec<u8> {
-    let mut f = std::fs::File::from(fd);
-    f.seek(SeekFrom::Start(0)).unwrap();
-    let mut v = Vec::new();
-    f.read_to_end(&mut v).unwrap();
-    v
-}
+use common::{memfd, read_all};
 
 /// Snapshots `old` and restores into a fresh model, with new descriptors
 /// of the same files (as after `exec`).
@@ -95,11 +84,11 @@ fn every_session_state_survives_a_snapshot() {
     let h = infos.iter().find(|s| s.name == b"held").unwrap();
     assert_eq!(h.state, SessionState::Retrieved);
     assert_eq!(h.files[0].retrieve, RetrieveStatus::Retrieved);
-    assert_eq!(read(new.retrieve_fd(held, 2).unwrap()), b"held 2");
+    assert_eq!(read_all(new.retrieve_fd(held, 2).unwrap()), b"held 2");
     new.finish(held).unwrap();
     new.close(held).unwrap();
     let w2 = new.retrieve_session(1000, b"waiting").unwrap();
-    assert_eq!(read(new.retrieve_fd(w2, 7).unwrap()), b"waiting data");
+    assert_eq!(read_all(new.retrieve_fd(w2, 7).unwrap()), b"waiting data");
     // New sessions and handles do not collide with carried ones.
     let n = new.create_session(1000, b"after").unwrap();
     assert!(n.0 > held.0);

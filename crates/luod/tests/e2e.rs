@@ -8,8 +8,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsFd;
-use std::os::unix::fs::FileExt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -19,7 +18,7 @@ use luo::{Client, Errno};
 
 mod common;
 
-use common::{Agent, Opts, DEFAULT};
+use common::{assert_pattern, memfd, patterned_memfd, Agent, Opts, DEFAULT};
 
 /// 256 MiB of memfd, as the issue asks.
 const BIG: u64 = 256 << 20;
@@ -97,32 +96,6 @@ fn role_env() -> (Client, PathBuf) {
     (Client::connect_to(socket).unwrap(), dir.into())
 }
 
-/// The known pattern: every 4 KiB page of the memfd repeats a hash of its
-/// page number, so a lost, zeroed or misplaced page shows.
-fn word(j: u64) -> u64 {
-    let mut z = j.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-const PAGE: u64 = 4096;
-
-/// The pattern's bytes from offset `off`, `len` bytes (both page multiples).
-fn chunk(off: u64, len: u64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(len as usize);
-    for page in off / PAGE..(off + len) / PAGE {
-        v.extend_from_slice(&word(page).to_le_bytes().repeat((PAGE / 8) as usize));
-    }
-    v
-}
-
-fn memfd_with(bytes: &[u8]) -> File {
-    let f = File::from(luo_sys::memfd_create("e2e", 0).unwrap());
-    f.write_all_at(bytes, 0).unwrap();
-    f
-}
-
 fn write_file(p: &Path, s: &str) {
     std::fs::write(p, s).unwrap();
 }
@@ -130,16 +103,11 @@ fn write_file(p: &Path, s: &str) {
 // ---------------------------------------------------------------------------
 // A service restart, across processes
 
-const CHUNK: u64 = 8 << 20;
-
 #[test]
 #[ignore = "started by memfd_and_listener_survive_a_service_restart"]
 fn role_restart_stage1() {
     let (luo, dir) = role_env();
-    let data = File::from(luo_sys::memfd_create("e2e-data", 0).unwrap());
-    for off in (0..BIG).step_by(CHUNK as usize) {
-        data.write_all_at(&chunk(off, CHUNK), off).unwrap();
-    }
+    let data = patterned_memfd(0, BIG);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let s = luo.create_session("e2e").unwrap();
@@ -156,15 +124,8 @@ fn role_restart_stage2() {
     let (luo, _dir) = role_env();
     let s = luo.retrieve_session("e2e").unwrap();
     let data = File::from(s.retrieve_fd(1).unwrap());
-    assert_eq!(data.metadata().unwrap().len(), BIG);
-    let mut buf = vec![0u8; CHUNK as usize];
-    for off in (0..BIG).step_by(CHUNK as usize) {
-        data.read_exact_at(&mut buf, off).unwrap();
-        assert!(
-            buf == chunk(off, CHUNK),
-            "memfd bytes differ in the chunk at offset {off}"
-        );
-    }
+    // Every page of the 256 MiB, and its size.
+    assert_pattern(&data, 0, BIG, "the service's memfd");
     let listener = TcpListener::from(s.retrieve_fd(2).unwrap());
     // Descriptors from luod are close-on-exec, as the kernel's are.
     const FD_CLOEXEC: i32 = 1;
@@ -231,10 +192,10 @@ fn memfd_and_listener_survive_a_service_restart() {
 fn role_owner() {
     let (luo, dir) = role_env();
     let db = luo.create_session("db").unwrap();
-    db.preserve(1, memfd_with(b"secret").as_fd()).unwrap();
+    db.preserve(1, memfd(b"secret").as_fd()).unwrap();
     db.handover().unwrap();
     let live = luo.create_session("live").unwrap();
-    live.preserve(1, memfd_with(b"live data").as_fd()).unwrap();
+    live.preserve(1, memfd(b"live data").as_fd()).unwrap();
     write_file(&dir.join("owner-ready"), "1");
     // Keep "live" open until the test says so.
     let mut line = String::new();
@@ -263,7 +224,7 @@ fn role_other() {
     // It cannot squat the owner's names: its own are separate.
     let mine = luo.create_session("db").unwrap();
     let live = luo.create_session("live").unwrap();
-    mine.preserve(1, memfd_with(b"other").as_fd()).unwrap();
+    mine.preserve(1, memfd(b"other").as_fd()).unwrap();
     mine.handover().unwrap();
     drop(live);
     let back = luo.retrieve_session("db").unwrap();
@@ -355,7 +316,7 @@ fn listings_larger_than_one_message_come_back_whole() {
     let agent = start();
     let luo = agent.client();
     let big = luo.create_session("big").unwrap();
-    let files: Vec<File> = (0..3000).map(|i| memfd_with(&[i as u8; 3])).collect();
+    let files: Vec<OwnedFd> = (0..3000).map(|i| memfd(&[i as u8; 3])).collect();
     let batch: Vec<(u64, std::os::fd::BorrowedFd<'_>)> = files
         .iter()
         .enumerate()
@@ -437,8 +398,8 @@ fn sigterm_stops_luod_cleanly_and_says_what_was_dropped() {
     });
     let luo = agent.client();
     let s = luo.create_session("kept").unwrap();
-    s.preserve(1, memfd_with(b"x").as_fd()).unwrap();
-    s.preserve(2, memfd_with(b"y").as_fd()).unwrap();
+    s.preserve(1, memfd(b"x").as_fd()).unwrap();
+    s.preserve(2, memfd(b"y").as_fd()).unwrap();
     s.handover().unwrap();
 
     let killed = Command::new("kill")
@@ -472,7 +433,7 @@ fn role_handle_receiver() {
     assert!(cloexec, "received descriptors are close-on-exec");
     let s = luo::Session::from(handle);
     assert_eq!(s.name().unwrap(), "shared");
-    s.preserve(2, memfd_with(b"from the other process").as_fd())
+    s.preserve(2, memfd(b"from the other process").as_fd())
         .unwrap();
     write_file(&dir.join("receiver-ready"), "1");
     // Hold the handle until the test closes our stdin.
@@ -486,8 +447,7 @@ fn a_handle_passed_to_another_process_keeps_its_session() {
     let baseline = agent.settled_fds();
     let luo = agent.client();
     let s = luo.create_session("shared").unwrap();
-    s.preserve(1, memfd_with(b"from the creator").as_fd())
-        .unwrap();
+    s.preserve(1, memfd(b"from the creator").as_fd()).unwrap();
 
     let listener = std::os::unix::net::UnixListener::bind(agent.dir.join("pass.sock")).unwrap();
     let mut receiver = role(&agent, "role_handle_receiver", None)

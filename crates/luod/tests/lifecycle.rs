@@ -1,7 +1,6 @@
 //! The agent's own life: in-place upgrades under load, and (with the
 //! keeper) crashes at any moment, with nothing lost.
 
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,21 +8,10 @@ use std::time::Duration;
 
 mod common;
 
-use common::{Agent, Opts, DEFAULT};
-
-fn memfd(text: &str) -> OwnedFd {
-    let mut f = std::fs::File::from(luo::memfd_create("lc").unwrap());
-    f.write_all(text.as_bytes()).unwrap();
-    OwnedFd::from(f)
-}
-
-fn read(fd: OwnedFd) -> String {
-    let mut f = std::fs::File::from(fd);
-    f.seek(SeekFrom::Start(0)).unwrap();
-    let mut s = String::new();
-    f.read_to_string(&mut s).unwrap();
-    s
-}
+use common::{
+    client_and_keeper, exited, keeper_pid, memfd, read_text, settled, start_kept, Agent,
+    KeeperGuard, Opts, Proc, DEFAULT,
+};
 
 /// One client's round: create, preserve a memfd (with a text naming the
 /// round), an eventfd and a pipe end, hand over, retrieve, check the
@@ -42,7 +30,7 @@ fn round(c: &luo::Client, name: &str) -> Result<(), luo::Error> {
     let s = c.retrieve_session(name)?;
     let fds = s.retrieve_batch(&[1, 2, 3])?;
     let mut it = fds.into_iter();
-    let got = read(it.next().unwrap());
+    let got = read_text(it.next().unwrap());
     assert_eq!(got, text, "{name}: the memfd's bytes changed");
     s.finish()?;
     Ok(())
@@ -71,7 +59,7 @@ fn twenty_upgrades_under_load_lose_nothing() {
     h.handover().unwrap();
     drop(h);
     let held = c.retrieve_session("long-held").unwrap();
-    assert_eq!(read(held.retrieve_fd(1).unwrap()), "held bytes");
+    assert_eq!(read_text(held.retrieve_fd(1).unwrap()), "held bytes");
 
     let stop = Arc::new(AtomicBool::new(false));
     let rounds = Arc::new(AtomicU64::new(0));
@@ -119,13 +107,13 @@ fn twenty_upgrades_under_load_lose_nothing() {
     open.handover().unwrap();
     drop(open);
     let o = c.retrieve_session("long-open").unwrap();
-    assert_eq!(read(o.retrieve_fd(1).unwrap()), "open bytes");
-    assert_eq!(read(o.retrieve_fd(2).unwrap()), "open later");
+    assert_eq!(read_text(o.retrieve_fd(1).unwrap()), "open bytes");
+    assert_eq!(read_text(o.retrieve_fd(2).unwrap()), "open later");
     o.finish().unwrap();
     let w = c.retrieve_session("long-waiting").unwrap();
-    assert_eq!(read(w.retrieve_fd(1).unwrap()), "waiting bytes");
+    assert_eq!(read_text(w.retrieve_fd(1).unwrap()), "waiting bytes");
     w.finish().unwrap();
-    assert_eq!(read(held.retrieve_fd(2).unwrap()), "held later");
+    assert_eq!(read_text(held.retrieve_fd(2).unwrap()), "held later");
     held.finish().unwrap();
     drop((o, w, held, c, upgrader));
     // Every session is gone and no descriptor leaked across 20 execs.
@@ -164,7 +152,7 @@ fn a_binary_that_is_not_luod_is_refused_and_the_agent_carries_on() {
     // The same agent, the same session.
     s.handover().unwrap();
     let s = c.retrieve_session("kept").unwrap();
-    assert_eq!(read(s.retrieve_fd(1).unwrap()), "kept bytes");
+    assert_eq!(read_text(s.retrieve_fd(1).unwrap()), "kept bytes");
     s.finish().unwrap();
     assert!(!luod.log().contains("upgraded in place"));
 }
@@ -208,110 +196,6 @@ fn a_corrupt_upgrade_state_is_refused_before_anything_is_taken_over() {
 
 // ------------------------------------------------------------- crashes
 
-/// A child killed (and reaped) when dropped, so that a failing test leaves
-/// no luod behind.
-struct Proc(std::process::Child);
-
-impl std::ops::Deref for Proc {
-    type Target = std::process::Child;
-    fn deref(&self) -> &std::process::Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Proc {
-    fn deref_mut(&mut self) -> &mut std::process::Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Kills a keeper when dropped (a test that fails must not leave one).
-struct KeeperGuard(u32);
-
-impl Drop for KeeperGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &self.0.to_string()])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-/// Whether process `pid` has exited (gone, or a zombie nobody reaped).
-fn exited(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
-        s.rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'))
-    })
-}
-
-fn spawn_with_keeper(dir: &std::path::Path, sock: &std::path::Path) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("luod.log"))
-        .unwrap();
-    std::process::Command::new(common::LUOD)
-        .arg("--socket")
-        .arg(sock)
-        .args(["--keeper", "auto"])
-        .env("LUOD_LOG", "info")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map(Proc)
-        .unwrap()
-}
-
-/// A luod with its keeper, answering.
-fn start_kept(dir: &std::path::Path, sock: &std::path::Path) -> Proc {
-    let child = spawn_with_keeper(dir, sock);
-    wait_ready(sock, dir);
-    child
-}
-
-/// A client of the luod at `sock`, its keeper's pid, and a guard that kills
-/// that keeper if the test fails.
-fn client_and_keeper(sock: &std::path::Path) -> (luo::Client, u32, KeeperGuard) {
-    let c = luo::Client::connect_to(sock).unwrap();
-    let keeper = keeper_pid(&c);
-    (c, keeper, KeeperGuard(keeper))
-}
-
-fn wait_ready(sock: &std::path::Path, dir: &std::path::Path) {
-    let start = std::time::Instant::now();
-    while luo_sys::seqpacket_connect(sock).is_err() {
-        assert!(
-            start.elapsed() < common::PATIENCE,
-            "luod did not come back:\n{}",
-            std::fs::read_to_string(dir.join("luod.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-fn keeper_pid(c: &luo::Client) -> u32 {
-    let s = c.status().unwrap().store;
-    s.strip_prefix("keeper (pid ")
-        .and_then(|r| r.strip_suffix(')'))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no keeper: {s:?}"))
-}
-
 /// A small deterministic generator (the seed is printed on failure).
 struct Lcg(u64);
 
@@ -322,19 +206,6 @@ impl Lcg {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
-    }
-}
-
-/// Settles the descriptor count of `pid`.
-fn settled(pid: u32) -> usize {
-    let mut last = fd_count(pid);
-    loop {
-        std::thread::sleep(Duration::from_millis(50));
-        let now = fd_count(pid);
-        if now == last {
-            return now;
-        }
-        last = now;
     }
 }
 
@@ -391,7 +262,7 @@ fn fifty_crashes_under_load_lose_no_handed_over_file() {
                             let want = handed.lock().unwrap()[&old].clone();
                             let done = (|| {
                                 let s = c.retrieve_session(&old)?;
-                                let got = read(s.retrieve_fd(1)?);
+                                let got = read_text(s.retrieve_fd(1)?);
                                 assert_eq!(got, want, "{old}: its bytes changed");
                                 s.finish()
                             })();
@@ -441,7 +312,7 @@ fn fifty_crashes_under_load_lose_no_handed_over_file() {
             .retrieve_session(name)
             .unwrap_or_else(|e| panic!("seed {seed}: {name} was lost: {e}\n{log}"));
         assert_eq!(
-            &read(s.retrieve_fd(1).unwrap()),
+            &read_text(s.retrieve_fd(1).unwrap()),
             text,
             "seed {seed}: {name}"
         );
@@ -638,7 +509,7 @@ fn under_systemd_the_fd_store_holds_every_file_and_gives_them_back() {
     });
     let c = luo::Client::connect_to(&sock).unwrap();
     let s = c.retrieve_session("sd").unwrap();
-    assert_eq!(read(s.retrieve_fd(1).unwrap()), "kept by systemd");
+    assert_eq!(read_text(s.retrieve_fd(1).unwrap()), "kept by systemd");
     // The new agent took the entries over as they were: nothing was stored
     // twice (at 16,000 files that would pass the descriptor limit).
     let old: Vec<String> = names.split(':').map(str::to_string).collect();
@@ -749,7 +620,7 @@ fn a_keeper_that_dies_is_replaced_and_given_every_file_again() {
         ("after", "made after"),
     ] {
         let s = c.retrieve_session(name).unwrap();
-        assert_eq!(read(s.retrieve_fd(1).unwrap()), text);
+        assert_eq!(read_text(s.retrieve_fd(1).unwrap()), text);
         s.finish().unwrap();
     }
     drop(c);
@@ -806,7 +677,7 @@ fn a_crash_with_12000_files_loses_none() {
     let c = luo::Client::connect_to(&sock).unwrap();
     let s = c.retrieve_session("many").unwrap();
     for t in [0, 4_999, n - 1] {
-        assert_eq!(read(s.retrieve_fd(t).unwrap()), t.to_string());
+        assert_eq!(read_text(s.retrieve_fd(t).unwrap()), t.to_string());
     }
     s.finish().unwrap();
     drop((s, c));

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -14,18 +15,73 @@ pub fn sources() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/uapi")
 }
 
-/// `libluo_preload.so`, built by cargo with this test (`target/<profile>`,
-/// two levels above the test binary in `deps`).
+/// `libluo_preload.so` of this test's profile (`target/<profile>`, two
+/// levels above the test binary in `deps`), brought up to date first.
+///
+/// `cargo test` builds test binaries but not the cdylib they load, so the
+/// first call runs `cargo build -p luo-preload --lib` for the same profile
+/// and target directory: it builds the library when it is missing or
+/// stale, and is a no-op otherwise. Under `cargo nextest run`, where every
+/// test is a process, concurrent builds wait for cargo's own lock.
 pub fn library() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(build_library).clone()
+}
+
+fn build_library() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let profile = exe
+    let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("the test binary lives in target/<profile>/deps");
-    let so = profile.join("libluo_preload.so");
+    let so = profile_dir.join("libluo_preload.so");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(p) => p,
+        None => panic!("no profile in {}", profile_dir.display()),
+    };
+    // target/<profile>, or target/<triple>/<profile> with --target: cargo
+    // marks the target directory itself with CACHEDIR.TAG.
+    let above = profile_dir.parent().expect("the target directory");
+    let (target_dir, triple) = if above.join("CACHEDIR.TAG").exists() {
+        (above, None)
+    } else {
+        let triple = above.file_name().and_then(|n| n.to_str());
+        (above.parent().expect("the target directory"), triple)
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let mut cmd = Command::new(&cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "luo-preload",
+        "--lib",
+        "--profile",
+        profile,
+    ])
+    .arg("--manifest-path")
+    .arg(&manifest)
+    .arg("--target-dir")
+    .arg(target_dir);
+    if let Some(t) = triple {
+        cmd.args(["--target", t]);
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
+        panic!(
+            "running {} to build libluo_preload.so: {e}",
+            Path::new(&cargo).display()
+        )
+    });
+    assert!(
+        out.status.success(),
+        "building libluo_preload.so ({cmd:?}) failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         so.exists(),
-        "{} is missing: cargo builds it with this test (cargo build -p luo-preload)",
+        "{} is missing after cargo built it",
         so.display()
     );
     so

@@ -5,10 +5,12 @@
 //! leaves some for stage 2, which runs after the update (an emulated update
 //! for the model, a real kexec for the kernel).
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use luo_core::{handler::MemfdHandler, Limits, Luo, SessionHandle};
+
+use crate::common::{memfd, read_text};
 use luo_sys::{liveupdate as lu, Errno};
 
 /// A device: the kernel's ioctls or the model's methods.
@@ -95,22 +97,6 @@ fn show<T>(r: &Result<T, Errno>) -> String {
         Ok(_) => "ok".into(),
         Err(e) => format!("{e:?}"),
     }
-}
-
-fn memfd(data: &[u8]) -> OwnedFd {
-    let fd = luo_sys::memfd_create("conf", 0).unwrap();
-    let mut f = std::fs::File::from(fd);
-    f.write_all(data).unwrap();
-    f.seek(SeekFrom::Start(0)).unwrap();
-    OwnedFd::from(f)
-}
-
-fn contents(fd: &OwnedFd) -> String {
-    let mut f = std::fs::File::from(fd.try_clone().unwrap());
-    let mut s = String::new();
-    f.seek(SeekFrom::Start(0)).unwrap();
-    f.read_to_string(&mut s).unwrap();
-    s
 }
 
 /// Files stage 1 keeps open (the device needs none of them, but the
@@ -241,7 +227,7 @@ pub fn stage2<D: Dev>(d: &mut D) -> Vec<String> {
     let f1 = d.retrieve_fd(&a, 1);
     line("retrieve token 1", show(&f1));
     let f1 = f1.unwrap();
-    line("token 1 holds", contents(&f1));
+    line("token 1 holds", read_text(&f1));
     // The same open file description shares its offset (kcmp may be
     // missing from the kernel: CONFIG_CHECKPOINT_RESTORE).
     let again = d.retrieve_fd(&a, 1).unwrap();
@@ -296,7 +282,7 @@ pub fn stage2<D: Dev>(d: &mut D) -> Vec<String> {
     );
     d.close(e.unwrap());
     let dd = d.retrieve(b"conf-d").unwrap();
-    let f4 = d.retrieve_fd(&dd, 1).map(|f| contents(&f));
+    let f4 = d.retrieve_fd(&dd, 1).map(|f| read_text(&f));
     line(
         "conf-d token 1 holds",
         f4.unwrap_or_else(|e| format!("{e:?}")),
@@ -311,7 +297,7 @@ pub fn stage2<D: Dev>(d: &mut D) -> Vec<String> {
     );
     d.close(dd);
     let b = d.retrieve(b"conf-b").unwrap();
-    let f2 = d.retrieve_fd(&b, 1).map(|f| contents(&f));
+    let f2 = d.retrieve_fd(&b, 1).map(|f| read_text(&f));
     line(
         "conf-b token 1 holds",
         f2.unwrap_or_else(|e| format!("{e:?}")),

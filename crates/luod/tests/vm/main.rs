@@ -14,19 +14,24 @@
 //! (`vmtest --exact role_... --ignored`).
 
 mod cases;
+#[path = "../common/mod.rs"]
+mod common;
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cases::{Dev, Kernel, Model, EXPECTED, EXPECTED_UAPI};
+use common::{assert_pattern, memfd, patterned_memfd, read_text};
 
 const LUOD: &str = env!("CARGO_BIN_EXE_luod");
 const LUOCTL: &str = env!("CARGO_BIN_EXE_luoctl");
 /// Size of the big memfd the client carries across the kexec.
-const BIG: usize = 64 << 20;
+const BIG: u64 = 64 << 20;
+/// The seed of its pattern (`common::pattern`).
+const BIG_SEED: u64 = 0x5EED;
 /// How long the whole VM run may take before it counts as hung.
 const VM_TIMEOUT: Duration = Duration::from_secs(240);
 /// The second kernel's command line.
@@ -51,75 +56,23 @@ fn socket() -> PathBuf {
     luo::default_socket_path()
 }
 
-/// The word at byte offset `i` of the big memfd's pattern.
-fn word(i: usize) -> u64 {
-    (i as u64 / 8) ^ 0x5EED_F00D_CAFE_0000
-}
-
-fn fill_big(f: &mut std::fs::File) {
-    let mut buf = vec![0u8; 1 << 20];
-    for chunk in 0..BIG / buf.len() {
-        let base = chunk * buf.len();
-        for (j, w) in buf.chunks_exact_mut(8).enumerate() {
-            w.copy_from_slice(&word(base + j * 8).to_le_bytes());
-        }
-        f.write_all(&buf).unwrap();
-    }
-}
-
-fn check_big(f: &mut std::fs::File) -> Result<(), String> {
-    let len = f.metadata().unwrap().len() as usize;
-    if len != BIG {
-        return Err(format!("the big memfd is {len} bytes, not {BIG}"));
-    }
-    f.seek(SeekFrom::Start(0)).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    for chunk in 0..BIG / buf.len() {
-        f.read_exact(&mut buf).unwrap();
-        let base = chunk * buf.len();
-        for (j, w) in buf.chunks_exact(8).enumerate() {
-            let at = base + j * 8;
-            if w != word(at).to_le_bytes() {
-                return Err(format!("the big memfd differs at byte {at}"));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn small(text: &str) -> std::fs::File {
-    let fd = luo::memfd_create("small").unwrap();
-    let mut f = std::fs::File::from(fd);
-    f.write_all(text.as_bytes()).unwrap();
-    f
-}
-
-fn read_all(fd: std::os::fd::OwnedFd) -> String {
-    let mut f = std::fs::File::from(fd);
-    f.seek(SeekFrom::Start(0)).unwrap();
-    let mut s = String::new();
-    f.read_to_string(&mut s).unwrap();
-    s
-}
-
 #[test]
 #[ignore = "runs inside the VM"]
 fn role_vm_client_stage1() {
     let c = luo::Client::connect_to(socket()).unwrap();
     let big = c.create_session("big").unwrap();
-    let mut f = std::fs::File::from(luo::memfd_create("big").unwrap());
-    fill_big(&mut f);
+    let f = patterned_memfd(BIG_SEED, BIG);
     big.preserve(1, &f).unwrap();
     big.handover().unwrap();
     let s = c.create_session("small").unwrap();
-    s.preserve(10, small("small file one")).unwrap();
-    s.preserve(20, small("small file two")).unwrap();
+    s.preserve(10, memfd("small file one")).unwrap();
+    s.preserve(20, memfd("small file two")).unwrap();
     s.handover().unwrap();
     // A socket cannot cross a kexec: the preflight must say so.
     let net = c.create_session("net").unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     net.preserve(1, &listener).unwrap();
-    net.preserve(2, small("net state")).unwrap();
+    net.preserve(2, memfd("net state")).unwrap();
     // Two eventfds share one inode; this kernel has no kcmp, so luod tells
     // them apart with F_DUPFD_QUERY (and still refuses a dup).
     let e1 = luo_sys::eventfd(0).unwrap();
@@ -136,20 +89,20 @@ fn role_vm_client_stage1() {
 fn role_vm_client_stage2() {
     let c = luo::Client::connect_to(socket()).unwrap();
     let big = c.retrieve_session("big").unwrap();
-    let mut f = std::fs::File::from(big.retrieve_fd(1).unwrap());
-    check_big(&mut f).unwrap();
+    let f = big.retrieve_fd(1).unwrap();
+    assert_pattern(&f, BIG_SEED, BIG, "the big memfd");
     big.finish().unwrap();
     println!("@@ big: {BIG} bytes intact");
     let s = c.retrieve_session("small").unwrap();
-    let one = read_all(s.retrieve_fd(10).unwrap());
-    let two = read_all(s.retrieve_fd(20).unwrap());
+    let one = read_text(s.retrieve_fd(10).unwrap());
+    let two = read_text(s.retrieve_fd(20).unwrap());
     println!("@@ small: {one:?} {two:?}");
     s.finish().unwrap();
     let net = c.retrieve_session("net").unwrap();
     let info = net.info().unwrap();
     let tokens: Vec<u64> = info.files.iter().map(|f| f.token).collect();
     println!("@@ net: tokens {tokens:?}");
-    println!("@@ net state: {:?}", read_all(net.retrieve_fd(2).unwrap()));
+    println!("@@ net state: {:?}", read_text(net.retrieve_fd(2).unwrap()));
     net.finish().unwrap();
     println!("@@ CLIENT2 OK");
 }
