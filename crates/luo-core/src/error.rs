@@ -6,13 +6,17 @@ use std::fmt;
 pub use luo_sys::Errno;
 
 /// A refused operation: the errno the kernel would return, and a message for
-/// the person reading it.
+/// the person reading it. The same type travels on luod's wire
+/// (`luo_proto::Error`) and reaches clients (`luo::Error`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     /// The errno, as in the kernel's LUO.
     pub errno: Errno,
-    /// What was refused and why.
+    /// What was refused and why (and, where it helps, what to do).
     pub message: Cow<'static, str>,
+    /// For a batch preserve: the token that was refused (the files before it
+    /// in the batch were preserved).
+    pub token: Option<u64>,
 }
 
 impl Error {
@@ -21,15 +25,27 @@ impl Error {
         Error {
             errno,
             message: message.into(),
+            token: None,
         }
+    }
+
+    /// The errno.
+    pub fn errno(&self) -> Errno {
+        self.errno
+    }
+
+    /// The same error, naming the refused `token`.
+    pub fn with_token(mut self, token: u64) -> Error {
+        self.token = Some(token);
+        self
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.errno.name() {
-            Some(n) => write!(f, "{}: {n}", self.message),
-            None => write!(f, "{}: errno {}", self.message, self.errno.0),
+            Some(n) => write!(f, "{} ({n})", self.message),
+            None => write!(f, "{} (errno {})", self.message, self.errno.0),
         }
     }
 }

@@ -7,8 +7,11 @@ use crate::Luo;
 ///
 /// With the `clap` feature it is also a set of command-line options, as luod
 /// takes them: `--quota-sessions N`, `--quota-files N`, `--quota-bytes SIZE`.
+///
+/// On luod's wire (`status`), a member without a limit is `null`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Quota {
     /// Most sessions (outgoing and incoming) one owner may have.
     #[cfg_attr(
@@ -21,6 +24,7 @@ pub struct Quota {
             help = "At most N sessions per uid (root is exempt)"
         )
     )]
+    #[cfg_attr(feature = "serde", serde(with = "unlimited"))]
     pub sessions: u64,
     /// Most preserved files one owner may have in custody.
     #[cfg_attr(
@@ -33,6 +37,7 @@ pub struct Quota {
             help = "At most N preserved files per uid (root is exempt)"
         )
     )]
+    #[cfg_attr(feature = "serde", serde(with = "unlimited"))]
     pub files: u64,
     /// Most bytes of memfd (`st_size` when preserved) one owner may pin.
     #[cfg_attr(
@@ -47,6 +52,7 @@ pub struct Quota {
                     SIZE is bytes or has a K, M, G or T suffix (powers of 1024)"
         )
     )]
+    #[cfg_attr(feature = "serde", serde(with = "unlimited"))]
     pub pinned_bytes: u64,
 }
 
@@ -100,6 +106,7 @@ impl Default for Quota {
 
 /// What one owner holds, as counted against its [`Quota`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Usage {
     /// Sessions, outgoing and incoming, until they are gone.
     pub sessions: u64,
@@ -135,5 +142,22 @@ impl Luo {
         let u = self.usage_mut(owner);
         u.files -= 1;
         u.pinned_bytes -= pinned;
+    }
+}
+
+/// `u64::MAX` (no limit) as `null`.
+#[cfg(feature = "serde")]
+mod unlimited {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        match *n {
+            u64::MAX => s.serialize_none(),
+            n => s.serialize_some(&n),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.unwrap_or(u64::MAX))
     }
 }

@@ -35,8 +35,11 @@ pub struct HandlerId(pub usize);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlbId(pub usize);
 
-/// Where a session is in its life.
+/// Where a session is in its life (on luod's wire: `open`, `incoming`,
+/// `retrieved`, `finished`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum SessionState {
     /// Outgoing: accepting files, to be handed over.
     Open,
@@ -46,6 +49,18 @@ pub enum SessionState {
     Retrieved,
     /// Finished; it disappears when its last handle closes.
     Finished,
+}
+
+impl SessionState {
+    /// Its word on luod's wire and in `luoctl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Open => "open",
+            SessionState::Incoming => "incoming",
+            SessionState::Retrieved => "retrieved",
+            SessionState::Finished => "finished",
+        }
+    }
 }
 
 /// How a session follows the kernel where luo's native API deliberately

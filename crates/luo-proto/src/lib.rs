@@ -22,7 +22,6 @@
 #![deny(missing_docs)]
 
 use std::borrow::Cow;
-use std::fmt;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use serde::de::DeserializeOwned;
@@ -47,50 +46,10 @@ pub const MAX_FDS: usize = luo_sys::SCM_MAX_FD;
 pub const MAX_DEPTH: usize = 32;
 
 /// A refused request or a broken exchange: the errno (the kernel's where
-/// the kernel has one) and a sentence for the person reading it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error {
-    /// The errno.
-    pub errno: Errno,
-    /// What went wrong and, where it helps, what to do.
-    pub message: Cow<'static, str>,
-    /// For a batch preserve: the token that was refused (the files before it
-    /// in the batch were preserved).
-    pub token: Option<u64>,
-}
-
-impl Error {
-    /// An error with `errno` and `message`.
-    pub fn new(errno: Errno, message: impl Into<Cow<'static, str>>) -> Error {
-        Error {
-            errno,
-            message: message.into(),
-            token: None,
-        }
-    }
-
-    /// The errno.
-    pub fn errno(&self) -> Errno {
-        self.errno
-    }
-
-    /// The same error, naming the refused `token`.
-    pub fn with_token(mut self, token: u64) -> Error {
-        self.token = Some(token);
-        self
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.errno.name() {
-            Some(n) => write!(f, "{} ({n})", self.message),
-            None => write!(f, "{} (errno {})", self.message, self.errno.0),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
+/// the kernel has one), a sentence for the person reading it and, for a
+/// batch preserve, the refused token. The model's error type: one type, one
+/// `Display`, from luo-core to the client.
+pub use luo_core::Error;
 
 /// Result of a protocol operation.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -2,7 +2,7 @@
 //! JSON form. One definition serves the agent that writes them and the
 //! clients that read them.
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::{Errno, Error, Result};
 
@@ -11,31 +11,7 @@ fn json_len<T: Serialize>(item: &T) -> usize {
     serde_json::to_vec(item).map_or(usize::MAX, |b| b.len())
 }
 
-/// Where a session is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SessionState {
-    /// Outgoing: accepting files, to be handed over.
-    Open,
-    /// Handed over, waiting to be retrieved.
-    Incoming,
-    /// Retrieved, not finished yet.
-    Retrieved,
-    /// Finished; gone when its last handle closes.
-    Finished,
-}
-
-impl SessionState {
-    /// The protocol's word for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionState::Open => "open",
-            SessionState::Incoming => "incoming",
-            SessionState::Retrieved => "retrieved",
-            SessionState::Finished => "finished",
-        }
-    }
-}
+pub use luo_core::{Quota, SessionState, Usage};
 
 /// One preserved file, as `show` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,37 +75,6 @@ impl SessionDetail {
     }
 }
 
-/// Sessions, files and pinned bytes, as counted against a quota.
-/// `u64::MAX` (no limit) is `null` on the wire.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Sessions (outgoing and incoming).
-    #[serde(with = "unlimited")]
-    pub sessions: u64,
-    /// Files in custody.
-    #[serde(with = "unlimited")]
-    pub files: u64,
-    /// memfd bytes pinned.
-    #[serde(with = "unlimited")]
-    pub pinned_bytes: u64,
-}
-
-/// `u64::MAX` as `null`.
-mod unlimited {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(n: &u64, s: S) -> std::result::Result<S::Ok, S::Error> {
-        match *n {
-            u64::MAX => s.serialize_none(),
-            n => s.serialize_some(&n),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.unwrap_or(u64::MAX))
-    }
-}
-
 fn unknown_store() -> String {
     "unknown".into()
 }
@@ -167,7 +112,7 @@ pub struct Status {
     /// The agent's `RLIMIT_NOFILE` hard limit.
     pub nofile_hard: u64,
     /// The per-uid quota (`u64::MAX`: none).
-    pub quota: Usage,
+    pub quota: Quota,
     /// What the caller's uid holds against it.
     pub usage: Usage,
     /// Where copies of the custody descriptors outlive the agent, e.g.

@@ -528,7 +528,7 @@ pub(crate) fn registry(luo: &Luo, k: &Kernel) -> Registry {
             SessionEntry {
                 owner: s.owner,
                 name: String::from_utf8_lossy(&s.name).into_owned(),
-                state: super::report::state_name(s.state).to_string(),
+                state: s.state.as_str().to_string(),
                 parts,
                 files: s
                     .files

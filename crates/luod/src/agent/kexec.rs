@@ -64,7 +64,7 @@ impl Agent {
             sessions.push(PreflightSession {
                 owner: s.owner,
                 name: String::from_utf8_lossy(&s.name).into_owned(),
-                state: super::report::state(s.state),
+                state: s.state,
                 files: s.files.len() as u64,
                 carried: n,
                 bytes: s.pinned_bytes,

@@ -578,7 +578,7 @@ impl Agent {
         })?;
         luo_sys::set_nonblocking(ours.as_fd(), true)
             .map_err(|e| Error::new(e, "making the session handle non-blocking failed"))?;
-        let handle = make(&mut self.luo).map_err(ops::core_error)?;
+        let handle = make(&mut self.luo)?;
         let (name, owner) = match (self.luo.name(handle), self.luo.owner(handle)) {
             (Ok(n), Ok(o)) => (String::from_utf8_lossy(n).into_owned(), o),
             _ => (String::new(), 0),

@@ -9,7 +9,7 @@ use luo_proto::ops::{
     Info, InfoPage, ListSessions, Preserve, Preserved, Retrieve, RetrieveSession, SessionName,
     SessionPage, Show,
 };
-use luo_proto::types::{page_details, page_summaries, Status, Usage, PAGE_WINDOW};
+use luo_proto::types::{page_details, page_summaries, Status, PAGE_WINDOW};
 use luo_proto::{Call, Datagram, Errno, Error};
 use tracing::{debug, info};
 
@@ -17,11 +17,6 @@ use super::{quoted, report, Agent, Kind, Reply};
 
 /// Most tokens in one `preserve` or `retrieve` (one descriptor each).
 const MAX_TOKENS: usize = luo_proto::MAX_FDS;
-
-/// A model error as a protocol error.
-pub(crate) fn core_error(e: luo_core::Error) -> Error {
-    Error::new(e.errno, e.message)
-}
 
 fn einval(msg: impl Into<std::borrow::Cow<'static, str>>) -> Error {
     Error::new(Errno::EINVAL, msg)
@@ -153,7 +148,7 @@ impl Agent {
         }
         match req {
             HandleRequest::Name(_) => {
-                let name = self.luo.name(h).map_err(core_error)?;
+                let name = self.luo.name(h)?;
                 let name = String::from_utf8_lossy(name).into_owned();
                 reply::<ops::Name>(SessionName { name }, vec![])
             }
@@ -163,13 +158,13 @@ impl Agent {
             HandleRequest::Handover(_) => {
                 let (name, owner) = self.handle_names(h)?;
                 let files = self.luo.file_count(h).unwrap_or(0);
-                self.luo.handover(h).map_err(core_error)?;
+                self.luo.handover(h)?;
                 self.log_handover(&name, owner, files);
                 reply::<ops::Handover>(Done {}, vec![])
             }
             HandleRequest::Finish(_) => {
                 let (name, owner) = self.handle_names(h)?;
-                self.luo.finish(h).map_err(core_error)?;
+                self.luo.finish(h)?;
                 info!("session {} of uid {owner} finished", quoted(&name));
                 reply::<ops::Finish>(Done {}, vec![])
             }
@@ -199,16 +194,13 @@ impl Agent {
     fn handover_by_name(&mut self, uid: u32, r: HandoverSession) -> Result<Reply, Error> {
         check_name(&r.name)?;
         let owner = owner_of(uid, r.owner, "hand over")?;
-        let h = self
-            .luo
-            .open_outgoing(owner, r.name.as_bytes())
-            .map_err(core_error)?;
+        let h = self.luo.open_outgoing(owner, r.name.as_bytes())?;
         let files = self.luo.file_count(h).unwrap_or(0);
         let res = self.luo.handover(h);
         // After a handover the handle is stale and closing it only
         // forgets it; after a refusal the creator's handle remains.
         let _ = self.luo.close(h);
-        res.map_err(core_error)?;
+        res?;
         self.log_handover(&r.name, owner, files);
         reply::<HandoverSession>(Done {}, vec![])
     }
@@ -220,7 +212,7 @@ impl Agent {
             .luo
             .retrieve_session(owner, r.name.as_bytes())
             .map_err(|e| {
-                let mut e = core_error(e);
+                let mut e = e;
                 if e.errno == Errno::EINVAL {
                     e.message = format!(
                         "{}; the process holding it must finish it or close its handle",
@@ -239,7 +231,7 @@ impl Agent {
         let res = self.luo.finish(h);
         // Finished: closing removes it. Refused: it goes back to waiting.
         let _ = self.luo.close(h);
-        res.map_err(core_error)?;
+        res?;
         info!(
             "session {} of uid {owner} finished by name by uid {uid}; {unretrieved} files never retrieved were discarded",
             quoted(&r.name)
@@ -257,7 +249,7 @@ impl Agent {
                 ),
             ));
         }
-        let epoch = self.luo.update().map_err(core_error)?;
+        let epoch = self.luo.update()?;
         info!("update by uid {uid}: every outgoing session crossed over; epoch {epoch}");
         reply::<ops::Update>(Epoch { epoch }, vec![])
     }
@@ -297,10 +289,7 @@ impl Agent {
 
     fn info(&mut self, h: SessionHandle, r: Info) -> Result<Reply, Error> {
         let start = r.start.unwrap_or(0) as usize;
-        let s = self
-            .luo
-            .session_files(h, start, PAGE_WINDOW)
-            .map_err(core_error)?;
+        let s = self.luo.session_files(h, start, PAGE_WINDOW)?;
         let (mut list, next) = page_details(&[report::detail(&s)], start);
         let session = list
             .pop()
@@ -327,7 +316,7 @@ impl Agent {
         // refused one on.
         for (token, fd) in r.tokens.iter().copied().zip(fds) {
             if let Err(e) = self.luo.preserve(h, fd, token) {
-                let mut e = core_error(e);
+                let mut e = e;
                 if done > 0 {
                     e.message = format!(
                         "{} (the {done} files before it in this request were preserved; the rest were not)",
@@ -350,7 +339,7 @@ impl Agent {
             let fd = self
                 .luo
                 .retrieve_fd(h, token)
-                .map_err(|e| core_error(e).with_token(token))?;
+                .map_err(|e| e.with_token(token))?;
             fds.push(fd);
         }
         reply::<Retrieve>(Done {}, fds)
@@ -364,8 +353,8 @@ impl Agent {
     }
 
     fn handle_names(&self, h: SessionHandle) -> Result<(String, u32), Error> {
-        let name = self.luo.name(h).map_err(core_error)?;
-        let owner = self.luo.owner(h).map_err(core_error)?;
+        let name = self.luo.name(h)?;
+        let owner = self.luo.owner(h)?;
         Ok((String::from_utf8_lossy(name).into_owned(), owner))
     }
 
@@ -385,22 +374,8 @@ impl Agent {
             open_fds: luo_sys::open_fd_count().map_or(0, |n| n as u64),
             nofile_soft: 0,
             nofile_hard: 0,
-            quota: {
-                let q = self.luo.quota();
-                Usage {
-                    sessions: q.sessions,
-                    files: q.files,
-                    pinned_bytes: q.pinned_bytes,
-                }
-            },
-            usage: {
-                let u = self.luo.usage(uid);
-                Usage {
-                    sessions: u.sessions,
-                    files: u.files,
-                    pinned_bytes: u.pinned_bytes,
-                }
-            },
+            quota: self.luo.quota(),
+            usage: self.luo.usage(uid),
             store: self
                 .mirror
                 .as_ref()

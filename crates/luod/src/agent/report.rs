@@ -1,7 +1,7 @@
 //! From the model's view of sessions to the protocol's results.
 
-use luo_core::{IdentityKind, RetrieveStatus, SessionInfo, SessionState};
-use luo_proto::types::{self, FileDetail, SessionDetail};
+use luo_core::{IdentityKind, RetrieveStatus, SessionInfo};
+use luo_proto::types::{FileDetail, SessionDetail};
 
 /// The protocol's short type name for a handler's files: what the handler
 /// says it is ([`luo_core::handler::Descriptor::type_name`]), else its
@@ -20,21 +20,6 @@ fn retrieved(r: RetrieveStatus) -> String {
             Some(n) => format!("failed: {n}"),
             None => format!("failed: errno {}", e.0),
         },
-    }
-}
-
-/// The protocol's word for a session state.
-pub(crate) fn state_name(s: SessionState) -> &'static str {
-    state(s).as_str()
-}
-
-/// The protocol's session state.
-pub(crate) fn state(s: SessionState) -> types::SessionState {
-    match s {
-        SessionState::Open => types::SessionState::Open,
-        SessionState::Incoming => types::SessionState::Incoming,
-        SessionState::Retrieved => types::SessionState::Retrieved,
-        SessionState::Finished => types::SessionState::Finished,
     }
 }
 
@@ -65,7 +50,7 @@ pub(crate) fn detail(s: &SessionInfo) -> SessionDetail {
     SessionDetail {
         name: String::from_utf8_lossy(&s.name).into_owned(),
         owner: s.owner,
-        state: state(s.state),
+        state: s.state,
         handles: s.handles as u64,
         file_count: s.file_count as u64,
         pinned_bytes: s.pinned_bytes,

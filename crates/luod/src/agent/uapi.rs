@@ -18,7 +18,7 @@ use luo_proto::uapi::{self, Tail};
 use luo_proto::{Errno, Error, Value};
 use tracing::{debug, info};
 
-use super::ops::{self, reply};
+use super::ops::reply;
 use super::{quoted, Agent, Reply, LISTENER, MAX_EVENTS, SIGNALS};
 
 /// A connection that holds the device.
@@ -295,7 +295,7 @@ impl Agent {
             ));
         };
         let side = |a: &Agent| -> Result<Side, Error> {
-            match a.luo.session_files(h, 0, 0).map_err(ops::core_error)?.state {
+            match a.luo.session_files(h, 0, 0)?.state {
                 SessionState::Open => Ok(Side::Outgoing),
                 _ => Ok(Side::Incoming),
             }
@@ -355,7 +355,7 @@ impl Agent {
                 match self.luo.preserve(h, fd, token) {
                     Ok(()) => reply::<Ioctl>(IoctlReply::default(), vec![]),
                     Err(e) if bad && e.errno == Errno::EBADF => Err(bad_fd()),
-                    Err(e) => Err(ops::core_error(e)),
+                    Err(e) => Err(e),
                 }
             }
             uapi::RETRIEVE_FD => {
@@ -363,21 +363,21 @@ impl Agent {
                     return Err(err(Errno::EMFILE, "the caller has no descriptor free"));
                 }
                 let token = u64_at(&arg, uapi::TOKEN_OFFSET);
-                let file = self.luo.retrieve_fd(h, token).map_err(ops::core_error)?;
+                let file = self.luo.retrieve_fd(h, token)?;
                 reply::<Ioctl>(IoctlReply::default(), vec![file])
             }
             uapi::FINISH => {
                 if u32_at(&arg, uapi::RESERVED_OFFSET) != 0 {
                     return Err(err(Errno::EINVAL, "the reserved field must be 0"));
                 }
-                self.luo.finish(h).map_err(ops::core_error)?;
+                self.luo.finish(h)?;
                 reply::<Ioctl>(IoctlReply::default(), vec![])
             }
             uapi::GET_NAME => {
                 if u32_at(&arg, uapi::RESERVED_OFFSET) != 0 {
                     return Err(err(Errno::EINVAL, "the reserved field must be 0"));
                 }
-                let name = self.luo.name(h).map_err(ops::core_error)?;
+                let name = self.luo.name(h)?;
                 let name = Some(uapi::to_hex(name));
                 reply::<Ioctl>(IoctlReply { name }, vec![])
             }
