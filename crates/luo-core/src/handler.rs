@@ -94,6 +94,43 @@ pub enum RetrieveStatus {
     Failed(Errno),
 }
 
+/// `no`, `yes`, or `failed: ERRNO` (`failed: errno N` for an errno without
+/// a name).
+impl std::fmt::Display for RetrieveStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetrieveStatus::NotRetrieved => f.write_str("no"),
+            RetrieveStatus::Retrieved => f.write_str("yes"),
+            RetrieveStatus::Failed(e) => match e.name() {
+                Some(n) => write!(f, "failed: {n}"),
+                None => write!(f, "failed: errno {}", e.0),
+            },
+        }
+    }
+}
+
+/// Parses what [`Display`](std::fmt::Display) writes.
+impl std::str::FromStr for RetrieveStatus {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<RetrieveStatus, ()> {
+        match s {
+            "no" => Ok(RetrieveStatus::NotRetrieved),
+            "yes" => Ok(RetrieveStatus::Retrieved),
+            _ => {
+                let e = s.strip_prefix("failed: ").ok_or(())?;
+                match e.strip_prefix("errno ") {
+                    Some(n) => n
+                        .parse()
+                        .map(|n| RetrieveStatus::Failed(Errno(n)))
+                        .map_err(drop),
+                    None => Errno::from_name(e).map(RetrieveStatus::Failed).ok_or(()),
+                }
+            }
+        }
+    }
+}
+
 /// Arguments of the per-file callbacks, as the kernel's
 /// `liveupdate_file_op_args`.
 #[derive(Debug)]

@@ -33,8 +33,11 @@ use luo_sys::{Errno, FileStat};
 
 use crate::tree::Tree;
 
-/// What identifies a file for the "managed by at most one session" rule.
+/// What identifies a file for the "managed by at most one session" rule
+/// (on luod's wire: `open-file`, `inode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum IdentityKind {
     /// The open file description (the kernel's default, `struct file *`).
     OpenFile,
@@ -44,13 +47,25 @@ pub enum IdentityKind {
 
 /// A file's identity: its inode, and whether the open file description counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Identity {
     /// `st_dev` of the file.
     pub dev: u64,
     /// `st_ino` of the file.
     pub ino: u64,
-    /// What the handler chose.
+    /// What the handler chose (on the wire, `identity`).
+    #[cfg_attr(feature = "serde", serde(rename = "identity"))]
     pub kind: IdentityKind,
+}
+
+impl IdentityKind {
+    /// Its word on luod's wire and in `luoctl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::OpenFile => "open-file",
+            IdentityKind::Inode => "inode",
+        }
+    }
 }
 
 impl Identity {

@@ -179,6 +179,11 @@ impl Luo {
                 .map(|f| FileStatus {
                     token: f.token,
                     handler: self.handlers[f.handler].compatible().to_string(),
+                    kind: self.handlers[f.handler]
+                        .descriptor()
+                        .type_name
+                        .unwrap_or(self.handlers[f.handler].compatible())
+                        .to_string(),
                     kexec_safe: self.handlers[f.handler].descriptor().kexec_safe(),
                     identity: f.identity,
                     managed: f.indexed,

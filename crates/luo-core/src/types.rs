@@ -78,32 +78,51 @@ pub struct SessionMode {
     pub kexec_safe_only: bool,
 }
 
-/// Observable state of one preserved file.
+/// Observable state of one preserved file: what luod's `show` and `info`
+/// report, member for member (with the `serde` feature).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct FileStatus {
     /// The file's token.
     pub token: u64,
     /// The handler's compatible string.
     pub handler: String,
+    /// What the handler calls its files (`memfd`, `tcp-socket`, ...; see
+    /// [`Descriptor::type_name`](crate::Descriptor::type_name)), else its
+    /// compatible string.
+    #[cfg_attr(feature = "serde", serde(rename = "type"))]
+    pub kind: String,
     /// Whether the handler's files survive kexec.
     pub kexec_safe: bool,
-    /// The identity under which the file is managed.
+    /// The identity under which the file is managed: on the wire,
+    /// `identity` (`inode` or `open-file`), `dev` and `ino`.
+    #[cfg_attr(feature = "serde", serde(flatten))]
     pub identity: Identity,
     /// Whether the file is in the identity index (managed) right now.
     pub managed: bool,
-    /// Retrieve outcome so far.
+    /// Retrieve outcome so far: on the wire, `retrieved` (`no`, `yes`,
+    /// `failed: ERRNO`).
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "retrieved", with = "retrieved_text")
+    )]
     pub retrieve: RetrieveStatus,
     /// `st_size` of the custody file now.
     pub size: u64,
     /// Bytes it counts against its owner's pinned-bytes quota: a memfd's
     /// size when it was preserved, 0 for files that pin no memory.
+    #[cfg_attr(feature = "serde", serde(rename = "pinned_bytes"))]
     pub pinned: u64,
 }
 
-/// Observable state of one session.
+/// Observable state of one session: what luod's `sessions` (without files),
+/// `show` and `info` report, member for member (with the `serde` feature).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SessionInfo {
-    /// The session's name.
+    /// The session's name (on the wire, a string; bytes that are not UTF-8
+    /// are replaced).
+    #[cfg_attr(feature = "serde", serde(with = "name_text"))]
     pub name: Vec<u8>,
     /// The uid that owns it.
     pub owner: u32,
@@ -119,6 +138,59 @@ pub struct SessionInfo {
     pub kexec_safe: bool,
     /// Its files in preservation order: all of them, or the window asked
     /// for ([`Luo::session_files`](crate::Luo::session_files), [`Luo::find_files`](crate::Luo::find_files); none for
-    /// [`Luo::summaries`](crate::Luo::summaries)).
+    /// [`Luo::summaries`](crate::Luo::summaries)). Absent on the wire when
+    /// empty.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
     pub files: Vec<FileStatus>,
+}
+
+impl SessionInfo {
+    /// The name as text (bytes that are not UTF-8 replaced).
+    pub fn name_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.name)
+    }
+
+    /// The same session without its files.
+    pub fn summary(&self) -> SessionInfo {
+        SessionInfo {
+            files: Vec::new(),
+            ..self.clone()
+        }
+    }
+}
+
+/// A session name as a string.
+#[cfg(feature = "serde")]
+mod name_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(name: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(name))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        Ok(String::deserialize(d)?.into_bytes())
+    }
+}
+
+/// A retrieve status as its text: `no`, `yes`, `failed: ERRNO`.
+#[cfg(feature = "serde")]
+mod retrieved_text {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::RetrieveStatus;
+
+    pub fn serialize<S: Serializer>(r: &RetrieveStatus, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(r)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<RetrieveStatus, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|()| D::Error::custom(format!("unknown retrieve status {text:?}")))
+    }
 }

@@ -51,6 +51,8 @@ const MAX_HELD: usize = 6;
 const FLB_BASE: u64 = 0xFEED_F00D_CAFE_BEE0;
 /// Handler 0 is memfd, handler 1 is eventfd (registration order).
 const HANDLER_NAMES: [&str; 2] = ["memfd-v2", "luo-eventfd-v1"];
+/// What those handlers call their files.
+const TYPE_NAMES: [&str; 2] = ["memfd", "eventfd"];
 /// Session names: three valid short ones that collide often, then the empty
 /// name, 64 bytes (too long), 63 bytes (the longest valid) and one with a NUL.
 const NAMES: [&[u8]; 7] = [b"a", b"b", b"c", b"", &[b'x'; 64], &[b'y'; 63], b"a\0b"];
@@ -923,6 +925,7 @@ impl Model {
             .map(|f| FileStatus {
                 token: f.token,
                 handler: HANDLER_NAMES[f.pool.handler()].to_string(),
+                kind: TYPE_NAMES[f.pool.handler()].to_string(),
                 kexec_safe: f.pool.handler() == 0,
                 identity: pool.identity(f.pool),
                 managed: true,

@@ -14,7 +14,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Preflight, SessionDetail, Status};
+use crate::types::{Preflight, SessionInfo, Status};
 use crate::uapi::Tail;
 use crate::{Errno, Error};
 
@@ -361,7 +361,7 @@ pub struct Epoch {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionPage {
     /// Summaries (`sessions`) or details (`show`).
-    pub sessions: Vec<SessionDetail>,
+    pub sessions: Vec<SessionInfo>,
     /// Where the next page starts; `None` after the last.
     pub next: Option<u64>,
 }
@@ -370,7 +370,7 @@ pub struct SessionPage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InfoPage {
     /// The session, with one page of its files.
-    pub session: SessionDetail,
+    pub session: SessionInfo,
     /// Where the next page starts; `None` after the last.
     pub next: Option<u64>,
 }

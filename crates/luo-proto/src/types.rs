@@ -13,67 +13,7 @@ fn json_len<T: Serialize>(item: &T) -> usize {
 
 pub use luo_core::{Quota, SessionState, Usage};
 
-/// One preserved file, as `show` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileDetail {
-    /// Its token.
-    pub token: u64,
-    /// The handler's compatible string, e.g. `memfd-v2`.
-    pub handler: String,
-    /// A short type name: `memfd`, `tcp-socket`, `udp-socket`,
-    /// `unix-socket`, `eventfd`, `pipe`, or the handler's string.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// `inode` (memfd: any descriptor of the inode is the same file) or
-    /// `open-file` (the open file description).
-    pub identity: String,
-    /// `st_dev` of the file.
-    pub dev: u64,
-    /// `st_ino` of the file.
-    pub ino: u64,
-    /// `st_size` now.
-    pub size: u64,
-    /// Bytes it counts against the owner's pinned-bytes quota.
-    pub pinned_bytes: u64,
-    /// Whether it survives a kexec.
-    pub kexec_safe: bool,
-    /// Whether it is in the identity index (managed) now.
-    pub managed: bool,
-    /// `no`, `yes`, or `failed: ERRNO`.
-    pub retrieved: String,
-}
-
-/// One session: a summary (`sessions`) or, with its files, a detail (`show`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionDetail {
-    /// Its name.
-    pub name: String,
-    /// The uid that owns it.
-    pub owner: u32,
-    /// Its state.
-    pub state: SessionState,
-    /// Live handles on it.
-    pub handles: u64,
-    /// How many files it holds.
-    pub file_count: u64,
-    /// memfd bytes its files pin.
-    pub pinned_bytes: u64,
-    /// Whether every file in it survives a kexec.
-    pub kexec_safe: bool,
-    /// Its files (none in a summary; absent on the wire when none).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<FileDetail>,
-}
-
-impl SessionDetail {
-    /// The same session without its files.
-    pub fn summary(&self) -> SessionDetail {
-        SessionDetail {
-            files: Vec::new(),
-            ..self.clone()
-        }
-    }
-}
+pub use luo_core::{FileStatus, Identity, IdentityKind, RetrieveStatus, SessionInfo};
 
 fn unknown_store() -> String {
     "unknown".into()
@@ -195,7 +135,7 @@ pub const PAGE_BYTES: usize = crate::MAX_MESSAGE - 4096;
 /// One page of session summaries from index `start`, and the `"next"`
 /// index (`None` on the last page). A reply of `sessions` is paged because
 /// a host may have more sessions than fit in one datagram.
-pub fn page_summaries(all: &[SessionDetail], start: usize) -> (Vec<SessionDetail>, Option<u64>) {
+pub fn page_summaries(all: &[SessionInfo], start: usize) -> (Vec<SessionInfo>, Option<u64>) {
     let mut out = Vec::new();
     let mut used = 0;
     for s in all.iter().skip(start) {
@@ -221,8 +161,8 @@ pub const PAGE_WINDOW: usize = 512;
 /// looked (at least [`PAGE_WINDOW`] files, or to the end). Returns the
 /// sessions with the files that fit in one message, and the `"next"` file
 /// index (`None` on the last page).
-pub fn page_details(window: &[SessionDetail], start: usize) -> (Vec<SessionDetail>, Option<u64>) {
-    let total: u64 = window.iter().map(|s| s.file_count).sum();
+pub fn page_details(window: &[SessionInfo], start: usize) -> (Vec<SessionInfo>, Option<u64>) {
+    let total = window.iter().map(|s| s.file_count as u64).sum::<u64>();
     let mut used = 0;
     let mut taken = 0u64;
     let mut full = false;
@@ -239,7 +179,7 @@ pub fn page_details(window: &[SessionDetail], start: usize) -> (Vec<SessionDetai
             taken += 1;
             files.push(f.clone());
         }
-        out.push(SessionDetail {
+        out.push(SessionInfo {
             files,
             ..s.summary()
         });
@@ -251,7 +191,7 @@ pub fn page_details(window: &[SessionDetail], start: usize) -> (Vec<SessionDetai
 /// Adds one page of [`page_details`] to what earlier pages gave. `EAGAIN`
 /// when the sessions changed between pages (the listing is not a snapshot:
 /// ask again).
-pub fn merge_details(acc: &mut Vec<SessionDetail>, page: Vec<SessionDetail>) -> Result<()> {
+pub fn merge_details(acc: &mut Vec<SessionInfo>, page: Vec<SessionInfo>) -> Result<()> {
     if acc.is_empty() {
         *acc = page;
         return Ok(());
@@ -277,36 +217,42 @@ pub fn merge_details(acc: &mut Vec<SessionDetail>, page: Vec<SessionDetail>) -> 
 mod tests {
     use super::*;
 
-    fn file(token: u64) -> FileDetail {
-        FileDetail {
+    fn file(token: u64) -> FileStatus {
+        FileStatus {
             token,
             handler: "memfd-v2".into(),
             kind: "memfd".into(),
-            identity: "inode".into(),
-            dev: 1,
-            ino: token,
+            identity: Identity {
+                dev: 1,
+                ino: token,
+                kind: IdentityKind::Inode,
+            },
             size: 4096,
-            pinned_bytes: 4096,
+            pinned: 4096,
             kexec_safe: true,
             managed: true,
-            retrieved: "no".into(),
+            retrieve: if token % 3 == 0 {
+                RetrieveStatus::Failed(luo_sys::Errno::EIO)
+            } else {
+                RetrieveStatus::NotRetrieved
+            },
         }
     }
 
-    fn session(name: &str, files: u64) -> SessionDetail {
-        SessionDetail {
+    fn session(name: &str, files: usize) -> SessionInfo {
+        SessionInfo {
             name: name.into(),
             owner: 1000,
             state: SessionState::Open,
             handles: 1,
             file_count: files,
-            pinned_bytes: 4096 * files,
+            pinned_bytes: 4096 * files as u64,
             kexec_safe: true,
-            files: (0..files).map(file).collect(),
+            files: (0..files as u64).map(file).collect(),
         }
     }
 
-    fn fits(items: &[SessionDetail]) {
+    fn fits(items: &[SessionInfo]) {
         let page = crate::ops::SessionPage {
             sessions: items.to_vec(),
             next: Some(1),
@@ -318,7 +264,7 @@ mod tests {
 
     /// What the agent gives `page_details`: headers, and `len` files from
     /// `start` across the sessions.
-    fn window(all: &[SessionDetail], start: usize, len: usize) -> Vec<SessionDetail> {
+    fn window(all: &[SessionInfo], start: usize, len: usize) -> Vec<SessionInfo> {
         let mut skip = start;
         let mut left = len;
         all.iter()
@@ -327,7 +273,7 @@ mod tests {
                 skip -= from;
                 let n = left.min(s.files.len() - from);
                 left -= n;
-                SessionDetail {
+                SessionInfo {
                     files: s.files[from..from + n].to_vec(),
                     ..s.clone()
                 }
@@ -357,7 +303,7 @@ mod tests {
 
     #[test]
     fn summaries_page_and_a_changed_session_is_eagain() {
-        let all: Vec<SessionDetail> = (0..2000)
+        let all: Vec<SessionInfo> = (0..2000)
             .map(|i| session(&format!("s{i}"), 0).summary())
             .collect();
         let mut got = Vec::new();

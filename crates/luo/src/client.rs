@@ -9,7 +9,7 @@ use luo_proto::ops::{
     CreateSession, FinishSession, GetStatus, HandoverSession, Kexec, ListSessions, RetrieveSession,
     Show, Update, Upgrade, Upgraded,
 };
-use luo_proto::types::{merge_details, Preflight, SessionDetail, Status};
+use luo_proto::types::{merge_details, Preflight, SessionInfo, Status};
 use luo_proto::{Call, Errno, Error, RecvBuf, Value};
 
 use crate::wire;
@@ -359,7 +359,7 @@ impl Client {
     /// # Errors
     ///
     /// As [`Client::status`].
-    pub fn sessions(&self) -> Result<Vec<SessionDetail>> {
+    pub fn sessions(&self) -> Result<Vec<SessionInfo>> {
         let mut all = Vec::new();
         let mut start = 0;
         loop {
@@ -390,7 +390,7 @@ impl Client {
     ///
     /// `ENOENT` no session of that name, `EPERM` a caller other than root
     /// naming another uid.
-    pub fn show(&self, name: &str, owner: Option<u32>) -> Result<Vec<SessionDetail>> {
+    pub fn show(&self, name: &str, owner: Option<u32>) -> Result<Vec<SessionInfo>> {
         let mut all = Vec::new();
         let mut start = 0;
         loop {

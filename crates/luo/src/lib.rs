@@ -91,7 +91,8 @@ mod wire;
 pub use client::{Client, KexecPlan};
 pub use luo_proto::ops::Upgraded;
 pub use luo_proto::types::{
-    FileDetail, LostFile, Preflight, PreflightSession, SessionDetail, SessionState, Status, Usage,
+    FileStatus, Identity, IdentityKind, LostFile, Preflight, PreflightSession, Quota,
+    RetrieveStatus, SessionInfo, SessionState, Status, Usage,
 };
 pub use luo_proto::{Errno, Error, Value};
 pub use session::Session;

@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 
 use luo_proto::ops::{Finish, Handover, Info, Name, Preserve, Retrieve};
-use luo_proto::types::{merge_details, SessionDetail};
+use luo_proto::types::{merge_details, SessionInfo};
 use luo_proto::{Call, RecvBuf, MAX_FDS};
 
 use crate::wire;
@@ -101,7 +101,7 @@ impl Session {
     /// # Errors
     ///
     /// `ESTALE` once the session has crossed.
-    pub fn info(&self) -> Result<SessionDetail> {
+    pub fn info(&self) -> Result<SessionInfo> {
         let mut all = Vec::new();
         let mut start = 0;
         loop {

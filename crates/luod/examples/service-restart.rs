@@ -212,7 +212,7 @@ fn service(args: &[String]) -> Res<()> {
 }
 
 /// What luod holds for this service, one line per file for the orchestrator.
-fn report_preserved(s: &luo::SessionDetail) {
+fn report_preserved(s: &luo::SessionInfo) {
     for f in &s.files {
         let size = if f.kind == "memfd" {
             format!("{}, ", human(f.size))

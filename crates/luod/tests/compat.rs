@@ -287,7 +287,7 @@ fn sessions(c: &luo::Client) -> Vec<(String, SessionState, u64)> {
         .sessions()
         .unwrap()
         .into_iter()
-        .map(|s| (s.name, s.state, s.file_count))
+        .map(|s| (s.name_lossy().into_owned(), s.state, s.file_count as u64))
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v

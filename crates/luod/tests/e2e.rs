@@ -155,7 +155,7 @@ fn memfd_and_listener_survive_a_service_restart() {
     assert_eq!(code, 0);
     let sessions = common::wire::sessions(&v);
     assert_eq!(sessions.len(), 1);
-    assert_eq!(sessions[0].name, "e2e");
+    assert_eq!(sessions[0].name, b"e2e");
     assert_eq!(sessions[0].state, luo::SessionState::Incoming);
     assert_eq!(sessions[0].file_count, 2);
     assert_eq!(sessions[0].pinned_bytes, BIG);
@@ -279,7 +279,10 @@ fn another_uid_can_neither_see_nor_take_nor_block_a_session() {
     // The owner's sessions are untouched; root sees both uids.
     let root = agent.client();
     let all = root.sessions().unwrap();
-    let owners: Vec<(String, u32)> = all.iter().map(|s| (s.name.clone(), s.owner)).collect();
+    let owners: Vec<(String, u32)> = all
+        .iter()
+        .map(|s| (s.name_lossy().into_owned(), s.owner))
+        .collect();
     assert!(owners.contains(&("db".into(), OWNER)), "{owners:?}");
     assert!(owners.contains(&("live".into(), OWNER)), "{owners:?}");
     // The other uid's "db" was finished; its "live" was aborted.

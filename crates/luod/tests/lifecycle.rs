@@ -330,7 +330,7 @@ fn fifty_crashes_under_load_lose_no_handed_over_file() {
     // Sessions whose last request was cut off by a crash: clear them.
     for s in c.sessions().unwrap() {
         if s.state == luo::SessionState::Incoming {
-            c.finish(&s.name, None).unwrap();
+            c.finish(&s.name_lossy(), None).unwrap();
         }
     }
     assert_eq!(c.status().unwrap().files, 0, "seed {seed}");

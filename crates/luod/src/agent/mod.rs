@@ -22,7 +22,6 @@ mod kernel;
 mod kexec;
 pub(crate) mod mirror;
 mod ops;
-mod report;
 mod uapi;
 pub(crate) mod upgrade;
 

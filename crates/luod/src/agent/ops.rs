@@ -13,7 +13,7 @@ use luo_proto::types::{page_details, page_summaries, Status, PAGE_WINDOW};
 use luo_proto::{Call, Datagram, Errno, Error};
 use tracing::{debug, info};
 
-use super::{quoted, report, Agent, Kind, Reply};
+use super::{quoted, Agent, Kind, Reply};
 
 /// Most tokens in one `preserve` or `retrieve` (one descriptor each).
 const MAX_TOKENS: usize = luo_proto::MAX_FDS;
@@ -256,13 +256,8 @@ impl Agent {
 
     fn list_sessions(&mut self, uid: u32, r: ListSessions) -> Result<Reply, Error> {
         let start = r.start.unwrap_or(0) as usize;
-        let all: Vec<_> = self
-            .luo
-            .summaries()
-            .iter()
-            .filter(|s| uid == 0 || s.owner == uid)
-            .map(report::detail)
-            .collect();
+        let mut all = self.luo.summaries();
+        all.retain(|s| uid == 0 || s.owner == uid);
         let (sessions, next) = page_summaries(&all, start);
         reply::<ListSessions>(SessionPage { sessions, next }, vec![])
     }
@@ -271,12 +266,9 @@ impl Agent {
         check_name(&r.name)?;
         let owner = owner_of(uid, r.owner, "show")?;
         let start = r.start.unwrap_or(0) as usize;
-        let all: Vec<_> = self
+        let all = self
             .luo
-            .find_files(owner, r.name.as_bytes(), start, PAGE_WINDOW)
-            .iter()
-            .map(report::detail)
-            .collect();
+            .find_files(owner, r.name.as_bytes(), start, PAGE_WINDOW);
         if all.is_empty() {
             return Err(Error::new(
                 Errno::ENOENT,
@@ -290,7 +282,7 @@ impl Agent {
     fn info(&mut self, h: SessionHandle, r: Info) -> Result<Reply, Error> {
         let start = r.start.unwrap_or(0) as usize;
         let s = self.luo.session_files(h, start, PAGE_WINDOW)?;
-        let (mut list, next) = page_details(&[report::detail(&s)], start);
+        let (mut list, next) = page_details(&[s], start);
         let session = list
             .pop()
             .ok_or_else(|| Error::new(Errno::EIO, "the session vanished while listing it"))?;

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use luo::{Client, Errno, Error, SessionDetail, Status, Value};
+use luo::{Client, Errno, Error, SessionInfo, Status, Value};
 use serde_json::json;
 
 use super::render::{owned_by, render_preflight, render_sessions, render_show, render_status};
@@ -192,7 +192,7 @@ fn by_name(op: &str, s: &BySession) -> Value {
 }
 
 /// `sessions` and `show`: a table, or the sessions as JSON.
-fn listing(sessions: Vec<SessionDetail>, with_files: bool, json: bool) -> String {
+fn listing(sessions: Vec<SessionInfo>, with_files: bool, json: bool) -> String {
     if json {
         let mut list = serde_json::to_value(&sessions).unwrap_or_default();
         if with_files {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use luo::{Preflight, SessionDetail, Status, Usage};
+use luo::{Preflight, SessionInfo, Status, Usage};
 
 /// `(uid, name)` of every user in `/etc/passwd` (empty if it cannot be read;
 /// luoctl then shows numbers only).
@@ -85,12 +85,11 @@ fn dev_string(dev: u64) -> String {
     format!("{major}:{minor}")
 }
 
-fn identity_string(f: &luo::FileDetail) -> String {
-    let inode = format!("inode {}/{}", dev_string(f.dev), f.ino);
-    match f.identity.as_str() {
-        "inode" => inode,
-        "open-file" => format!("open file ({inode})"),
-        other => format!("{other} ({inode})"),
+fn identity_string(f: &luo::FileStatus) -> String {
+    let inode = format!("inode {}/{}", dev_string(f.identity.dev), f.identity.ino);
+    match f.identity.kind {
+        luo::IdentityKind::Inode => inode,
+        luo::IdentityKind::OpenFile => format!("open file ({inode})"),
     }
 }
 
@@ -154,7 +153,7 @@ pub(super) fn render_status(s: &Status) -> String {
     out
 }
 
-pub(super) fn render_sessions(list: &[SessionDetail]) -> String {
+pub(super) fn render_sessions(list: &[SessionInfo]) -> String {
     if list.is_empty() {
         return "no sessions\n".to_string();
     }
@@ -163,7 +162,7 @@ pub(super) fn render_sessions(list: &[SessionDetail]) -> String {
         .iter()
         .map(|s| {
             vec![
-                s.name.clone(),
+                s.name_lossy().into_owned(),
                 owner_name(s.owner, &users),
                 s.state.as_str().to_string(),
                 s.handles.to_string(),
@@ -187,7 +186,7 @@ pub(super) fn render_sessions(list: &[SessionDetail]) -> String {
     )
 }
 
-pub(super) fn render_show(list: &[SessionDetail]) -> String {
+pub(super) fn render_show(list: &[SessionInfo]) -> String {
     let users = users();
     let mut out = String::new();
     for (i, s) in list.iter().enumerate() {
@@ -197,11 +196,11 @@ pub(super) fn render_show(list: &[SessionDetail]) -> String {
         let _ = writeln!(
             out,
             "session '{}' (owner {}): {}, {}, {}, {} pinned, {}",
-            s.name,
+            s.name_lossy(),
             owner_name(s.owner, &users),
             s.state.as_str(),
-            plural(s.handles, "handle", "handles"),
-            plural(s.file_count, "file", "files"),
+            plural(s.handles as u64, "handle", "handles"),
+            plural(s.file_count as u64, "file", "files"),
             human_bytes(s.pinned_bytes),
             if s.kexec_safe {
                 "kexec-safe"
@@ -223,9 +222,9 @@ pub(super) fn render_show(list: &[SessionDetail]) -> String {
                     f.handler.clone(),
                     identity_string(f),
                     human_bytes(f.size),
-                    human_bytes(f.pinned_bytes),
+                    human_bytes(f.pinned),
                     yes_no(f.kexec_safe).to_string(),
-                    f.retrieved.clone(),
+                    f.retrieve.to_string(),
                 ]
             })
             .collect();

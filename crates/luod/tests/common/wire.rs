@@ -135,7 +135,7 @@ pub fn refused(m: &Message, errno: Errno) -> String {
 }
 
 /// The `"sessions"` of a listing's reply.
-pub fn sessions(v: &Value) -> Vec<luo_proto::types::SessionDetail> {
+pub fn sessions(v: &Value) -> Vec<luo_proto::types::SessionInfo> {
     serde_json::from_value(v["sessions"].clone()).expect("a list of sessions")
 }
 
