@@ -1,11 +1,12 @@
 //! The event loop: the listening socket, agent connections and session
 //! handles, each with an outbox of replies.
+//!
+//! Start-up ([`Agent::bind`]) is in `startup.rs`, the socket path policy in
+//! `socket.rs`, the in-place upgrade in `upgrade/`.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs;
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,12 +17,14 @@ use luo_sys::Epoll;
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::{AgentError, Backend, Config};
+use crate::{AgentError, Backend};
 
 mod kernel;
 mod kexec;
 pub(crate) mod mirror;
 mod ops;
+mod socket;
+mod startup;
 mod uapi;
 pub(crate) mod upgrade;
 
@@ -30,8 +33,6 @@ pub(crate) mod upgrade;
 const LISTENER: u64 = 0;
 /// Epoll key of the signalfd (SIGTERM, SIGINT).
 const SIGNALS: u64 = u64::MAX;
-/// Pending connections the kernel queues for us.
-const BACKLOG: i32 = 1024;
 /// Most requests read from one connection per wakeup, so that one busy
 /// client cannot starve the others.
 const MAX_BATCH: usize = 64;
@@ -159,141 +160,6 @@ pub(crate) fn quoted(name: &str) -> String {
 }
 
 impl Agent {
-    /// Binds the listening socket and prepares the agent; once this returns,
-    /// clients can connect (their connections wait until [`Agent::serve`]).
-    ///
-    /// The socket's parent directory is created (mode 0755) if missing. If
-    /// the socket file exists and an agent answers on it, this fails with
-    /// [`AgentError::AlreadyRunning`]; if nobody answers, the stale file is
-    /// removed. The socket is made mode 0666: anyone may connect, and what
-    /// they may do is decided per uid.
-    pub fn bind(config: Config) -> Result<Agent, AgentError> {
-        let path = config.socket.clone();
-        if path.as_os_str().is_empty() {
-            return Err(AgentError::NoSocketPath);
-        }
-        // Under systemd: the fd store's contents after a restart, and the
-        // listening socket under socket activation.
-        let mut passed = crate::store::listen_fds().map_err(AgentError::Backend)?;
-        let activated = passed
-            .iter()
-            .position(|(_, fd)| luo_sys::is_listening(fd.as_fd()).unwrap_or(false))
-            .map(|i| passed.remove(i).1);
-        if activated.is_none() {
-            prepare_socket_path(&path)?;
-        }
-        let kernel = match config.backend {
-            Backend::Emulated => None,
-            Backend::Kernel => {
-                match kernel::Kernel::open(&config.device, config.kernel_files_per_session) {
-                    Ok(k) => Some(k),
-                    Err(e) => {
-                        return Err(AgentError::Backend(kernel::device_error(&config.device, e)))
-                    }
-                }
-            }
-            Backend::Auto => {
-                match kernel::Kernel::open(&config.device, config.kernel_files_per_session) {
-                    Ok(k) => Some(k),
-                    Err(Errno::ENOENT) => {
-                        info!(
-                        "{} does not exist; using the emulated backend (sessions survive service restarts, not a kexec)",
-                        config.device.display()
-                    );
-                        None
-                    }
-                    Err(e) => {
-                        warn!(
-                        "{}; using the emulated backend (sessions survive service restarts, not a kexec)",
-                        kernel::device_error(&config.device, e)
-                    );
-                        None
-                    }
-                }
-            }
-        };
-        let (backend, kernel, mut luo) = match kernel {
-            None => (Backend::Emulated, None, Luo::with_default_handlers()),
-            Some(k) => {
-                let shared = std::sync::Arc::new(std::sync::Mutex::new(k));
-                let mut luo = kernel::model(&shared);
-                let dir = path.parent().unwrap_or(Path::new("/"));
-                match kernel::restore(&mut luo, &shared, dir)? {
-                    None => info!("no registry from a previous kernel: starting empty"),
-                    Some(r) if r.lost.is_empty() => {}
-                    Some(r) => warn!(
-                        "{} files of the previous kernel's sessions did not come back (listed above)",
-                        r.lost.len()
-                    ),
-                }
-                (Backend::Kernel, Some(shared), luo)
-            }
-        };
-        let mirror = store_and_reclaim(&config, &path, &mut luo, passed)?;
-        let (listener, socket_id) = match activated {
-            Some(l) => {
-                info!("listening on the socket systemd passed (socket activation)");
-                let _ = luo_sys::set_nonblocking(l.as_fd(), true);
-                (l, None)
-            }
-            None => bind_listener(&path)?,
-        };
-        let epoll = Epoll::new().map_err(|e| AgentError::sys("creating an epoll instance", e))?;
-        epoll
-            .add(listener.as_fd(), LISTENER, EPOLLIN)
-            .map_err(|e| AgentError::sys("watching the listening socket", e))?;
-        luo.set_quota(config.quota);
-        match luo.index().mode() {
-            luo_core::IndexMode::Kcmp => {}
-            luo_core::IndexMode::DupfdQuery(e) => info!(
-                "kcmp is unavailable ({e}; the kernel lacks CONFIG_CHECKPOINT_RESTORE): open files are told apart with F_DUPFD_QUERY, linearly among files of one inode"
-            ),
-            luo_core::IndexMode::InodeFallback(e) => warn!(
-                "neither kcmp ({e}) nor F_DUPFD_QUERY works: a second eventfd (or any file sharing an inode with a preserved one) is refused with EBUSY"
-            ),
-        }
-        let agent = Agent {
-            socket: path,
-            socket_id,
-            backend,
-            kernel,
-            euid: luo_sys::geteuid(),
-            listener,
-            epoll,
-            luo,
-            conns: HashMap::new(),
-            next_key: LISTENER + 1,
-            paused_until: None,
-            conns_per_uid: HashMap::new(),
-            max_conns_per_uid: config.connections_per_uid,
-            refused: 0,
-            signals: None,
-            stop: None,
-            events: Vec::with_capacity(MAX_EVENTS),
-            devices: uapi::Devices::default(),
-            mirror,
-            rbuf: None,
-        };
-        let q = config.quota;
-        let limit = |n: u64| {
-            if n == u64::MAX {
-                "unlimited".to_string()
-            } else {
-                n.to_string()
-            }
-        };
-        info!(
-            "ready: listening on {} (backend {}, pid {}; quota per uid: {} sessions, {} files, {} pinned bytes)",
-            agent.socket.display(),
-            agent.backend,
-            std::process::id(),
-            limit(q.sessions),
-            limit(q.files),
-            limit(q.pinned_bytes),
-        );
-        Ok(agent)
-    }
-
     /// The path of the listening socket.
     pub fn socket_path(&self) -> &Path {
         &self.socket
@@ -799,188 +665,4 @@ impl Agent {
             ),
         }
     }
-}
-
-/// Makes sure the socket can be bound at `path`: creates the parent
-/// directory, refuses a running agent or a non-socket, removes a stale socket.
-fn prepare_socket_path(path: &Path) -> Result<(), AgentError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)
-                .map_err(|e| AgentError::sys(format!("creating {}", parent.display()), e))?;
-            // The umask may have taken bits away.
-            let _ = fs::set_permissions(parent, fs::Permissions::from_mode(0o755));
-        }
-    }
-    match fs::symlink_metadata(path) {
-        Ok(m) if !m.file_type().is_socket() => Err(AgentError::NotASocket(path.to_path_buf())),
-        Ok(_) => match luo_sys::seqpacket_connect(path) {
-            Ok(_) => Err(AgentError::AlreadyRunning(path.to_path_buf())),
-            Err(Errno::ECONNREFUSED) => {
-                info!(
-                    "removing the stale socket {} (nobody listens on it)",
-                    path.display()
-                );
-                match fs::remove_file(path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(AgentError::sys(
-                        format!("removing the stale socket {}", path.display()),
-                        e,
-                    )),
-                }
-            }
-            Err(Errno::ENOENT) => Ok(()),
-            Err(e) => Err(AgentError::sys(
-                format!(
-                    "checking whether luod already runs at {} (connecting to it failed)",
-                    path.display()
-                ),
-                e,
-            )),
-        },
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(AgentError::sys(format!("inspecting {}", path.display()), e)),
-    }
-}
-
-impl Drop for Agent {
-    /// Removes the socket file, if it is still the one this agent bound.
-    fn drop(&mut self) {
-        if let (Some(id), Ok(m)) = (self.socket_id, fs::symlink_metadata(&self.socket)) {
-            if (m.dev(), m.ino()) == id {
-                let _ = fs::remove_file(&self.socket);
-            }
-        }
-    }
-}
-
-/// Binds the listening socket at `path` (mode 0666); returns it with the
-/// socket file's `(st_dev, st_ino)`.
-fn bind_listener(path: &Path) -> Result<(OwnedFd, Option<(u64, u64)>), AgentError> {
-    let path = path.to_path_buf();
-    let listener = match luo_sys::seqpacket_listen(&path, BACKLOG) {
-        Ok(l) => l,
-        Err(e) if std::io::Error::from(e).kind() == ErrorKind::AddrInUse => {
-            return Err(AgentError::AlreadyRunning(path))
-        }
-        Err(Errno::ENAMETOOLONG) => {
-            return Err(AgentError::sys(
-                format!(
-                    "binding {}: a Unix socket path must be shorter than 108 bytes",
-                    path.display()
-                ),
-                Errno::ENAMETOOLONG,
-            ))
-        }
-        Err(e) => return Err(AgentError::sys(format!("binding {}", path.display()), e)),
-    };
-    let meta = fs::symlink_metadata(&path)
-        .map_err(|e| AgentError::sys(format!("inspecting {}", path.display()), e))?;
-    let socket_id = Some((meta.dev(), meta.ino()));
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o666))
-        .map_err(|e| AgentError::sys(format!("making {} mode 0666", path.display()), e))?;
-    Ok((listener, socket_id))
-}
-
-/// Sets up the store the custody descriptors are mirrored to (systemd's fd
-/// store under `$NOTIFY_SOCKET`, else the keeper; none with `--keeper
-/// off`), and takes back what a previous agent left there.
-fn store_and_reclaim(
-    config: &Config,
-    socket: &Path,
-    luo: &mut Luo,
-    passed: Vec<(String, OwnedFd)>,
-) -> Result<Option<mirror::Mirror>, AgentError> {
-    if !config.keeper {
-        if !passed.is_empty() {
-            warn!(
-                "--keeper off: the {} descriptors systemd passed from the fd store are dropped",
-                passed.len()
-            );
-        }
-        return Ok(None);
-    }
-    let (sink, entries) = if let Some(n) = crate::store::notify_socket() {
-        (crate::store::Sink::Systemd(n), passed)
-    } else {
-        let path = crate::store::keeper_path(socket);
-        // A keeper that answers holds a previous agent's files: never start
-        // another over it. It may be busy reading its old agent's hang-up,
-        // so ask a few times.
-        let mut answered = None;
-        for _ in 0..50 {
-            match crate::store::connect_keeper(&path) {
-                None => break,
-                Some((link, pid)) => match crate::store::take(link.as_fd()) {
-                    Ok(entries) => {
-                        answered = Some((link, pid, entries));
-                        break;
-                    }
-                    Err(e) => {
-                        debug!(
-                            "the keeper at {} refused this agent for now ({e}); asking again",
-                            path.display()
-                        );
-                        std::thread::sleep(Duration::from_millis(20));
-                        answered = None;
-                        if !path.exists() {
-                            break;
-                        }
-                    }
-                },
-            }
-        }
-        match answered {
-            Some((link, pid, entries)) => {
-                info!(
-                    "the keeper (pid {pid}) of a previous agent answered at {} with {} entries",
-                    path.display(),
-                    entries.len()
-                );
-                (crate::store::Sink::Keeper { link, pid }, entries)
-            }
-            None if crate::store::connect_keeper(&path).is_some() => {
-                return Err(AgentError::Backend(format!(
-                    "the keeper at {} holds another agent's files and will not hand them over (is another luod running with this socket?); refusing to start a second keeper over it",
-                    path.display()
-                )));
-            }
-            None => match crate::store::spawn_keeper(&path) {
-                Ok((link, pid)) => {
-                    info!("started the keeper (pid {pid}, {}): it holds copies of the files in custody, so that a crash of luod loses nothing", path.display());
-                    (crate::store::Sink::Keeper { link, pid }, Vec::new())
-                }
-                Err(e) => {
-                    warn!("{e}; sessions will not survive a crash of luod");
-                    return Ok(None);
-                }
-            },
-        }
-    };
-    let mut m = mirror::Mirror::new(sink);
-    if !entries.is_empty() {
-        let r = mirror::reclaim(luo, entries);
-        info!(
-            "took back {} sessions with {} files from the previous agent; {} sessions that were open when it stopped were dropped",
-            r.sessions, r.files, r.aborted
-        );
-        let adopted: std::collections::HashSet<u64> = r.adopted.iter().map(|a| a.0).collect();
-        for (key, prefix, gen, tokens) in r.adopted {
-            m.adopt(key, prefix, gen, tokens);
-        }
-        // Sessions not taken over as they were are stored afresh.
-        for key in luo.session_keys() {
-            if !adopted.contains(&key) {
-                m.sync(luo, key);
-            }
-        }
-        if let Err(e) = m.sink.remove(&r.stale) {
-            warn!("removing the previous agent's leftover entries failed: {e}");
-        }
-    }
-    Ok(Some(m))
 }

@@ -1,50 +1,25 @@
-//! In-place upgrade: the agent re-executes itself (same pid) with every
-//! descriptor kept open, and its state in a sealed memfd.
-//!
-//! The old image writes the state (the model, the connections with their
-//! pending replies, the kernel backend's sessions), seals it, clears
-//! `FD_CLOEXEC` on every descriptor the state names and `exec`s the new
-//! binary with `--upgrade-state FD`. Before that it asks the new binary
-//! (`--upgrade-probe`) which state versions it reads, and refuses when ours
-//! is not among them: the old agent keeps running. The new image checks the
-//! envelope, then that every descriptor is the file the state says it is
-//! (`st_dev`, `st_ino`), before it takes any over; if anything is wrong it
-//! goes back to the old binary (`--upgrade-fallback FD`, an open descriptor
-//! of it), which reads its own state.
+//! The upgrade state's layout: the envelope (magic and version), the JSON
+//! part, the descriptor records and the file records; writing it from the
+//! agent, and reading, checking and parsing it into a [`Plan`].
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use luo_core::snapshot::{SnapFile, SnapSession, SnapSide, Snapshot};
-use luo_core::{Identity, IdentityKind, Luo, RetrieveStatus, SessionHandle};
-use luo_proto::ops::{Upgrade, Upgraded};
+use luo_core::{Identity, IdentityKind, RetrieveStatus, SessionHandle};
 use luo_proto::{Errno, Error};
-use luo_sys::epoll::{EPOLLIN, EPOLLOUT, EPOLLRDHUP};
-use luo_sys::Epoll;
 use serde_json::{json, Value};
-use tracing::{error, info, warn};
 
-use super::{kernel, Agent, Conn, Kind, Reply, LISTENER, MAX_EVENTS};
-use crate::registry::{open, seal, RegistryError};
+use crate::agent::{kernel, mirror, uapi, Agent, Kind};
+use crate::registry::{open, RegistryError};
 use crate::store::Sink;
-use crate::{AgentError, Backend, Config};
+use crate::{AgentError, Backend};
 
 /// The state envelope's magic.
-const MAGIC: [u8; 8] = *b"luod-upg";
+pub(super) const MAGIC: [u8; 8] = *b"luod-upg";
 /// The state format this binary writes and reads.
 pub const STATE_VERSION: u32 = 1;
-/// What `luod --upgrade-probe` prints, followed by the versions it reads.
-pub const PROBE_ANSWER: &str = "luod-upgrade-state";
-/// How long the new binary may take to answer the probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The command-line flags of an upgraded image, and their values.
-pub const STATE_FLAG: &str = "--upgrade-state";
-/// See [`STATE_FLAG`].
-pub const FALLBACK_FLAG: &str = "--upgrade-fallback";
 
 /// Descriptors the state names: raw number, `st_dev`, `st_ino`.
 #[derive(Default)]
@@ -152,154 +127,11 @@ fn retrieve_status(c: i64) -> RetrieveStatus {
         n => RetrieveStatus::Failed(i32::try_from(-n).map_or(Errno::EIO, Errno)),
     }
 }
-
-/// The binary an upgrade executes by default: the one this process runs,
-/// at its path now (a package upgrade replaces the file; `/proc/self/exe`
-/// then says "(deleted)").
-fn current_binary() -> Result<PathBuf, Error> {
-    let p = std::fs::read_link("/proc/self/exe")
-        .map_err(|e| Error::new(Errno::from(e), "reading /proc/self/exe failed"))?;
-    let s = p.to_string_lossy();
-    Ok(PathBuf::from(s.strip_suffix(" (deleted)").unwrap_or(&s)))
-}
-
-/// Asks `binary` which state versions it reads.
-fn probe(binary: &Path) -> Result<(), Error> {
-    let mut child = std::process::Command::new(binary)
-        .arg("--upgrade-probe")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| {
-            let m = format!(
-                "cannot run {} to probe it: {e}; the agent keeps running",
-                binary.display()
-            );
-            Error::new(Errno::from(e), m)
-        })?;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child
-            .try_wait()
-            .map_err(|e| Error::new(Errno::from(e), "waiting for the probe"))?
-        {
-            break s;
-        }
-        if started.elapsed() > PROBE_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Error::new(
-                Errno::ETIMEDOUT,
-                format!(
-                    "{} did not answer the upgrade probe within {} s; the agent keeps running",
-                    binary.display(),
-                    PROBE_TIMEOUT.as_secs()
-                ),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    let mut out = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    let versions: Option<Vec<u32>> = out.trim().strip_prefix(PROBE_ANSWER).map(|v| {
-        v.split_whitespace()
-            .filter_map(|n| n.parse().ok())
-            .collect()
-    });
-    match versions {
-        Some(v) if status.success() && v.contains(&STATE_VERSION) => Ok(()),
-        Some(v) if status.success() => Err(Error::new(
-            Errno::EOPNOTSUPP,
-            format!(
-                "{} reads upgrade state versions {v:?}, not this agent's version {STATE_VERSION}; the agent keeps running (upgrade through a release that reads both)",
-                binary.display()
-            ),
-        )),
-        _ => Err(Error::new(
-            Errno::ENOEXEC,
-            format!(
-                "{} is not a luod that can take over (it did not answer the upgrade probe); the agent keeps running",
-                binary.display()
-            ),
-        )),
-    }
-}
-
-/// Arguments for the new image: ours without the previous upgrade's flags,
-/// plus the state and fallback descriptors.
-fn next_args(binary: &Path, state: RawFd, fallback: RawFd) -> Vec<String> {
-    let mut args = vec![binary.to_string_lossy().into_owned()];
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        if a == STATE_FLAG || a == FALLBACK_FLAG {
-            it.next();
-            continue;
-        }
-        args.push(a);
-    }
-    args.extend([
-        STATE_FLAG.to_string(),
-        state.to_string(),
-        FALLBACK_FLAG.to_string(),
-        fallback.to_string(),
-    ]);
-    args
-}
-
 impl Agent {
-    /// Every descriptor the state carries (the custody files' only with
-    /// `custody`); `f` sees each once.
-    fn carried(&self, custody: bool, mut f: impl FnMut(BorrowedFd<'_>)) {
-        f(self.listener.as_fd());
-        let mut keys: Vec<u64> = self.conns.keys().copied().collect();
-        keys.sort_unstable();
-        for k in keys {
-            let c = &self.conns[&k];
-            f(c.fd.as_fd());
-            for o in &c.outbox {
-                for d in &o.fds {
-                    f(d.as_fd());
-                }
-            }
-        }
-        if let Some(k) = &self.kernel {
-            kernel::lock(k).for_each_fd(&mut f);
-        }
-        if let Some(Sink::Keeper { link, .. }) = self.mirror.as_ref().map(|m| &m.sink) {
-            f(link.as_fd());
-        }
-        if custody {
-            for d in self.luo.custody_fds() {
-                f(d);
-            }
-        }
-    }
-
-    fn set_carried_cloexec(&self, on: bool) {
-        self.carried(false, |fd| {
-            let _ = luo_sys::set_cloexec(fd, on);
-        });
-        // One fcntl per custody file, and there may be a million: two threads.
-        let all: Vec<BorrowedFd<'_>> = self.luo.custody_fds().collect();
-        let (a, b) = all.split_at(all.len() / 2);
-        let set = |part: &[BorrowedFd<'_>]| {
-            for fd in part {
-                let _ = luo_sys::set_cloexec(*fd, on);
-            }
-        };
-        std::thread::scope(|s| {
-            s.spawn(|| set(b));
-            set(a);
-        });
-    }
-
     /// The state: `[json length: u64][json][descriptor count: u64]
     /// [descriptor records][file records' length: u64][file records]
     /// [the mirror's sessions]`, all little-endian.
-    fn state(&self, reply_to: u64, previous: &str) -> Result<Vec<u8>, Error> {
+    pub(super) fn state(&self, reply_to: u64, previous: &str) -> Result<Vec<u8>, Error> {
         let mut fds = Fds::default();
         let listener = fds.add(self.listener.as_fd())?;
         let mut keys: Vec<u64> = self.conns.keys().copied().collect();
@@ -436,86 +268,9 @@ impl Agent {
             "handles": handles,
         }))
     }
-
-    /// The `upgrade` request: re-executes the agent as `binary` (default:
-    /// the binary at this process's path). Returns only when the upgrade
-    /// was refused before `exec`, or `exec` failed (the error to answer);
-    /// the agent then carries on unchanged.
-    pub(super) fn upgrade(&mut self, key: u64, uid: u32, r: Upgrade) -> Error {
-        match self.try_upgrade(key, uid, r) {
-            Ok(never) => match never {},
-            Err(e) => e,
-        }
-    }
-
-    fn try_upgrade(
-        &mut self,
-        key: u64,
-        uid: u32,
-        r: Upgrade,
-    ) -> Result<std::convert::Infallible, Error> {
-        if uid != 0 && uid != self.euid {
-            return Err(Error::new(
-                Errno::EPERM,
-                format!(
-                    "only root or uid {} (the agent's) may upgrade the agent; you are uid {uid}",
-                    self.euid
-                ),
-            ));
-        }
-        let binary = match r.binary {
-            None => current_binary()?,
-            Some(b) => PathBuf::from(b),
-        };
-        probe(&binary)?;
-        let started = Instant::now();
-        let previous = format!("luod {}", env!("CARGO_PKG_VERSION"));
-        let state = self.state(key, &previous)?;
-        let bytes = seal(MAGIC, STATE_VERSION, &state);
-        let memfd = luo_sys::memfd_create("luod-upgrade-state", luo_sys::mfd::ALLOW_SEALING)
-            .map_err(|e| Error::new(e, "creating the state memfd failed"))?;
-        let mut f = std::fs::File::from(memfd);
-        f.write_all(&bytes)
-            .map_err(|e| Error::new(Errno::from(e), "writing the state failed"))?;
-        use luo_sys::seal::*;
-        luo_sys::add_seals(f.as_fd(), SEAL | SHRINK | GROW | WRITE)
-            .map_err(|e| Error::new(e, "sealing the state failed"))?;
-        let fallback = std::fs::File::open("/proc/self/exe")
-            .map_err(|e| Error::new(Errno::from(e), "opening the running binary failed"))?;
-        let args = next_args(&binary, f.as_raw_fd(), fallback.as_raw_fd());
-        self.set_carried_cloexec(false);
-        let _ = luo_sys::set_cloexec(f.as_fd(), false);
-        let _ = luo_sys::set_cloexec(fallback.as_fd(), false);
-        info!(
-            "upgrading in place to {} ({} bytes of state, {} custody descriptors, prepared in {} us)",
-            binary.display(),
-            bytes.len(),
-            self.luo.custody_count(),
-            started.elapsed().as_micros()
-        );
-        let e = luo_sys::exec(&binary, &args);
-        // Still here: nothing changed.
-        self.set_carried_cloexec(true);
-        error!(
-            "exec of {} failed: {e}; the agent keeps running",
-            binary.display()
-        );
-        Err(Error::new(
-            e,
-            format!(
-                "exec of {} failed ({e}); the agent keeps running",
-                binary.display()
-            ),
-        ))
-    }
 }
 
-/// `luod --upgrade-probe`: the state versions this binary reads.
-pub fn probe_answer() -> String {
-    format!("{PROBE_ANSWER} {STATE_VERSION}")
-}
-
-fn bad(m: impl Into<String>) -> AgentError {
+pub(super) fn bad(m: impl Into<String>) -> AgentError {
     AgentError::Upgrade(m.into())
 }
 
@@ -548,7 +303,7 @@ fn check_fd(what: &str, num: u64, dev: u64, ino: u64) -> Result<RawFd, AgentErro
 
 /// The state as read: the JSON part, the descriptors it names (number,
 /// `st_dev`, `st_ino`) and the file records.
-struct StateRead {
+pub(super) struct StateRead {
     json: Value,
     fds: Vec<(RawFd, u64, u64)>,
     files: Vec<u8>,
@@ -557,7 +312,7 @@ struct StateRead {
 
 /// Reads and checks the state: the envelope, then every descriptor it
 /// names (open, and the file it was). Nothing is taken over yet.
-fn read_state(state: &OwnedFd) -> Result<StateRead, AgentError> {
+pub(super) fn read_state(state: &OwnedFd) -> Result<StateRead, AgentError> {
     let mut f = std::fs::File::from(
         state
             .try_clone()
@@ -637,37 +392,37 @@ fn read_state(state: &OwnedFd) -> Result<StateRead, AgentError> {
 }
 
 /// One connection of the state, before its descriptors are taken over.
-struct PlanConn {
-    key: u64,
-    fd: usize,
-    kind: Kind,
-    outbox: Vec<(Vec<u8>, Vec<usize>)>,
-    dead: bool,
+pub(super) struct PlanConn {
+    pub(super) key: u64,
+    pub(super) fd: usize,
+    pub(super) kind: Kind,
+    pub(super) outbox: Vec<(Vec<u8>, Vec<usize>)>,
+    pub(super) dead: bool,
 }
 
 /// The mirror's sink (the keeper's descriptor and pid, or systemd's
 /// socket) and state.
-type PlanMirror = (Option<(usize, u32)>, Option<PathBuf>, Value, Vec<u8>);
+pub(super) type PlanMirror = (Option<(usize, u32)>, Option<PathBuf>, Value, Vec<u8>);
 
 /// The whole state, checked and parsed, naming descriptors by index.
-struct Plan {
-    previous: String,
-    socket: PathBuf,
-    socket_id: Option<(u64, u64)>,
-    backend: Backend,
-    listener: usize,
-    next_key: u64,
-    reply_to: u64,
-    conns: Vec<PlanConn>,
-    kernel: Option<kernel::Plan>,
-    devices: super::uapi::Devices,
-    mirror: Option<PlanMirror>,
+pub(super) struct Plan {
+    pub(super) previous: String,
+    pub(super) socket: PathBuf,
+    pub(super) socket_id: Option<(u64, u64)>,
+    pub(super) backend: Backend,
+    pub(super) listener: usize,
+    pub(super) next_key: u64,
+    pub(super) reply_to: u64,
+    pub(super) conns: Vec<PlanConn>,
+    pub(super) kernel: Option<kernel::Plan>,
+    pub(super) devices: uapi::Devices,
+    pub(super) mirror: Option<PlanMirror>,
     /// `SnapFile::fd` indexes the state's descriptor list.
-    model: Snapshot,
-    nums: Vec<RawFd>,
+    pub(super) model: Snapshot,
+    pub(super) nums: Vec<RawFd>,
 }
 
-fn parse_plan(read: &StateRead) -> Result<Plan, AgentError> {
+pub(super) fn parse_plan(read: &StateRead) -> Result<Plan, AgentError> {
     let v = &read.json;
     let nums: Vec<RawFd> = read.fds.iter().map(|&(n, _, _)| n).collect();
     let socket = PathBuf::from(
@@ -747,7 +502,7 @@ fn parse_plan(read: &StateRead) -> Result<Plan, AgentError> {
         reply_to: num(field(v, "reply_to")?)?,
         conns,
         kernel,
-        devices: super::uapi::Devices::from_state(field(v, "devices")?).map_err(bad)?,
+        devices: uapi::Devices::from_state(field(v, "devices")?).map_err(bad)?,
         mirror: match field(v, "mirror")? {
             Value::Null => None,
             m => {
@@ -765,12 +520,8 @@ fn parse_plan(read: &StateRead) -> Result<Plan, AgentError> {
                 }
                 let state = field(m, "state")?.clone();
                 // Checked now, rebuilt after the descriptors are ours.
-                super::mirror::Mirror::from_state(
-                    Sink::Systemd(PathBuf::new()),
-                    &state,
-                    &read.mirror,
-                )
-                .map_err(bad)?;
+                mirror::Mirror::from_state(Sink::Systemd(PathBuf::new()), &state, &read.mirror)
+                    .map_err(bad)?;
                 Some((keeper, systemd, state, read.mirror.clone()))
             }
         },
@@ -829,147 +580,6 @@ fn parse_plan(read: &StateRead) -> Result<Plan, AgentError> {
     }
     Ok(plan)
 }
-
-/// The new image's side: checks the state and every descriptor it names,
-/// takes them over, and returns the agent, which answers the upgrade
-/// request first thing. A refusal (`Err`) leaves every descriptor as it
-/// was, for [`fall_back`].
-pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
-    let started = Instant::now();
-    let read = read_state(state)?;
-    let t_read = started.elapsed();
-    let mut plan = parse_plan(&read)?;
-    drop(read);
-    let t_plan = started.elapsed();
-    // From here on the descriptors are ours; nothing below refuses.
-    let fds: Vec<OwnedFd> = luo_sys::adopt_verified(&plan.nums)
-        .map_err(|e| bad(format!("taking over the descriptors failed ({e})")))?;
-    let t_adopt = started.elapsed();
-    let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
-    let mut take = |i: usize| fds[i].take().expect("checked: named once");
-    let listener = take(plan.listener);
-    let epoll = Epoll::new().map_err(|e| AgentError::sys("creating an epoll instance", e))?;
-    epoll
-        .add(listener.as_fd(), LISTENER, EPOLLIN)
-        .map_err(|e| AgentError::sys("watching the listening socket", e))?;
-    let kernel = plan.kernel.take().map(|k| {
-        std::sync::Arc::new(std::sync::Mutex::new(kernel::Kernel::from_plan(
-            k, &mut take,
-        )))
-    });
-    let mut luo = match &kernel {
-        Some(k) => kernel::model(k),
-        None => Luo::with_default_handlers(),
-    };
-    let mut model_fds = Vec::new();
-    for s in &mut plan.model.sessions {
-        for f in &mut s.files {
-            model_fds.push(take(f.fd));
-            f.fd = model_fds.len() - 1;
-        }
-    }
-    // Checked in the plan; a failure here loses the state for good.
-    luo.restore(plan.model, model_fds).map_err(|e| {
-        AgentError::sys(
-            format!("rebuilding the model failed: {}", e.message),
-            e.errno,
-        )
-    })?;
-    // The mirror carried over is in line with the restored sessions: they
-    // are not changes to store again.
-    let _ = luo.take_changes();
-    luo.set_quota(config.quota);
-    let t_model = started.elapsed();
-    tracing::debug!(
-        "upgrade take-over: state read and checked {} us, parsed {} us, descriptors adopted {} us, model rebuilt {} us",
-        t_read.as_micros(),
-        (t_plan - t_read).as_micros(),
-        (t_adopt - t_plan).as_micros(),
-        (t_model - t_adopt).as_micros()
-    );
-    let mut conns = HashMap::new();
-    let mut conns_per_uid: HashMap<u32, u64> = HashMap::new();
-    for c in plan.conns {
-        if let Kind::Agent { uid, .. } = c.kind {
-            *conns_per_uid.entry(uid).or_default() += 1;
-        }
-        let fd = take(c.fd);
-        let outbox: VecDeque<Reply> = c
-            .outbox
-            .into_iter()
-            .map(|(bytes, l)| Reply {
-                bytes,
-                fds: l.into_iter().map(&mut take).collect(),
-            })
-            .collect();
-        let interest = if outbox.is_empty() {
-            (EPOLLIN | EPOLLRDHUP) as u32
-        } else {
-            EPOLLOUT as u32
-        };
-        epoll
-            .add(fd.as_fd(), c.key, interest as i32)
-            .map_err(|e| AgentError::sys("watching a connection", e))?;
-        conns.insert(
-            c.key,
-            Conn {
-                fd,
-                kind: c.kind,
-                outbox,
-                interest,
-                dead: c.dead,
-            },
-        );
-    }
-    let mirror = plan.mirror.map(|(keeper, systemd, state, bin)| {
-        let sink = match (keeper, systemd) {
-            (Some((i, pid)), _) => Sink::Keeper { link: take(i), pid },
-            (None, p) => Sink::Systemd(p.unwrap_or_default()),
-        };
-        super::mirror::Mirror::from_state(sink, &state, &bin).expect("checked in the plan")
-    });
-    let mut agent = Agent {
-        socket: plan.socket,
-        socket_id: plan.socket_id,
-        backend: plan.backend,
-        kernel,
-        euid: luo_sys::geteuid(),
-        listener,
-        epoll,
-        luo,
-        conns,
-        next_key: plan.next_key,
-        paused_until: None,
-        conns_per_uid,
-        max_conns_per_uid: config.connections_per_uid,
-        refused: 0,
-        signals: None,
-        stop: None,
-        events: Vec::with_capacity(MAX_EVENTS),
-        devices: plan.devices,
-        mirror,
-        rbuf: None,
-    };
-    info!(
-        "upgraded in place from {} to luod {} (pid {}): {} connections, {} sessions, {} custody descriptors taken over in {} us",
-        plan.previous,
-        env!("CARGO_PKG_VERSION"),
-        std::process::id(),
-        agent.conns.len(),
-        agent.luo.summaries().len(),
-        agent.luo.custody_count(),
-        started.elapsed().as_micros()
-    );
-    let body = Upgraded {
-        pid: std::process::id(),
-        agent: format!("luod {}", env!("CARGO_PKG_VERSION")),
-        previous: plan.previous,
-    };
-    agent.reply(plan.reply_to, super::ops::reply::<Upgrade>(body, vec![]));
-    agent.update_interest(plan.reply_to);
-    Ok(agent)
-}
-
 fn parse_model(m: &Value, records: &[u8]) -> Result<Snapshot, AgentError> {
     let handlers: Vec<String> = arr(field(m, "handlers")?)?
         .iter()
@@ -1030,29 +640,4 @@ fn parse_model(m: &Value, records: &[u8]) -> Result<Snapshot, AgentError> {
         sessions,
         handles,
     })
-}
-
-/// What `main` does when [`resume`] refuses the state: go back to the
-/// binary that wrote it (its descriptor is `fallback`), which reads its
-/// own state. Returns only if that `exec` failed.
-pub fn fall_back(state: OwnedFd, fallback: OwnedFd, why: &AgentError) -> Errno {
-    warn!("{why}; going back to the previous binary");
-    let args = {
-        let mut a: Vec<String> = std::env::args().collect();
-        // The previous binary gets the same state; without a fallback of
-        // its own, so that a state nobody reads ends here.
-        if let Some(i) = a.iter().position(|x| x == FALLBACK_FLAG) {
-            a.drain(i..(i + 2).min(a.len()));
-        }
-        if let Some(i) = a.iter().position(|x| x == STATE_FLAG) {
-            if let Some(n) = a.get_mut(i + 1) {
-                *n = state.as_raw_fd().to_string();
-            }
-        }
-        a
-    };
-    let _ = luo_sys::set_cloexec(state.as_fd(), false);
-    let e = luo_sys::exec_fd(fallback.as_fd(), &args);
-    error!("going back to the previous binary failed too ({e})");
-    e
 }
