@@ -351,7 +351,7 @@ impl Client {
     /// ```no_run
     /// let luo = luo::Client::connect()?;
     /// for s in luo.sessions()? {
-    ///     println!("{} (uid {}): {}, {} files", s.name, s.owner, s.state.as_str(), s.file_count);
+    ///     println!("{} (uid {}): {}, {} files", s.name_lossy(), s.owner, s.state.as_str(), s.file_count);
     /// }
     /// # Ok::<(), luo::Error>(())
     /// ```
