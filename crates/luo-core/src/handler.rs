@@ -193,7 +193,12 @@ pub trait FileHandler: fmt::Debug + Send {
 
     /// Produces the file for the incoming side. The error is sticky: later
     /// retrieves return it without calling the handler again.
-    fn retrieve(&self, args: &FileOpArgs<'_>) -> Result<OwnedFd, Errno>;
+    ///
+    /// By default, a new descriptor of the preserved open file, which stays
+    /// open across a restart (every built-in handler does this).
+    fn retrieve(&self, args: &FileOpArgs<'_>) -> Result<OwnedFd, Errno> {
+        Ok(args.file.try_clone_to_owned()?)
+    }
 
     /// Whether the session may be finished now; `false` refuses the whole
     /// finish with `EBUSY`.

@@ -135,22 +135,15 @@ impl Client {
         &self.path
     }
 
-    fn call_with<C: Call>(
-        &self,
-        req: &C,
-        fds: &[BorrowedFd<'_>],
-        want_fds: usize,
-    ) -> Result<(C::Reply, Vec<OwnedFd>)> {
-        let mut buf = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        wire::call(self.fd.as_fd(), &mut buf, req, fds, want_fds)
-    }
-
-    fn call<C: Call>(&self, req: &C) -> Result<C::Reply> {
-        Ok(self.call_with(req, &[], 0)?.0)
+    fn line(&self) -> wire::Line<'_> {
+        wire::Line {
+            sock: self.fd.as_fd(),
+            lock: &self.lock,
+        }
     }
 
     fn call_for_session<C: Call>(&self, req: &C) -> Result<Session> {
-        let (_, mut fds) = self.call_with(req, &[], 1)?;
+        let (_, mut fds) = self.line().call_with(req, &[], 1)?;
         let fd = fds.pop().ok_or_else(|| wire::unexpected("no handle"))?;
         Ok(Session::from(fd))
     }
@@ -265,7 +258,7 @@ impl Client {
     /// incoming session of the same name and owner as an outgoing one is
     /// unfinished, or the errno of a handler that refused to freeze.
     pub fn update(&self) -> Result<u64> {
-        Ok(self.call(&Update {})?.epoch)
+        Ok(self.line().call(&Update {})?.epoch)
     }
 
     /// Upgrades the agent in place: luod re-executes itself as `binary`
@@ -280,7 +273,7 @@ impl Client {
     /// `EOPNOTSUPP` when it cannot read this agent's state (the old
     /// agent keeps running in both cases); `exec`'s errno.
     pub fn upgrade_agent(&self, binary: Option<&Path>) -> Result<Upgraded> {
-        self.call(&Upgrade {
+        self.line().call(&Upgrade {
             binary: binary.map(|b| b.to_string_lossy().into_owned()),
         })
     }
@@ -294,7 +287,7 @@ impl Client {
         };
         let mut fds = vec![plan.kernel];
         fds.extend(plan.initrd);
-        Ok(self.call_with(&req, &fds, 0)?.0.preflight)
+        Ok(self.line().call_with(&req, &fds, 0)?.0.preflight)
     }
 
     /// The preflight of a kernel live update: every session and file, what
@@ -342,7 +335,7 @@ impl Client {
     /// `EPROTO` for a reply this library cannot read, `ECONNRESET` if the
     /// agent hung up.
     pub fn status(&self) -> Result<Status> {
-        self.call(&GetStatus {})
+        self.line().call(&GetStatus {})
     }
 
     /// Summaries (without files) of the caller's sessions, or of every
@@ -363,7 +356,7 @@ impl Client {
         let mut all = Vec::new();
         let mut start = 0;
         loop {
-            let page = self.call(&ListSessions { start: Some(start) })?;
+            let page = self.line().call(&ListSessions { start: Some(start) })?;
             all.extend(page.sessions);
             match page.next {
                 Some(n) => start = n,
@@ -394,7 +387,7 @@ impl Client {
         let mut all = Vec::new();
         let mut start = 0;
         loop {
-            let page = self.call(&Show {
+            let page = self.line().call(&Show {
                 name: name.into(),
                 owner,
                 start: Some(start),
@@ -422,7 +415,7 @@ impl Client {
     /// session of that name is unfinished, a handler's freeze errno, `EPERM`.
     pub fn handover(&self, name: &str, owner: Option<u32>) -> Result<()> {
         let name = name.into();
-        self.call(&HandoverSession { name, owner }).map(drop)
+        self.line().call(&HandoverSession { name, owner }).map(drop)
     }
 
     /// Retrieves and finishes the incoming session named `name` (of uid
@@ -442,6 +435,6 @@ impl Client {
     /// (retrieved, handle open), `EBUSY` a handler cannot finish, `EPERM`.
     pub fn finish(&self, name: &str, owner: Option<u32>) -> Result<()> {
         let name = name.into();
-        self.call(&FinishSession { name, owner }).map(drop)
+        self.line().call(&FinishSession { name, owner }).map(drop)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use luo_proto::ops::{Finish, Handover, Info, Name, Preserve, Retrieve};
 use luo_proto::types::{merge_details, SessionInfo};
-use luo_proto::{Call, RecvBuf, MAX_FDS};
+use luo_proto::{RecvBuf, MAX_FDS};
 
 use crate::wire;
 use crate::Result;
@@ -57,18 +57,11 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    fn call_with<C: Call>(
-        &self,
-        req: &C,
-        fds: &[BorrowedFd<'_>],
-        want_fds: usize,
-    ) -> Result<(C::Reply, Vec<OwnedFd>)> {
-        let mut buf = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        wire::call(self.fd.as_fd(), &mut buf, req, fds, want_fds)
-    }
-
-    fn call<C: Call>(&self, req: &C) -> Result<C::Reply> {
-        Ok(self.call_with(req, &[], 0)?.0)
+    fn line(&self) -> wire::Line<'_> {
+        wire::Line {
+            sock: self.fd.as_fd(),
+            lock: &self.lock,
+        }
     }
 
     /// The session's name.
@@ -84,7 +77,7 @@ impl Session {
     ///
     /// `ESTALE` once the session has crossed.
     pub fn name(&self) -> Result<String> {
-        Ok(self.call(&Name {})?.name)
+        Ok(self.line().call(&Name {})?.name)
     }
 
     /// The session's detail: state, handles, and its files.
@@ -105,7 +98,7 @@ impl Session {
         let mut all = Vec::new();
         let mut start = 0;
         loop {
-            let page = self.call(&Info { start: Some(start) })?;
+            let page = self.line().call(&Info { start: Some(start) })?;
             merge_details(&mut all, vec![page.session])?;
             match page.next {
                 Some(n) => start = n,
@@ -171,7 +164,7 @@ impl Session {
         for chunk in files.chunks(MAX_FDS) {
             let tokens = chunk.iter().map(|&(t, _)| t).collect();
             let fds: Vec<BorrowedFd<'_>> = chunk.iter().map(|&(_, f)| f).collect();
-            let n = match self.call_with(&Preserve { tokens }, &fds, 0) {
+            let n = match self.line().call_with(&Preserve { tokens }, &fds, 0) {
                 Ok((r, _)) => r.preserved,
                 Err(mut e) => {
                     // A refusal of the whole message (not of one file)
@@ -208,7 +201,7 @@ impl Session {
     /// the same name is unfinished, or the errno of a handler that refused
     /// to freeze (the session stays outgoing).
     pub fn handover(&self) -> Result<()> {
-        self.call(&Handover {}).map(drop)
+        self.line().call(&Handover {}).map(drop)
     }
 
     /// A new descriptor of the file preserved under `token` (of a retrieved
@@ -255,7 +248,9 @@ impl Session {
         let mut out = Vec::with_capacity(tokens.len());
         for chunk in tokens.chunks(MAX_FDS) {
             let tokens = chunk.to_vec();
-            let (_, fds) = self.call_with(&Retrieve { tokens }, &[], chunk.len())?;
+            let (_, fds) = self
+                .line()
+                .call_with(&Retrieve { tokens }, &[], chunk.len())?;
             out.extend(fds);
         }
         Ok(out)
@@ -277,7 +272,7 @@ impl Session {
     ///
     /// `EINVAL` an outgoing session, `EBUSY` a handler cannot finish yet.
     pub fn finish(&self) -> Result<()> {
-        self.call(&Finish {}).map(drop)
+        self.line().call(&Finish {}).map(drop)
     }
 
     /// A second copy of the handle (`dup`): the same session, kept alive

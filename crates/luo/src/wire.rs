@@ -1,6 +1,7 @@
 //! One request, one reply: the exchange every call is made of.
 
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Mutex;
 
 use luo_proto::{Call, Errno, Error, RecvBuf, Result};
 use serde::de::DeserializeOwned;
@@ -94,4 +95,30 @@ pub(crate) fn call<C: Call>(
 ) -> Result<(C::Reply, Vec<OwnedFd>)> {
     let bytes = luo_proto::encode_request(req, fds.len())?;
     exchange(sock, buf, &bytes, fds, want_fds)
+}
+
+/// A socket with the lock that keeps its requests one at a time (and the
+/// receive buffer that comes with the lock): what a `Client` and a
+/// `Session` make their calls on.
+pub(crate) struct Line<'a> {
+    pub(crate) sock: BorrowedFd<'a>,
+    pub(crate) lock: &'a Mutex<RecvBuf>,
+}
+
+impl Line<'_> {
+    /// A [`Call`] with `fds`, expecting `want_fds` back: see [`exchange`].
+    pub(crate) fn call_with<C: Call>(
+        &self,
+        req: &C,
+        fds: &[BorrowedFd<'_>],
+        want_fds: usize,
+    ) -> Result<(C::Reply, Vec<OwnedFd>)> {
+        let mut buf = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        call(self.sock, &mut buf, req, fds, want_fds)
+    }
+
+    /// A [`Call`] without descriptors either way.
+    pub(crate) fn call<C: Call>(&self, req: &C) -> Result<C::Reply> {
+        Ok(self.call_with(req, &[], 0)?.0)
+    }
 }

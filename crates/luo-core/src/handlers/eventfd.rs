@@ -1,11 +1,9 @@
 //! eventfds, which share one anonymous inode, so their identity is the open
 //! file; carried across a restart, not across a kexec.
 
-use std::os::fd::OwnedFd;
 
-use luo_sys::Errno;
 
-use crate::handler::{Descriptor, FileHandler, FileInfo, FileOpArgs, Kexec};
+use crate::handler::{Descriptor, FileHandler, FileInfo, Kexec};
 use crate::identity::IdentityKind;
 
 /// eventfds, which share one anonymous inode, so their identity is the open
@@ -31,10 +29,5 @@ impl FileHandler for EventfdHandler {
         // Anonymous-inode files have no file type bits in st_mode.
         file.stat.mode & 0o170000 == 0
             && luo_sys::fd_target(file.fd).is_ok_and(|p| p.as_os_str() == "anon_inode:[eventfd]")
-    }
-    fn retrieve(&self, args: &FileOpArgs<'_>) -> Result<OwnedFd, Errno> {
-        // The file itself stays open across a restart: a new descriptor of
-        // the same open file.
-        Ok(args.file.try_clone_to_owned()?)
     }
 }

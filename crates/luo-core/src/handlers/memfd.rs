@@ -1,10 +1,8 @@
 //! memfd: the kernel's handler (`memfd-v2`), kexec-safe, identified by inode.
 
-use std::os::fd::OwnedFd;
 
-use luo_sys::Errno;
 
-use crate::handler::{Descriptor, FileHandler, FileInfo, FileOpArgs, Kexec};
+use crate::handler::{Descriptor, FileHandler, FileInfo, Kexec};
 use crate::identity::IdentityKind;
 
 /// memfd: the kernel's handler (`memfd-v2`), kexec-safe, identified by inode.
@@ -32,8 +30,5 @@ impl FileHandler for MemfdHandler {
         file.stat.is_regular()
             && file.stat.nlink == 0
             && luo_sys::fstatfs_type(file.fd) == Ok(luo_sys::TMPFS_MAGIC)
-    }
-    fn retrieve(&self, args: &FileOpArgs<'_>) -> Result<OwnedFd, Errno> {
-        Ok(args.file.try_clone_to_owned()?)
     }
 }

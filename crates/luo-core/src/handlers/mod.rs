@@ -8,6 +8,9 @@
 
 use crate::handler::{Descriptor, FileHandler};
 
+/// Why no socket crosses a kexec (every socket handler says so).
+const SOCKET_LOST: &str = "a socket lives in the kernel's network stack, which a kexec starts afresh: reopen or re-listen after the update";
+
 /// Declares each handler's module, re-exports its type, and lists it in
 /// [`BUILTIN`], in the order given.
 macro_rules! builtin {

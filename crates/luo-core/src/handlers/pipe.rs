@@ -1,10 +1,8 @@
 //! Pipe ends and FIFOs; carried across a restart, not across a kexec.
 
-use std::os::fd::OwnedFd;
 
-use luo_sys::Errno;
 
-use crate::handler::{Descriptor, FileHandler, FileInfo, FileOpArgs, Kexec};
+use crate::handler::{Descriptor, FileHandler, FileInfo, Kexec};
 use crate::identity::IdentityKind;
 
 /// Pipe ends and FIFOs; carried across a restart, not across a kexec.
@@ -27,10 +25,5 @@ impl FileHandler for PipeHandler {
     }
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
         file.stat.is_fifo()
-    }
-    fn retrieve(&self, args: &FileOpArgs<'_>) -> Result<OwnedFd, Errno> {
-        // The file itself stays open across a restart: a new descriptor of
-        // the same open file.
-        Ok(args.file.try_clone_to_owned()?)
     }
 }

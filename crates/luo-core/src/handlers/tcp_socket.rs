@@ -1,12 +1,10 @@
 //! `AF_INET`/`AF_INET6` stream sockets (TCP), listening or connected; carried
 //! across a restart, not across a kexec.
 
-use std::os::fd::OwnedFd;
 
 use luo_sys::sock;
-use luo_sys::Errno;
 
-use crate::handler::{Descriptor, FileHandler, FileInfo, FileOpArgs, Kexec};
+use crate::handler::{Descriptor, FileHandler, FileInfo, Kexec};
 use crate::identity::IdentityKind;
 
 /// `AF_INET`/`AF_INET6` stream sockets (TCP), listening or connected; carried
@@ -22,9 +20,7 @@ impl FileHandler for TcpSocketHandler {
         Descriptor {
             type_name: Some("tcp-socket"),
             identity: IdentityKind::OpenFile,
-            kexec: Kexec::Lost(
-                "a socket lives in the kernel's network stack, which a kexec starts afresh: reopen or re-listen after the update",
-            ),
+            kexec: Kexec::Lost(super::SOCKET_LOST),
             pins_memory: false,
         }
     }
@@ -35,10 +31,5 @@ impl FileHandler for TcpSocketHandler {
                     && k.ty == sock::SOCK_STREAM
                     && k.protocol == sock::IPPROTO_TCP
             })
-    }
-    fn retrieve(&self, args: &FileOpArgs<'_>) -> Result<OwnedFd, Errno> {
-        // The file itself stays open across a restart: a new descriptor of
-        // the same open file.
-        Ok(args.file.try_clone_to_owned()?)
     }
 }

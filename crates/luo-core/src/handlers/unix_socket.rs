@@ -1,11 +1,9 @@
 //! `AF_UNIX` sockets of any type; carried across a restart, not across a kexec.
 
-use std::os::fd::OwnedFd;
 
 use luo_sys::sock;
-use luo_sys::Errno;
 
-use crate::handler::{Descriptor, FileHandler, FileInfo, FileOpArgs, Kexec};
+use crate::handler::{Descriptor, FileHandler, FileInfo, Kexec};
 use crate::identity::IdentityKind;
 
 /// `AF_UNIX` sockets of any type; carried across a restart, not across a kexec.
@@ -20,19 +18,12 @@ impl FileHandler for UnixSocketHandler {
         Descriptor {
             type_name: Some("unix-socket"),
             identity: IdentityKind::OpenFile,
-            kexec: Kexec::Lost(
-                "a socket lives in the kernel's network stack, which a kexec starts afresh: reopen or re-listen after the update",
-            ),
+            kexec: Kexec::Lost(super::SOCKET_LOST),
             pins_memory: false,
         }
     }
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
         file.stat.is_socket()
             && luo_sys::socket_kind(file.fd).is_ok_and(|k| k.domain == sock::AF_UNIX)
-    }
-    fn retrieve(&self, args: &FileOpArgs<'_>) -> Result<OwnedFd, Errno> {
-        // The file itself stays open across a restart: a new descriptor of
-        // the same open file.
-        Ok(args.file.try_clone_to_owned()?)
     }
 }
