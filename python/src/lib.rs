@@ -265,9 +265,10 @@ impl Client {
         false
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let path = PyString::new(py, &self.path).repr()?;
         let state = if self.closed() { " closed" } else { "" };
-        format!("<luo.Client path={:?}{state}>", self.path)
+        Ok(format!("<luo.Client path={path}{state}>"))
     }
 
     /// Creates an outgoing session named name (1 to 63 bytes), owned by the
@@ -481,11 +482,12 @@ impl Session {
         false
     }
 
-    fn __repr__(&self) -> String {
-        match &*self.slot() {
-            Some(s) => format!("<luo.Session {:?} fd={}>", self.name, s.as_raw_fd()),
-            None => format!("<luo.Session {:?} closed>", self.name),
-        }
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let name = PyString::new(py, &self.name).repr()?;
+        Ok(match &*self.slot() {
+            Some(s) => format!("<luo.Session {name} fd={}>", s.as_raw_fd()),
+            None => format!("<luo.Session {name} closed>"),
+        })
     }
 
     /// The session's detail as a dict, as Client.show() gives it: state,
