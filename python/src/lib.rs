@@ -226,9 +226,7 @@ impl Client {
     #[pyo3(signature = (path=None))]
     fn new(py: Python<'_>, path: Option<PathBuf>) -> PyResult<Self> {
         let path = path.unwrap_or_else(luo::default_socket_path);
-        let c = py
-            .detach(|| luo::Client::connect_to(&path))
-            .or_raise(py)?;
+        let c = py.detach(|| luo::Client::connect_to(&path)).or_raise(py)?;
         Ok(Client {
             path: path.to_string_lossy().into_owned(),
             inner: Mutex::new(Some(Arc::new(c))),
