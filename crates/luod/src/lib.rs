@@ -29,6 +29,7 @@ pub mod cli;
 pub mod ctl;
 pub mod gen;
 pub mod registry;
+pub mod run;
 mod store;
 pub use store::keeper_main;
 
