@@ -378,3 +378,89 @@ mod tests {
         assert_eq!(t, "A    LONG\nxyz  1\n");
     }
 }
+
+/// `services`: one line per service, or (`detail`) one service with its
+/// listeners and stored fds.
+pub(super) fn render_services(list: &[crate::run::control::ServiceInfo], detail: bool) -> String {
+    if list.is_empty() {
+        return "no services (start one with `luoctl run NAME ... -- COMMAND`)\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.pid.map_or("-".into(), |p| p.to_string()),
+                s.state.clone(),
+                s.listeners.len().to_string(),
+                s.stored.len().to_string(),
+                s.restarts.to_string(),
+                s.rollbacks.to_string(),
+                s.status.clone().unwrap_or_else(|| "-".into()),
+                s.command.join(" "),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "NAME",
+            "PID",
+            "STATE",
+            "LISTENERS",
+            "STORED",
+            "RESTARTS",
+            "ROLLBACKS",
+            "STATUS",
+            "COMMAND",
+        ],
+        &rows,
+    );
+    if !detail {
+        return out;
+    }
+    for s in list {
+        out.push_str(&format!(
+            "\nsupervisor pid {}, mode {}{}\n",
+            s.supervisor,
+            s.mode,
+            s.restarting
+                .map_or(String::new(), |p| format!(", restarting (new pid {p})"))
+        ));
+        if !s.listeners.is_empty() {
+            let rows: Vec<Vec<String>> = s
+                .listeners
+                .iter()
+                .map(|l| {
+                    vec![
+                        l.spec.name.clone(),
+                        l.spec.address.to_string(),
+                        l.token.to_string(),
+                    ]
+                })
+                .collect();
+            out.push('\n');
+            out.push_str(&table(&["LISTENER", "ADDRESS", "TOKEN"], &rows));
+        }
+        if !s.stored.is_empty() {
+            let rows: Vec<Vec<String>> = s
+                .stored
+                .iter()
+                .map(|f| {
+                    vec![
+                        f.name.clone(),
+                        f.kind.clone(),
+                        yes_no(f.poll).to_string(),
+                        f.token.to_string(),
+                        if f.pending { "pending" } else { "kept" }.to_string(),
+                    ]
+                })
+                .collect();
+            out.push('\n');
+            out.push_str(&table(
+                &["STORED", "TYPE", "FDPOLL", "TOKEN", "STATE"],
+                &rows,
+            ));
+        }
+    }
+    out
+}
