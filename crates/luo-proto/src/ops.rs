@@ -123,6 +123,8 @@ requests! {
         "create_session" => CreateSession -> Done,
         /// Reply: 1 fd, the handle.
         "retrieve_session" => RetrieveSession -> Done,
+        /// Reply: 1 fd, the handle.
+        "persist_session" => PersistSession -> Done,
         "handover" => HandoverSession -> Done,
         "finish" => FinishSession -> Done,
         "update" => Update -> Epoch,
@@ -148,6 +150,9 @@ requests! {
         "preserve" => Preserve -> Preserved,
         /// Reply: one fd per token.
         "retrieve" => Retrieve -> Done,
+        "unpreserve" => Unpreserve -> Done,
+        /// Reply: one fd per token.
+        "fetch" => Fetch -> Done,
         "handover" => Handover -> Done,
         "finish" => Finish -> Done,
         "ioctl" => Ioctl,
@@ -182,6 +187,15 @@ args! {
         /// Another uid's session (root only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<u32>,
+    }
+}
+
+args! {
+    /// `persist_session`: the caller's persistent outgoing session of that
+    /// name, reopened, or created persistent.
+    PersistSession {
+        /// 1 to 63 bytes, no NUL.
+        name: String,
     }
 }
 
@@ -330,6 +344,23 @@ args! {
 args! {
     /// `retrieve`: one descriptor per token, all or nothing.
     Retrieve {
+        /// 1 to 253 tokens.
+        tokens: Vec<u64>,
+    }
+}
+
+args! {
+    /// `unpreserve`: these files leave the outgoing session, in order.
+    Unpreserve {
+        /// 1 to 253 tokens.
+        tokens: Vec<u64>,
+    }
+}
+
+args! {
+    /// `fetch`: a new descriptor of each file of a persistent session, all
+    /// or nothing, without retrieving them.
+    Fetch {
         /// 1 to 253 tokens.
         tokens: Vec<u64>,
     }
