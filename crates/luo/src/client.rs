@@ -230,7 +230,8 @@ impl Client {
     /// `EINVAL` a bad name, `EEXIST` the caller has an outgoing session of
     /// that name that is not persistent; creating one, as
     /// [`Client::create_session`]: `ENOSPC` too many sessions, `EDQUOT` over
-    /// the caller's session quota. `EOPNOTSUPP` from an agent without persistent sessions (0.2.0 and older).
+    /// the caller's session quota. `EOPNOTSUPP` from an agent without
+    /// persistent sessions (0.2.0 and older).
     pub fn persist_session(&self, name: &str) -> Result<Session> {
         self.call_for_session(&PersistSession { name: name.into() })
     }

@@ -621,6 +621,7 @@ fn a_registry_written_by_0_1_0_is_read_whole() {
         owner,
         name: name.to_string(),
         state: state.to_string(),
+        persist: false,
         parts: parts.iter().map(|p| p.to_string()).collect(),
         files,
     };
