@@ -123,8 +123,6 @@ requests! {
         "create_session" => CreateSession -> Done,
         /// Reply: 1 fd, the handle.
         "retrieve_session" => RetrieveSession -> Done,
-        /// Reply: 1 fd, the handle.
-        "persist_session" => PersistSession -> Done,
         "handover" => HandoverSession -> Done,
         "finish" => FinishSession -> Done,
         "update" => Update -> Epoch,
@@ -137,6 +135,10 @@ requests! {
         "open_device" => OpenDevice -> Done,
         /// On the connection that holds the device.
         "ioctl" => Ioctl -> IoctlReply,
+        // New ops go last: serde also takes a variant's index as its tag,
+        // and an old index must not name another op.
+        /// Reply: 1 fd, the handle.
+        "persist_session" => PersistSession -> Done,
     }
 }
 
@@ -150,12 +152,13 @@ requests! {
         "preserve" => Preserve -> Preserved,
         /// Reply: one fd per token.
         "retrieve" => Retrieve -> Done,
-        "unpreserve" => Unpreserve -> Done,
-        /// Reply: one fd per token.
-        "fetch" => Fetch -> Done,
         "handover" => Handover -> Done,
         "finish" => Finish -> Done,
         "ioctl" => Ioctl,
+        // New ops go last (see above).
+        "unpreserve" => Unpreserve -> Done,
+        /// Reply: one fd per token.
+        "fetch" => Fetch -> Done,
     }
 }
 
