@@ -712,4 +712,88 @@ mod tests {
         assert!(sent(keeper.as_fd()).is_empty());
         assert!(!m.broken);
     }
+
+    #[test]
+    fn an_unpreserve_writes_the_session_again_under_a_new_prefix() {
+        let (ours, keeper) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
+        luo_sys::set_nonblocking(keeper.as_fd(), true).unwrap();
+        let mut m = Mirror::new(Sink::Keeper { link: ours, pid: 0 });
+        let inc = m.inc.clone();
+        let mut luo = Luo::with_default_handlers();
+        let h = luo.persist_session(1000, b"p").unwrap();
+        let key = luo.session_key(h).unwrap();
+        let old = format!("{inc}.{key}");
+        for t in 1..=3u64 {
+            luo.preserve(h, luo_sys::memfd_create("m", 0).unwrap(), t)
+                .unwrap();
+        }
+        flush(&mut m, &mut luo);
+        sent(keeper.as_fd());
+        // The last close changes nothing the store keeps.
+        luo.close(h).unwrap();
+        flush(&mut m, &mut luo);
+        assert!(sent(keeper.as_fd()).is_empty());
+        let h = luo.persist_session(1000, b"p").unwrap();
+        luo.unpreserve(h, 2).unwrap();
+        flush(&mut m, &mut luo);
+        let new = format!("{inc}.{key}.u2");
+        assert_eq!(
+            sent(keeper.as_fd()),
+            [
+                (
+                    "put".to_string(),
+                    vec![
+                        format!("luo.s.{new}.2"),
+                        format!("luo.f.{new}.0.1"),
+                        format!("luo.f.{new}.1.3"),
+                    ],
+                    3
+                ),
+                (
+                    "remove".to_string(),
+                    vec![
+                        format!("luo.f.{old}.0.1"),
+                        format!("luo.f.{old}.1.2"),
+                        format!("luo.f.{old}.2.3"),
+                        format!("luo.s.{old}.1"),
+                    ],
+                    0
+                ),
+            ]
+        );
+        // Appends go on under the new prefix.
+        luo.preserve(h, luo_sys::memfd_create("m", 0).unwrap(), 4)
+            .unwrap();
+        flush(&mut m, &mut luo);
+        assert_eq!(
+            sent(keeper.as_fd()),
+            [("put".to_string(), vec![format!("luo.f.{new}.2.4")], 1)]
+        );
+        assert!(!m.broken);
+    }
+
+    #[test]
+    fn a_persistent_session_comes_back_open_and_an_old_record_means_not_persistent() {
+        let mut entries = Vec::new();
+        for (prefix, persist) in [("old.1", true), ("old.2", false)] {
+            let rec = record_memfd(1000, prefix.as_bytes(), false, persist, 3).unwrap();
+            entries.push((session_name(prefix, 1), rec));
+            let f = luo_sys::memfd_create("m", 0).unwrap();
+            entries.push((file_name(prefix, 0, 7), f));
+        }
+        let mut luo = Luo::with_default_handlers();
+        let r = reclaim(&mut luo, entries);
+        assert_eq!((r.sessions, r.persistent, r.aborted), (1, 1, 1));
+        let all = luo.sessions();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].name, b"old.1");
+        assert!(all[0].persistent);
+        assert_eq!(all[0].state, SessionState::Open);
+        assert_eq!(all[0].handles, 0);
+        assert_eq!(r.adopted.len(), 1);
+        assert!(r.adopted[0].persist);
+        assert_eq!(r.adopted[0].tokens, [7]);
+        // The record without "persist" (as 0.1.0 wrote it) was open: dropped.
+        assert!(r.stale.contains(&session_name("old.2", 1)));
+    }
 }
