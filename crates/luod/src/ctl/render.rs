@@ -153,6 +153,16 @@ pub(super) fn render_status(s: &Status) -> String {
     out
 }
 
+/// A session's state, and `persistent` after it for a persistent one
+/// (`open,persistent` in a table cell).
+fn state_text(s: &SessionInfo, sep: &str) -> String {
+    if s.persistent {
+        format!("{}{sep}persistent", s.state.as_str())
+    } else {
+        s.state.as_str().to_string()
+    }
+}
+
 pub(super) fn render_sessions(list: &[SessionInfo]) -> String {
     if list.is_empty() {
         return "no sessions\n".to_string();
@@ -164,7 +174,7 @@ pub(super) fn render_sessions(list: &[SessionInfo]) -> String {
             vec![
                 s.name_lossy().into_owned(),
                 owner_name(s.owner, &users),
-                s.state.as_str().to_string(),
+                state_text(s, ","),
                 s.handles.to_string(),
                 s.file_count.to_string(),
                 human_bytes(s.pinned_bytes),
@@ -198,7 +208,7 @@ pub(super) fn render_show(list: &[SessionInfo]) -> String {
             "session '{}' (owner {}): {}, {}, {}, {} pinned, {}",
             s.name_lossy(),
             owner_name(s.owner, &users),
-            s.state.as_str(),
+            state_text(s, ", "),
             plural(s.handles as u64, "handle", "handles"),
             plural(s.file_count as u64, "file", "files"),
             human_bytes(s.pinned_bytes),
