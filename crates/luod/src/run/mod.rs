@@ -28,7 +28,6 @@ pub mod control;
 pub mod instance;
 pub mod listen;
 pub mod notify;
-mod persist;
 pub mod store;
 
 use control::{ListenerInfo, Reply, Request, ServiceInfo, StoredInfo};
@@ -952,7 +951,9 @@ impl Supervisor {
         if let Some(i) = self.pending.as_mut().and_then(|p| p.inst.as_mut()) {
             let g = i.generation;
             if i.poll_exit() {
-                let why = i.describe_exit();
+                let why = i
+                    .exited
+                    .map_or_else(|| "ended".to_string(), instance::exit_text);
                 let inst = self
                     .pending
                     .as_mut()

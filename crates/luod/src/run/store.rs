@@ -20,7 +20,6 @@ use luo::{Errno, Error};
 use serde::{Deserialize, Serialize};
 
 use super::listen::{self, ListenSpec};
-use super::persist::{PersistExt as _, SessionExt as _};
 
 /// Tokens at or above this hold a manifest.
 pub const MANIFEST_BASE: u64 = 1 << 62;
