@@ -360,35 +360,6 @@ pub(super) fn render_preflight(p: &Preflight) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_units() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1024), "1.0 KiB");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(1 << 30), "1.0 GiB");
-        assert_eq!(human_bytes((1 << 20) - 1), "1.0 MiB");
-        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
-    }
-
-    #[test]
-    fn dev_numbers() {
-        assert_eq!(dev_string(0x2a), "0:42");
-        assert_eq!(dev_string((8 << 8) | 1), "8:1");
-        assert_eq!(dev_string(0), "0:0");
-    }
-
-    #[test]
-    fn tables_align() {
-        let t = table(&["A", "LONG"], &[vec!["xyz".into(), "1".into()]]);
-        assert_eq!(t, "A    LONG\nxyz  1\n");
-    }
-}
-
 /// `services`: one line per service, or (`detail`) one service with its
 /// listeners and stored fds.
 pub(super) fn render_services(list: &[crate::run::control::ServiceInfo], detail: bool) -> String {
@@ -473,4 +444,33 @@ pub(super) fn render_services(list: &[crate::run::control::ServiceInfo], detail:
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+        assert_eq!(human_bytes((1 << 20) - 1), "1.0 MiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn dev_numbers() {
+        assert_eq!(dev_string(0x2a), "0:42");
+        assert_eq!(dev_string((8 << 8) | 1), "8:1");
+        assert_eq!(dev_string(0), "0:0");
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "LONG"], &[vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    LONG\nxyz  1\n");
+    }
 }
