@@ -190,11 +190,9 @@ pub fn signal_from_name(s: &str) -> Option<i32> {
     if let Ok(n) = s.parse::<i32>() {
         return rustix::process::Signal::from_named_raw(n).map(|_| n);
     }
-    let name = s.strip_prefix("SIG").unwrap_or(s);
-    SIGNALS
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|&(_, v)| v)
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    SIGNALS.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
 }
 
 /// A signal's name without `SIG` (`TERM`), or its number.
