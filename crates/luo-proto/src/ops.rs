@@ -135,6 +135,10 @@ requests! {
         "open_device" => OpenDevice -> Done,
         /// On the connection that holds the device.
         "ioctl" => Ioctl -> IoctlReply,
+        // New ops go last: serde also takes a variant's index as its tag,
+        // and an old index must not name another op.
+        /// Reply: 1 fd, the handle.
+        "persist_session" => PersistSession -> Done,
     }
 }
 
@@ -151,6 +155,10 @@ requests! {
         "handover" => Handover -> Done,
         "finish" => Finish -> Done,
         "ioctl" => Ioctl,
+        // New ops go last (see above).
+        "unpreserve" => Unpreserve -> Done,
+        /// Reply: one fd per token.
+        "fetch" => Fetch -> Done,
     }
 }
 
@@ -182,6 +190,15 @@ args! {
         /// Another uid's session (root only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<u32>,
+    }
+}
+
+args! {
+    /// `persist_session`: the caller's persistent outgoing session of that
+    /// name, reopened, or created persistent.
+    PersistSession {
+        /// 1 to 63 bytes, no NUL.
+        name: String,
     }
 }
 
@@ -330,6 +347,23 @@ args! {
 args! {
     /// `retrieve`: one descriptor per token, all or nothing.
     Retrieve {
+        /// 1 to 253 tokens.
+        tokens: Vec<u64>,
+    }
+}
+
+args! {
+    /// `unpreserve`: these files leave the outgoing session, in order.
+    Unpreserve {
+        /// 1 to 253 tokens.
+        tokens: Vec<u64>,
+    }
+}
+
+args! {
+    /// `fetch`: a new descriptor of each file of a persistent session, all
+    /// or nothing, without retrieving them.
+    Fetch {
         /// 1 to 253 tokens.
         tokens: Vec<u64>,
     }

@@ -529,6 +529,7 @@ pub(crate) fn registry(luo: &Luo, k: &Kernel) -> Registry {
                 owner: s.owner,
                 name: String::from_utf8_lossy(&s.name).into_owned(),
                 state: s.state.as_str().to_string(),
+                persist: s.persistent,
                 parts,
                 files: s
                     .files
@@ -676,7 +677,14 @@ fn restore_session(luo: &mut Luo, k: &Shared, s: &SessionEntry, out: &mut Restor
         }
     }
     drop(parts);
-    let h = match luo.create_session(s.owner, s.name.as_bytes()) {
+    // A persistent session comes back open and persistent; any other
+    // waits for its owner.
+    let made = if s.persist {
+        luo.persist_session(s.owner, s.name.as_bytes())
+    } else {
+        luo.create_session(s.owner, s.name.as_bytes())
+    };
+    let h = match made {
         Ok(h) => h,
         Err(e) => {
             out.lost.push(format!(
@@ -694,7 +702,9 @@ fn restore_session(luo: &mut Luo, k: &Shared, s: &SessionEntry, out: &mut Restor
             )),
         }
     }
-    if let Err(e) = luo.handover(h) {
+    if s.persist {
+        out.sessions += 1;
+    } else if let Err(e) = luo.handover(h) {
         out.lost
             .push(format!("{label}: cannot be made incoming ({e})"));
     } else {
