@@ -163,6 +163,13 @@ fn a_notification_from_outside_the_service_is_ignored_and_logged() {
     std::thread::sleep(Duration::from_millis(200));
     let s = web.services();
     assert!(!s.contains("intruder"), "{s}");
+    assert!(
+        web.sup
+            .log()
+            .contains(&format!("notification from pid {me} ignored")),
+        "{}",
+        web.ctx()
+    );
     assert!(s.contains("serving v1"), "{s}");
     // STOPPING=1 from outside did not stop anything.
     assert!(
@@ -190,7 +197,11 @@ fn fdstore_over_the_limit_is_refused() {
     web.wait_line("stored 3");
     // The store keeps the first two; the third is refused and logged.
     let start = std::time::Instant::now();
-    while !web.sup.log().to_lowercase().contains("m2") {
+    while !web
+        .sup
+        .log()
+        .contains("fd store full (2 of --fdstore-max 2): closing the fd named 'm2'")
+    {
         assert!(
             start.elapsed() < run::SLOW,
             "luoctl run did not log the refused fd m2:\n{}",

@@ -25,10 +25,11 @@ def notify(data, fds=()):
         addr = "\0" + addr[1:]
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
+        s.connect(addr)
         if fds:
-            socket.send_fds(s, [data], list(fds), 0, addr)
+            socket.send_fds(s, [data], list(fds))
         else:
-            s.sendto(data, addr)
+            s.send(data)
     finally:
         s.close()
 
