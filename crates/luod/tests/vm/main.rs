@@ -283,6 +283,11 @@ if [ $stage = 1 ]; then
     luoctl update --kexec --kernel /boot/bzImage --initrd /boot/initrd.img --append "@NEXT@"
     echo "@@ kexec without --force: exit $?"
     vmtest --exact role_vm_persist_stage1 --ignored --nocapture 2>&1 | grep -v '^$'
+    # A C program linked against libsystemd stores its state memfd in its
+    # fd store under `luoctl run`, which is still running at the kexec.
+    luoctl run state -- fdstore /tmp/state.report >> /tmp/run.log 2>&1 &
+    wait_for /tmp/state.report "start 1: "
+    sed 's/^/@@ STATE /' /tmp/state.report
     luoctl update --kexec --kernel /boot/bzImage --initrd /boot/initrd.img --append "@NEXT@" --force
     echo "@@ kexec returned: exit $?"
     cat /tmp/luod.log
@@ -296,6 +301,15 @@ start_luod
 vmtest --exact role_vm_client_stage2 --ignored --nocapture 2>&1 | grep -v '^$'
 luoctl status
 echo "@@ status $(luoctl --json status)"
+# The same service in the second kernel: its start finds the same bytes
+# (and the start count the first kernel wrote in them).
+luoctl run state -- fdstore /tmp/state.report >> /tmp/run.log 2>&1 &
+RUN_PID=$!
+wait_for /tmp/state.report "start "
+sed 's/^/@@ STATE /' /tmp/state.report
+kill $RUN_PID
+wait $RUN_PID
+echo "@@ luoctl run after SIGTERM: exit $?"
 luoctl sessions
 echo "@@ luod log:"
 cat /tmp/luod.log
@@ -330,13 +344,28 @@ fn kernel_live_update_in_qemu() {
         eprintln!("LUO_VM_TEST=skip: not booting the VM");
         return;
     }
-    let missing: Vec<&str> = ["qemu-system-x86_64", "busybox", "cpio", "gzip", "ldd", "cc"]
-        .into_iter()
-        .filter(|t| which(t).is_none())
-        .collect();
+    let mut missing: Vec<&str> = [
+        "qemu-system-x86_64",
+        "busybox",
+        "cpio",
+        "gzip",
+        "ldd",
+        "cc",
+        "pkg-config",
+    ]
+    .into_iter()
+    .filter(|t| which(t).is_none())
+    .collect();
+    let libsystemd = Command::new("pkg-config")
+        .args(["--exists", "libsystemd"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !libsystemd {
+        missing.push("libsystemd (development files)");
+    }
     assert!(
         missing.is_empty(),
-        "the VM test needs {missing:?}: apt-get install -y qemu-system-x86 busybox-static cpio (./scripts/test does this as root), or set LUO_VM_TEST=skip"
+        "the VM test needs {missing:?}: apt-get install -y qemu-system-x86 busybox-static cpio pkg-config libsystemd-dev (./scripts/test does this as root), or set LUO_VM_TEST=skip"
     );
     let bz = kernel_image().expect(
         "no LUO kernel image: set LUO_KERNEL_IMAGE, or put it at ../shared/kernel/bzImage beside the checkout",
@@ -349,6 +378,16 @@ fn kernel_live_update_in_qemu() {
     install(&root, Path::new(LUOD), "luod");
     install(&root, Path::new(LUOCTL), "luoctl");
     install(&root, &std::env::current_exe().unwrap(), "vmtest");
+    // The fd store's C program, linked against libsystemd (its libraries
+    // come along).
+    let flags = run(Command::new("pkg-config").args(["--cflags", "--libs", "libsystemd"]));
+    let fdstore = work.join("fdstore");
+    run(Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&fdstore)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/run/fdstore.c"))
+        .args(flags.split_whitespace()));
+    install(&root, &fdstore, "fdstore");
     // The uAPI test program of the preload library, unchanged, static.
     let uapi_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../luo-preload/tests/uapi");
     run(Command::new("cc")
@@ -432,6 +471,9 @@ fn kernel_live_update_in_qemu() {
         "@@ sup: open persistent=true handles=0 files=1",
         "@@ sup bytes: \"persistent bytes\"",
         "@@ CLIENT2 OK",
+        "@@ STATE start 1: created 4194304 bytes",
+        "@@ STATE start 2: intact 4194304 bytes",
+        "@@ luoctl run after SIGTERM: exit 0",
         "@@ stage 2 done",
     ] {
         if !has(marker) {
@@ -504,10 +546,12 @@ fn kernel_live_update_in_qemu() {
     if v.get("backend").and_then(serde_json::Value::as_str) != Some("kernel") {
         fail("luod in the second kernel is not on the kernel backend");
     }
+    // What is left is the service "state"'s persistent session, open for
+    // its next `luoctl run`: its memfd and the supervisor's manifest.
     if n("epoch") != Some(2)
-        || n("outgoing") != Some(0)
+        || n("outgoing") != Some(1)
         || n("incoming") != Some(0)
-        || n("files") != Some(0)
+        || n("files") != Some(2)
     {
         fail(&format!("luoctl status after the update: {status}"));
     }
@@ -518,8 +562,9 @@ fn kernel_live_update_in_qemu() {
     if !log.contains("restored 3 sessions with 4 files") {
         fail("luod did not log restoring 3 sessions with 4 files");
     }
-    if !log.contains("1 persistent sessions with 1 files are open again") {
-        fail("luod did not log the persistent session open again");
+    // "sup", and the service "state" (its memfd and its manifest).
+    if !log.contains("2 persistent sessions with 3 files are open again") {
+        fail("luod did not log the 2 persistent sessions open again");
     }
     eprintln!("the VM run took {} s", elapsed.as_secs());
     if std::env::var_os("LUO_VM_KEEP").is_some() {
