@@ -44,9 +44,15 @@ if mode == "crash":
 if mode == "hang":
     time.sleep(3600)
 notify("READY=1\nSTATUS=serving " + gen)
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-while True:
-    c, _ = listener.accept()
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+listener.settimeout(0.05)
+while not stop:
+    try:
+        c, _ = listener.accept()
+    except (socket.timeout, InterruptedError):
+        continue
+    c.setblocking(True)
     c.sendall(f"{gen} {pid} {state}\n".encode())
     c.close()
 "#;
@@ -142,6 +148,23 @@ fn ask(port: u16) -> String {
     out
 }
 
+/// Asks until the instance `gen` answers: while instances overlap, the
+/// old one may still take a connection.
+fn ask_gen(port: u16, gen: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let a = ask(port);
+        if a.starts_with(&format!("{gen} ")) {
+            return a;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{gen} never answered; last: {a:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn overlap_restart_keeps_the_listener_and_the_store_and_a_failed_one_rolls_back() {
     if !python() {
@@ -156,7 +179,7 @@ fn overlap_restart_keeps_the_listener_and_the_store_and_a_failed_one_rolls_back(
     let sup = run(
         &agent,
         "web",
-        &["--listen", &listen],
+        &["--listen", &listen, "--ready-timeout", "3s"],
         &["python3", svc, "one", "ok"],
     );
     let s = wait_state(&agent, "web", &sup, "ready");
@@ -169,7 +192,7 @@ fn overlap_restart_keeps_the_listener_and_the_store_and_a_failed_one_rolls_back(
         &["restart", "web", "--", "python3", svc, "two", "ok"],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let answer = ask(port);
+    let answer = ask_gen(port, "two");
     assert!(
         answer.starts_with("two ") && answer.ends_with("written by one\n"),
         "{answer}"
@@ -255,7 +278,7 @@ fn a_new_supervisor_takes_over_from_a_killed_one() {
         assert!(start.elapsed() < PATIENCE, "the old instance still runs");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let answer = ask(port);
+    let answer = ask_gen(port, "b");
     assert!(
         answer.starts_with("b ") && answer.ends_with("written by a\n"),
         "{answer}"

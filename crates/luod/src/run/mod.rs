@@ -311,8 +311,12 @@ impl Supervisor {
     fn spawn(&mut self, command: &[String]) -> Result<Instance, String> {
         self.generation += 1;
         let g = self.generation;
-        let notify_path =
+        let mut notify_path =
             control::run_dir(&self.o.socket).join(format!("{}.{g}.notify", self.o.name));
+        if notify_path.as_os_str().len() >= 108 {
+            // Too long for sun_path: the abstract namespace.
+            notify_path = format!("@luo-run/{}/{}.{g}", std::process::id(), self.o.name).into();
+        }
         let ready_timeout = match self.o.ready {
             Ready::Notify => self.o.ready_timeout,
             Ready::After(d) => self.o.ready_timeout.max(d),
@@ -436,6 +440,13 @@ impl Supervisor {
 
     fn on_accept(&mut self) {
         while let Ok(c) = luo_sys::accept(self.control.as_fd()) {
+            // The socket is mode 0600; the peer's uid is checked too (it
+            // closes the window between bind and chmod).
+            let me = luo_sys::geteuid();
+            if !luo_sys::peer_cred(c.as_fd()).is_ok_and(|p| p.uid == me || p.uid == 0) {
+                self.log("control connection from another user refused");
+                continue;
+            }
             self.next_conn += 1;
             let key = KEY_CONN | self.next_conn;
             if self
@@ -559,6 +570,8 @@ impl Supervisor {
             return refuse(waiter, "a restart with another command is in progress");
         }
         let new = command.unwrap_or_else(|| self.command.clone());
+        // A start waiting out its back-off is replaced by this restart.
+        self.next_start = None;
         let mut p = Pending {
             inst: None,
             command: new.clone(),
@@ -994,7 +1007,10 @@ impl Supervisor {
                 self.fail_instance(g, "missed its watchdog keep-alive");
             }
         }
-        if self.next_start.is_some_and(|t| now >= t) && self.current.is_none() {
+        if self.next_start.is_some_and(|t| now >= t)
+            && self.current.is_none()
+            && self.pending.is_none()
+        {
             self.next_start = None;
             if let Err(e) = self.start_current() {
                 self.log(&e);
