@@ -638,6 +638,8 @@ impl Store {
     /// restarted and lost it, or been unreachable): resynchronises when
     /// anything is missing. Returns what happened.
     pub fn check(&mut self) -> Result<Vec<String>, String> {
+        // Until this succeeds, retried often.
+        self.dirty = true;
         let kept: BTreeSet<u64> = self
             .backing
             .tokens()
@@ -645,14 +647,16 @@ impl Store {
             .into_iter()
             .collect();
         let reconnected = self.backing.take_reconnected();
-        let complete = self
+        let expected: BTreeSet<u64> = self
             .listeners
             .iter()
             .map(|l| l.token)
             .chain(self.entries.iter().map(|e| e.token))
-            .all(|t| kept.contains(&t))
-            && self.manifest_token.is_some_and(|t| kept.contains(&t));
-        if complete && !self.dirty && !reconnected {
+            .chain(self.manifest_token)
+            .collect();
+        let complete = kept == expected;
+        if complete && !reconnected {
+            self.dirty = false;
             return Ok(Vec::new());
         }
         let mut log = self.resync()?;
