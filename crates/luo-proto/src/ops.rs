@@ -7,9 +7,10 @@
 //! handled does not compile, and the client library sends a [`Call`] and
 //! reads its `Reply`. Unknown, duplicated and mistyped members are refused.
 //!
-//! To add an op: its struct here, its line in the enum, its arm in luod's
-//! `agent/ops.rs`, its method in the client library, and its row in
-//! `docs/protocol.md`.
+//! To add an op: its struct here, its line at the end of the enum (serde
+//! also takes a variant's index as its tag: an existing op's index must
+//! not change), its arm in luod's `agent/ops.rs`, its method in the client
+//! library, and its row in `docs/protocol.md`.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

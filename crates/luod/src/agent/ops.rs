@@ -184,9 +184,10 @@ impl Agent {
 
     fn persist_session(&mut self, uid: u32, r: PersistSession) -> Result<Reply, Error> {
         check_name(&r.name)?;
+        // Headers only: no fstat per file.
         let existed = self
             .luo
-            .find(uid, r.name.as_bytes())
+            .find_files(uid, r.name.as_bytes(), 0, 0)
             .iter()
             .any(|s| s.state == SessionState::Open);
         let (fd, h) = self.new_handle(|luo| luo.persist_session(uid, r.name.as_bytes()))?;
