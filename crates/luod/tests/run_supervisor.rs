@@ -73,10 +73,23 @@ struct Sup {
 }
 
 impl Drop for Sup {
+    /// SIGTERM: the supervisor stops its service and exits.
     fn drop(&mut self) {
+        let _ = luo_sys::service::kill(self.child.id() as i32, libc_sigterm());
+        let start = Instant::now();
+        while start.elapsed() < PATIENCE {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn libc_sigterm() -> i32 {
+    luo_sys::service::signal_from_name("TERM").unwrap()
 }
 
 fn free_port() -> u16 {
@@ -328,4 +341,83 @@ fn the_trampoline_passes_fds_as_systemd_does_and_restart_no_exits_with_the_statu
     );
     assert_eq!(&first[2..], ["1", "http"]);
     assert!(text.contains("socket:"), "{text}");
+}
+
+/// A helper that sends `READY=1` from a process other than the main one.
+const CHILD_READY: &str = r#"
+import os, socket, subprocess, sys, time
+code = "import os, socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b'READY=1\\nSTATUS=from a child', os.environ['NOTIFY_SOCKET'])"
+subprocess.run([sys.executable, "-c", code], check=True)
+# Malformed and foreign-looking messages change nothing.
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"STATUS=should not show\nMAINPID=abc", os.environ["NOTIFY_SOCKET"])
+time.sleep(3600)
+"#;
+
+#[test]
+fn notify_access_decides_who_may_say_ready() {
+    if !python() {
+        eprintln!("skipped: no python3");
+        return;
+    }
+    let agent = Agent::start();
+    let helper = agent.dir.join("child_ready.py");
+    std::fs::write(&helper, CHILD_READY).unwrap();
+    let helper = helper.to_str().unwrap();
+    let sup = run(
+        &agent,
+        "main",
+        &["--stop-timeout", "1s"],
+        &["python3", helper],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = services(&agent, "main");
+    assert_eq!(s["state"], "starting", "{s}");
+    assert!(s["status"].is_null(), "{s}");
+    let log = std::fs::read_to_string(&sup.err).unwrap();
+    assert!(log.contains("ignored (--notify-access main)"), "{log}");
+    assert!(log.contains("malformed notification ignored"), "{log}");
+    drop(sup);
+
+    let sup = run(
+        &agent,
+        "all",
+        &["--notify-access", "all", "--stop-timeout", "1s"],
+        &["python3", helper],
+    );
+    let s = wait_state(&agent, "all", &sup, "ready");
+    assert_eq!(s["status"], "from a child");
+}
+
+#[test]
+fn a_missed_watchdog_keep_alive_is_a_failure_and_the_service_is_started_again() {
+    let agent = Agent::start();
+    let sup = run(
+        &agent,
+        "dog",
+        &["--ready", "after:10ms", "--watchdog", "300ms"],
+        &[
+            "sh",
+            "-c",
+            "echo \"usec=$WATCHDOG_USEC pid=$WATCHDOG_PID self=$$\" >&2; exec sleep 100",
+        ],
+    );
+    let start = Instant::now();
+    loop {
+        let s = services(&agent, "dog");
+        if s["restarts"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "never restarted: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(&sup.err).unwrap();
+    assert!(log.contains("missed its watchdog keep-alive"), "{log}");
+    assert!(log.contains("killed by signal ABRT"), "{log}");
+    let line = log.lines().find(|l| l.starts_with("dog[")).unwrap();
+    let pid = line.split("self=").nth(1).unwrap();
+    assert!(
+        line.contains("usec=300000 ") && line.contains(&format!("pid={pid} ")),
+        "{line}"
+    );
 }
