@@ -310,6 +310,7 @@ fn the_trampoline_passes_fds_as_systemd_does_and_restart_no_exits_with_the_statu
         out = out.display()
     );
     let listen = format!("http=tcp:127.0.0.1:{port}");
+    let unix = format!("unix:{}/env.sock", agent.dir.display());
     let o = Command::new(LUOCTL)
         .arg("--socket")
         .arg(&agent.sock)
@@ -320,6 +321,8 @@ fn the_trampoline_passes_fds_as_systemd_does_and_restart_no_exits_with_the_statu
             "no",
             "--listen",
             &listen,
+            "--listen",
+            &unix,
             "--",
             "sh",
             "-c",
@@ -339,7 +342,9 @@ fn the_trampoline_passes_fds_as_systemd_does_and_restart_no_exits_with_the_statu
         first[0], first[1],
         "LISTEN_PID is the service's pid: {text}"
     );
-    assert_eq!(&first[2..], ["1", "http"]);
+    // Listeners in --listen order; a listener without FDNAME= is named
+    // after the service.
+    assert_eq!(&first[2..], ["2", "http:env"]);
     assert!(text.contains("socket:"), "{text}");
 }
 
@@ -420,4 +425,53 @@ fn a_missed_watchdog_keep_alive_is_a_failure_and_the_service_is_started_again() 
         line.contains("usec=300000 ") && line.contains(&format!("pid={pid} ")),
         "{line}"
     );
+}
+
+#[test]
+fn stop_start_on_sighup_and_a_failed_one_starts_the_old_command_again() {
+    if !python() {
+        eprintln!("skipped: no python3");
+        return;
+    }
+    let agent = Agent::start();
+    let svc = service_file(&agent.dir);
+    let svc = svc.to_str().unwrap();
+    let port = free_port();
+    let listen = format!("web=tcp:127.0.0.1:{port}");
+    let sup = run(
+        &agent,
+        "ss",
+        &["--listen", &listen, "--mode", "stop-start"],
+        &["python3", svc, "one", "ok"],
+    );
+    let first = wait_state(&agent, "ss", &sup, "ready")["pid"].clone();
+    // SIGHUP: the same command, stopped first, then started.
+    luo_sys::service::kill(
+        sup.child.id() as i32,
+        luo_sys::service::signal_from_name("HUP").unwrap(),
+    )
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let s = services(&agent, "ss");
+        if s["state"] == "ready" && s["pid"] != first {
+            assert_eq!(s["restarts"], 1);
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "no restart: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ask(port).ends_with("written by one\n"));
+    let o = luoctl(
+        &agent,
+        &["restart", "ss", "--", "python3", svc, "two", "crash"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("the old command is started again"), "{err}");
+    wait_state(&agent, "ss", &sup, "ready");
+    assert!(ask_gen(port, "one").ends_with("written by one\n"));
+    let s = services(&agent, "ss");
+    assert_eq!(s["command"][2], "one");
+    assert_eq!(s["rollbacks"], 1);
 }
