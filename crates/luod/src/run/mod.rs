@@ -956,6 +956,15 @@ impl Supervisor {
                 }
             }
         }
+        // The serving and the pending instance, when told to stop (not
+        // ready in time, watchdog) but still running: SIGKILL on time.
+        let pending = self.pending.as_mut().and_then(|p| p.inst.as_mut());
+        for i in self.current.as_mut().into_iter().chain(pending) {
+            if i.exited.is_none() && i.kill_at.is_some_and(|t| now >= t) {
+                i.signal(9);
+                i.kill_at = Some(now + Duration::from_secs(3600));
+            }
+        }
         // The pending instance.
         let ready_after = match self.o.ready {
             Ready::After(d) => Some(d),

@@ -5,7 +5,7 @@
 //! loses it.
 //!
 //! Tokens: listeners and stored fds get tokens from a counter kept in the
-//! manifest (1, 2, ...); the manifest, a sealed memfd, lives under
+//! manifest (1, 2, ...); the manifest, a memfd (magic, CRC32, JSON), lives under
 //! [`MANIFEST_BASE`]` + generation`. It is replaced by preserving the new
 //! one first and then dropping the old, so that a crash in between leaves
 //! one readable manifest (the highest generation wins).
