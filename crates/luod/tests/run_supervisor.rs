@@ -273,6 +273,25 @@ fn a_new_supervisor_takes_over_from_a_killed_one() {
     let old = wait_state(&agent, "svc", &sup, "ready")["pid"]
         .as_i64()
         .unwrap();
+    // A restart in progress when the supervisor dies: its new instance is
+    // an orphan too.
+    let mut restart = Command::new(LUOCTL)
+        .arg("--socket")
+        .arg(&agent.sock)
+        .args(["restart", "svc", "--", "python3", svc, "hung", "hang"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let hung = loop {
+        if let Some(p) = services(&agent, "svc")["restarting"].as_i64() {
+            break p;
+        }
+        assert!(start.elapsed() < PATIENCE, "no restart in progress");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Recorded in the manifest at the next tick.
+    std::thread::sleep(Duration::from_millis(300));
     sup.child.kill().unwrap();
     sup.child.wait().unwrap();
     // The service keeps serving without its supervisor.
@@ -287,10 +306,15 @@ fn a_new_supervisor_takes_over_from_a_killed_one() {
     );
     wait_state(&agent, "svc", &sup, "ready");
     let start = Instant::now();
-    while !common::exited(old as u32) {
-        assert!(start.elapsed() < PATIENCE, "the old instance still runs");
+    while !common::exited(old as u32) || !common::exited(hung as u32) {
+        assert!(start.elapsed() < PATIENCE, "an old instance still runs");
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(
+        restart.wait().unwrap().code(),
+        Some(3),
+        "luoctl restart: the supervisor hung up"
+    );
     let answer = ask_gen(port, "b");
     assert!(
         answer.starts_with("b ") && answer.ends_with("written by a\n"),

@@ -260,22 +260,21 @@ impl Supervisor {
     /// An instance an earlier supervisor left running: stopped once ours
     /// is ready (overlap), or now (stop-start).
     fn take_over(&mut self) {
-        let Some(rec) = self.store.service.clone() else {
-            return;
-        };
-        if luo_sys::service::process_start_time(rec.pid) != Some(rec.start_time) {
-            return;
-        }
-        self.log(&format!(
-            "an instance from an earlier supervisor is running (pid {}); it is stopped {}",
-            rec.pid,
-            match self.o.mode {
-                Mode::Overlap => "once the new one is ready",
-                Mode::StopStart => "first",
+        for rec in self.store.instances.clone() {
+            if luo_sys::service::process_start_time(rec.pid) != Some(rec.start_time) {
+                continue;
             }
-        ));
-        self.orphans.push((rec.pid, None));
-        if self.o.mode == Mode::StopStart {
+            self.log(&format!(
+                "an instance from an earlier supervisor is running (pid {}); it is stopped {}",
+                rec.pid,
+                match self.o.mode {
+                    Mode::Overlap => "once the new one is ready",
+                    Mode::StopStart => "first",
+                }
+            ));
+            self.orphans.push((rec.pid, None));
+        }
+        if self.o.mode == Mode::StopStart && !self.orphans.is_empty() {
             self.stop_orphans();
             while !self.orphans.is_empty() {
                 std::thread::sleep(Duration::from_millis(TICK_MS as u64));
@@ -774,15 +773,36 @@ impl Supervisor {
         self.stopping.iter_mut().find(|i| i.generation == g)
     }
 
+    /// Writes down the running instances (with the orphans still not
+    /// gone), so that a supervisor that takes over can stop them.
     fn record(&mut self) {
-        self.store.service = self.current.as_ref().and_then(|c| {
-            Some(store::ServiceRecord {
-                pid: c.pid,
-                start_time: luo_sys::service::process_start_time(c.pid)?,
-                command: c.command.clone(),
+        let pending = self.pending.as_ref().and_then(|p| p.inst.as_ref());
+        let mut list: Vec<store::ServiceRecord> = self
+            .current
+            .iter()
+            .chain(pending)
+            .chain(self.stopping.iter())
+            .filter(|i| i.exited.is_none())
+            .filter_map(|i| {
+                Some(store::ServiceRecord {
+                    pid: i.pid,
+                    start_time: luo_sys::service::process_start_time(i.pid)?,
+                    command: i.command.clone(),
+                })
             })
-        });
-        self.store.save();
+            .collect();
+        let orphans: Vec<i32> = self.orphans.iter().map(|o| o.0).collect();
+        list.extend(
+            self.store
+                .instances
+                .iter()
+                .filter(|r| orphans.contains(&r.pid))
+                .cloned(),
+        );
+        if list != self.store.instances {
+            self.store.instances = list;
+            self.store.save();
+        }
     }
 
     fn on_ready(&mut self, g: u64) {
@@ -1026,6 +1046,7 @@ impl Supervisor {
                 self.schedule_restart();
             }
         }
+        self.record();
         if self.shutting_down && self.stopping.is_empty() && self.orphans.is_empty() {
             self.exit = Some(0);
         }
@@ -1067,7 +1088,6 @@ impl Supervisor {
             self.backoff = BACKOFF_MIN;
         }
         self.store.restarts += 1;
-        self.store.service = None;
         self.store.save();
         if self.pending.is_none() {
             self.schedule_restart();

@@ -185,8 +185,9 @@ pub struct Manifest {
     pub restarts: u64,
     /// Restarts that were rolled back.
     pub rollbacks: u64,
-    /// The service instance serving when the manifest was written.
-    pub service: Option<ServiceRecord>,
+    /// The instances running when the manifest was written (the serving
+    /// one, a new one being started, old ones being stopped).
+    pub instances: Vec<ServiceRecord>,
 }
 
 /// A listener in the manifest.
@@ -303,8 +304,8 @@ pub struct Store {
     pub restarts: u64,
     /// Rollbacks so far.
     pub rollbacks: u64,
-    /// The serving instance, as recorded.
-    pub service: Option<ServiceRecord>,
+    /// The running instances, as recorded.
+    pub instances: Vec<ServiceRecord>,
     /// The session is out of step with these copies (luod unreachable).
     pub dirty: bool,
 }
@@ -410,7 +411,7 @@ impl Store {
             manifest_token,
             restarts: manifest.restarts,
             rollbacks: manifest.rollbacks,
-            service: manifest.service.clone(),
+            instances: manifest.instances.clone(),
             dirty: false,
         };
         let kept: BTreeSet<u64> = tokens.iter().copied().collect();
@@ -547,7 +548,7 @@ impl Store {
                 .collect(),
             restarts: self.restarts,
             rollbacks: self.rollbacks,
-            service: self.service.clone(),
+            instances: self.instances.clone(),
         }
     }
 
