@@ -44,9 +44,15 @@ if mode == "crash":
 if mode == "hang":
     time.sleep(3600)
 notify("READY=1\nSTATUS=serving " + gen)
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-while True:
-    c, _ = listener.accept()
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+listener.settimeout(0.05)
+while not stop:
+    try:
+        c, _ = listener.accept()
+    except (socket.timeout, InterruptedError):
+        continue
+    c.setblocking(True)
     c.sendall(f"{gen} {pid} {state}\n".encode())
     c.close()
 "#;
@@ -67,10 +73,23 @@ struct Sup {
 }
 
 impl Drop for Sup {
+    /// SIGTERM: the supervisor stops its service and exits.
     fn drop(&mut self) {
+        let _ = luo_sys::service::kill(self.child.id() as i32, libc_sigterm());
+        let start = Instant::now();
+        while start.elapsed() < PATIENCE {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn libc_sigterm() -> i32 {
+    luo_sys::service::signal_from_name("TERM").unwrap()
 }
 
 fn free_port() -> u16 {
@@ -142,6 +161,23 @@ fn ask(port: u16) -> String {
     out
 }
 
+/// Asks until the instance `gen` answers: while instances overlap, the
+/// old one may still take a connection.
+fn ask_gen(port: u16, gen: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let a = ask(port);
+        if a.starts_with(&format!("{gen} ")) {
+            return a;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{gen} never answered; last: {a:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn overlap_restart_keeps_the_listener_and_the_store_and_a_failed_one_rolls_back() {
     if !python() {
@@ -156,7 +192,7 @@ fn overlap_restart_keeps_the_listener_and_the_store_and_a_failed_one_rolls_back(
     let sup = run(
         &agent,
         "web",
-        &["--listen", &listen],
+        &["--listen", &listen, "--ready-timeout", "3s"],
         &["python3", svc, "one", "ok"],
     );
     let s = wait_state(&agent, "web", &sup, "ready");
@@ -169,7 +205,7 @@ fn overlap_restart_keeps_the_listener_and_the_store_and_a_failed_one_rolls_back(
         &["restart", "web", "--", "python3", svc, "two", "ok"],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let answer = ask(port);
+    let answer = ask_gen(port, "two");
     assert!(
         answer.starts_with("two ") && answer.ends_with("written by one\n"),
         "{answer}"
@@ -237,6 +273,25 @@ fn a_new_supervisor_takes_over_from_a_killed_one() {
     let old = wait_state(&agent, "svc", &sup, "ready")["pid"]
         .as_i64()
         .unwrap();
+    // A restart in progress when the supervisor dies: its new instance is
+    // an orphan too.
+    let mut restart = Command::new(LUOCTL)
+        .arg("--socket")
+        .arg(&agent.sock)
+        .args(["restart", "svc", "--", "python3", svc, "hung", "hang"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let hung = loop {
+        if let Some(p) = services(&agent, "svc")["restarting"].as_i64() {
+            break p;
+        }
+        assert!(start.elapsed() < PATIENCE, "no restart in progress");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Recorded in the manifest at the next tick.
+    std::thread::sleep(Duration::from_millis(300));
     sup.child.kill().unwrap();
     sup.child.wait().unwrap();
     // The service keeps serving without its supervisor.
@@ -251,11 +306,16 @@ fn a_new_supervisor_takes_over_from_a_killed_one() {
     );
     wait_state(&agent, "svc", &sup, "ready");
     let start = Instant::now();
-    while !common::exited(old as u32) {
-        assert!(start.elapsed() < PATIENCE, "the old instance still runs");
+    while !common::exited(old as u32) || !common::exited(hung as u32) {
+        assert!(start.elapsed() < PATIENCE, "an old instance still runs");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let answer = ask(port);
+    assert_eq!(
+        restart.wait().unwrap().code(),
+        Some(3),
+        "luoctl restart: the supervisor hung up"
+    );
+    let answer = ask_gen(port, "b");
     assert!(
         answer.starts_with("b ") && answer.ends_with("written by a\n"),
         "{answer}"
@@ -274,6 +334,7 @@ fn the_trampoline_passes_fds_as_systemd_does_and_restart_no_exits_with_the_statu
         out = out.display()
     );
     let listen = format!("http=tcp:127.0.0.1:{port}");
+    let unix = format!("unix:{}/env.sock", agent.dir.display());
     let o = Command::new(LUOCTL)
         .arg("--socket")
         .arg(&agent.sock)
@@ -284,6 +345,8 @@ fn the_trampoline_passes_fds_as_systemd_does_and_restart_no_exits_with_the_statu
             "no",
             "--listen",
             &listen,
+            "--listen",
+            &unix,
             "--",
             "sh",
             "-c",
@@ -303,6 +366,136 @@ fn the_trampoline_passes_fds_as_systemd_does_and_restart_no_exits_with_the_statu
         first[0], first[1],
         "LISTEN_PID is the service's pid: {text}"
     );
-    assert_eq!(&first[2..], ["1", "http"]);
+    // Listeners in --listen order; a listener without FDNAME= is named
+    // after the service.
+    assert_eq!(&first[2..], ["2", "http:env"]);
     assert!(text.contains("socket:"), "{text}");
+}
+
+/// A helper that sends `READY=1` from a process other than the main one.
+const CHILD_READY: &str = r#"
+import os, socket, subprocess, sys, time
+code = "import os, socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b'READY=1\\nSTATUS=from a child', os.environ['NOTIFY_SOCKET'])"
+subprocess.run([sys.executable, "-c", code], check=True)
+# Malformed and foreign-looking messages change nothing.
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"STATUS=should not show\nMAINPID=abc", os.environ["NOTIFY_SOCKET"])
+time.sleep(3600)
+"#;
+
+#[test]
+fn notify_access_decides_who_may_say_ready() {
+    if !python() {
+        eprintln!("skipped: no python3");
+        return;
+    }
+    let agent = Agent::start();
+    let helper = agent.dir.join("child_ready.py");
+    std::fs::write(&helper, CHILD_READY).unwrap();
+    let helper = helper.to_str().unwrap();
+    let sup = run(
+        &agent,
+        "main",
+        &["--stop-timeout", "1s"],
+        &["python3", helper],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = services(&agent, "main");
+    assert_eq!(s["state"], "starting", "{s}");
+    assert!(s["status"].is_null(), "{s}");
+    let log = std::fs::read_to_string(&sup.err).unwrap();
+    assert!(log.contains("ignored (--notify-access main)"), "{log}");
+    assert!(log.contains("malformed notification ignored"), "{log}");
+    drop(sup);
+
+    let sup = run(
+        &agent,
+        "all",
+        &["--notify-access", "all", "--stop-timeout", "1s"],
+        &["python3", helper],
+    );
+    let s = wait_state(&agent, "all", &sup, "ready");
+    assert_eq!(s["status"], "from a child");
+}
+
+#[test]
+fn a_missed_watchdog_keep_alive_is_a_failure_and_the_service_is_started_again() {
+    let agent = Agent::start();
+    let sup = run(
+        &agent,
+        "dog",
+        &["--ready", "after:10ms", "--watchdog", "300ms"],
+        &[
+            "sh",
+            "-c",
+            "echo \"usec=$WATCHDOG_USEC pid=$WATCHDOG_PID self=$$\" >&2; exec sleep 100",
+        ],
+    );
+    let start = Instant::now();
+    loop {
+        let s = services(&agent, "dog");
+        if s["restarts"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "never restarted: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(&sup.err).unwrap();
+    assert!(log.contains("missed its watchdog keep-alive"), "{log}");
+    assert!(log.contains("killed by signal ABRT"), "{log}");
+    let line = log.lines().find(|l| l.starts_with("dog[")).unwrap();
+    let pid = line.split("self=").nth(1).unwrap();
+    assert!(
+        line.contains("usec=300000 ") && line.contains(&format!("pid={pid} ")),
+        "{line}"
+    );
+}
+
+#[test]
+fn stop_start_on_sighup_and_a_failed_one_starts_the_old_command_again() {
+    if !python() {
+        eprintln!("skipped: no python3");
+        return;
+    }
+    let agent = Agent::start();
+    let svc = service_file(&agent.dir);
+    let svc = svc.to_str().unwrap();
+    let port = free_port();
+    let listen = format!("web=tcp:127.0.0.1:{port}");
+    let sup = run(
+        &agent,
+        "ss",
+        &["--listen", &listen, "--mode", "stop-start"],
+        &["python3", svc, "one", "ok"],
+    );
+    let first = wait_state(&agent, "ss", &sup, "ready")["pid"].clone();
+    // SIGHUP: the same command, stopped first, then started.
+    luo_sys::service::kill(
+        sup.child.id() as i32,
+        luo_sys::service::signal_from_name("HUP").unwrap(),
+    )
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let s = services(&agent, "ss");
+        if s["state"] == "ready" && s["pid"] != first {
+            assert_eq!(s["restarts"], 1);
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "no restart: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ask(port).ends_with("written by one\n"));
+    let o = luoctl(
+        &agent,
+        &["restart", "ss", "--", "python3", svc, "two", "crash"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("the old command is started again"), "{err}");
+    wait_state(&agent, "ss", &sup, "ready");
+    assert!(ask_gen(port, "one").ends_with("written by one\n"));
+    let s = services(&agent, "ss");
+    assert_eq!(s["command"][2], "one");
+    assert_eq!(s["rollbacks"], 1);
 }

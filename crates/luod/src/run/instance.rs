@@ -107,12 +107,21 @@ pub struct Spawn<'a> {
 
 /// Starts an instance.
 pub fn spawn(s: Spawn<'_>) -> std::io::Result<Instance> {
-    let _ = std::fs::remove_file(s.notify_path);
+    let abstract_name = s
+        .notify_path
+        .as_os_str()
+        .as_encoded_bytes()
+        .starts_with(b"@");
+    if !abstract_name {
+        let _ = std::fs::remove_file(s.notify_path);
+    }
     let notify = luo_sys::service::notify_bind(s.notify_path).map_err(std::io::Error::from)?;
     // Senders are checked by their credentials, so a service that changes
     // its user may still reach the socket.
     use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(s.notify_path, std::fs::Permissions::from_mode(0o777));
+    if !abstract_name {
+        let _ = std::fs::set_permissions(s.notify_path, std::fs::Permissions::from_mode(0o777));
+    }
     // Inheritable copies, closed here once the child has them.
     let copies: Vec<OwnedFd> = s
         .passed

@@ -260,22 +260,21 @@ impl Supervisor {
     /// An instance an earlier supervisor left running: stopped once ours
     /// is ready (overlap), or now (stop-start).
     fn take_over(&mut self) {
-        let Some(rec) = self.store.service.clone() else {
-            return;
-        };
-        if luo_sys::service::process_start_time(rec.pid) != Some(rec.start_time) {
-            return;
-        }
-        self.log(&format!(
-            "an instance from an earlier supervisor is running (pid {}); it is stopped {}",
-            rec.pid,
-            match self.o.mode {
-                Mode::Overlap => "once the new one is ready",
-                Mode::StopStart => "first",
+        for rec in self.store.instances.clone() {
+            if luo_sys::service::process_start_time(rec.pid) != Some(rec.start_time) {
+                continue;
             }
-        ));
-        self.orphans.push((rec.pid, None));
-        if self.o.mode == Mode::StopStart {
+            self.log(&format!(
+                "an instance from an earlier supervisor is running (pid {}); it is stopped {}",
+                rec.pid,
+                match self.o.mode {
+                    Mode::Overlap => "once the new one is ready",
+                    Mode::StopStart => "first",
+                }
+            ));
+            self.orphans.push((rec.pid, None));
+        }
+        if self.o.mode == Mode::StopStart && !self.orphans.is_empty() {
             self.stop_orphans();
             while !self.orphans.is_empty() {
                 std::thread::sleep(Duration::from_millis(TICK_MS as u64));
@@ -311,8 +310,12 @@ impl Supervisor {
     fn spawn(&mut self, command: &[String]) -> Result<Instance, String> {
         self.generation += 1;
         let g = self.generation;
-        let notify_path =
+        let mut notify_path =
             control::run_dir(&self.o.socket).join(format!("{}.{g}.notify", self.o.name));
+        if notify_path.as_os_str().len() >= 108 {
+            // Too long for sun_path: the abstract namespace.
+            notify_path = format!("@luo-run/{}/{}.{g}", std::process::id(), self.o.name).into();
+        }
         let ready_timeout = match self.o.ready {
             Ready::Notify => self.o.ready_timeout,
             Ready::After(d) => self.o.ready_timeout.max(d),
@@ -436,6 +439,13 @@ impl Supervisor {
 
     fn on_accept(&mut self) {
         while let Ok(c) = luo_sys::accept(self.control.as_fd()) {
+            // The socket is mode 0600; the peer's uid is checked too (it
+            // closes the window between bind and chmod).
+            let me = luo_sys::geteuid();
+            if !luo_sys::peer_cred(c.as_fd()).is_ok_and(|p| p.uid == me || p.uid == 0) {
+                self.log("control connection from another user refused");
+                continue;
+            }
             self.next_conn += 1;
             let key = KEY_CONN | self.next_conn;
             if self
@@ -559,6 +569,8 @@ impl Supervisor {
             return refuse(waiter, "a restart with another command is in progress");
         }
         let new = command.unwrap_or_else(|| self.command.clone());
+        // A start waiting out its back-off is replaced by this restart.
+        self.next_start = None;
         let mut p = Pending {
             inst: None,
             command: new.clone(),
@@ -761,15 +773,36 @@ impl Supervisor {
         self.stopping.iter_mut().find(|i| i.generation == g)
     }
 
+    /// Writes down the running instances (with the orphans still not
+    /// gone), so that a supervisor that takes over can stop them.
     fn record(&mut self) {
-        self.store.service = self.current.as_ref().and_then(|c| {
-            Some(store::ServiceRecord {
-                pid: c.pid,
-                start_time: luo_sys::service::process_start_time(c.pid)?,
-                command: c.command.clone(),
+        let pending = self.pending.as_ref().and_then(|p| p.inst.as_ref());
+        let mut list: Vec<store::ServiceRecord> = self
+            .current
+            .iter()
+            .chain(pending)
+            .chain(self.stopping.iter())
+            .filter(|i| i.exited.is_none())
+            .filter_map(|i| {
+                Some(store::ServiceRecord {
+                    pid: i.pid,
+                    start_time: luo_sys::service::process_start_time(i.pid)?,
+                    command: i.command.clone(),
+                })
             })
-        });
-        self.store.save();
+            .collect();
+        let orphans: Vec<i32> = self.orphans.iter().map(|o| o.0).collect();
+        list.extend(
+            self.store
+                .instances
+                .iter()
+                .filter(|r| orphans.contains(&r.pid))
+                .cloned(),
+        );
+        if list != self.store.instances {
+            self.store.instances = list;
+            self.store.save();
+        }
     }
 
     fn on_ready(&mut self, g: u64) {
@@ -943,6 +976,15 @@ impl Supervisor {
                 }
             }
         }
+        // The serving and the pending instance, when told to stop (not
+        // ready in time, watchdog) but still running: SIGKILL on time.
+        let pending = self.pending.as_mut().and_then(|p| p.inst.as_mut());
+        for i in self.current.as_mut().into_iter().chain(pending) {
+            if i.exited.is_none() && i.kill_at.is_some_and(|t| now >= t) {
+                i.signal(9);
+                i.kill_at = Some(now + Duration::from_secs(3600));
+            }
+        }
         // The pending instance.
         let ready_after = match self.o.ready {
             Ready::After(d) => Some(d),
@@ -994,13 +1036,17 @@ impl Supervisor {
                 self.fail_instance(g, "missed its watchdog keep-alive");
             }
         }
-        if self.next_start.is_some_and(|t| now >= t) && self.current.is_none() {
+        if self.next_start.is_some_and(|t| now >= t)
+            && self.current.is_none()
+            && self.pending.is_none()
+        {
             self.next_start = None;
             if let Err(e) = self.start_current() {
                 self.log(&e);
                 self.schedule_restart();
             }
         }
+        self.record();
         if self.shutting_down && self.stopping.is_empty() && self.orphans.is_empty() {
             self.exit = Some(0);
         }
@@ -1042,7 +1088,6 @@ impl Supervisor {
             self.backoff = BACKOFF_MIN;
         }
         self.store.restarts += 1;
-        self.store.service = None;
         self.store.save();
         if self.pending.is_none() {
             self.schedule_restart();

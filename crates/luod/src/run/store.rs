@@ -5,7 +5,7 @@
 //! loses it.
 //!
 //! Tokens: listeners and stored fds get tokens from a counter kept in the
-//! manifest (1, 2, ...); the manifest, a sealed memfd, lives under
+//! manifest (1, 2, ...); the manifest, a memfd (magic, CRC32, JSON), lives under
 //! [`MANIFEST_BASE`]` + generation`. It is replaced by preserving the new
 //! one first and then dropping the old, so that a crash in between leaves
 //! one readable manifest (the highest generation wins).
@@ -185,8 +185,9 @@ pub struct Manifest {
     pub restarts: u64,
     /// Restarts that were rolled back.
     pub rollbacks: u64,
-    /// The service instance serving when the manifest was written.
-    pub service: Option<ServiceRecord>,
+    /// The instances running when the manifest was written (the serving
+    /// one, a new one being started, old ones being stopped).
+    pub instances: Vec<ServiceRecord>,
 }
 
 /// A listener in the manifest.
@@ -303,8 +304,8 @@ pub struct Store {
     pub restarts: u64,
     /// Rollbacks so far.
     pub rollbacks: u64,
-    /// The serving instance, as recorded.
-    pub service: Option<ServiceRecord>,
+    /// The running instances, as recorded.
+    pub instances: Vec<ServiceRecord>,
     /// The session is out of step with these copies (luod unreachable).
     pub dirty: bool,
 }
@@ -410,7 +411,7 @@ impl Store {
             manifest_token,
             restarts: manifest.restarts,
             rollbacks: manifest.rollbacks,
-            service: manifest.service.clone(),
+            instances: manifest.instances.clone(),
             dirty: false,
         };
         let kept: BTreeSet<u64> = tokens.iter().copied().collect();
@@ -547,7 +548,7 @@ impl Store {
                 .collect(),
             restarts: self.restarts,
             rollbacks: self.rollbacks,
-            service: self.service.clone(),
+            instances: self.instances.clone(),
         }
     }
 
@@ -638,6 +639,8 @@ impl Store {
     /// restarted and lost it, or been unreachable): resynchronises when
     /// anything is missing. Returns what happened.
     pub fn check(&mut self) -> Result<Vec<String>, String> {
+        // Until this succeeds, retried often.
+        self.dirty = true;
         let kept: BTreeSet<u64> = self
             .backing
             .tokens()
@@ -645,14 +648,16 @@ impl Store {
             .into_iter()
             .collect();
         let reconnected = self.backing.take_reconnected();
-        let complete = self
+        let expected: BTreeSet<u64> = self
             .listeners
             .iter()
             .map(|l| l.token)
             .chain(self.entries.iter().map(|e| e.token))
-            .all(|t| kept.contains(&t))
-            && self.manifest_token.is_some_and(|t| kept.contains(&t));
-        if complete && !self.dirty && !reconnected {
+            .chain(self.manifest_token)
+            .collect();
+        let complete = kept == expected;
+        if complete && !reconnected {
+            self.dirty = false;
             return Ok(Vec::new());
         }
         let mut log = self.resync()?;
