@@ -193,15 +193,46 @@ fn wait_http(port: u16, what: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A child killed with its process group on drop.
+/// A child in its own process group, stopped on drop: SIGTERM (a `luoctl
+/// run` supervisor then stops its service, which leads a process group of
+/// its own), and after 15 s SIGKILL for what is left, the service's group
+/// too.
 struct Group(Child);
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn kill9(target: &str) {
+    let _ = Command::new("kill")
+        .args(["-9", "--", target])
+        .stderr(Stdio::null())
+        .status();
+}
 
 impl Drop for Group {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-9", "--", &format!("-{}", self.0.id())])
-            .stderr(Stdio::null())
-            .status();
+        let pid = self.0.id();
+        let mut groups = children(pid);
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(15) {
+                groups.extend(children(pid));
+                if !matches!(self.0.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        kill9(&format!("-{pid}"));
+        for g in groups {
+            kill9(&format!("-{g}"));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

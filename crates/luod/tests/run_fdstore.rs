@@ -106,6 +106,9 @@ fn c_program_state_survives_restarts_and_crashes() {
 
     // The supervisor is killed; the program goes on; a new `luoctl run`
     // of the same name takes over, and the next start finds the bytes.
+    // (Killed by the test if it fails before the new supervisor stops it.)
+    let orphans = run::children(sup.child.id());
+    sup.also.extend(orphans);
     sup.kill_supervisor();
     let before = lines(&report).len();
     let mut sup2 = Supervisor::start(&sock, &dir.join("run2.log"), &args);

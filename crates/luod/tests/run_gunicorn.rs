@@ -143,6 +143,8 @@ fn gunicorn_overlap_restarts_lose_no_request() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let plain = load.stop();
+    common::terminate(g.id());
+    g.wait().unwrap();
     println!(
         "plain stop and start: {PLAIN_RESTARTS} restarts of gunicorn in {:.1} s: \
          {} requests answered, {} failed ({:.1} per restart), longest request {} ms; first errors: {:?}",

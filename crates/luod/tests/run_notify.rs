@@ -17,10 +17,11 @@ use common::Agent;
 
 /// A Python service under `luoctl run web` with one listener named `http`.
 struct Web {
+    // Dropped in this order: the supervisor stops the service first.
+    sup: Supervisor,
     agent: Agent,
     dir: std::path::PathBuf,
     report: std::path::PathBuf,
-    sup: Supervisor,
 }
 
 impl Web {
@@ -38,10 +39,10 @@ impl Web {
         args.push(&report_s);
         let sup = Supervisor::start(&agent.sock, &dir.join("run.log"), &args);
         let web = Web {
+            sup,
             agent,
             dir,
             report,
-            sup,
         };
         web.wait_starts(1);
         web

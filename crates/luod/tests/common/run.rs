@@ -155,12 +155,30 @@ pub fn both(o: &Output) -> String {
 }
 
 /// A `luoctl run` supervisor in its own process group, its output in
-/// `log`. Dropping it kills the group (the supervisor, the service and the
-/// service's children), and the processes named in `also`.
+/// `log`. Dropping it stops it as an operator would (SIGTERM: it stops the
+/// service and exits), then kills whatever is left: the supervisor, its
+/// instances' process groups, and the processes named in `also`.
 pub struct Supervisor {
     pub child: Child,
     pub log: PathBuf,
     pub also: Vec<u32>,
+}
+
+/// The children of process `pid` (a supervisor's instances lead their own
+/// process groups).
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn kill9(target: &str) {
+    let _ = Command::new("kill")
+        .args(["-9", "--", target])
+        .stderr(Stdio::null())
+        .status();
 }
 
 impl Supervisor {
@@ -208,16 +226,25 @@ impl Supervisor {
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        let pgid = self.child.id();
-        let _ = Command::new("kill")
-            .args(["-9", "--", &format!("-{pgid}")])
-            .stderr(Stdio::null())
-            .status();
-        for pid in &self.also {
-            let _ = Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
+        let pid = self.child.id();
+        let mut groups = children(pid);
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(15) {
+                groups.extend(children(pid));
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        kill9(&format!("-{pid}"));
+        for g in groups {
+            kill9(&format!("-{g}"));
+        }
+        for p in &self.also {
+            kill9(&p.to_string());
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
