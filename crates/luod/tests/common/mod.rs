@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub const LUOD: &str = env!("CARGO_BIN_EXE_luod");
 /// How long a reply or a settling fd count may take before a test fails.
+pub mod run;
 pub mod wire;
 
 pub const PATIENCE: Duration = Duration::from_secs(10);
