@@ -280,6 +280,25 @@ impl Client {
         Ok(Session::new(s, name))
     }
 
+    /// Opens the caller's persistent outgoing session named name, or
+    /// creates it persistent when the caller has no outgoing session of
+    /// that name, and returns its handle.
+    ///
+    /// Closing the last handle of a persistent session does not abort it:
+    /// it stays open with every file until it is opened again by name, for
+    /// a supervisor that may die at any moment and must lose nothing. Its
+    /// files can be taken without retrieving them (Session.fetch()) and let
+    /// go one by one (Session.unpreserve()). Handing it over makes it an
+    /// ordinary incoming session.
+    ///
+    /// Raises FileExistsError (an outgoing session of that name that is not
+    /// persistent), OSError EINVAL (a bad name), ENOSPC or EDQUOT (too many
+    /// sessions), EOPNOTSUPP (an agent without persistent sessions).
+    fn persist_session(&self, py: Python<'_>, name: &str) -> PyResult<Session> {
+        let s = self.call(py, |c| c.persist_session(name))?;
+        Ok(Session::new(s, name))
+    }
+
     /// Retrieves the caller's incoming (handed-over) session named name, or
     /// for root, that of uid owner, and returns its handle.
     ///
@@ -574,6 +593,31 @@ impl Session {
     fn retrieve_batch(&self, py: Python<'_>, tokens: Vec<u64>) -> PyResult<Vec<RawFd>> {
         let fds = self.call(py, |s| s.retrieve_batch(&tokens))?;
         Ok(fds.into_iter().map(IntoRawFd::into_raw_fd).collect())
+    }
+
+    /// New descriptors (ints, owned by the caller) of the files preserved
+    /// under tokens in a persistent session (Client.persist_session()), in
+    /// order, without retrieving them: the files stay preserved. On any
+    /// error no descriptor is left open and the exception's token names the
+    /// failing token.
+    ///
+    /// Raises OSError EINVAL (a session that is not persistent),
+    /// FileNotFoundError (an unknown token).
+    fn fetch(&self, py: Python<'_>, tokens: Vec<u64>) -> PyResult<Vec<RawFd>> {
+        let fds = self.call(py, |s| s.fetch(&tokens))?;
+        Ok(fds.into_iter().map(IntoRawFd::into_raw_fd).collect())
+    }
+
+    /// Removes the files preserved under tokens from the outgoing session
+    /// (persistent or not), in order: luod lets go of each, and the file may
+    /// be preserved again, in any session. Unpreserving stops at the first
+    /// refusal; the files before it stay unpreserved and the exception's
+    /// token names the refused one.
+    ///
+    /// Raises OSError EINVAL (a session that is not outgoing),
+    /// FileNotFoundError (a token it does not hold).
+    fn unpreserve(&self, py: Python<'_>, tokens: Vec<u64>) -> PyResult<()> {
+        self.call(py, |s| s.unpreserve(&tokens))
     }
 
     /// The socket preserved under token as a socket.socket (family and type

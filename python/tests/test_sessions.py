@@ -140,3 +140,28 @@ def test_default_socket_path_follows_luod_socket(monkeypatch, agent):
     with luo.Client() as c:
         assert c.path == agent.sock
         assert c.status()["backend"] == "emulated"
+
+
+def test_a_persistent_session_outlives_its_handles(client):
+    listener = socket.create_server(("127.0.0.1", 0))
+    with client.persist_session("web") as s:
+        s.preserve_batch([(1, listener), (2, memfd(b"store"))])
+    # Closed, and still there with its files.
+    [web] = client.show("web")
+    assert web["state"] == "open" and web["file_count"] == 2
+    with client.persist_session("web") as s:
+        sock_fd, store_fd = s.fetch([1, 2])
+        with luo.socket_from_fd(sock_fd) as sock:
+            assert sock.getsockname() == listener.getsockname()
+        assert os.pread(store_fd, 5, 0) == b"store"
+        os.close(store_fd)
+        s.unpreserve([2])
+        with pytest.raises(FileNotFoundError) as e:
+            s.unpreserve([2])
+        assert e.value.token == 2
+        assert [f["token"] for f in s.info()["files"]] == [1]
+    # A session that is not persistent keeps its name.
+    with client.create_session("plain"):
+        with pytest.raises(FileExistsError):
+            client.persist_session("plain")
+    listener.close()

@@ -36,6 +36,8 @@ class Client:
     ) -> bool: ...
     def create_session(self, name: str) -> "Session":
         """Creates an outgoing session named name and returns its handle."""
+    def persist_session(self, name: str) -> "Session":
+        """Opens (or creates) the persistent outgoing session named name."""
     def retrieve_session(self, name: str, owner: Optional[int] = None) -> "Session":
         """Retrieves the incoming session named name (of uid owner, for root)."""
     def update(self) -> int:
@@ -91,6 +93,10 @@ class Session:
         """A new descriptor of the file under token; the caller owns it."""
     def retrieve_batch(self, tokens: Sequence[int]) -> List[int]:
         """New descriptors of the files under tokens, in order; the caller owns them."""
+    def fetch(self, tokens: Sequence[int]) -> List[int]:
+        """New descriptors of files of a persistent session; they stay preserved."""
+    def unpreserve(self, tokens: Sequence[int]) -> None:
+        """Removes the files under tokens from the outgoing session."""
     def retrieve_socket(self, token: int) -> socket.socket:
         """The socket under token as a socket.socket."""
     def retrieve_mmap(
