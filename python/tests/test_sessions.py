@@ -165,3 +165,26 @@ def test_a_persistent_session_outlives_its_handles(client):
         with pytest.raises(FileExistsError):
             client.persist_session("plain")
     listener.close()
+
+
+def test_one_client_from_several_threads(client):
+    import threading
+
+    errors = []
+
+    def work(i: int) -> None:
+        try:
+            for round in range(20):
+                with client.create_session(f"t{i}-{round}") as s:
+                    s.preserve(1, memfd(b"x"))
+                    assert s.info()["file_count"] == 1
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    wait_for("every session aborted", lambda: names(client) == set())

@@ -1,23 +1,51 @@
-"""Type stubs of luo._luo, the extension module behind the luo package."""
+"""Type stubs of luo._luo, the extension module behind the luo package.
+
+Errors are OSError (of the subclass for their errno) with one more
+attribute, token: the refused token of a batch, else None. The builtin
+exceptions' stubs do not declare it: read it as getattr(e, "token", None)
+where a type checker objects.
+"""
 
 import mmap
 import os
 import socket
 import types
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, Type, Union
+from typing import (
+    Any,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    Type,
+    Union,
+    final,
+)
 
+__all__ = [
+    "Client",
+    "Session",
+    "__version__",
+    "default_socket_path",
+    "mmap_fd",
+    "socket_from_fd",
+]
 __version__: str
 
 class _HasFileno(Protocol):
     def fileno(self) -> int: ...
 
 #: A descriptor: an int, or an object with fileno() (a socket, a file object).
-FileLike = Union[int, _HasFileno]
+_FileLike = Union[int, _HasFileno]
 
+@final
 class Client:
     """A connection to luod: create, retrieve and inspect sessions."""
 
-    def __init__(self, path: Optional[Union[str, "os.PathLike[str]"]] = None) -> None:
+    def __new__(cls, path: Optional[Union[str, "os.PathLike[str]"]] = None) -> "Client":
         """Connects to luod at path, or at default_socket_path()."""
     @property
     def path(self) -> str:
@@ -57,6 +85,7 @@ class Client:
     ) -> Dict[str, Any]:
         """Upgrades luod in place; returns the new agent's pid, agent and previous."""
 
+@final
 class Session:
     """A handle on one session; closing it aborts an outgoing session."""
 
@@ -79,10 +108,10 @@ class Session:
     ) -> bool: ...
     def info(self) -> Dict[str, Any]:
         """The session's detail, with its files."""
-    def preserve(self, token: int, f: FileLike) -> None:
+    def preserve(self, token: int, f: _FileLike) -> None:
         """Preserves the file f under token."""
     def preserve_batch(
-        self, files: Union[Iterable[Tuple[int, FileLike]], Mapping[int, FileLike]]
+        self, files: Union[Iterable[Tuple[int, _FileLike]], Mapping[int, _FileLike]]
     ) -> None:
         """Preserves (token, file) pairs in order; stops at the first refusal."""
     def handover(self) -> None:
