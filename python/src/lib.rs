@@ -526,9 +526,6 @@ impl Session {
     fn preserve(&self, py: Python<'_>, token: u64, f: &Bound<'_, PyAny>) -> PyResult<()> {
         let fd = dup_of(py, f)?;
         self.call(py, |s| s.preserve(token, fd.as_fd()))
-            .inspect_err(|e| {
-                let _ = e.value(py).setattr("token", token);
-            })
     }
 
     /// Preserves several files in order: files is an iterable of
