@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Agent, PATIENCE};
+use common::{Agent, Opts, DEFAULT, PATIENCE};
 
 const LUOCTL: &str = env!("CARGO_BIN_EXE_luoctl");
 
@@ -107,8 +107,18 @@ fn service_file(dir: &Path) -> PathBuf {
 }
 
 fn run(agent: &Agent, name: &str, args: &[&str], cmd: &[&str]) -> Sup {
+    run_as(agent, None, name, args, cmd)
+}
+
+/// As [`run`], as `uid` when given.
+fn run_as(agent: &Agent, uid: Option<u32>, name: &str, args: &[&str], cmd: &[&str]) -> Sup {
     let err = agent.dir.join(format!("{name}.{}.err", std::process::id()));
-    let child = Command::new(LUOCTL)
+    let mut c = Command::new(LUOCTL);
+    if let Some(u) = uid {
+        use std::os::unix::process::CommandExt;
+        c.uid(u).gid(u);
+    }
+    let child = c
         .arg("--socket")
         .arg(&agent.sock)
         .arg("run")
@@ -498,4 +508,78 @@ fn stop_start_on_sighup_and_a_failed_one_starts_the_old_command_again() {
     let s = services(&agent, "ss");
     assert_eq!(s["command"][2], "one");
     assert_eq!(s["rollbacks"], 1);
+}
+
+/// A user who is not root runs a service against a luod of its own: the
+/// supervisor, the session (owned by that uid) and a restart asked for by
+/// that user.
+#[test]
+fn an_unprivileged_user_runs_a_service_against_its_own_luod() {
+    if !python() {
+        eprintln!("skipped: needs python3");
+        return;
+    }
+    if luo_sys::geteuid() != 0 {
+        eprintln!("skipped: becoming uid 65534 needs root (run as an ordinary user, every test here is unprivileged)");
+        return;
+    }
+    const USER: u32 = 65534;
+    let agent = Agent::start_with(Opts {
+        uid: Some(USER),
+        dir_mode: 0o777,
+        ..DEFAULT
+    });
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.child.id())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains(&USER.to_string())),
+        "luod does not run as uid {USER}:\n{status}"
+    );
+    let svc = service_file(&agent.dir);
+    let svc = svc.to_str().unwrap();
+    let port = free_port();
+    let listen = format!("web=tcp:127.0.0.1:{port}");
+    let sup = run_as(
+        &agent,
+        Some(USER),
+        "web",
+        &["--listen", &listen],
+        &["python3", svc, "g1", "serve"],
+    );
+    wait_state(&agent, "web", &sup, "ready");
+    assert!(ask_gen(port, "g1").ends_with(" new\n"));
+    // The user restarts it, with a new command.
+    let o = {
+        use std::os::unix::process::CommandExt;
+        Command::new(LUOCTL)
+            .uid(USER)
+            .gid(USER)
+            .arg("--socket")
+            .arg(&agent.sock)
+            .args(["restart", "web", "--", "python3", svc, "g2", "serve"])
+            .output()
+            .unwrap()
+    };
+    assert!(
+        o.status.success(),
+        "restart as uid {USER}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The new instance found the store the first one wrote.
+    assert!(ask_gen(port, "g2").ends_with(" written by g1\n"));
+    // The session is the user's, and persistent.
+    let o = luoctl(&agent, &["--json", "sessions"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let web = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "web")
+        .unwrap_or_else(|| panic!("no session 'web': {v}"))
+        .clone();
+    assert_eq!(web["owner"], USER, "{web}");
+    assert_eq!(web["persistent"], true, "{web}");
+    drop(sup);
 }
