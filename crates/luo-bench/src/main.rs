@@ -7,6 +7,7 @@
 //! ```text
 //! cargo run --release -p luo-bench -- all [--sizes 256M,1G,4G] [--fds 1000,16000]
 //! cargo run --release -p luo-bench -- index [--sizes 1000,4000,16000] [--json PATH]
+//! cargo run --release -p luo-bench -- restart [--restarts 10] [--servers python,gunicorn]
 //! ```
 
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ mod memcached;
 mod mirror;
 mod plot;
 mod report;
+mod restart;
 mod stats;
 mod suite;
 mod upgrade;
@@ -59,6 +61,9 @@ enum Bench {
     /// Preserving 16,000 files one request at a time with the keeper on: request 1,000 vs 16,000
     #[command(long_about = mirror::ABOUT)]
     Mirror(mirror::Options),
+    /// Restarting an HTTP server under load: luoctl run (overlap, stop-start) vs a plain stop and start
+    #[command(long_about = restart::ABOUT)]
+    Restart(restart::Options),
     /// Draw the blackout plot again from an earlier run's JSON
     #[command(long_about = suite::PLOT_ABOUT)]
     Plot(suite::PlotArgs),
@@ -83,6 +88,7 @@ fn main() -> ExitCode {
         Bench::Index(o) => ("index", index::main(o)),
         Bench::Upgrade(o) => ("upgrade", upgrade::main(o)),
         Bench::Mirror(o) => ("mirror", mirror::main(o)),
+        Bench::Restart(o) => ("restart", restart::main(o)),
         Bench::Plot(a) => ("plot", suite::replot(a)),
     };
     match result {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub const LUOD: &str = env!("CARGO_BIN_EXE_luod");
 /// How long a reply or a settling fd count may take before a test fails.
+pub mod run;
 pub mod wire;
 
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -58,6 +59,8 @@ pub struct Opts<'a> {
     /// Mode of the agent's directory (0777 when processes of other uids
     /// write files there).
     pub dir_mode: u32,
+    /// Run luod as this uid (and gid): a per-user agent. Needs root.
+    pub uid: Option<u32>,
 }
 
 pub const DEFAULT: Opts<'static> = Opts {
@@ -65,6 +68,7 @@ pub const DEFAULT: Opts<'static> = Opts {
     nofile: None,
     log: "debug",
     dir_mode: 0o755,
+    uid: None,
 };
 
 /// A `luod` process, killed (and its directory removed) on drop. Its log is
@@ -99,6 +103,10 @@ impl Agent {
         // agent by design, and tests kill theirs.
         if !o.args.contains(&"--keeper") {
             cmd.args(["--keeper", "off"]);
+        }
+        if let Some(u) = o.uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(u).gid(u);
         }
         cmd.env("LUOD_LOG", o.log)
             .stdin(Stdio::null())

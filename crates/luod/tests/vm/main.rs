@@ -86,6 +86,18 @@ fn role_vm_client_stage1() {
 
 #[test]
 #[ignore = "runs inside the VM"]
+fn role_vm_persist_stage1() {
+    // A supervisor's persistent session: left open, with no handle, when
+    // the kexec comes.
+    let c = luo::Client::connect_to(socket()).unwrap();
+    let sup = c.persist_session("sup").unwrap();
+    sup.preserve(1, memfd("persistent bytes")).unwrap();
+    drop(sup);
+    println!("@@ PERSIST1 OK");
+}
+
+#[test]
+#[ignore = "runs inside the VM"]
 fn role_vm_client_stage2() {
     let c = luo::Client::connect_to(socket()).unwrap();
     let big = c.retrieve_session("big").unwrap();
@@ -104,6 +116,25 @@ fn role_vm_client_stage2() {
     println!("@@ net: tokens {tokens:?}");
     println!("@@ net state: {:?}", read_text(net.retrieve_fd(2).unwrap()));
     net.finish().unwrap();
+    // The persistent session is open and persistent again, its memfd whole.
+    let sup = c
+        .sessions()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == b"sup")
+        .expect("the persistent session came back");
+    println!(
+        "@@ sup: {} persistent={} handles={} files={}",
+        sup.state.as_str(),
+        sup.persistent,
+        sup.handles,
+        sup.file_count
+    );
+    let s = c.persist_session("sup").unwrap();
+    println!("@@ sup bytes: {:?}", read_text(&s.fetch(&[1]).unwrap()[0]));
+    // Ended: handed over, then finished by name.
+    s.handover().unwrap();
+    c.finish("sup", None).unwrap();
     println!("@@ CLIENT2 OK");
 }
 
@@ -251,6 +282,12 @@ if [ $stage = 1 ]; then
     echo "@@ agent upgrade: exit $?"
     luoctl update --kexec --kernel /boot/bzImage --initrd /boot/initrd.img --append "@NEXT@"
     echo "@@ kexec without --force: exit $?"
+    vmtest --exact role_vm_persist_stage1 --ignored --nocapture 2>&1 | grep -v '^$'
+    # A C program linked against libsystemd stores its state memfd in its
+    # fd store under `luoctl run`, which is still running at the kexec.
+    luoctl run state -- fdstore /tmp/state.report >> /tmp/run.log 2>&1 &
+    wait_for /tmp/state.report "start 1: "
+    sed 's/^/@@ STATE /' /tmp/state.report
     luoctl update --kexec --kernel /boot/bzImage --initrd /boot/initrd.img --append "@NEXT@" --force
     echo "@@ kexec returned: exit $?"
     cat /tmp/luod.log
@@ -264,6 +301,15 @@ start_luod
 vmtest --exact role_vm_client_stage2 --ignored --nocapture 2>&1 | grep -v '^$'
 luoctl status
 echo "@@ status $(luoctl --json status)"
+# The same service in the second kernel: its start finds the same bytes
+# (and the start count the first kernel wrote in them).
+luoctl run state -- fdstore /tmp/state.report >> /tmp/run.log 2>&1 &
+RUN_PID=$!
+wait_for /tmp/state.report "start "
+sed 's/^/@@ STATE /' /tmp/state.report
+kill $RUN_PID
+wait $RUN_PID
+echo "@@ luoctl run after SIGTERM: exit $?"
 luoctl sessions
 echo "@@ luod log:"
 cat /tmp/luod.log
@@ -298,13 +344,28 @@ fn kernel_live_update_in_qemu() {
         eprintln!("LUO_VM_TEST=skip: not booting the VM");
         return;
     }
-    let missing: Vec<&str> = ["qemu-system-x86_64", "busybox", "cpio", "gzip", "ldd", "cc"]
-        .into_iter()
-        .filter(|t| which(t).is_none())
-        .collect();
+    let mut missing: Vec<&str> = [
+        "qemu-system-x86_64",
+        "busybox",
+        "cpio",
+        "gzip",
+        "ldd",
+        "cc",
+        "pkg-config",
+    ]
+    .into_iter()
+    .filter(|t| which(t).is_none())
+    .collect();
+    let libsystemd = Command::new("pkg-config")
+        .args(["--exists", "libsystemd"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !libsystemd {
+        missing.push("libsystemd (development files)");
+    }
     assert!(
         missing.is_empty(),
-        "the VM test needs {missing:?}: apt-get install -y qemu-system-x86 busybox-static cpio (./scripts/test does this as root), or set LUO_VM_TEST=skip"
+        "the VM test needs {missing:?}: apt-get install -y qemu-system-x86 busybox-static cpio pkg-config libsystemd-dev (./scripts/test does this as root), or set LUO_VM_TEST=skip"
     );
     let bz = kernel_image().expect(
         "no LUO kernel image: set LUO_KERNEL_IMAGE, or put it at ../shared/kernel/bzImage beside the checkout",
@@ -317,6 +378,16 @@ fn kernel_live_update_in_qemu() {
     install(&root, Path::new(LUOD), "luod");
     install(&root, Path::new(LUOCTL), "luoctl");
     install(&root, &std::env::current_exe().unwrap(), "vmtest");
+    // The fd store's C program, linked against libsystemd (its libraries
+    // come along).
+    let flags = run(Command::new("pkg-config").args(["--cflags", "--libs", "libsystemd"]));
+    let fdstore = work.join("fdstore");
+    run(Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&fdstore)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/run/fdstore.c"))
+        .args(flags.split_whitespace()));
+    install(&root, &fdstore, "fdstore");
     // The uAPI test program of the preload library, unchanged, static.
     let uapi_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../luo-preload/tests/uapi");
     run(Command::new("cc")
@@ -396,7 +467,13 @@ fn kernel_live_update_in_qemu() {
         "@@ small: \"small file one\" \"small file two\"",
         "@@ net: tokens [2]",
         "@@ net state: \"net state\"",
+        "@@ PERSIST1 OK",
+        "@@ sup: open persistent=true handles=0 files=1",
+        "@@ sup bytes: \"persistent bytes\"",
         "@@ CLIENT2 OK",
+        "@@ STATE start 1: created 4194304 bytes",
+        "@@ STATE start 2: intact 4194304 bytes",
+        "@@ luoctl run after SIGTERM: exit 0",
         "@@ stage 2 done",
     ] {
         if !has(marker) {
@@ -469,10 +546,12 @@ fn kernel_live_update_in_qemu() {
     if v.get("backend").and_then(serde_json::Value::as_str) != Some("kernel") {
         fail("luod in the second kernel is not on the kernel backend");
     }
+    // What is left is the service "state"'s persistent session, open for
+    // its next `luoctl run`: its memfd and the supervisor's manifest.
     if n("epoch") != Some(2)
-        || n("outgoing") != Some(0)
+        || n("outgoing") != Some(1)
         || n("incoming") != Some(0)
-        || n("files") != Some(0)
+        || n("files") != Some(2)
     {
         fail(&format!("luoctl status after the update: {status}"));
     }
@@ -482,6 +561,10 @@ fn kernel_live_update_in_qemu() {
     }
     if !log.contains("restored 3 sessions with 4 files") {
         fail("luod did not log restoring 3 sessions with 4 files");
+    }
+    // "sup", and the service "state" (its memfd and its manifest).
+    if !log.contains("2 persistent sessions with 3 files are open again") {
+        fail("luod did not log the 2 persistent sessions open again");
     }
     eprintln!("the VM run took {} s", elapsed.as_secs());
     if std::env::var_os("LUO_VM_KEEP").is_some() {
