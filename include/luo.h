@@ -125,6 +125,8 @@ struct luo_session_info {
   uint64_t pinned_bytes;
   // Whether every file crosses a kexec.
   bool kexec_safe;
+  // Whether it is a persistent outgoing session (`luo_persist_session`).
+  bool persistent;
   // Its files (`luo_show` and `luo_session_info`; `NULL` in
   // `luo_sessions`' summaries).
   struct luo_file_info *files;
@@ -202,6 +204,24 @@ void luo_client_close(struct luo_client *client);
 // `client` is a live handle, `name` a NUL-terminated string, `out` valid
 // for writing.
 int luo_create_session(const struct luo_client *client, const char *name, struct luo_session **out);
+
+// Opens the caller's persistent outgoing session named `name`, or creates
+// it persistent when the caller has no outgoing session of that name, and
+// stores a handle at `*out`. Closing the last handle does not abort a
+// persistent session: it keeps every file until it is opened again, for
+// a supervisor that may die at any moment. Its files are taken back with
+// `luo_session_fetch` and let go with `luo_session_unpreserve`.
+//
+// Errors: `-EINVAL` a bad name, `-EEXIST` an outgoing session of that name
+// that is not persistent, `-ENOSPC`, `-EDQUOT`; `-EOPNOTSUPP` from an
+// agent without persistent sessions (0.2.0 and older).
+//
+// # Safety
+//
+// As `luo_create_session`.
+int luo_persist_session(const struct luo_client *client,
+                        const char *name,
+                        struct luo_session **out);
 
 // Retrieves the caller's incoming session named `name` and stores its
 // handle at `*out`.
@@ -499,6 +519,34 @@ int luo_session_retrieve_batch(const struct luo_session *session,
                                const uint64_t *tokens,
                                int *fds,
                                size_t count);
+
+// Lets go of the files preserved under `tokens` (`count` of them) in an
+// outgoing session. Stops at the first refusal; the files before it are
+// let go, and `luo_last_error_token` names the refused token.
+//
+// Errors: `-EINVAL` not outgoing, `-ENOENT` a token it does not hold,
+// `-ESTALE`, `-EOPNOTSUPP` from an agent without persistent sessions.
+//
+// # Safety
+//
+// `session` is a live handle; `tokens` holds `count` entries.
+int luo_session_unpreserve(const struct luo_session *session, const uint64_t *tokens, size_t count);
+
+// New descriptors of the files under `tokens` in a persistent session,
+// without retrieving them (they stay preserved), stored in `fds` (both of
+// `count` entries). On failure no descriptor is left open, every entry of
+// `fds` is -1, and `luo_last_error_token` names the failing token.
+//
+// Errors: `-EINVAL` a session that is not persistent, `-ENOENT` an
+// unknown token, `-ESTALE`, `-EOPNOTSUPP`.
+//
+// # Safety
+//
+// As `luo_session_retrieve_batch`.
+int luo_session_fetch(const struct luo_session *session,
+                      const uint64_t *tokens,
+                      int *fds,
+                      size_t count);
 
 // Hands the outgoing session over: it waits for the next process to
 // retrieve it by name. This handle is stale from now on (close it).

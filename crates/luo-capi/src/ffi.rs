@@ -288,6 +288,33 @@ pub unsafe extern "C" fn luo_create_session(
     })
 }
 
+/// Opens the caller's persistent outgoing session named `name`, or creates
+/// it persistent when the caller has no outgoing session of that name, and
+/// stores a handle at `*out`. Closing the last handle does not abort a
+/// persistent session: it keeps every file until it is opened again, for
+/// a supervisor that may die at any moment. Its files are taken back with
+/// `luo_session_fetch` and let go with `luo_session_unpreserve`.
+///
+/// Errors: `-EINVAL` a bad name, `-EEXIST` an outgoing session of that name
+/// that is not persistent, `-ENOSPC`, `-EDQUOT`; `-EOPNOTSUPP` from an
+/// agent without persistent sessions (0.2.0 and older).
+///
+/// # Safety
+///
+/// As `luo_create_session`.
+#[no_mangle]
+pub unsafe extern "C" fn luo_persist_session(
+    client: *const luo_client,
+    name: *const c_char,
+    out: *mut *mut luo_session,
+) -> c_int {
+    session_out(out, || {
+        // SAFETY: by the contract.
+        let (c, name) = unsafe { (self::client(client)?, string(name, "name")?) };
+        c.persist_session(name)
+    })
+}
+
 /// Retrieves the caller's incoming session named `name` and stores its
 /// handle at `*out`.
 ///
@@ -956,32 +983,54 @@ pub unsafe extern "C" fn luo_session_retrieve_batch(
     fds: *mut c_int,
     count: usize,
 ) -> c_int {
-    let r = guard(|| {
+    // SAFETY: by the contract.
+    unsafe { fds_batch(session, tokens, fds, count, |s, t| s.retrieve_batch(t)) }
+}
+
+/// Lets go of the files preserved under `tokens` (`count` of them) in an
+/// outgoing session. Stops at the first refusal; the files before it are
+/// let go, and `luo_last_error_token` names the refused token.
+///
+/// Errors: `-EINVAL` not outgoing, `-ENOENT` a token it does not hold,
+/// `-ESTALE`, `-EOPNOTSUPP` from an agent without persistent sessions.
+///
+/// # Safety
+///
+/// `session` is a live handle; `tokens` holds `count` entries.
+#[no_mangle]
+pub unsafe extern "C" fn luo_session_unpreserve(
+    session: *const luo_session,
+    tokens: *const u64,
+    count: usize,
+) -> c_int {
+    guard(|| {
         // SAFETY: by the contract.
         let (s, tokens) = unsafe { (self::session(session)?, slice(tokens, count, "tokens")?) };
-        if count > 0 && fds.is_null() {
-            return Err(invalid("fds is NULL"));
-        }
-        let got = s.retrieve_batch(tokens)?;
-        if got.len() != count {
-            return Err(Error::new(
-                Errno::EPROTO,
-                "the agent sent too few descriptors",
-            ));
-        }
-        for (i, fd) in got.into_iter().enumerate() {
-            // SAFETY: `fds` has room for `count` entries by the contract.
-            unsafe { fds.add(i).write(give(fd)) };
-        }
+        s.unpreserve(tokens)?;
         Ok(0)
-    });
-    if r < 0 && !fds.is_null() {
-        for i in 0..count {
-            // SAFETY: as above.
-            unsafe { fds.add(i).write(-1) };
-        }
-    }
-    r
+    })
+}
+
+/// New descriptors of the files under `tokens` in a persistent session,
+/// without retrieving them (they stay preserved), stored in `fds` (both of
+/// `count` entries). On failure no descriptor is left open, every entry of
+/// `fds` is -1, and `luo_last_error_token` names the failing token.
+///
+/// Errors: `-EINVAL` a session that is not persistent, `-ENOENT` an
+/// unknown token, `-ESTALE`, `-EOPNOTSUPP`.
+///
+/// # Safety
+///
+/// As `luo_session_retrieve_batch`.
+#[no_mangle]
+pub unsafe extern "C" fn luo_session_fetch(
+    session: *const luo_session,
+    tokens: *const u64,
+    fds: *mut c_int,
+    count: usize,
+) -> c_int {
+    // SAFETY: by the contract.
+    unsafe { fds_batch(session, tokens, fds, count, |s, t| s.fetch(t)) }
 }
 
 /// Hands the outgoing session over: it waits for the next process to
@@ -1038,4 +1087,45 @@ pub unsafe extern "C" fn luo_memfd_create(name: *const c_char) -> c_int {
         })?;
         Ok(give(fd))
     })
+}
+
+/// Descriptors from `get` for `tokens` into `fds`, all or none.
+///
+/// # Safety
+///
+/// `session` is a live handle; `tokens` holds `count` entries and `fds`
+/// has room for `count`.
+unsafe fn fds_batch(
+    session: *const luo_session,
+    tokens: *const u64,
+    fds: *mut c_int,
+    count: usize,
+    get: impl FnOnce(&luo::Session, &[u64]) -> luo::Result<Vec<OwnedFd>>,
+) -> c_int {
+    let r = guard(|| {
+        // SAFETY: by the contract.
+        let (s, tokens) = unsafe { (self::session(session)?, slice(tokens, count, "tokens")?) };
+        if count > 0 && fds.is_null() {
+            return Err(invalid("fds is NULL"));
+        }
+        let got = get(s, tokens)?;
+        if got.len() != count {
+            return Err(Error::new(
+                Errno::EPROTO,
+                "the agent sent too few descriptors",
+            ));
+        }
+        for (i, fd) in got.into_iter().enumerate() {
+            // SAFETY: `fds` has room for `count` entries by the contract.
+            unsafe { fds.add(i).write(give(fd)) };
+        }
+        Ok(0)
+    });
+    if r < 0 && !fds.is_null() {
+        for i in 0..count {
+            // SAFETY: as above.
+            unsafe { fds.add(i).write(-1) };
+        }
+    }
+    r
 }

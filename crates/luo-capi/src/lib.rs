@@ -3,9 +3,10 @@
 //! `include/luo.h` (generated from this crate by cbindgen), the pkg-config
 //! file `luo.pc`; `docs/c-api.md` is the guide.
 //!
-//! Everything the Rust [`luo`] crate does is here: connect, create and
-//! retrieve sessions, preserve and retrieve files (one or a batch), hand
-//! over, finish, update, upgrade, kexec, status and listings.
+//! Everything the Rust [`luo`] crate does is here: connect, create,
+//! retrieve and persist sessions, preserve, retrieve, fetch and unpreserve
+//! files (one or a batch), hand over, finish, update, upgrade, kexec,
+//! status and listings.
 //!
 //! # Conventions
 //!

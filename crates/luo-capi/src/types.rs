@@ -172,6 +172,8 @@ pub struct luo_session_info {
     pub pinned_bytes: u64,
     /// Whether every file crosses a kexec.
     pub kexec_safe: bool,
+    /// Whether it is a persistent outgoing session (`luo_persist_session`).
+    pub persistent: bool,
     /// Its files (`luo_show` and `luo_session_info`; `NULL` in
     /// `luo_sessions`' summaries).
     pub files: *mut luo_file_info,
@@ -219,6 +221,7 @@ impl From<luo::SessionInfo> for luo_session_info {
             file_count: s.file_count,
             pinned_bytes: s.pinned_bytes,
             kexec_safe: s.kexec_safe,
+            persistent: s.persistent,
             files: if files_len == 0 {
                 std::ptr::null_mut()
             } else {

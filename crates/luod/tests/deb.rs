@@ -105,7 +105,15 @@ fn the_debian_package_builds_installs_and_runs() {
     std::fs::create_dir_all(&dir).unwrap();
     let deb = dir.join("luo.deb");
     let built = Command::new(&cargo)
-        .args(["deb", "-p", "luod", "--no-build", "--strip", "--quiet", "--output"])
+        .args([
+            "deb",
+            "-p",
+            "luod",
+            "--no-build",
+            "--strip",
+            "--quiet",
+            "--output",
+        ])
         .arg(&deb)
         .arg("--manifest-path")
         .arg(&manifest)

@@ -154,6 +154,30 @@ int main(int argc, char **argv)
 	luo_session_close(t);
 	check("finish by name", luo_finish(c, "errs2", LUO_OWNER_SELF), 0);
 
+	/* A persistent session outlives its handles. */
+	struct luo_session *ps = NULL;
+	int m3 = luo_memfd_create("three"), f[1] = {0};
+	uint64_t one[] = {1}, two[] = {2};
+	check("persist", luo_persist_session(c, "pers", &ps), 0);
+	check("preserve in it", luo_session_preserve(ps, 1, m3), 0);
+	luo_session_close(ps);
+	close(m3);
+	check("persist again: the same session", luo_persist_session(c, "pers", &ps), 0);
+	check("  is persistent", (luo_session_info(ps, &info) == 0 && info->persistent && info->files_len == 1), 1);
+	luo_session_info_free(info, 1);
+	check("fetch", luo_session_fetch(ps, one, f, 1), 0);
+	close(f[0]);
+	check("fetch an unknown token", luo_session_fetch(ps, two, f, 1), -ENOENT);
+	check("  leaves -1", f[0], -1);
+	check("unpreserve", luo_session_unpreserve(ps, one, 1), 0);
+	check("unpreserve it again", luo_session_unpreserve(ps, one, 1), -ENOENT);
+	check("  names the token", luo_last_error_token(&tok) == 1 && tok == 1, 1);
+	luo_session_close(ps);
+	check("create a plain session", luo_create_session(c, "plain", &x), 0);
+	check("persist its name", luo_persist_session(c, "plain", &ps), -EEXIST);
+	check("fetch from a plain session", luo_session_fetch(x, one, f, 1), -EINVAL);
+	luo_session_close(x);
+
 	/* Another uid may not act on root's sessions. */
 	if (geteuid() == 0) {
 		pid_t pid = fork();
