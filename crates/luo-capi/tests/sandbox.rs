@@ -198,18 +198,34 @@ fn luod_works_within_the_units_capabilities_and_system_call_filter() {
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let pid = status["pid"].as_u64().expect("luod's pid");
 
-    // A clean stop, so that strace writes everything out.
+    // A clean stop, so that strace writes everything out; the keeper
+    // outlives luod while it keeps files (the persistent session errors.c
+    // leaves), so it is stopped too.
+    let children: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|c| c.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    assert!(!children.is_empty(), "luod started no keeper");
     assert!(Command::new("kill")
         .arg(pid.to_string())
         .status()
         .unwrap()
         .success());
-    let mut luod = luod;
     let start = Instant::now();
-    while luod.0.try_wait().unwrap().is_none() {
+    while Path::new(&format!("/proc/{pid}")).exists() {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "luod did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("kill").args(&children).status();
+    let mut luod = luod;
+    while luod.0.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "strace did not stop"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
