@@ -58,6 +58,13 @@ fn the_packaged_unit_is_the_repositorys_with_usr_bin_paths() {
         "contrib/debian/luod.service is stale: it is contrib/systemd/luod.service with the header of the \
          packaged one and /usr/local/bin/ replaced by /usr/bin/"
     );
+    let unit = std::fs::read_to_string(root().join("contrib/systemd/luo-run@.service")).unwrap();
+    let packaged = std::fs::read_to_string(root().join("contrib/debian/luo-run@.service")).unwrap();
+    assert!(
+        packaged == unit.replace("/usr/local/bin/", "/usr/bin/"),
+        "contrib/debian/luo-run@.service is stale: it is contrib/systemd/luo-run@.service with \
+         /usr/local/bin/ replaced by /usr/bin/"
+    );
 }
 
 const EXPECTED: &[&str] = &[
@@ -70,6 +77,7 @@ const EXPECTED: &[&str] = &[
     "./usr/lib/pkgconfig/luo.pc",
     "./usr/lib/systemd/system/luod.service",
     "./usr/lib/systemd/system/luod.socket",
+    "./usr/lib/systemd/system/luo-run@.service",
     "./usr/share/man/man8/luod.8",
     "./usr/share/man/man1/luoctl.1",
     "./usr/share/man/man1/luoctl-status.1",
