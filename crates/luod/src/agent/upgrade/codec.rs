@@ -17,7 +17,7 @@ use crate::store::Sink;
 use crate::{AgentError, Backend};
 
 /// The state envelope's magic.
-pub(super) const MAGIC: [u8; 8] = *b"luod-upg";
+pub(crate) const MAGIC: [u8; 8] = *b"luod-upg";
 /// The state format this binary writes and reads.
 pub const STATE_VERSION: u32 = 1;
 
@@ -322,7 +322,41 @@ pub(super) fn read_state(state: &OwnedFd) -> Result<StateRead, AgentError> {
     f.seek(SeekFrom::Start(0))
         .and_then(|_| f.read_to_end(&mut bytes))
         .map_err(|e| bad(format!("reading the state failed: {e}")))?;
-    let payload = open(&bytes, MAGIC, STATE_VERSION).map_err(|e| match e {
+    let read = split_state(&bytes)?;
+    for &(num, dev, ino) in &read.fds {
+        check_fd("descriptor", num as u64, dev, ino)?;
+    }
+    // One fstat per custody file is most of the take-over: two threads.
+    let files = &read.files;
+    let half = (files.len() / FILE_RECORD).div_ceil(2) * FILE_RECORD;
+    let (a, b) = files.split_at(half.min(files.len()));
+    let check = |part: &[u8]| -> Result<(), AgentError> {
+        for r in part.chunks_exact(FILE_RECORD) {
+            check_fd(
+                "custody descriptor",
+                u64_at(r, 40),
+                u64_at(r, 8),
+                u64_at(r, 16),
+            )?;
+        }
+        Ok(())
+    };
+    std::thread::scope(|s| {
+        let other = s.spawn(|| check(b));
+        let mine = check(a);
+        mine.and(
+            other
+                .join()
+                .unwrap_or_else(|_| Err(bad("checking descriptors failed"))),
+        )
+    })?;
+    Ok(read)
+}
+
+/// The state's envelope and layout checked and split, without looking at
+/// any descriptor it names (their numbers only range-checked).
+pub(super) fn split_state(bytes: &[u8]) -> Result<StateRead, AgentError> {
+    let payload = open(bytes, MAGIC, STATE_VERSION).map_err(|e| match e {
         RegistryError::BadMagic => bad("the state is not a luod upgrade state"),
         e => bad(format!(
             "the upgrade state {}",
@@ -358,31 +392,9 @@ pub(super) fn read_state(state: &OwnedFd) -> Result<StateRead, AgentError> {
     let mut fds = Vec::with_capacity(n);
     for r in table.chunks_exact(FD_RECORD) {
         let (num, dev, ino) = (u64_at(r, 0), u64_at(r, 8), u64_at(r, 16));
-        fds.push((check_fd("descriptor", num, dev, ino)?, dev, ino));
+        let num = RawFd::try_from(num).map_err(|_| bad("a descriptor number is out of range"))?;
+        fds.push((num, dev, ino));
     }
-    // One fstat per custody file is most of the take-over: two threads.
-    let half = (files.len() / FILE_RECORD).div_ceil(2) * FILE_RECORD;
-    let (a, b) = files.split_at(half.min(files.len()));
-    let check = |part: &[u8]| -> Result<(), AgentError> {
-        for r in part.chunks_exact(FILE_RECORD) {
-            check_fd(
-                "custody descriptor",
-                u64_at(r, 40),
-                u64_at(r, 8),
-                u64_at(r, 16),
-            )?;
-        }
-        Ok(())
-    };
-    std::thread::scope(|s| {
-        let other = s.spawn(|| check(b));
-        let mine = check(a);
-        mine.and(
-            other
-                .join()
-                .unwrap_or_else(|_| Err(bad("checking descriptors failed"))),
-        )
-    })?;
     Ok(StateRead {
         json: v,
         fds,
@@ -640,4 +652,16 @@ fn parse_model(m: &Value, records: &[u8]) -> Result<Snapshot, AgentError> {
         sessions,
         handles,
     })
+}
+
+/// The pure part of taking over a state, for `crate::fuzzing`: the
+/// envelope, the layout and the whole plan, with no descriptor looked at.
+pub(crate) fn parse_only(bytes: &[u8]) -> Result<(), AgentError> {
+    parse_plan(&split_state(bytes)?).map(drop)
+}
+
+/// The sealed state `agent` would hand over now, for `crate::fuzzing`.
+pub(crate) fn sealed_state(agent: &Agent) -> Result<Vec<u8>, Error> {
+    let state = agent.state(0, "luod fuzz-seed")?;
+    Ok(crate::registry::seal(MAGIC, STATE_VERSION, &state))
 }

@@ -1,0 +1,331 @@
+//! Entry points for the fuzz targets (`fuzz/`) and for the test that
+//! replays their corpus (`tests/fuzz_corpus.rs`): one function per parser
+//! of untrusted bytes, taking the fuzzer's input as it is and panicking
+//! when a promise of `docs/security.md` does not hold. Not a stable API.
+//!
+//! The first byte or two of an input choose what is parsed and how (the
+//! socket kind, the reply type, the number of descriptors that arrived);
+//! the rest are the bytes parsed.
+
+use luo_proto::ops::{
+    AgentRequest, Done, Epoch, HandleRequest, InfoPage, Ioctl, IoctlReply, KexecReply, Preserved,
+    SessionName, SessionPage, Upgraded,
+};
+use luo_proto::types::Status;
+use luo_proto::{Errno, Error, Value, MAX_FDS, MAX_MESSAGE};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::registry::{Registry, HEADER, MAGIC as REGISTRY_MAGIC, VERSION as REGISTRY_VERSION};
+
+/// Every target: its name (a directory under `fuzz/corpus/`) and its
+/// check, which says whether the input was accepted.
+pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
+    ("proto", proto),
+    ("upgrade_state", upgrade_state),
+    ("registry", registry),
+    ("keeper", keeper),
+    ("ioctl", ioctl),
+];
+
+/// The largest errno a refusal may carry (the kernel's `MAX_ERRNO`).
+const MAX_ERRNO: i32 = 4095;
+
+fn assert_errno(e: &Error, allowed: &[Errno], what: &str) {
+    assert!(
+        e.errno.0 > 0 && e.errno.0 <= MAX_ERRNO,
+        "{what}: a refusal without an errno: {e:?}"
+    );
+    if !allowed.is_empty() {
+        assert!(
+            allowed.contains(&e.errno),
+            "{what}: refused with an errno it does not promise: {e:?}"
+        );
+    }
+}
+
+/// The descriptor count an input says arrived: 0 to `MAX_FDS + 1`.
+fn fd_count(b: u8) -> usize {
+    b as usize % (MAX_FDS + 2)
+}
+
+/// Splits the selector bytes off; `None` when the input is too short or
+/// longer than a datagram may be (`recv` refuses those first).
+fn split(data: &[u8], n: usize) -> Option<(&[u8], &[u8])> {
+    if data.len() < n || data.len() - n > MAX_MESSAGE {
+        return None;
+    }
+    Some(data.split_at(n))
+}
+
+fn encode_agent(r: &AgentRequest, n: usize) -> luo_proto::Result<Vec<u8>> {
+    use luo_proto::encode_request as e;
+    use AgentRequest as A;
+    match r {
+        A::CreateSession(c) => e(c, n),
+        A::RetrieveSession(c) => e(c, n),
+        A::HandoverSession(c) => e(c, n),
+        A::FinishSession(c) => e(c, n),
+        A::Update(c) => e(c, n),
+        A::GetStatus(c) => e(c, n),
+        A::ListSessions(c) => e(c, n),
+        A::Show(c) => e(c, n),
+        A::Kexec(c) => e(c, n),
+        A::Upgrade(c) => e(c, n),
+        A::OpenDevice(c) => e(c, n),
+        A::Ioctl(c) => e(c, n),
+    }
+}
+
+fn encode_handle(r: &HandleRequest, n: usize) -> luo_proto::Result<Vec<u8>> {
+    use luo_proto::encode_request as e;
+    use HandleRequest as H;
+    match r {
+        H::Name(c) => e(c, n),
+        H::Info(c) => e(c, n),
+        H::Preserve(c) => e(c, n),
+        H::Retrieve(c) => e(c, n),
+        H::Handover(c) => e(c, n),
+        H::Finish(c) => e(c, n),
+        H::Ioctl(c) => e(c, n),
+    }
+}
+
+/// A request decodes, re-encodes and decodes to the same value, or is
+/// refused with one of the errnos `decode_request` promises.
+fn request<R>(bytes: &[u8], n: usize, encode: fn(&R, usize) -> luo_proto::Result<Vec<u8>>) -> bool
+where
+    R: luo_proto::Request + PartialEq + std::fmt::Debug,
+{
+    match luo_proto::decode_request::<R>(bytes, n) {
+        Ok(r) => match encode(&r, n) {
+            Ok(again) => {
+                let back = luo_proto::decode_request::<R>(&again, n);
+                assert_eq!(back.as_ref(), Ok(&r), "re-encoded as {again:?}");
+            }
+            // Defaults written out can make it longer than it came.
+            Err(e) => assert_eq!(e.errno, Errno::EMSGSIZE, "{e:?}"),
+        },
+        Err(e) => {
+            assert_errno(
+                &e,
+                &[Errno::EINVAL, Errno::EPROTONOSUPPORT, Errno::EOPNOTSUPP],
+                "decode_request",
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// A reply decodes to its results, which re-encode and decode to the same
+/// value, or to an error with an errno (the refusal it carries, or
+/// `EPROTO`), which re-encodes as a refusal and decodes to the same error.
+fn reply<T>(bytes: &[u8], n: usize) -> bool
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    match luo_proto::decode_reply::<T>(bytes, n) {
+        Ok(t) => match luo_proto::encode_reply(&t, n) {
+            Ok(again) => {
+                let back = luo_proto::decode_reply::<T>(&again, n);
+                assert_eq!(back.as_ref(), Ok(&t), "re-encoded as {again:?}");
+            }
+            Err(e) => assert_eq!(e.errno, Errno::EMSGSIZE, "{e:?}"),
+        },
+        Err(e) => {
+            assert_errno(&e, &[], "decode_reply");
+            let again = luo_proto::encode_refusal(&e);
+            let back = luo_proto::decode_reply::<T>(&again, 0).unwrap_err();
+            if back.message != "the refusal's message was too long" {
+                assert_eq!(back, e, "re-encoded as {again:?}");
+            }
+            // A refusal the peer sent is a reply all the same.
+            return e.errno != Errno::EPROTO;
+        }
+    }
+    true
+}
+
+fn has_float(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.is_f64(),
+        Value::Array(a) => a.iter().any(has_float),
+        Value::Object(m) => m.values().any(has_float),
+        _ => false,
+    }
+}
+
+/// Any other message (`decode_message`, the keeper's envelope), as a JSON
+/// object: re-encodes and decodes to the same value.
+fn message(bytes: &[u8], n: usize) -> bool {
+    match luo_proto::decode_message::<Value>(bytes, n) {
+        Ok(v) => match luo_proto::encode_message(&v, n) {
+            Ok(again) => {
+                let back = luo_proto::decode_message::<Value>(&again, n);
+                // The protocol has no floats, and serde_json's parsing of
+                // one may differ from its printing in the last bit.
+                if !has_float(&v) {
+                    assert_eq!(back.as_ref(), Ok(&v), "re-encoded as {again:?}");
+                }
+            }
+            Err(e) => assert_eq!(e.errno, Errno::EMSGSIZE, "{e:?}"),
+        },
+        Err(e) => {
+            assert_errno(
+                &e,
+                &[Errno::EINVAL, Errno::EPROTONOSUPPORT],
+                "decode_message",
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// The protocol decoder. `data[0]` chooses the decoder (and, for a reply,
+/// its type), `data[1]` the number of descriptors that arrived.
+pub fn proto(data: &[u8]) -> bool {
+    let Some((sel, bytes)) = split(data, 2) else {
+        return false;
+    };
+    let n = fd_count(sel[1]);
+    match sel[0] % 13 {
+        0 => request::<AgentRequest>(bytes, n, encode_agent),
+        1 => request::<HandleRequest>(bytes, n, encode_handle),
+        2 => message(bytes, n),
+        3 => reply::<Done>(bytes, n),
+        4 => reply::<Epoch>(bytes, n),
+        5 => reply::<Status>(bytes, n),
+        6 => reply::<SessionPage>(bytes, n),
+        7 => reply::<InfoPage>(bytes, n),
+        8 => reply::<SessionName>(bytes, n),
+        9 => reply::<Preserved>(bytes, n),
+        10 => reply::<KexecReply>(bytes, n),
+        11 => reply::<Upgraded>(bytes, n),
+        _ => reply::<IoctlReply>(bytes, n),
+    }
+}
+
+/// The bytes as they are when `data[0]` is even, else sealed in a valid
+/// envelope (so that the fuzzer reaches the payload's parser without
+/// having to forge a CRC).
+fn envelope(data: &[u8], magic: [u8; 8], version: u32) -> Option<Vec<u8>> {
+    let (&sel, rest) = data.split_first()?;
+    Some(match sel & 1 {
+        0 => rest.to_vec(),
+        _ => crate::registry::seal(magic, version, rest),
+    })
+}
+
+/// luod's in-place upgrade state, as the new image checks and parses it
+/// before it takes over any descriptor: accepted or refused with
+/// [`AgentError::Upgrade`](crate::AgentError::Upgrade), never a panic.
+pub fn upgrade_state(data: &[u8]) -> bool {
+    use crate::agent::upgrade::{codec, STATE_VERSION};
+    let Some(bytes) = envelope(data, codec::MAGIC, STATE_VERSION) else {
+        return false;
+    };
+    match codec::parse_only(&bytes) {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(matches!(e, crate::AgentError::Upgrade(_)), "{e:?}");
+            false
+        }
+    }
+}
+
+/// The kernel backend's registry: what decodes re-encodes and decodes to
+/// the same value.
+pub fn registry(data: &[u8]) -> bool {
+    let Some(bytes) = envelope(data, REGISTRY_MAGIC, REGISTRY_VERSION) else {
+        return false;
+    };
+    let Ok(r) = Registry::decode(&bytes) else {
+        return false;
+    };
+    let again = r.encode();
+    assert!(again.len() >= HEADER);
+    assert_eq!(Registry::decode(&again), Ok(r), "re-encoded as {again:?}");
+    true
+}
+
+/// The keeper's messages: `data[0]` odd for what the keeper reads from its
+/// agent, even for what the agent reads from its keeper; `data[1]` the
+/// number of descriptors. What decodes re-encodes and decodes the same.
+pub fn keeper(data: &[u8]) -> bool {
+    let Some((sel, bytes)) = split(data, 2) else {
+        return false;
+    };
+    let (to_keeper, n) = (sel[0] & 1 == 1, fd_count(sel[1]));
+    match crate::store::decode_keeper(bytes, n, to_keeper) {
+        Ok(again) => {
+            assert_eq!(
+                crate::store::decode_keeper(&again, n, to_keeper).as_ref(),
+                Ok(&again)
+            );
+            true
+        }
+        Err(e) => {
+            assert_errno(&e, &[], "a keeper message");
+            false
+        }
+    }
+}
+
+/// The `ioctl` request of the preload library, as luod checks it:
+/// `data[0]` bit 0 for the device (else a session handle), bit 1 for a
+/// session of the wrong side (its `valid` refuses). The rest is the
+/// request, decoded on the socket it is sent to; an `ioctl` goes through
+/// the kernel's dispatcher checks and the reads of its fields.
+pub fn ioctl(data: &[u8]) -> bool {
+    let Some((sel, bytes)) = split(data, 1) else {
+        return false;
+    };
+    let (device, wrong_side) = (sel[0] & 1 == 1, sel[0] & 2 == 2);
+    let r: Ioctl = if device {
+        match luo_proto::decode_request::<AgentRequest>(bytes, 0) {
+            Ok(AgentRequest::Ioctl(r)) => r,
+            _ => return false,
+        }
+    } else {
+        match luo_proto::decode_request::<HandleRequest>(bytes, 0) {
+            Ok(HandleRequest::Ioctl(r)) => r,
+            _ => return false,
+        }
+    };
+    let refuse = wrong_side.then(|| Error::new(Errno::EINVAL, "the wrong side"));
+    use luo_proto::uapi;
+    match crate::agent::uapi::decode_ioctl(&r, device, refuse) {
+        Ok((cmd, arg)) => {
+            assert!(!wrong_side, "admitted past a refusing `valid`: {r:?}");
+            assert_eq!(Some(arg.len()), uapi::struct_size(cmd), "{r:?}");
+            let admitted: &[u32] = if device {
+                &[uapi::CREATE_SESSION, uapi::RETRIEVE_SESSION]
+            } else {
+                &[
+                    uapi::PRESERVE_FD,
+                    uapi::RETRIEVE_FD,
+                    uapi::FINISH,
+                    uapi::GET_NAME,
+                ]
+            };
+            assert!(admitted.contains(&cmd), "{cmd:#x} admitted: {r:?}");
+            true
+        }
+        Err(e) => {
+            assert_errno(
+                &e,
+                &[Errno::EINVAL, Errno::EFAULT, Errno::ENOTTY, Errno::E2BIG],
+                "ioctl",
+            );
+            false
+        }
+    }
+}
+
+/// The sealed upgrade state `agent` would hand over now (the codec's
+/// writer), for seeding the corpus.
+pub fn upgrade_state_of(agent: &crate::Agent) -> luo_proto::Result<Vec<u8>> {
+    crate::agent::upgrade::codec::sealed_state(agent)
+}
