@@ -159,22 +159,46 @@ pub fn encode_refusal(e: &Error) -> Vec<u8> {
     }
 }
 
-/// `EINVAL` when arrays and objects nest deeper than [`MAX_DEPTH`]. serde_json
-/// stops at 128 levels; the protocol promises 32, checked before parsing.
-fn check_depth(bytes: &[u8]) -> Result<()> {
+/// `EINVAL` when arrays and objects nest deeper than [`MAX_DEPTH`], or when
+/// a top-level `"op"` is not a string. One pass over the bytes, before
+/// parsing: serde_json's own nesting limit is 128, and serde's tagged enums
+/// would also take a number as `"op"` (a variant's position), which the
+/// protocol does not allow.
+fn scan(bytes: &[u8]) -> Result<()> {
     let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
-    for &b in bytes {
+    let mut start = 0;
+    let next = |from: usize| {
+        bytes[from..]
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .map(|p| (from + p, bytes[from + p]))
+    };
+    for (i, &b) in bytes.iter().enumerate() {
         if in_str {
             match b {
                 _ if escaped => escaped = false,
                 b'\\' => escaped = true,
-                b'"' => in_str = false,
+                b'"' => {
+                    in_str = false;
+                    // A key of the top-level object: `"op"` must name its op
+                    // with a string.
+                    if depth == 1 && is_op_key(&bytes[start..=i]) {
+                        if let Some((colon, b':')) = next(i + 1) {
+                            if !matches!(next(colon + 1), Some((_, b'"'))) {
+                                return Err(einval("\"op\" must be a string"));
+                            }
+                        }
+                    }
+                }
                 _ => {}
             }
             continue;
         }
         match b {
-            b'"' => in_str = true,
+            b'"' => {
+                in_str = true;
+                start = i;
+            }
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
@@ -188,6 +212,14 @@ fn check_depth(bytes: &[u8]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether the JSON string `quoted` (quotes included) is `"op"`, escaped or
+/// not.
+fn is_op_key(quoted: &[u8]) -> bool {
+    quoted == b"\"op\""
+        || (quoted.contains(&b'\\')
+            && serde_json::from_slice::<String>(quoted).is_ok_and(|k| k == "op"))
 }
 
 fn check_envelope(v: u64, fds: u64, nfds: usize) -> Result<()> {
@@ -263,7 +295,7 @@ fn refusal_of(bytes: &[u8], nfds: usize, typed: serde_json::Error) -> (Error, Op
 /// another `"v"`; `EOPNOTSUPP` for an `"op"` this kind of socket does not
 /// take (saying where it belongs, if elsewhere).
 pub fn decode_request<R: Request>(bytes: &[u8], nfds: usize) -> Result<R> {
-    check_depth(bytes)?;
+    scan(bytes)?;
     match serde_json::from_slice::<In<R>>(bytes) {
         Ok(m) => check_envelope(m.v, m.fds, nfds).map(|()| m.body),
         Err(typed) => {
@@ -291,7 +323,7 @@ fn has_op(bytes: &[u8]) -> bool {
 /// Parses a message that is not a request or a reply (the keeper's), with
 /// the same envelope checks as [`decode_request`].
 pub fn decode_message<T: DeserializeOwned>(bytes: &[u8], nfds: usize) -> Result<T> {
-    check_depth(bytes)?;
+    scan(bytes)?;
     match serde_json::from_slice::<In<T>>(bytes) {
         Ok(m) => check_envelope(m.v, m.fds, nfds).map(|()| m.body),
         Err(typed) => Err(refusal_of(bytes, nfds, typed).0),
@@ -303,7 +335,7 @@ pub fn decode_message<T: DeserializeOwned>(bytes: &[u8], nfds: usize) -> Result<
 /// `EPROTO`.
 pub fn decode_reply<T: DeserializeOwned>(bytes: &[u8], nfds: usize) -> Result<T> {
     let proto = |what: String| Error::new(Errno::EPROTO, format!("unexpected reply: {what}"));
-    check_depth(bytes).map_err(|e| proto(e.message.into_owned()))?;
+    scan(bytes).map_err(|e| proto(e.message.into_owned()))?;
     let typed = match serde_json::from_slice::<ReplyIn<T>>(bytes) {
         Ok(r) if r.ok => {
             check_envelope(r.v, r.fds, nfds).map_err(|e| proto(e.message.into_owned()))?;
@@ -510,6 +542,10 @@ mod tests {
                 Errno::EINVAL,
             ),
             (deep.as_bytes(), 0, Errno::EINVAL),
+            // serde would read a number as the op's position.
+            (br#"{"v":1,"fds":0,"op":0}"#, 0, Errno::EINVAL),
+            (br#"{"v":1,"fds":0, "op" : 3 }"#, 0, Errno::EINVAL),
+            (br#"{"v":1,"fds":0,"o\u0070":0}"#, 0, Errno::EINVAL),
         ];
         let before = luo_sys::open_fd_count().unwrap();
         for (raw, n, want) in cases {
