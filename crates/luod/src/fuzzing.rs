@@ -93,11 +93,25 @@ fn encode_handle(r: &HandleRequest, n: usize) -> luo_proto::Result<Vec<u8>> {
 
 /// A request decodes, re-encodes and decodes to the same value, or is
 /// refused with one of the errnos `decode_request` promises.
-fn request<R>(bytes: &[u8], n: usize, encode: fn(&R, usize) -> luo_proto::Result<Vec<u8>>) -> bool
+fn request<R>(
+    bytes: &[u8],
+    n: usize,
+    encode: fn(&R, usize) -> luo_proto::Result<Vec<u8>>,
+    op: fn(&R) -> &'static str,
+) -> bool
 where
     R: luo_proto::Request + PartialEq + std::fmt::Debug,
 {
     match luo_proto::decode_request::<R>(bytes, n) {
+        // What is taken is the op the message names, by its name.
+        Ok(r)
+            if serde_json::from_slice::<Value>(bytes)
+                .ok()
+                .and_then(|v| v.get("op").and_then(Value::as_str).map(str::to_string))
+                != Some(op(&r).to_string()) =>
+        {
+            panic!("taken as {:?}: {}", op(&r), String::from_utf8_lossy(bytes))
+        }
         Ok(r) => match encode(&r, n) {
             Ok(again) => {
                 let back = luo_proto::decode_request::<R>(&again, n);
@@ -191,8 +205,8 @@ pub fn proto(data: &[u8]) -> bool {
     };
     let n = fd_count(sel[1]);
     match sel[0] % 13 {
-        0 => request::<AgentRequest>(bytes, n, encode_agent),
-        1 => request::<HandleRequest>(bytes, n, encode_handle),
+        0 => request::<AgentRequest>(bytes, n, encode_agent, AgentRequest::op),
+        1 => request::<HandleRequest>(bytes, n, encode_handle, HandleRequest::op),
         2 => message(bytes, n),
         3 => reply::<Done>(bytes, n),
         4 => reply::<Epoch>(bytes, n),
