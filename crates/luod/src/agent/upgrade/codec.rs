@@ -368,7 +368,7 @@ pub(super) fn split_state(bytes: &[u8]) -> Result<StateRead, AgentError> {
         .get(..8)
         .map(|b| u64_at(b, 0) as usize)
         .ok_or_else(short)?;
-    let json = payload.get(8..8 + jlen).ok_or_else(short)?;
+    let json = payload.get(8..jlen.saturating_add(8)).ok_or_else(short)?;
     let v: Value =
         serde_json::from_slice(json).map_err(|e| bad(format!("the state is malformed: {e}")))?;
     let rest = &payload[8 + jlen..];
@@ -377,14 +377,14 @@ pub(super) fn split_state(bytes: &[u8]) -> Result<StateRead, AgentError> {
         .map(|b| u64_at(b, 0) as usize)
         .ok_or_else(short)?;
     let table = rest
-        .get(8..8 + n.checked_mul(FD_RECORD).ok_or_else(short)?)
+        .get(8..n.saturating_mul(FD_RECORD).saturating_add(8))
         .ok_or_else(short)?;
     let rest = &rest[8 + table.len()..];
     let flen = rest
         .get(..8)
         .map(|b| u64_at(b, 0) as usize)
         .ok_or_else(short)?;
-    let files = rest.get(8..8 + flen).ok_or_else(short)?.to_vec();
+    let files = rest.get(8..flen.saturating_add(8)).ok_or_else(short)?.to_vec();
     let mirror = rest[8 + flen..].to_vec();
     if files.len() % FILE_RECORD != 0 {
         return Err(bad("the file records are truncated"));
