@@ -19,6 +19,9 @@ _luoctl() {
             luoctl,agent)
                 cmd="luoctl__subcmd__agent"
                 ;;
+            luoctl,exec-service)
+                cmd="luoctl__subcmd__exec__subcmd__service"
+                ;;
             luoctl,finish)
                 cmd="luoctl__subcmd__finish"
                 ;;
@@ -27,6 +30,15 @@ _luoctl() {
                 ;;
             luoctl,help)
                 cmd="luoctl__subcmd__help"
+                ;;
+            luoctl,restart)
+                cmd="luoctl__subcmd__restart"
+                ;;
+            luoctl,run)
+                cmd="luoctl__subcmd__run"
+                ;;
+            luoctl,services)
+                cmd="luoctl__subcmd__services"
                 ;;
             luoctl,sessions)
                 cmd="luoctl__subcmd__sessions"
@@ -55,6 +67,9 @@ _luoctl() {
             luoctl__subcmd__help,agent)
                 cmd="luoctl__subcmd__help__subcmd__agent"
                 ;;
+            luoctl__subcmd__help,exec-service)
+                cmd="luoctl__subcmd__help__subcmd__exec__subcmd__service"
+                ;;
             luoctl__subcmd__help,finish)
                 cmd="luoctl__subcmd__help__subcmd__finish"
                 ;;
@@ -63,6 +78,15 @@ _luoctl() {
                 ;;
             luoctl__subcmd__help,help)
                 cmd="luoctl__subcmd__help__subcmd__help"
+                ;;
+            luoctl__subcmd__help,restart)
+                cmd="luoctl__subcmd__help__subcmd__restart"
+                ;;
+            luoctl__subcmd__help,run)
+                cmd="luoctl__subcmd__help__subcmd__run"
+                ;;
+            luoctl__subcmd__help,services)
+                cmd="luoctl__subcmd__help__subcmd__services"
                 ;;
             luoctl__subcmd__help,sessions)
                 cmd="luoctl__subcmd__help__subcmd__sessions"
@@ -86,7 +110,7 @@ _luoctl() {
 
     case "${cmd}" in
         luoctl)
-            opts="-V -h --socket --json --version --help status sessions show update handover finish agent help"
+            opts="-V -h --socket --json --version --help status sessions show update handover finish agent run restart services exec-service help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -185,6 +209,40 @@ _luoctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        luoctl__subcmd__exec__subcmd__service)
+            opts="-h --fds --names --notify-socket --watchdog-usec --socket --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --fds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --names)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --notify-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --watchdog-usec)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         luoctl__subcmd__finish)
             opts="-h --owner --socket --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -230,7 +288,7 @@ _luoctl() {
             return 0
             ;;
         luoctl__subcmd__help)
-            opts="status sessions show update handover finish agent help"
+            opts="status sessions show update handover finish agent run restart services exec-service help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -271,6 +329,20 @@ _luoctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        luoctl__subcmd__help__subcmd__exec__subcmd__service)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         luoctl__subcmd__help__subcmd__finish)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -300,6 +372,48 @@ _luoctl() {
             return 0
             ;;
         luoctl__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        luoctl__subcmd__help__subcmd__restart)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        luoctl__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        luoctl__subcmd__help__subcmd__services)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -362,6 +476,100 @@ _luoctl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        luoctl__subcmd__restart)
+            opts="-h --socket --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        luoctl__subcmd__run)
+            opts="-h --listen --mode --ready --ready-timeout --stop-signal --stop-timeout --restart --notify-access --watchdog --fdstore-max --socket --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mode)
+                    COMPREPLY=($(compgen -W "overlap stop-start" -- "${cur}"))
+                    return 0
+                    ;;
+                --ready)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ready-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stop-signal)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stop-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --restart)
+                    COMPREPLY=($(compgen -W "on-failure no" -- "${cur}"))
+                    return 0
+                    ;;
+                --notify-access)
+                    COMPREPLY=($(compgen -W "main all" -- "${cur}"))
+                    return 0
+                    ;;
+                --watchdog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fdstore-max)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        luoctl__subcmd__services)
+            opts="-h --socket --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

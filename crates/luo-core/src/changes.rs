@@ -46,8 +46,8 @@ pub struct SessionChange {
     pub mode: bool,
     /// Tokens preserved, in preservation order.
     pub added: Vec<u64>,
-    /// Tokens that left custody while the session stayed (its finish), in
-    /// the order they left.
+    /// Tokens that left custody while the session stayed (its finish, or
+    /// [`Luo::unpreserve`](crate::Luo::unpreserve)), in the order they left.
     pub removed: Vec<u64>,
     /// Tokens whose retrieve status changed (retrieved, or failed), in
     /// order; the retrieved file may have replaced the custody descriptor.

@@ -132,6 +132,37 @@ impl Luo {
         Ok(self.new_handle(key))
     }
 
+    /// Opens the persistent outgoing session `name` of `owner` (a new
+    /// handle), or creates it persistent when `owner` has no outgoing
+    /// session of that name ([`SessionMode::persist`]): closing its last
+    /// handle leaves it open with every file, so a supervisor that dies
+    /// loses nothing and reopens it by name.
+    ///
+    /// `EINVAL` for a bad name (as [`Luo::create_session`]); `EEXIST` when
+    /// `owner` has an outgoing session of that name that is not
+    /// persistent; creating one fails as [`Luo::create_session`] does
+    /// (`ENOSPC`, `EDQUOT`).
+    pub fn persist_session(&mut self, owner: u32, name: &[u8]) -> Result<SessionHandle> {
+        validate_name(name)?;
+        if let Some(&key) = self.outgoing.get(&(owner, name.to_vec())) {
+            if !self.sessions[&key].mode.persist {
+                return err(
+                    Errno::EEXIST,
+                    format!(
+                        "an outgoing session named '{}' already exists and is not persistent",
+                        show(name)
+                    ),
+                );
+            }
+            return Ok(self.new_handle(key));
+        }
+        let h = self.create_session(owner, name)?;
+        let key = self.live(h)?;
+        // New: the change log's `created` covers its mode.
+        self.sessions.get_mut(&key).expect("session").mode.persist = true;
+        Ok(h)
+    }
+
     /// A new handle on the outgoing session `name` of `owner`, for acting on
     /// it by name (the agent's `handover NAME`). `ENOENT` when there is none.
     pub fn open_outgoing(&mut self, owner: u32, name: &[u8]) -> Result<SessionHandle> {
@@ -169,8 +200,9 @@ impl Luo {
         Ok(self.sessions[&key].owner)
     }
 
-    /// Sets the session's [`SessionMode`]. It lasts until the session
-    /// crosses over (handover or update), when it returns to the default.
+    /// Sets the session's [`SessionMode`] (its `persist` too). It lasts
+    /// until the session crosses over (handover or update), when it returns
+    /// to the default.
     pub fn set_mode(&mut self, h: SessionHandle, mode: SessionMode) -> Result<()> {
         let key = self.live(h)?;
         let s = self.sessions.get_mut(&key).expect("session");
@@ -217,7 +249,8 @@ impl Luo {
     /// Closes a handle. When it was the last handle of its session:
     ///
     /// - an outgoing session is aborted: every file is unpreserved, last to
-    ///   first, and the session is gone;
+    ///   first, and the session is gone; unless it is persistent
+    ///   ([`SessionMode::persist`]): then it stays open with every file;
     /// - a retrieved session that was not finished returns to the incoming
     ///   list with every file still in custody (the kernel would finish it
     ///   implicitly and discard unretrieved files: a deliberate deviation),
@@ -239,12 +272,13 @@ impl Luo {
         }
         let s = self.sessions.get_mut(&e.session).expect("session");
         s.handles.retain(|x| *x != h.0);
-        let (side, last) = (s.side, s.handles.is_empty());
+        let (side, last, persist) = (s.side, s.handles.is_empty(), s.mode.persist);
         self.changed(e.session).handles = true;
         if !last {
             return Ok(());
         }
         match side {
+            Side::Outgoing if persist => {}
             Side::Outgoing => self.abort(e.session),
             Side::Incoming { finished: true } => self.remove_session(e.session),
             // Retrieved, and now waiting again.

@@ -43,6 +43,7 @@ pub mod handler;
 pub mod handlers;
 mod handles;
 pub mod identity;
+mod persist;
 mod preserve;
 mod queries;
 mod quotas;

@@ -94,6 +94,14 @@ impl Luo {
         ))
     }
 
+    /// Whether session `key` is a persistent outgoing session
+    /// ([`SessionMode::persist`](crate::SessionMode::persist)); false when it is gone.
+    pub fn is_persistent(&self, key: u64) -> bool {
+        self.sessions
+            .get(&key)
+            .is_some_and(|s| s.side == Side::Outgoing && s.mode.persist)
+    }
+
     /// The custody descriptor of file `token` of session `key`.
     pub fn custody(&self, key: u64, token: u64) -> Option<std::os::fd::BorrowedFd<'_>> {
         let s = self.sessions.get(&key)?;
@@ -174,6 +182,7 @@ impl Luo {
                 .files
                 .iter()
                 .all(|f| self.handlers[f.handler].descriptor().kexec_safe()),
+            persistent: s.side == Side::Outgoing && s.mode.persist,
             files: s.files[window]
                 .iter()
                 .map(|f| FileStatus {

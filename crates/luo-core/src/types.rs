@@ -76,6 +76,13 @@ pub struct SessionMode {
     /// kernel's file types (memfd); any other file is `ENOENT`, as on the
     /// kernel, at the same point in the check order.
     pub kexec_safe_only: bool,
+    /// A persistent outgoing session (luo's own, not the kernel's):
+    /// closing its last handle does not abort it; it stays open with every
+    /// file, owned by its uid and counted in its quotas, until it is
+    /// reopened ([`Luo::persist_session`](crate::Luo::persist_session)), handed over (it then
+    /// becomes an ordinary incoming session) or updated. Its files can be
+    /// [fetched](crate::Luo::fetch) while it is open.
+    pub persist: bool,
 }
 
 /// Observable state of one preserved file: what luod's `show` and `info`
@@ -136,6 +143,13 @@ pub struct SessionInfo {
     pub pinned_bytes: u64,
     /// Whether every file in it survives a kexec.
     pub kexec_safe: bool,
+    /// Whether it is a persistent outgoing session
+    /// ([`SessionMode::persist`]). Absent on the wire when false.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "std::ops::Not::not")
+    )]
+    pub persistent: bool,
     /// Its files in preservation order: all of them, or the window asked
     /// for ([`Luo::session_files`](crate::Luo::session_files), [`Luo::find_files`](crate::Luo::find_files); none for
     /// [`Luo::summaries`](crate::Luo::summaries)). Absent on the wire when

@@ -75,6 +75,7 @@ fn every_mutating_call_records_exactly_what_it_changed() {
     let m = SessionMode {
         finish_on_close: true,
         kexec_safe_only: false,
+        persist: false,
     };
     l.set_mode(a, m).unwrap();
     assert_eq!(
@@ -323,6 +324,7 @@ fn finish_on_close_reports_the_finish_and_then_gone() {
         SessionMode {
             finish_on_close: true,
             kexec_safe_only: false,
+            persist: false,
         },
     )
     .unwrap();

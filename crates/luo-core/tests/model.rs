@@ -946,6 +946,7 @@ impl Model {
             file_count: files.len(),
             pinned_bytes: files.iter().map(|f| f.pinned).sum(),
             kexec_safe: files.iter().all(|f| f.kexec_safe),
+            persistent: false,
             files,
         }
     }

@@ -10,6 +10,7 @@ use common::{memfd, read_all};
 const UAPI: SessionMode = SessionMode {
     finish_on_close: true,
     kexec_safe_only: true,
+    persist: false,
 };
 
 #[test]

@@ -7,9 +7,10 @@
 //! handled does not compile, and the client library sends a [`Call`] and
 //! reads its `Reply`. Unknown, duplicated and mistyped members are refused.
 //!
-//! To add an op: its struct here, its line in the enum, its arm in luod's
-//! `agent/ops.rs`, its method in the client library, and its row in
-//! `docs/protocol.md`.
+//! To add an op: its struct here, its line at the end of the enum (serde
+//! also takes a variant's index as its tag: an existing op's index must
+//! not change), its arm in luod's `agent/ops.rs`, its method in the client
+//! library, and its row in `docs/protocol.md`.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -135,6 +136,10 @@ requests! {
         "open_device" => OpenDevice -> Done,
         /// On the connection that holds the device.
         "ioctl" => Ioctl -> IoctlReply,
+        // New ops go last: serde also takes a variant's index as its tag,
+        // and an old index must not name another op.
+        /// Reply: 1 fd, the handle.
+        "persist_session" => PersistSession -> Done,
     }
 }
 
@@ -151,6 +156,10 @@ requests! {
         "handover" => Handover -> Done,
         "finish" => Finish -> Done,
         "ioctl" => Ioctl,
+        // New ops go last (see above).
+        "unpreserve" => Unpreserve -> Done,
+        /// Reply: one fd per token.
+        "fetch" => Fetch -> Done,
     }
 }
 
@@ -182,6 +191,15 @@ args! {
         /// Another uid's session (root only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<u32>,
+    }
+}
+
+args! {
+    /// `persist_session`: the caller's persistent outgoing session of that
+    /// name, reopened, or created persistent.
+    PersistSession {
+        /// 1 to 63 bytes, no NUL.
+        name: String,
     }
 }
 
@@ -330,6 +348,23 @@ args! {
 args! {
     /// `retrieve`: one descriptor per token, all or nothing.
     Retrieve {
+        /// 1 to 253 tokens.
+        tokens: Vec<u64>,
+    }
+}
+
+args! {
+    /// `unpreserve`: these files leave the outgoing session, in order.
+    Unpreserve {
+        /// 1 to 253 tokens.
+        tokens: Vec<u64>,
+    }
+}
+
+args! {
+    /// `fetch`: a new descriptor of each file of a persistent session, all
+    /// or nothing, without retrieving them.
+    Fetch {
         /// 1 to 253 tokens.
         tokens: Vec<u64>,
     }

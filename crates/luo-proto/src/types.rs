@@ -248,6 +248,7 @@ mod tests {
             file_count: files,
             pinned_bytes: 4096 * files as u64,
             kexec_safe: true,
+            persistent: false,
             files: (0..files as u64).map(file).collect(),
         }
     }

@@ -32,6 +32,7 @@ use rustix::net::{
 
 mod errno;
 pub mod liveupdate;
+pub mod service;
 pub use errno::Errno;
 
 #[cfg(feature = "preload")]

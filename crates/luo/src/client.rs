@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use luo_proto::ops::{
-    CreateSession, FinishSession, GetStatus, HandoverSession, Kexec, ListSessions, RetrieveSession,
-    Show, Update, Upgrade, Upgraded,
+    CreateSession, FinishSession, GetStatus, HandoverSession, Kexec, ListSessions, PersistSession,
+    RetrieveSession, Show, Update, Upgrade, Upgraded,
 };
 use luo_proto::types::{merge_details, Preflight, SessionInfo, Status};
 use luo_proto::{Call, Errno, Error, RecvBuf, Value};
@@ -196,6 +196,44 @@ impl Client {
     /// `ENOSPC` too many sessions, `EDQUOT` over the caller's session quota.
     pub fn create_session(&self, name: &str) -> Result<Session> {
         self.call_for_session(&CreateSession { name: name.into() })
+    }
+
+    /// Opens the caller's persistent outgoing session named `name`, or
+    /// creates it persistent when the caller has no outgoing session of
+    /// that name, and returns a handle on it.
+    ///
+    /// A persistent session is an outgoing session that closing its last
+    /// handle does not abort: it stays open with every file (counted in the
+    /// caller's quotas) until it is opened again by name, for a supervisor
+    /// that may die at any moment and must lose nothing. Its files can be
+    /// taken without retrieving them ([`Session::fetch`]) and let go one by
+    /// one ([`Session::unpreserve`]); it survives an agent upgrade, an
+    /// agent crash (with a keeper or systemd's fd store) and, for its
+    /// memfds, a kernel live update. Handing it over makes it an ordinary
+    /// incoming session.
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect()?;
+    /// let session = luo.persist_session("web")?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:8080").expect("bind");
+    /// session.preserve(1, &listener)?;
+    /// drop(session); // the session stays, with the listener
+    ///
+    /// // Later, in another process:
+    /// let session = luo.persist_session("web")?;
+    /// let listener = std::net::TcpListener::from(session.fetch(&[1])?.remove(0));
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` a bad name, `EEXIST` the caller has an outgoing session of
+    /// that name that is not persistent; creating one, as
+    /// [`Client::create_session`]: `ENOSPC` too many sessions, `EDQUOT` over
+    /// the caller's session quota. `EOPNOTSUPP` from an agent without
+    /// persistent sessions (0.2.0 and older).
+    pub fn persist_session(&self, name: &str) -> Result<Session> {
+        self.call_for_session(&PersistSession { name: name.into() })
     }
 
     /// Retrieves the caller's incoming (handed-over) session named `name`

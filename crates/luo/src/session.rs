@@ -4,7 +4,7 @@ use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 
-use luo_proto::ops::{Finish, Handover, Info, Name, Preserve, Retrieve};
+use luo_proto::ops::{Fetch, Finish, Handover, Info, Name, Preserve, Retrieve, Unpreserve};
 use luo_proto::types::{merge_details, SessionInfo};
 use luo_proto::{RecvBuf, MAX_FDS};
 
@@ -21,7 +21,9 @@ use crate::Result;
 /// [`Session::from`]`(OwnedFd)`. When the last copy anywhere is closed, the
 /// agent closes the session: an outgoing session is aborted (every file let
 /// go), and a retrieved session that was not finished goes back to waiting
-/// with its files still in custody.
+/// with its files still in custody. A persistent session
+/// ([`Client::persist_session`](crate::Client::persist_session)) stays open
+/// with its files.
 ///
 /// Once the session has crossed ([`Session::handover`] or
 /// [`Client::update`](crate::Client::update)), the handle is stale and every
@@ -251,6 +253,73 @@ impl Session {
             let (_, fds) = self
                 .line()
                 .call_with(&Retrieve { tokens }, &[], chunk.len())?;
+            out.extend(fds);
+        }
+        Ok(out)
+    }
+
+    /// Removes the files preserved under `tokens` from the outgoing session
+    /// (persistent or not), in order: the agent lets go of each (its
+    /// custody descriptor is closed, its quota released) and the file may
+    /// be preserved again, in any session. The kernel has no such call: it
+    /// is luo's. Tokens travel in messages of at most 253; unpreserving
+    /// stops at the first refusal, the files before it stay unpreserved,
+    /// and the error's [`token`](crate::Error::token) names the refused
+    /// one. An empty list does nothing.
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect()?;
+    /// let session = luo.persist_session("web")?;
+    /// session.unpreserve(&[3])?; // the service closed that socket
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` a session that is not outgoing, `ENOENT` a token it does
+    /// not hold. `ESTALE` once the session has crossed; `EOPNOTSUPP` from
+    /// an agent without persistent sessions (0.2.0 and older).
+    pub fn unpreserve(&self, tokens: &[u64]) -> Result<()> {
+        for chunk in tokens.chunks(MAX_FDS) {
+            let tokens = chunk.to_vec();
+            self.line()
+                .call_with(&Unpreserve { tokens }, &[], 0)
+                .map_err(|mut e| {
+                    // A refusal of the whole message names no token.
+                    e.token.get_or_insert(chunk[0]);
+                    e
+                })?;
+        }
+        Ok(())
+    }
+
+    /// New descriptors of the files preserved under `tokens` in a
+    /// persistent session ([`Client::persist_session`](crate::Client::persist_session)),
+    /// in order, without retrieving them: each is a new descriptor of the
+    /// open file the agent keeps, which stays preserved. They are asked
+    /// for in messages of at most 253; each message is all or nothing, and
+    /// on any error the descriptors already received are closed and the
+    /// error's [`token`](crate::Error::token) names the failing token. An
+    /// empty list returns an empty vector.
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect()?;
+    /// let session = luo.persist_session("web")?;
+    /// let fds = session.fetch(&[1, 2])?;
+    /// assert_eq!(fds.len(), 2);
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` a session that is not persistent, `ENOENT` an unknown
+    /// token. `ESTALE` once the session has crossed; `EOPNOTSUPP` from an
+    /// agent without persistent sessions (0.2.0 and older).
+    pub fn fetch(&self, tokens: &[u64]) -> Result<Vec<OwnedFd>> {
+        let mut out = Vec::with_capacity(tokens.len());
+        for chunk in tokens.chunks(MAX_FDS) {
+            let tokens = chunk.to_vec();
+            let (_, fds) = self.line().call_with(&Fetch { tokens }, &[], chunk.len())?;
             out.extend(fds);
         }
         Ok(out)

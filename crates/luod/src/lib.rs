@@ -4,7 +4,7 @@
 //! clients connect to a `SOCK_SEQPACKET` Unix socket and speak the protocol
 //! of `docs/protocol.md`; the agent keeps their sessions and preserved files
 //! in a [`luo_core::Luo`] model. The `luod` binary is a thin wrapper around
-//! [`run`]; tests and demos can run an agent in-process:
+//! [`run()`]; tests and demos can run an agent in-process:
 //!
 //! ```no_run
 //! use luod::{Agent, Config};
@@ -31,6 +31,7 @@ pub mod ctl;
 pub mod fuzzing;
 pub mod gen;
 pub mod registry;
+pub mod run;
 mod store;
 pub use store::keeper_main;
 

@@ -127,8 +127,13 @@ pub struct SessionEntry {
     /// Its name (per owner).
     pub name: String,
     /// Its state when the registry was written (`open`, `incoming`,
-    /// `retrieved`): every one of them is incoming in the next epoch.
+    /// `retrieved`): every one of them is incoming in the next epoch,
+    /// except a persistent one.
     pub state: String,
+    /// A persistent open session: it is restored persistent and open
+    /// (absent, as 0.1.0 wrote them: false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub persist: bool,
     /// Names of the kernel sessions holding its files, in order.
     pub parts: Vec<String>,
     /// Its files in preservation order.
@@ -184,6 +189,7 @@ mod tests {
                 owner: 1000,
                 name: "db".into(),
                 state: "open".into(),
+                persist: false,
                 parts: vec!["luod/1000/1".into(), "luod/1000/2".into()],
                 files: vec![
                     FileEntry {

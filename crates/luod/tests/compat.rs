@@ -621,6 +621,7 @@ fn a_registry_written_by_0_1_0_is_read_whole() {
         owner,
         name: name.to_string(),
         state: state.to_string(),
+        persist: false,
         parts: parts.iter().map(|p| p.to_string()).collect(),
         files,
     };
@@ -687,4 +688,28 @@ fn a_registry_written_by_0_1_0_is_read_whole() {
     let last = bad.len() - 2;
     bad[last] ^= 1;
     assert!(Registry::decode(&bad).is_err());
+}
+
+#[test]
+fn a_0_1_0_luod_refuses_the_persistent_session_ops_as_unknown() {
+    let Some(old) = old() else { return };
+    let dir = fresh_dir();
+    let sock = dir.join("luod.sock");
+    let mut agent = start_kept_with(&old.luod, &dir, &sock, &["--backend", "emulated"]);
+    let (c, keeper, _guard) = client_and_keeper(&sock);
+    let e = c.persist_session("svc").unwrap_err();
+    assert_eq!(e.errno, luo_proto::Errno::EOPNOTSUPP, "{e}");
+    let s = c.create_session("plain").unwrap();
+    s.preserve(1, patterned_memfd(1, SIZE)).unwrap();
+    let e = s.unpreserve(&[1]).unwrap_err();
+    assert_eq!(e.errno, luo_proto::Errno::EOPNOTSUPP, "{e}");
+    let e = s.fetch(&[1]).unwrap_err();
+    assert_eq!(e.errno, luo_proto::Errno::EOPNOTSUPP, "{e}");
+    // Nothing changed: the file is still there.
+    assert_eq!(s.info().unwrap().file_count, 1);
+    drop((s, c));
+    terminate(agent.id());
+    agent.wait().unwrap();
+    wait_exited(keeper, "the 0.1.0 keeper");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -740,3 +740,43 @@ fn kexec_preflight_and_refusals_on_the_emulated_backend() {
     // The kernel images sent with each request were closed.
     assert_eq!(luod.settled_fds(), baseline);
 }
+
+#[test]
+fn sessions_and_show_mark_a_persistent_session() {
+    let luod = start_luod();
+    let client = luo::Client::connect_to(&luod.sock).unwrap();
+    let p = client.persist_session("sup").unwrap();
+    p.preserve(1, luo::memfd_create("fdstore").unwrap())
+        .unwrap();
+    drop(p);
+    let plain = client.create_session("plain").unwrap();
+
+    let o = ctl(&luod, &["sessions"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let sup = rows.iter().find(|r| r[0] == "sup").expect(&out);
+    let state = sup.iter().position(|c| c.starts_with("open")).expect(&out);
+    assert_eq!(
+        &sup[state..state + 3],
+        ["open,persistent", "0", "1"],
+        "{out}"
+    );
+    let plain_row = rows.iter().find(|r| r[0] == "plain").expect(&out);
+    assert!(plain_row.contains(&"open"), "{out}");
+
+    let o = ctl(&luod, &["show", "sup"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("session 'sup' (owner ") && out.contains("): open, persistent, 0 handles"),
+        "{out}"
+    );
+    let o = ctl(&luod, &["--json", "sessions"]);
+    let out = stdout(&o);
+    assert_eq!(out.matches("\"persistent\"").count(), 1, "{out}");
+    drop(plain);
+}

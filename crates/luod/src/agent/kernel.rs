@@ -529,6 +529,7 @@ pub(crate) fn registry(luo: &Luo, k: &Kernel) -> Registry {
                 owner: s.owner,
                 name: String::from_utf8_lossy(&s.name).into_owned(),
                 state: s.state.as_str().to_string(),
+                persist: s.persistent,
                 parts,
                 files: s
                     .files
@@ -552,14 +553,19 @@ pub(crate) fn registry(luo: &Luo, k: &Kernel) -> Registry {
 /// What [`restore`] brought back.
 #[derive(Debug, Default)]
 pub(crate) struct Restored {
+    /// Sessions waiting for their owners again, and their files.
     pub(crate) sessions: usize,
     pub(crate) files: usize,
+    /// Persistent sessions open again, and their files.
+    pub(crate) persistent: usize,
+    pub(crate) persistent_files: usize,
     /// One line per file that did not come back, and why.
     pub(crate) lost: Vec<String>,
 }
 
 /// After a kexec: finds the previous agent's registry and restores every
-/// session it lists as an incoming session of the next epoch, its memfds
+/// session it lists as an incoming session of the next epoch (a persistent
+/// one as a persistent open session), its memfds
 /// preserved again in new kernel sessions (so they cross the next kexec
 /// too). `Ok(None)` when there is no registry (a cold boot). A registry that
 /// is unreadable, corrupt or of another version refuses the start; its
@@ -622,6 +628,12 @@ pub(crate) fn restore(
         reg.epoch,
         reg.epoch + 1
     );
+    if out.persistent > 0 {
+        info!(
+            "{} persistent sessions with {} files are open again",
+            out.persistent, out.persistent_files
+        );
+    }
     for l in &out.lost {
         warn!("{l}");
     }
@@ -676,7 +688,14 @@ fn restore_session(luo: &mut Luo, k: &Shared, s: &SessionEntry, out: &mut Restor
         }
     }
     drop(parts);
-    let h = match luo.create_session(s.owner, s.name.as_bytes()) {
+    // A persistent session comes back open and persistent; any other
+    // waits for its owner.
+    let made = if s.persist {
+        luo.persist_session(s.owner, s.name.as_bytes())
+    } else {
+        luo.create_session(s.owner, s.name.as_bytes())
+    };
+    let h = match made {
         Ok(h) => h,
         Err(e) => {
             out.lost.push(format!(
@@ -688,13 +707,16 @@ fn restore_session(luo: &mut Luo, k: &Shared, s: &SessionEntry, out: &mut Restor
     };
     for (token, fd) in files {
         match luo.preserve(h, fd, token) {
+            Ok(()) if s.persist => out.persistent_files += 1,
             Ok(()) => out.files += 1,
             Err(e) => out.lost.push(format!(
                 "{label}: token {token} cannot be preserved again ({e})"
             )),
         }
     }
-    if let Err(e) = luo.handover(h) {
+    if s.persist {
+        out.persistent += 1;
+    } else if let Err(e) = luo.handover(h) {
         out.lost
             .push(format!("{label}: cannot be made incoming ({e})"));
     } else {

@@ -13,12 +13,16 @@
 //! Entry names (at most 255 ASCII characters, no `:`, as systemd wants):
 //!
 //! - `luo.s.INC.KEY.GEN`: a session's record, a sealed memfd holding
-//!   `{"owner", "name", "state", "epoch"}`; `GEN` counts its rewrites.
+//!   `{"owner", "name", "state", "epoch"}`, and `"persist": true` for a
+//!   persistent session (absent: false, as 0.1.0 wrote them); `GEN` counts
+//!   its rewrites.
 //! - `luo.f.INC.KEY.SEQ.TOKEN`: a custody descriptor; `SEQ` is its place in
 //!   the session (preservation order).
 //!
 //! `INC.KEY` is the session's prefix: `INC` names the agent incarnation
-//! that first wrote the session, `KEY` its key then. A restarted agent
+//! that first wrote the session, `KEY` its key then. When files leave a
+//! session that stays (unpreserve), its entries are written again under a
+//! new prefix `INC.KEY.uGEN` (record and files), then the old ones removed. A restarted agent
 //! adopts the entries of every session it takes back under their old prefix
 //! (nothing is stored twice: at 16,000 files twice would pass the
 //! descriptor limit); an in-place upgrade keeps everything.
@@ -40,9 +44,12 @@ struct Record {
     prefix: String,
     gen: u64,
     incoming: bool,
+    /// The record says `"persist": true`.
+    persist: bool,
     /// The tokens mirrored, in preservation order; a file's `SEQ` is its
-    /// place here. A session's files are only ever appended, and leave
-    /// all together (finish or abort), so the list follows the model's.
+    /// place here. A session's files are appended, and leave all together
+    /// (finish or abort) or one by one (unpreserve, which starts the
+    /// entries over under a new prefix), so the list follows the model's.
     tokens: Vec<u64>,
 }
 
@@ -68,13 +75,22 @@ fn file_name(prefix: &str, seq: u64, token: u64) -> String {
     format!("luo.f.{prefix}.{seq}.{token}")
 }
 
-fn record_memfd(owner: u32, name: &[u8], incoming: bool, epoch: u64) -> std::io::Result<OwnedFd> {
-    let v = json!({
+fn record_memfd(
+    owner: u32,
+    name: &[u8],
+    incoming: bool,
+    persist: bool,
+    epoch: u64,
+) -> std::io::Result<OwnedFd> {
+    let mut v = json!({
         "owner": owner,
         "name": String::from_utf8_lossy(name),
         "state": if incoming { "incoming" } else { "open" },
         "epoch": epoch,
     });
+    if persist {
+        v["persist"] = Value::Bool(true);
+    }
     let fd = luo_sys::memfd_create("luod-session", luo_sys::mfd::ALLOW_SEALING)?;
     let mut f = std::fs::File::from(fd);
     f.write_all(v.to_string().as_bytes())?;
@@ -158,19 +174,21 @@ impl Mirror {
             return self.try_sync(luo, key);
         };
         if !change.removed.is_empty() {
-            // Files left a session that stays: not something the model
-            // does today (files leave all together), so start it over.
+            // Files left a session that stays (unpreserve): its entries
+            // start over under a new prefix.
             return self.try_sync(luo, key);
         }
         let incoming = state != SessionState::Open;
+        let persist = luo.is_persistent(key);
         let mut puts: Vec<(String, BorrowedFd<'_>)> = Vec::new();
         let mut removes = Vec::new();
         let record;
-        if r.incoming != incoming {
+        if r.incoming != incoming || r.persist != persist {
             removes.push(session_name(&r.prefix, r.gen));
             r.gen += 1;
             r.incoming = incoming;
-            record = record_memfd(owner, name, incoming, luo.epoch())
+            r.persist = persist;
+            record = record_memfd(owner, name, incoming, persist, luo.epoch())
                 .map_err(|e| Error::new(e.into(), "writing a session record failed"))?;
             puts.push((session_name(&r.prefix, r.gen), record.as_fd()));
         }
@@ -226,6 +244,7 @@ impl Mirror {
             return self.forget(key);
         };
         let incoming = state != SessionState::Open;
+        let persist = luo.is_persistent(key);
         let fresh = !self.sessions.contains_key(&key);
         let r = self.sessions.entry(key).or_default();
         if fresh {
@@ -234,23 +253,28 @@ impl Mirror {
         let mut puts: Vec<(String, BorrowedFd<'_>)> = Vec::new();
         let mut removes = Vec::new();
         let record;
-        if fresh || r.incoming != incoming {
-            let old = (!fresh).then(|| session_name(&r.prefix, r.gen));
-            r.gen += 1;
-            r.incoming = incoming;
-            record = record_memfd(owner, name, incoming, luo.epoch())
-                .map_err(|e| Error::new(e.into(), "writing a session record failed"))?;
-            puts.push((session_name(&r.prefix, r.gen), record.as_fd()));
-            removes.extend(old);
-        }
-        if !tokens.starts_with(&r.tokens) {
-            // Not an append: start the file entries over (with numbers
-            // after the old ones, so that no name is reused).
-            let base = r.tokens.len() as u64;
+        // Not an append (files left): every entry starts over under a new
+        // prefix, the record included (a reclaim groups files with the
+        // record of their prefix). `uGEN` was never used: the generation
+        // only grows, and no first prefix has a `u`.
+        let restart = !fresh && !tokens.starts_with(&r.tokens);
+        if restart {
             for (seq, t) in r.tokens.drain(..).enumerate() {
                 removes.push(file_name(&r.prefix, seq as u64, t));
             }
-            r.prefix = format!("{}.{key}.{base}", self.inc);
+            removes.push(session_name(&r.prefix, r.gen));
+            r.prefix = format!("{}.{key}.u{}", self.inc, r.gen + 1);
+        }
+        if fresh || restart || r.incoming != incoming || r.persist != persist {
+            if !fresh && !restart {
+                removes.push(session_name(&r.prefix, r.gen));
+            }
+            r.gen += 1;
+            r.incoming = incoming;
+            r.persist = persist;
+            record = record_memfd(owner, name, incoming, persist, luo.epoch())
+                .map_err(|e| Error::new(e.into(), "writing a session record failed"))?;
+            puts.push((session_name(&r.prefix, r.gen), record.as_fd()));
         }
         for &t in &tokens[r.tokens.len()..] {
             if let Some(fd) = luo.custody(key, t) {
@@ -268,14 +292,15 @@ impl Mirror {
     /// Takes over the entries a previous agent stored for a session it
     /// restored as `key`: its prefix, record generation and tokens in
     /// preservation order (`SEQ` = place). Nothing is put or removed.
-    pub(crate) fn adopt(&mut self, key: u64, prefix: String, gen: u64, tokens: Vec<u64>) {
+    pub(crate) fn adopt(&mut self, a: Adopted) {
         self.sessions.insert(
-            key,
+            a.key,
             Record {
-                prefix,
-                gen,
-                incoming: true,
-                tokens,
+                prefix: a.prefix,
+                gen: a.gen,
+                incoming: !a.persist,
+                persist: a.persist,
+                tokens: a.tokens,
             },
         );
     }
@@ -308,10 +333,11 @@ impl Mirror {
         for k in keys {
             let r = &self.sessions[k];
             let p = r.prefix.as_bytes();
+            // Bit 0: incoming; bit 1 (after 0.1.0): persist.
             for v in [
                 *k,
                 r.gen,
-                u64::from(r.incoming),
+                u64::from(r.incoming) | (u64::from(r.persist) << 1),
                 r.tokens.len() as u64,
                 p.len() as u64,
             ] {
@@ -366,7 +392,8 @@ impl Mirror {
                 Record {
                     prefix,
                     gen,
-                    incoming: incoming == 1,
+                    incoming: incoming & 1 == 1,
+                    persist: incoming & 2 == 2,
                     tokens,
                 },
             );
@@ -391,12 +418,29 @@ pub(crate) struct Reclaimed {
     pub(crate) sessions: usize,
     pub(crate) files: usize,
     pub(crate) aborted: usize,
+    /// Persistent sessions restored open.
+    pub(crate) persistent: usize,
     /// Restored sessions whose entries the new agent takes over as they
-    /// are: `(new key, prefix, record generation, tokens in order)`.
-    pub(crate) adopted: Vec<(u64, String, u64, Vec<u64>)>,
+    /// are.
+    pub(crate) adopted: Vec<Adopted>,
     /// Entries nothing takes over (dropped sessions, older records, files
     /// that did not come back), to remove once the new agent's are in.
     pub(crate) stale: Vec<String>,
+}
+
+/// A restored session whose entries the new agent takes over as they are.
+#[derive(Debug)]
+pub(crate) struct Adopted {
+    /// Its key in the new model.
+    pub(crate) key: u64,
+    /// The prefix of its entries.
+    pub(crate) prefix: String,
+    /// Its record's generation.
+    pub(crate) gen: u64,
+    /// Restored as a persistent open session (else incoming).
+    pub(crate) persist: bool,
+    /// Its tokens in preservation order (`SEQ` = place).
+    pub(crate) tokens: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -426,8 +470,9 @@ fn parse_name(name: &str) -> Option<Entry<'_>> {
 
 /// Restores the sessions a previous agent left in the store: each session
 /// handed over (waiting, or retrieved and not finished) comes back waiting;
-/// a session still open when that agent died is dropped, as if its owner's
-/// connection had closed.
+/// a persistent session comes back persistent and open, with every file;
+/// any other session still open when that agent died is dropped, as if its
+/// owner's connection had closed.
 pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaimed {
     let mut out = Reclaimed::default();
     let mut found: BTreeMap<String, Found> = BTreeMap::new();
@@ -493,11 +538,13 @@ pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaim
             .unwrap_or("")
             .to_string();
         let incoming = v.get("state").and_then(Value::as_str) == Some("incoming");
+        // Absent (0.1.0's records): false.
+        let persist = !incoming && v.get("persist").and_then(Value::as_bool) == Some(true);
         if let Some(e) = v.get("epoch").and_then(Value::as_u64) {
             epoch = epoch.max(e);
         }
         let label = format!("session '{}' of uid {owner}", name.escape_debug());
-        if !incoming {
+        if !incoming && !persist {
             info!(
                 "{label} was open when the previous agent stopped: dropped, as if its owner's connection had closed ({} files released)",
                 f.files.len()
@@ -507,7 +554,12 @@ pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaim
             out.stale.extend(file_names);
             continue;
         }
-        let h = match luo.create_session(owner, name.as_bytes()) {
+        let made = if persist {
+            luo.persist_session(owner, name.as_bytes())
+        } else {
+            luo.create_session(owner, name.as_bytes())
+        };
+        let h = match made {
             Ok(h) => h,
             Err(e) => {
                 warn!(
@@ -537,11 +589,20 @@ pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaim
             }
         }
         let key = luo.session_key(h).ok();
-        match luo.handover(h) {
+        // A persistent session stays open; closing the handle keeps it.
+        let crossed = if persist { Ok(()) } else { luo.handover(h) };
+        match crossed {
             Ok(()) => {
                 out.sessions += 1;
+                out.persistent += usize::from(persist);
                 match key {
-                    Some(k) if all => out.adopted.push((k, prefix.clone(), gen, tokens)),
+                    Some(key) if all => out.adopted.push(Adopted {
+                        key,
+                        prefix: prefix.clone(),
+                        gen,
+                        persist,
+                        tokens,
+                    }),
                     // The new agent stores it afresh; the old entries go.
                     _ => {
                         out.stale.push(record);
@@ -650,5 +711,89 @@ mod tests {
         flush(&mut m, &mut luo);
         assert!(sent(keeper.as_fd()).is_empty());
         assert!(!m.broken);
+    }
+
+    #[test]
+    fn an_unpreserve_writes_the_session_again_under_a_new_prefix() {
+        let (ours, keeper) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
+        luo_sys::set_nonblocking(keeper.as_fd(), true).unwrap();
+        let mut m = Mirror::new(Sink::Keeper { link: ours, pid: 0 });
+        let inc = m.inc.clone();
+        let mut luo = Luo::with_default_handlers();
+        let h = luo.persist_session(1000, b"p").unwrap();
+        let key = luo.session_key(h).unwrap();
+        let old = format!("{inc}.{key}");
+        for t in 1..=3u64 {
+            luo.preserve(h, luo_sys::memfd_create("m", 0).unwrap(), t)
+                .unwrap();
+        }
+        flush(&mut m, &mut luo);
+        sent(keeper.as_fd());
+        // The last close changes nothing the store keeps.
+        luo.close(h).unwrap();
+        flush(&mut m, &mut luo);
+        assert!(sent(keeper.as_fd()).is_empty());
+        let h = luo.persist_session(1000, b"p").unwrap();
+        luo.unpreserve(h, 2).unwrap();
+        flush(&mut m, &mut luo);
+        let new = format!("{inc}.{key}.u2");
+        assert_eq!(
+            sent(keeper.as_fd()),
+            [
+                (
+                    "put".to_string(),
+                    vec![
+                        format!("luo.s.{new}.2"),
+                        format!("luo.f.{new}.0.1"),
+                        format!("luo.f.{new}.1.3"),
+                    ],
+                    3
+                ),
+                (
+                    "remove".to_string(),
+                    vec![
+                        format!("luo.f.{old}.0.1"),
+                        format!("luo.f.{old}.1.2"),
+                        format!("luo.f.{old}.2.3"),
+                        format!("luo.s.{old}.1"),
+                    ],
+                    0
+                ),
+            ]
+        );
+        // Appends go on under the new prefix.
+        luo.preserve(h, luo_sys::memfd_create("m", 0).unwrap(), 4)
+            .unwrap();
+        flush(&mut m, &mut luo);
+        assert_eq!(
+            sent(keeper.as_fd()),
+            [("put".to_string(), vec![format!("luo.f.{new}.2.4")], 1)]
+        );
+        assert!(!m.broken);
+    }
+
+    #[test]
+    fn a_persistent_session_comes_back_open_and_an_old_record_means_not_persistent() {
+        let mut entries = Vec::new();
+        for (prefix, persist) in [("old.1", true), ("old.2", false)] {
+            let rec = record_memfd(1000, prefix.as_bytes(), false, persist, 3).unwrap();
+            entries.push((session_name(prefix, 1), rec));
+            let f = luo_sys::memfd_create("m", 0).unwrap();
+            entries.push((file_name(prefix, 0, 7), f));
+        }
+        let mut luo = Luo::with_default_handlers();
+        let r = reclaim(&mut luo, entries);
+        assert_eq!((r.sessions, r.persistent, r.aborted), (1, 1, 1));
+        let all = luo.sessions();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].name, b"old.1");
+        assert!(all[0].persistent);
+        assert_eq!(all[0].state, SessionState::Open);
+        assert_eq!(all[0].handles, 0);
+        assert_eq!(r.adopted.len(), 1);
+        assert!(r.adopted[0].persist);
+        assert_eq!(r.adopted[0].tokens, [7]);
+        // The record without "persist" (as 0.1.0 wrote it) was open: dropped.
+        assert!(r.stale.contains(&session_name("old.2", 1)));
     }
 }

@@ -641,6 +641,10 @@ impl Agent {
         let name = quoted(name);
         match before {
             Ok(s) if s.handles <= 1 => match s.state {
+                SessionState::Open if s.persistent => info!(
+                    "persistent session {name} of uid {owner}: its last handle closed; it stays open with its {} files",
+                    s.file_count
+                ),
                 SessionState::Open => info!(
                     "session {name} of uid {owner} aborted: its last handle closed, {} files unpreserved",
                     s.file_count

@@ -5,9 +5,9 @@ use std::os::fd::OwnedFd;
 
 use luo_core::{SessionHandle, SessionState};
 use luo_proto::ops::{
-    self, AgentRequest, CreateSession, Done, Epoch, FinishSession, HandleRequest, HandoverSession,
-    Info, InfoPage, ListSessions, Preserve, Preserved, Retrieve, RetrieveSession, SessionName,
-    SessionPage, Show,
+    self, AgentRequest, CreateSession, Done, Epoch, Fetch, FinishSession, HandleRequest,
+    HandoverSession, Info, InfoPage, ListSessions, PersistSession, Preserve, Preserved, Retrieve,
+    RetrieveSession, SessionName, SessionPage, Show, Unpreserve,
 };
 use luo_proto::types::{page_details, page_summaries, Status, PAGE_WINDOW};
 use luo_proto::{Call, Datagram, Errno, Error};
@@ -123,6 +123,7 @@ impl Agent {
         match req {
             AgentRequest::CreateSession(r) => self.create_session(uid, r),
             AgentRequest::RetrieveSession(r) => self.retrieve_session(uid, r),
+            AgentRequest::PersistSession(r) => self.persist_session(uid, r),
             AgentRequest::HandoverSession(r) => self.handover_by_name(uid, r),
             AgentRequest::FinishSession(r) => self.finish_by_name(uid, r),
             AgentRequest::Update(_) => self.update(uid),
@@ -155,6 +156,8 @@ impl Agent {
             HandleRequest::Info(r) => self.info(h, r),
             HandleRequest::Preserve(r) => self.preserve(h, r, fds),
             HandleRequest::Retrieve(r) => self.retrieve(h, r),
+            HandleRequest::Unpreserve(r) => self.unpreserve(h, r),
+            HandleRequest::Fetch(r) => self.fetch(h, r),
             HandleRequest::Handover(_) => {
                 let (name, owner) = self.handle_names(h)?;
                 let files = self.luo.file_count(h).unwrap_or(0);
@@ -177,6 +180,30 @@ impl Agent {
         let (fd, _) = self.new_handle(|luo| luo.create_session(uid, r.name.as_bytes()))?;
         info!("session {} of uid {uid} created", quoted(&r.name));
         reply::<CreateSession>(Done {}, vec![fd])
+    }
+
+    fn persist_session(&mut self, uid: u32, r: PersistSession) -> Result<Reply, Error> {
+        check_name(&r.name)?;
+        // Headers only: no fstat per file.
+        let existed = self
+            .luo
+            .find_files(uid, r.name.as_bytes(), 0, 0)
+            .iter()
+            .any(|s| s.state == SessionState::Open);
+        let (fd, h) = self.new_handle(|luo| luo.persist_session(uid, r.name.as_bytes()))?;
+        if existed {
+            let files = self.luo.file_count(h).unwrap_or(0);
+            info!(
+                "persistent session {} of uid {uid} reopened ({files} files)",
+                quoted(&r.name)
+            );
+        } else {
+            info!(
+                "persistent session {} of uid {uid} created",
+                quoted(&r.name)
+            );
+        }
+        reply::<PersistSession>(Done {}, vec![fd])
     }
 
     fn retrieve_session(&mut self, uid: u32, r: RetrieveSession) -> Result<Reply, Error> {
@@ -335,6 +362,42 @@ impl Agent {
             fds.push(fd);
         }
         reply::<Retrieve>(Done {}, fds)
+    }
+
+    fn unpreserve(&mut self, h: SessionHandle, r: Unpreserve) -> Result<Reply, Error> {
+        check_tokens(&r.tokens, "unpreserve")?;
+        let mut done = 0usize;
+        for &token in &r.tokens {
+            if let Err(e) = self.luo.unpreserve(h, token) {
+                let mut e = e;
+                if done > 0 {
+                    e.message = format!(
+                        "{} (the {done} files before it in this request were unpreserved; the rest were not)",
+                        e.message
+                    )
+                    .into();
+                }
+                return Err(e.with_token(token));
+            }
+            done += 1;
+        }
+        let (name, owner) = self.handle_names(h)?;
+        info!(
+            "session {} of uid {owner}: {done} files unpreserved",
+            quoted(&name)
+        );
+        reply::<Unpreserve>(Done {}, vec![])
+    }
+
+    fn fetch(&mut self, h: SessionHandle, r: Fetch) -> Result<Reply, Error> {
+        check_tokens(&r.tokens, "fetch")?;
+        let mut fds = Vec::with_capacity(r.tokens.len());
+        for &token in &r.tokens {
+            // All or nothing: on an error what was fetched is closed.
+            let fd = self.luo.fetch(h, token).map_err(|e| e.with_token(token))?;
+            fds.push(fd);
+        }
+        reply::<Fetch>(Done {}, fds)
     }
 
     fn log_handover(&self, name: &str, owner: u32, files: usize) {

@@ -234,12 +234,12 @@ fn store_and_reclaim(
     if !entries.is_empty() {
         let r = mirror::reclaim(luo, entries);
         info!(
-            "took back {} sessions with {} files from the previous agent; {} sessions that were open when it stopped were dropped",
-            r.sessions, r.files, r.aborted
+            "took back {} sessions ({} persistent, still open) with {} files from the previous agent; {} sessions that were open when it stopped were dropped",
+            r.sessions, r.persistent, r.files, r.aborted
         );
-        let adopted: std::collections::HashSet<u64> = r.adopted.iter().map(|a| a.0).collect();
-        for (key, prefix, gen, tokens) in r.adopted {
-            m.adopt(key, prefix, gen, tokens);
+        let adopted: std::collections::HashSet<u64> = r.adopted.iter().map(|a| a.key).collect();
+        for a in r.adopted {
+            m.adopt(a);
         }
         // Sessions not taken over as they were are stored afresh.
         for key in luo.session_keys() {

@@ -241,6 +241,7 @@ impl Agent {
                 let mode = SessionMode {
                     finish_on_close: true,
                     kexec_safe_only: !d.all_handlers,
+                    persist: false,
                 };
                 let (fd, _) = self.new_handle(|luo| {
                     let h = luo.create_session(uid, name)?;
@@ -262,6 +263,7 @@ impl Agent {
                 let mode = SessionMode {
                     finish_on_close: true,
                     kexec_safe_only: true,
+                    persist: false,
                 };
                 let (fd, _) = self.new_handle(|luo| {
                     let h = luo.retrieve_session(uid, &name)?;

@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::render::{owned_by, render_preflight, render_sessions, render_show, render_status};
 use super::{
-    print_out, AgentCommand, BySession, Cli, Command, UpdateArgs, EXIT_PROTOCOL, EXIT_REFUSED,
-    EXIT_UNREACHABLE, VERSION,
+    print_out, AgentCommand, BySession, Cli, Command, RestartArgs, RunArgs, UpdateArgs,
+    EXIT_PROTOCOL, EXIT_REFUSED, EXIT_UNREACHABLE, VERSION,
 };
 
 /// A failed run: the error, the exit code, and a hint.
@@ -121,11 +121,13 @@ pub(super) fn run(opts: &Cli, cmd: &Command) -> Result<String, Failure> {
             (luo::default_socket_path(), src)
         }
     };
-    let client = Client::connect_to(&path).map_err(|error| Failure {
-        hint: Some(connect_hint(&error, &source)),
-        code: EXIT_UNREACHABLE,
-        error,
-    })?;
+    let connect = || {
+        Client::connect_to(&path).map_err(|error| Failure {
+            hint: Some(connect_hint(&error, &source)),
+            code: EXIT_UNREACHABLE,
+            error,
+        })
+    };
     let fail = |error: Error| Failure {
         code: code_for(&error),
         hint: hint_for(cmd, &error),
@@ -134,6 +136,7 @@ pub(super) fn run(opts: &Cli, cmd: &Command) -> Result<String, Failure> {
     let json = opts.json;
     match cmd {
         Command::Status => {
+            let client = connect()?;
             let reply = client.raw_request(&json!({"op": "status"})).map_err(fail)?;
             if json {
                 return Ok(format!("{reply}\n"));
@@ -147,20 +150,24 @@ pub(super) fn run(opts: &Cli, cmd: &Command) -> Result<String, Failure> {
             Ok(render_status(&status))
         }
         // Listings come in pages; the library puts them together.
-        Command::Sessions => Ok(listing(client.sessions().map_err(fail)?, false, json)),
+        Command::Sessions => Ok(listing(connect()?.sessions().map_err(fail)?, false, json)),
         Command::Show(s) => Ok(listing(
-            client.show(&s.name, s.owner).map_err(fail)?,
+            connect()?.show(&s.name, s.owner).map_err(fail)?,
             true,
             json,
         )),
-        Command::Update(k) if k.kexec => kexec(&client, k, json).map_err(|(error, hint)| Failure {
-            code: code_for(&error),
-            hint: hint.or_else(|| hint_for(cmd, &error)),
-            error,
-        }),
-        Command::Update(_) => update(&client, json).map_err(fail),
+        Command::Update(k) if k.kexec => {
+            kexec(&connect()?, k, json).map_err(|(error, hint)| Failure {
+                code: code_for(&error),
+                hint: hint.or_else(|| hint_for(cmd, &error)),
+                error,
+            })
+        }
+        Command::Update(_) => update(&connect()?, json).map_err(fail),
         Command::Handover(s) => {
-            let reply = client.raw_request(&by_name("handover", s)).map_err(fail)?;
+            let reply = connect()?
+                .raw_request(&by_name("handover", s))
+                .map_err(fail)?;
             if json {
                 return Ok(format!("{reply}\n"));
             }
@@ -170,7 +177,9 @@ pub(super) fn run(opts: &Cli, cmd: &Command) -> Result<String, Failure> {
             ))
         }
         Command::Finish(s) => {
-            let reply = client.raw_request(&by_name("finish", s)).map_err(fail)?;
+            let reply = connect()?
+                .raw_request(&by_name("finish", s))
+                .map_err(fail)?;
             if json {
                 return Ok(format!("{reply}\n"));
             }
@@ -178,8 +187,135 @@ pub(super) fn run(opts: &Cli, cmd: &Command) -> Result<String, Failure> {
         }
         Command::Agent {
             command: AgentCommand::Upgrade { binary },
-        } => upgrade(&client, binary.as_deref(), json).map_err(fail),
+        } => upgrade(&connect()?, binary.as_deref(), json).map_err(fail),
+        Command::Run(r) => run_service(&path, r),
+        Command::Restart(r) => restart_service(&path, r, json),
+        Command::Services(a) => services(&path, a.name.as_deref(), json),
+        Command::ExecService(t) => {
+            let code = crate::run::instance::trampoline(t);
+            Err(Failure {
+                error: Error::new(Errno::ENOEXEC, "the service's command could not be run"),
+                code: if code == std::process::ExitCode::from(126) {
+                    126
+                } else {
+                    127
+                },
+                hint: None,
+            })
+        }
     }
+}
+
+/// `luoctl run`: the supervisor, until it stops.
+fn run_service(socket: &Path, r: &RunArgs) -> Result<String, Failure> {
+    let usage = |m: String| Failure {
+        error: Error::new(Errno::EINVAL, m),
+        code: super::EXIT_USAGE,
+        hint: Some("see `luoctl run --help`".into()),
+    };
+    let listen = r
+        .listen
+        .iter()
+        .map(|l| crate::run::listen::parse_spec(l, &r.name))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(usage)?;
+    let opts = crate::run::Options {
+        name: r.name.clone(),
+        socket: socket.to_path_buf(),
+        listen,
+        mode: r.mode,
+        ready: r.ready,
+        ready_timeout: r.ready_timeout,
+        stop_signal: r.stop_signal,
+        stop_timeout: r.stop_timeout,
+        restart: r.restart,
+        notify_access: r.notify_access,
+        watchdog: r.watchdog,
+        fdstore_max: r.fdstore_max,
+        command: r.command.clone(),
+    };
+    match crate::run::main(opts) {
+        Ok(0) => Ok(String::new()),
+        Ok(code) => Err(Failure {
+            error: Error::new(
+                Errno::ESRCH,
+                format!("service '{}' exited; status {code}", r.name),
+            ),
+            code,
+            hint: None,
+        }),
+        Err(m) => Err(Failure {
+            error: Error::new(Errno::EINVAL, m),
+            code: EXIT_REFUSED,
+            hint: None,
+        }),
+    }
+}
+
+fn supervisor_failure(name: &str, e: Error) -> Failure {
+    Failure {
+        hint: Some(format!(
+            "is `luoctl run {name} ...` running against this luod socket? (see `luoctl services`)"
+        )),
+        code: EXIT_UNREACHABLE,
+        error: e,
+    }
+}
+
+/// `luoctl restart`.
+fn restart_service(socket: &Path, r: &RestartArgs, json: bool) -> Result<String, Failure> {
+    use crate::run::control::{call, Reply, Request};
+    let req = Request::Restart {
+        command: (!r.command.is_empty()).then(|| r.command.clone()),
+    };
+    let reply = call(socket, &r.name, &req).map_err(|e| supervisor_failure(&r.name, e))?;
+    let refused = |m: String| Failure {
+        error: Error::new(Errno::ECANCELED, m),
+        code: EXIT_REFUSED,
+        hint: None,
+    };
+    match reply {
+        Reply::Restarted { pid } => Ok(if json {
+            format!("{}\n", json!({"ok": true, "name": r.name, "pid": pid}))
+        } else {
+            format!("{} restarted: pid {pid} is ready\n", r.name)
+        }),
+        Reply::RolledBack { message } => Err(refused(message)),
+        Reply::Refused { message } => Err(refused(message)),
+        Reply::Service { .. } => Err(Failure {
+            error: Error::new(Errno::EPROTO, "unexpected reply from the supervisor"),
+            code: EXIT_PROTOCOL,
+            hint: None,
+        }),
+    }
+}
+
+/// `luoctl services`.
+fn services(socket: &Path, name: Option<&str>, json: bool) -> Result<String, Failure> {
+    use crate::run::control::{call, names, Reply, Request};
+    let wanted: Vec<String> = match name {
+        Some(n) => vec![n.to_string()],
+        None => names(socket),
+    };
+    let mut found = Vec::new();
+    for n in &wanted {
+        match call(socket, n, &Request::Service {}) {
+            Ok(Reply::Service { service }) => found.push(service),
+            Ok(_) => {}
+            // A socket left by a supervisor that was killed.
+            Err(e) if name.is_none() => {
+                let _ = e;
+            }
+            Err(e) => return Err(supervisor_failure(n, e)),
+        }
+    }
+    if json {
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_value(&found).unwrap_or_default()
+        ));
+    }
+    Ok(super::render::render_services(&found, name.is_some()))
 }
 
 /// A request about one session, by name.

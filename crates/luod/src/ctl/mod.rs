@@ -46,7 +46,10 @@ luoctl [--socket PATH] [--json] COMMAND [ARGS]
               [--append CMDLINE | --reuse-cmdline] [--dry-run] [--force]
        luoctl handover NAME [--owner UID]
        luoctl finish NAME [--owner UID]
-       luoctl agent upgrade [--binary PATH]";
+       luoctl agent upgrade [--binary PATH]
+       luoctl run NAME [--listen [FDNAME=]ADDRESS]... [OPTIONS] -- COMMAND [ARGS]...
+       luoctl restart NAME [-- NEW-COMMAND [ARGS]...]
+       luoctl services [NAME]";
 
 const AFTER_HELP: &str = "\
 `luoctl COMMAND --help` or `luoctl help COMMAND` describes a command.
@@ -197,6 +200,179 @@ pub enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// Run a service under supervision, in the foreground
+    ///
+    /// Starts COMMAND as the service NAME and supervises it. The listeners
+    /// are bound once and kept, with the service's fd store, in a
+    /// persistent luod session named NAME owned by you; every instance
+    /// receives them as systemd passes sockets (fds from 3, LISTEN_FDS,
+    /// LISTEN_PID, LISTEN_FDNAMES; stored fds after the listeners) and gets
+    /// its own NOTIFY_SOCKET (READY=1, STATUS=, FDSTORE=1, WATCHDOG=1, ...).
+    /// `luoctl restart NAME` or SIGHUP restarts the service without closing
+    /// a listener: with --mode overlap the new instance must become ready
+    /// before the old one is stopped, and a failed restart is rolled back.
+    /// SIGTERM or SIGINT stops the service and exits 0, keeping the session
+    /// for the next `luoctl run NAME`, which takes the listeners and the
+    /// store back (and stops an instance a killed supervisor left running).
+    /// The control socket is `<luod socket>.run/NAME.sock`.
+    #[command(
+        override_usage = "luoctl [--socket PATH] run NAME [--listen [FDNAME=]ADDRESS]...
+              [--mode overlap|stop-start] [--ready notify|after:DURATION]
+              [--ready-timeout DURATION] [--stop-signal SIGNAL]
+              [--stop-timeout DURATION] [--restart on-failure|no]
+              [--notify-access main|all] [--watchdog DURATION]
+              [--fdstore-max N] -- COMMAND [ARGS]...",
+        help_template = SUB_TEMPLATE
+    )]
+    Run(RunArgs),
+    /// Restart a service run by `luoctl run`, optionally with a new command
+    ///
+    /// Asks the supervisor of NAME to restart the service (as its --mode
+    /// says) and waits for the outcome. With `-- NEW-COMMAND`, the new
+    /// instance runs NEW-COMMAND, which becomes the service's command if the
+    /// restart succeeds. Exits 0 when the new instance is ready; 1 when the
+    /// restart was rolled back (the message says why: exit status or
+    /// signal, last STATUS=, the tail of its stderr); 3 when no supervisor
+    /// runs NAME.
+    #[command(
+        override_usage = "luoctl [--socket PATH] [--json] restart NAME [-- NEW-COMMAND [ARGS]...]",
+        help_template = SUB_TEMPLATE
+    )]
+    Restart(RestartArgs),
+    /// Services run by `luoctl run`: command, pid, state, listeners, fd store
+    ///
+    /// One line per service (or the detail of NAME): its command, main pid,
+    /// state (starting, ready, reloading, stopping, or down while waiting to
+    /// start again), last STATUS=, listeners, stored fds with their names
+    /// and types, restarts and rollbacks. Services are found by their
+    /// control sockets next to luod's socket.
+    #[command(
+        override_usage = "luoctl [--socket PATH] [--json] services [NAME]",
+        help_template = SUB_TEMPLATE
+    )]
+    Services(ServicesArgs),
+    /// The trampoline of `luoctl run` (internal)
+    #[command(name = "exec-service", hide = true)]
+    ExecService(crate::run::instance::TrampolineArgs),
+}
+
+/// `run`'s arguments.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The service's name (also its luod session's): 1 to 64 of
+    /// A-Z a-z 0-9 . _ @ -
+    #[arg(value_name = "NAME", value_parser = parse_service_name)]
+    pub name: String,
+    /// A listener, passed to every instance (repeatable, in order):
+    /// tcp:HOST:PORT, udp:HOST:PORT or unix:PATH, with FDNAME= for its name
+    /// in LISTEN_FDNAMES (default: NAME)
+    #[arg(long, value_name = "[FDNAME=]ADDRESS")]
+    pub listen: Vec<String>,
+    /// How a restart replaces the running instance: overlap (start the
+    /// new, wait until it is ready, stop the old) or stop-start
+    #[arg(long, value_enum, default_value_t = crate::run::Mode::Overlap)]
+    pub mode: crate::run::Mode,
+    /// When an instance is ready: notify (it sends READY=1) or
+    /// after:DURATION (it still runs after DURATION, e.g. after:500ms)
+    #[arg(long, value_name = "notify|after:DURATION", default_value = "notify", value_parser = parse_ready)]
+    pub ready: crate::run::Ready,
+    /// How long an instance may take to become ready (EXTEND_TIMEOUT_USEC=
+    /// extends it)
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_duration)]
+    pub ready_timeout: std::time::Duration,
+    /// The signal that stops an instance (sent to its process group)
+    #[arg(long, value_name = "SIGNAL", default_value = "SIGTERM", value_parser = parse_signal)]
+    pub stop_signal: i32,
+    /// How long after the stop signal SIGKILL follows
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub stop_timeout: std::time::Duration,
+    /// on-failure: start a failed service again, with back-off; no: exit
+    /// with the service's status
+    #[arg(long, value_enum, default_value_t = crate::run::RestartPolicy::OnFailure)]
+    pub restart: crate::run::RestartPolicy,
+    /// Who may send notifications: main (the main pid) or all (any process
+    /// of the service's process group)
+    #[arg(long, value_enum, default_value_t = crate::run::NotifyAccess::Main)]
+    pub notify_access: crate::run::NotifyAccess,
+    /// Watchdog interval: passed as WATCHDOG_USEC; an instance that does
+    /// not send WATCHDOG=1 within it is aborted (SIGABRT) and counts as
+    /// failed
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub watchdog: Option<std::time::Duration>,
+    /// Most fds in the service's fd store (0 turns it off); fds over the
+    /// limit are closed with a warning
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub fdstore_max: usize,
+    /// The service's command and its arguments
+    #[arg(value_name = "COMMAND", last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// `restart`'s arguments.
+#[derive(Debug, Clone, Args)]
+pub struct RestartArgs {
+    /// The service's name
+    #[arg(value_name = "NAME", value_parser = parse_service_name)]
+    pub name: String,
+    /// The command from now on, if the restart succeeds
+    #[arg(value_name = "NEW-COMMAND", last = true)]
+    pub command: Vec<String>,
+}
+
+/// `services`' arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ServicesArgs {
+    /// Only this service, in detail
+    #[arg(value_name = "NAME", value_parser = parse_service_name)]
+    pub name: Option<String>,
+}
+
+fn parse_service_name(s: &str) -> Result<String, String> {
+    if crate::run::control::name_is_valid(s) {
+        Ok(s.to_string())
+    } else {
+        Err("a service name is 1 to 64 of A-Z a-z 0-9 . _ @ - (not starting with . or -)".into())
+    }
+}
+
+/// A duration: a number and a unit (us, ms, s, min, h); a bare number is
+/// seconds. `500ms`, `10s`, `1.5s`, `2min`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}': expected a duration such as 500ms, 10s or 2min"))?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" => 1.0,
+        "ms" | "msec" => 1e-3,
+        "us" | "usec" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" | "hr" => 3600.0,
+        u => return Err(format!("'{s}': unknown unit '{u}' (us, ms, s, min, h)")),
+    };
+    let secs = n * scale;
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(format!("'{s}': too long"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+fn parse_ready(s: &str) -> Result<crate::run::Ready, String> {
+    if s == "notify" {
+        return Ok(crate::run::Ready::Notify);
+    }
+    match s.strip_prefix("after:") {
+        Some(d) => Ok(crate::run::Ready::After(parse_duration(d)?)),
+        None => Err(format!("'{s}': expected notify or after:DURATION")),
+    }
+}
+
+fn parse_signal(s: &str) -> Result<i32, String> {
+    luo_sys::service::signal_from_name(s).ok_or_else(|| format!("'{s}': unknown signal"))
 }
 
 /// `agent`'s commands.

@@ -153,6 +153,16 @@ pub(super) fn render_status(s: &Status) -> String {
     out
 }
 
+/// A session's state, and `persistent` after it for a persistent one
+/// (`open,persistent` in a table cell).
+fn state_text(s: &SessionInfo, sep: &str) -> String {
+    if s.persistent {
+        format!("{}{sep}persistent", s.state.as_str())
+    } else {
+        s.state.as_str().to_string()
+    }
+}
+
 pub(super) fn render_sessions(list: &[SessionInfo]) -> String {
     if list.is_empty() {
         return "no sessions\n".to_string();
@@ -164,7 +174,7 @@ pub(super) fn render_sessions(list: &[SessionInfo]) -> String {
             vec![
                 s.name_lossy().into_owned(),
                 owner_name(s.owner, &users),
-                s.state.as_str().to_string(),
+                state_text(s, ","),
                 s.handles.to_string(),
                 s.file_count.to_string(),
                 human_bytes(s.pinned_bytes),
@@ -198,7 +208,7 @@ pub(super) fn render_show(list: &[SessionInfo]) -> String {
             "session '{}' (owner {}): {}, {}, {}, {} pinned, {}",
             s.name_lossy(),
             owner_name(s.owner, &users),
-            s.state.as_str(),
+            state_text(s, ", "),
             plural(s.handles as u64, "handle", "handles"),
             plural(s.file_count as u64, "file", "files"),
             human_bytes(s.pinned_bytes),
@@ -345,6 +355,92 @@ pub(super) fn render_preflight(p: &Preflight) -> String {
         out.push_str("problems:\n");
         for pr in &p.problems {
             let _ = writeln!(out, "  - {pr}");
+        }
+    }
+    out
+}
+
+/// `services`: one line per service, or (`detail`) one service with its
+/// listeners and stored fds.
+pub(super) fn render_services(list: &[crate::run::control::ServiceInfo], detail: bool) -> String {
+    if list.is_empty() {
+        return "no services (start one with `luoctl run NAME ... -- COMMAND`)\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.pid.map_or("-".into(), |p| p.to_string()),
+                s.state.clone(),
+                s.listeners.len().to_string(),
+                s.stored.len().to_string(),
+                s.restarts.to_string(),
+                s.rollbacks.to_string(),
+                s.status.clone().unwrap_or_else(|| "-".into()),
+                s.command.join(" "),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "NAME",
+            "PID",
+            "STATE",
+            "LISTENERS",
+            "STORED",
+            "RESTARTS",
+            "ROLLBACKS",
+            "STATUS",
+            "COMMAND",
+        ],
+        &rows,
+    );
+    if !detail {
+        return out;
+    }
+    for s in list {
+        out.push_str(&format!(
+            "\nsupervisor pid {}, mode {}{}\n",
+            s.supervisor,
+            s.mode,
+            s.restarting
+                .map_or(String::new(), |p| format!(", restarting (new pid {p})"))
+        ));
+        if !s.listeners.is_empty() {
+            let rows: Vec<Vec<String>> = s
+                .listeners
+                .iter()
+                .map(|l| {
+                    vec![
+                        l.spec.name.clone(),
+                        l.spec.address.to_string(),
+                        l.token.to_string(),
+                    ]
+                })
+                .collect();
+            out.push('\n');
+            out.push_str(&table(&["LISTENER", "ADDRESS", "TOKEN"], &rows));
+        }
+        if !s.stored.is_empty() {
+            let rows: Vec<Vec<String>> = s
+                .stored
+                .iter()
+                .map(|f| {
+                    vec![
+                        f.name.clone(),
+                        f.kind.clone(),
+                        yes_no(f.poll).to_string(),
+                        f.token.to_string(),
+                        if f.pending { "pending" } else { "kept" }.to_string(),
+                    ]
+                })
+                .collect();
+            out.push('\n');
+            out.push_str(&table(
+                &["STORED", "TYPE", "FDPOLL", "TOKEN", "STATE"],
+                &rows,
+            ));
         }
     }
     out

@@ -86,6 +86,18 @@ fn role_vm_client_stage1() {
 
 #[test]
 #[ignore = "runs inside the VM"]
+fn role_vm_persist_stage1() {
+    // A supervisor's persistent session: left open, with no handle, when
+    // the kexec comes.
+    let c = luo::Client::connect_to(socket()).unwrap();
+    let sup = c.persist_session("sup").unwrap();
+    sup.preserve(1, memfd("persistent bytes")).unwrap();
+    drop(sup);
+    println!("@@ PERSIST1 OK");
+}
+
+#[test]
+#[ignore = "runs inside the VM"]
 fn role_vm_client_stage2() {
     let c = luo::Client::connect_to(socket()).unwrap();
     let big = c.retrieve_session("big").unwrap();
@@ -104,6 +116,25 @@ fn role_vm_client_stage2() {
     println!("@@ net: tokens {tokens:?}");
     println!("@@ net state: {:?}", read_text(net.retrieve_fd(2).unwrap()));
     net.finish().unwrap();
+    // The persistent session is open and persistent again, its memfd whole.
+    let sup = c
+        .sessions()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == b"sup")
+        .expect("the persistent session came back");
+    println!(
+        "@@ sup: {} persistent={} handles={} files={}",
+        sup.state.as_str(),
+        sup.persistent,
+        sup.handles,
+        sup.file_count
+    );
+    let s = c.persist_session("sup").unwrap();
+    println!("@@ sup bytes: {:?}", read_text(&s.fetch(&[1]).unwrap()[0]));
+    // Ended: handed over, then finished by name.
+    s.handover().unwrap();
+    c.finish("sup", None).unwrap();
     println!("@@ CLIENT2 OK");
 }
 
@@ -251,6 +282,7 @@ if [ $stage = 1 ]; then
     echo "@@ agent upgrade: exit $?"
     luoctl update --kexec --kernel /boot/bzImage --initrd /boot/initrd.img --append "@NEXT@"
     echo "@@ kexec without --force: exit $?"
+    vmtest --exact role_vm_persist_stage1 --ignored --nocapture 2>&1 | grep -v '^$'
     luoctl update --kexec --kernel /boot/bzImage --initrd /boot/initrd.img --append "@NEXT@" --force
     echo "@@ kexec returned: exit $?"
     cat /tmp/luod.log
@@ -396,6 +428,9 @@ fn kernel_live_update_in_qemu() {
         "@@ small: \"small file one\" \"small file two\"",
         "@@ net: tokens [2]",
         "@@ net state: \"net state\"",
+        "@@ PERSIST1 OK",
+        "@@ sup: open persistent=true handles=0 files=1",
+        "@@ sup bytes: \"persistent bytes\"",
         "@@ CLIENT2 OK",
         "@@ stage 2 done",
     ] {
@@ -482,6 +517,9 @@ fn kernel_live_update_in_qemu() {
     }
     if !log.contains("restored 3 sessions with 4 files") {
         fail("luod did not log restoring 3 sessions with 4 files");
+    }
+    if !log.contains("1 persistent sessions with 1 files are open again") {
+        fail("luod did not log the persistent session open again");
     }
     eprintln!("the VM run took {} s", elapsed.as_secs());
     if std::env::var_os("LUO_VM_KEEP").is_some() {

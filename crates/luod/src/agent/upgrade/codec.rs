@@ -252,6 +252,8 @@ impl Agent {
                 s.files.len().into(),
                 s.mode.finish_on_close.into(),
                 s.mode.kexec_safe_only.into(),
+                // Added after 0.1.0: absent means false.
+                s.mode.persist.into(),
             ]));
         }
         let handles: Vec<Value> = snap
@@ -604,10 +606,17 @@ fn parse_model(m: &Value, records: &[u8]) -> Result<Snapshot, AgentError> {
     let mut records = records.chunks_exact(FILE_RECORD);
     let mut sessions = Vec::new();
     for s in arr(field(m, "sessions")?)? {
-        let [key, name, owner, side, handles, count, finish_on_close, kexec_safe_only] = arr(s)?
-        else {
-            return Err(bad("a session entry is malformed"));
-        };
+        // 0.1.0 wrote 8 elements; `persist` came after.
+        let (key, name, owner, side, handles, count, finish_on_close, kexec_safe_only, persist) =
+            match arr(s)? {
+                [key, name, owner, side, handles, count, f, k] => {
+                    (key, name, owner, side, handles, count, f, k, None)
+                }
+                [key, name, owner, side, handles, count, f, k, p] => {
+                    (key, name, owner, side, handles, count, f, k, Some(p))
+                }
+                _ => return Err(bad("a session entry is malformed")),
+            };
         let side = match side.as_str() {
             Some("o") => SnapSide::Outgoing,
             Some("i") => SnapSide::Incoming(false),
@@ -630,6 +639,7 @@ fn parse_model(m: &Value, records: &[u8]) -> Result<Snapshot, AgentError> {
             mode: luo_core::SessionMode {
                 finish_on_close: finish_on_close.as_bool().unwrap_or(false),
                 kexec_safe_only: kexec_safe_only.as_bool().unwrap_or(false),
+                persist: persist.and_then(Value::as_bool).unwrap_or(false),
             },
             files: list,
         });
