@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
     ("registry", registry),
     ("keeper", keeper),
     ("ioctl", ioctl),
+    ("notify", notify),
 ];
 
 /// The largest errno a refusal may carry (the kernel's `MAX_ERRNO`).
@@ -63,6 +64,7 @@ fn encode_agent(r: &AgentRequest, n: usize) -> luo_proto::Result<Vec<u8>> {
     use AgentRequest as A;
     match r {
         A::CreateSession(c) => e(c, n),
+        A::PersistSession(c) => e(c, n),
         A::RetrieveSession(c) => e(c, n),
         A::HandoverSession(c) => e(c, n),
         A::FinishSession(c) => e(c, n),
@@ -85,6 +87,8 @@ fn encode_handle(r: &HandleRequest, n: usize) -> luo_proto::Result<Vec<u8>> {
         H::Info(c) => e(c, n),
         H::Preserve(c) => e(c, n),
         H::Retrieve(c) => e(c, n),
+        H::Unpreserve(c) => e(c, n),
+        H::Fetch(c) => e(c, n),
         H::Handover(c) => e(c, n),
         H::Finish(c) => e(c, n),
         H::Ioctl(c) => e(c, n),
@@ -336,6 +340,81 @@ pub fn ioctl(data: &[u8]) -> bool {
             false
         }
     }
+}
+
+/// `m` as a service would send it.
+fn notify_text(m: &crate::run::notify::Message) -> String {
+    let mut lines = Vec::new();
+    let flags = [
+        ("READY", m.ready),
+        ("RELOADING", m.reloading),
+        ("STOPPING", m.stopping),
+        ("BARRIER", m.barrier),
+        ("FDSTORE", m.fdstore),
+        ("FDSTOREREMOVE", m.fdstoreremove),
+    ];
+    for (k, on) in flags {
+        if on {
+            lines.push(format!("{k}=1"));
+        }
+    }
+    let values = [
+        ("STATUS", m.status.clone()),
+        ("ERRNO", m.errno.map(|n| n.to_string())),
+        ("MAINPID", m.mainpid.map(|n| n.to_string())),
+        ("WATCHDOG", m.watchdog.then(|| "1".to_string())),
+        (
+            "WATCHDOG",
+            m.watchdog_trigger.then(|| "trigger".to_string()),
+        ),
+        ("WATCHDOG_USEC", m.watchdog_usec.map(|n| n.to_string())),
+        (
+            "EXTEND_TIMEOUT_USEC",
+            m.extend_timeout_usec.map(|n| n.to_string()),
+        ),
+        ("FDNAME", m.fdname.clone()),
+        ("FDPOLL", m.fdpoll.map(|p| u8::from(p).to_string())),
+    ];
+    for (k, v) in values {
+        if let Some(v) = v {
+            lines.push(format!("{k}={v}"));
+        }
+    }
+    lines.join("\n")
+}
+
+/// The `sd_notify` messages `luoctl run` reads from the services it
+/// supervises: `data[0]` the number of descriptors that came with it. What
+/// is accepted keeps its bounds (a status of at most `MAX_STATUS` bytes, a
+/// valid descriptor name, `BARRIER=1` with one descriptor, a removal with a
+/// name, a positive pid and watchdog interval) and, written out again,
+/// parses to the same message.
+pub fn notify(data: &[u8]) -> bool {
+    use crate::run::notify::{fdname_is_valid, parse, MAX_STATUS};
+    let Some((&n, bytes)) = data.split_first() else {
+        return false;
+    };
+    let n = fd_count(n);
+    let Ok(m) = parse(bytes, n) else {
+        return false;
+    };
+    assert!(
+        m.status.as_ref().is_none_or(|s| s.len() <= MAX_STATUS),
+        "{m:?}"
+    );
+    assert!(m.fdname.as_deref().is_none_or(fdname_is_valid), "{m:?}");
+    assert!(!m.barrier || n == 1, "{m:?}");
+    assert!(!m.fdstoreremove || m.fdname.is_some(), "{m:?}");
+    assert!(m.mainpid.is_none_or(|p| p > 0), "{m:?}");
+    assert!(m.errno.is_none_or(|e| e >= 0), "{m:?}");
+    assert!(m.watchdog_usec.is_none_or(|u| u > 0), "{m:?}");
+    let again = notify_text(&m);
+    assert_eq!(
+        parse(again.as_bytes(), n),
+        Ok(m),
+        "written out as {again:?}"
+    );
+    true
 }
 
 /// The sealed upgrade state `agent` would hand over now (the codec's

@@ -108,6 +108,7 @@ fn seeds(with_agent: bool) -> Vec<Seed> {
     ioctl_seeds(&mut out);
     keeper_seeds(&mut out);
     registry_seeds(&mut out);
+    notify_seeds(&mut out);
     if with_agent {
         upgrade_seeds(&mut out);
     }
@@ -140,6 +141,7 @@ fn proto_seeds(out: &mut Vec<Seed>) {
     let name = || "kv".to_string();
     let agent: Vec<(Vec<u8>, usize)> = vec![
         (req(&CreateSession { name: name() }, 0), 0),
+        (req(&PersistSession { name: name() }, 0), 0),
         (
             req(
                 &RetrieveSession {
@@ -232,6 +234,8 @@ fn proto_seeds(out: &mut Vec<Seed>) {
             3,
         ),
         (req(&Retrieve { tokens: vec![1] }, 0), 0),
+        (req(&Unpreserve { tokens: vec![2] }, 0), 0),
+        (req(&Fetch { tokens: vec![1, 2] }, 0), 0),
         (req(&Handover {}, 0), 0),
         (req(&Finish {}, 0), 0),
         (req(&ioctl_arg(uapi::PRESERVE_FD, 9, b""), 1), 1),
@@ -383,6 +387,24 @@ fn registry_seeds(out: &mut Vec<Seed>) {
     out.push(("registry", with(&[0], &fixture), true));
     let header = luod::registry::HEADER;
     out.push(("registry", with(&[1], &fixture[header..]), true));
+}
+
+fn notify_seeds(out: &mut Vec<Seed>) {
+    let msgs: [(&[u8], u8, bool); 10] = [
+        (b"READY=1\nSTATUS=serving 3 clients\nMAINPID=42\n", 0, true),
+        (b"FDSTORE=1\nFDNAME=conn-7\nFDPOLL=0", 2, true),
+        (b"FDSTOREREMOVE=1\nFDNAME=conn-7", 0, true),
+        (b"BARRIER=1", 1, true),
+        (b"RELOADING=1\nMONOTONIC_USEC=123", 0, true),
+        (b"STOPPING=1\nERRNO=2", 0, true),
+        (b"WATCHDOG=1\nWATCHDOG_USEC=5000000", 0, true),
+        (b"WATCHDOG=trigger\nEXTEND_TIMEOUT_USEC=0", 0, true),
+        (b"X_FOO=bar\n\nready=1", 0, true),
+        (b"READY=1\nMAINPID=abc", 0, false),
+    ];
+    for (b, n, ok) in msgs {
+        out.push(("notify", with(&[n], b), ok));
+    }
 }
 
 /// A live agent (emulated backend) with sessions in every state, a device

@@ -386,7 +386,10 @@ pub(super) fn split_state(bytes: &[u8]) -> Result<StateRead, AgentError> {
         .get(..8)
         .map(|b| u64_at(b, 0) as usize)
         .ok_or_else(short)?;
-    let files = rest.get(8..flen.saturating_add(8)).ok_or_else(short)?.to_vec();
+    let files = rest
+        .get(8..flen.saturating_add(8))
+        .ok_or_else(short)?
+        .to_vec();
     let mirror = rest[8 + flen..].to_vec();
     if files.len() % FILE_RECORD != 0 {
         return Err(bad("the file records are truncated"));
