@@ -18,9 +18,13 @@ use serde::Serialize;
 
 use crate::registry::{Registry, HEADER, MAGIC as REGISTRY_MAGIC, VERSION as REGISTRY_VERSION};
 
+/// A target's check: panics when a promise does not hold, and says whether
+/// the input was accepted.
+pub type Check = fn(&[u8]) -> bool;
+
 /// Every target: its name (a directory under `fuzz/corpus/`) and its
 /// check, which says whether the input was accepted.
-pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("proto", proto),
     ("upgrade_state", upgrade_state),
     ("registry", registry),
