@@ -347,6 +347,11 @@ pub fn decode_reply<T: DeserializeOwned>(bytes: &[u8], nfds: usize) -> Result<T>
     match serde_json::from_slice::<ReplyIn<Refusal<'_>>>(bytes) {
         Ok(r) if !r.ok => {
             check_envelope(r.v, r.fds, nfds).map_err(|e| proto(e.message.into_owned()))?;
+            // An errno is 1 to 4095 (the kernel's MAX_ERRNO): a refusal
+            // with 0 would read as a success, a negative one as nothing.
+            if !(1..=4095).contains(&r.body.errno) {
+                return Err(proto(format!("a refusal with errno {}", r.body.errno)));
+            }
             Err(Error {
                 errno: Errno(r.body.errno),
                 message: r.body.message.into_owned().into(),

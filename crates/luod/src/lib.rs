@@ -27,6 +27,8 @@ use std::path::PathBuf;
 mod agent;
 pub mod cli;
 pub mod ctl;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gen;
 pub mod registry;
 pub mod run;

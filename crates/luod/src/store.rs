@@ -283,17 +283,41 @@ pub(crate) fn take(link: BorrowedFd<'_>) -> Result<Vec<(String, OwnedFd)>, Error
             }
         };
         let (page, fds) = m.reply::<Taken>()?;
-        if page.names.len() != fds.len() {
-            return Err(Error::new(
-                Errno::EPROTO,
-                "the keeper sent names and descriptors that do not match",
-            ));
-        }
+        check_page(&page, fds.len())?;
         start += page.names.len() as u64;
         out.extend(page.names.into_iter().zip(fds));
         if !page.more {
             return Ok(out);
         }
+    }
+}
+
+/// A page of [`take`] names one entry per descriptor.
+fn check_page(page: &Taken, nfds: usize) -> Result<(), Error> {
+    if page.names.len() != nfds {
+        return Err(Error::new(
+            Errno::EPROTO,
+            "the keeper sent names and descriptors that do not match",
+        ));
+    }
+    Ok(())
+}
+
+/// For `crate::fuzzing`: a message decoded as the keeper decodes its
+/// agent's (`to_keeper`) or as the agent decodes the keeper's (a page of
+/// [`take`], else its first message), with `nfds` descriptors; the message
+/// encoded again when it is accepted.
+pub(crate) fn decode_keeper(bytes: &[u8], nfds: usize, to_keeper: bool) -> Result<Vec<u8>, Error> {
+    if to_keeper {
+        let m: ToKeeper = luo_proto::decode_message(bytes, nfds)?;
+        return luo_proto::encode_message(&m, nfds);
+    }
+    match luo_proto::decode_reply::<Taken>(bytes, nfds) {
+        Ok(page) => check_page(&page, nfds).and_then(|()| luo_proto::encode_reply(&page, nfds)),
+        Err(e) => match luo_proto::decode_reply::<Ready>(bytes, nfds) {
+            Ok(r) => luo_proto::encode_reply(&r, nfds),
+            Err(_) => Err(e),
+        },
     }
 }
 

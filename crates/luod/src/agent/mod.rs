@@ -25,7 +25,7 @@ pub(crate) mod mirror;
 mod ops;
 mod socket;
 mod startup;
-mod uapi;
+pub(crate) mod uapi;
 pub(crate) mod upgrade;
 
 /// Epoll key of the listening socket; connections get keys from 1 up, never

@@ -463,3 +463,33 @@ fn dispatch(
     }
     Ok((cmd, arg, emfile))
 }
+
+/// The pure part of an `ioctl` request, for `crate::fuzzing`: [`dispatch`]
+/// as on the device (`device`) or on a session handle (where `valid`
+/// answers `refuse` when set), then the fields the admitted command reads.
+/// Returns the command and the struct's bytes.
+pub(crate) fn decode_ioctl(
+    r: &Ioctl,
+    device: bool,
+    refuse: Option<Error>,
+) -> Result<(u32, Vec<u8>), Error> {
+    let valid = |_: u32| refuse.map_or(Ok(()), Err);
+    let (cmd, arg, _) = if device {
+        dispatch(r, |nr| nr >= 2, valid)?
+    } else {
+        dispatch(r, |nr| !(0x40..=0x43).contains(&nr), valid)?
+    };
+    match cmd {
+        uapi::CREATE_SESSION | uapi::RETRIEVE_SESSION => {
+            let _ = name_field(&arg);
+        }
+        uapi::PRESERVE_FD | uapi::RETRIEVE_FD => {
+            let _ = u64_at(&arg, uapi::TOKEN_OFFSET);
+        }
+        uapi::FINISH | uapi::GET_NAME => {
+            let _ = u32_at(&arg, uapi::RESERVED_OFFSET);
+        }
+        _ => {}
+    }
+    Ok((cmd, arg))
+}

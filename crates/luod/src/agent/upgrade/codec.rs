@@ -17,7 +17,7 @@ use crate::store::Sink;
 use crate::{AgentError, Backend};
 
 /// The state envelope's magic.
-pub(super) const MAGIC: [u8; 8] = *b"luod-upg";
+pub(crate) const MAGIC: [u8; 8] = *b"luod-upg";
 /// The state format this binary writes and reads.
 pub const STATE_VERSION: u32 = 1;
 
@@ -324,45 +324,12 @@ pub(super) fn read_state(state: &OwnedFd) -> Result<StateRead, AgentError> {
     f.seek(SeekFrom::Start(0))
         .and_then(|_| f.read_to_end(&mut bytes))
         .map_err(|e| bad(format!("reading the state failed: {e}")))?;
-    let payload = open(&bytes, MAGIC, STATE_VERSION).map_err(|e| match e {
-        RegistryError::BadMagic => bad("the state is not a luod upgrade state"),
-        e => bad(format!(
-            "the upgrade state {}",
-            e.to_string().trim_start_matches("the registry ")
-        )),
-    })?;
-    let short = || bad("the state is truncated");
-    let jlen = payload
-        .get(..8)
-        .map(|b| u64_at(b, 0) as usize)
-        .ok_or_else(short)?;
-    let json = payload.get(8..8 + jlen).ok_or_else(short)?;
-    let v: Value =
-        serde_json::from_slice(json).map_err(|e| bad(format!("the state is malformed: {e}")))?;
-    let rest = &payload[8 + jlen..];
-    let n = rest
-        .get(..8)
-        .map(|b| u64_at(b, 0) as usize)
-        .ok_or_else(short)?;
-    let table = rest
-        .get(8..8 + n.checked_mul(FD_RECORD).ok_or_else(short)?)
-        .ok_or_else(short)?;
-    let rest = &rest[8 + table.len()..];
-    let flen = rest
-        .get(..8)
-        .map(|b| u64_at(b, 0) as usize)
-        .ok_or_else(short)?;
-    let files = rest.get(8..8 + flen).ok_or_else(short)?.to_vec();
-    let mirror = rest[8 + flen..].to_vec();
-    if files.len() % FILE_RECORD != 0 {
-        return Err(bad("the file records are truncated"));
-    }
-    let mut fds = Vec::with_capacity(n);
-    for r in table.chunks_exact(FD_RECORD) {
-        let (num, dev, ino) = (u64_at(r, 0), u64_at(r, 8), u64_at(r, 16));
-        fds.push((check_fd("descriptor", num, dev, ino)?, dev, ino));
+    let read = split_state(&bytes)?;
+    for &(num, dev, ino) in &read.fds {
+        check_fd("descriptor", num as u64, dev, ino)?;
     }
     // One fstat per custody file is most of the take-over: two threads.
+    let files = &read.files;
     let half = (files.len() / FILE_RECORD).div_ceil(2) * FILE_RECORD;
     let (a, b) = files.split_at(half.min(files.len()));
     let check = |part: &[u8]| -> Result<(), AgentError> {
@@ -385,6 +352,54 @@ pub(super) fn read_state(state: &OwnedFd) -> Result<StateRead, AgentError> {
                 .unwrap_or_else(|_| Err(bad("checking descriptors failed"))),
         )
     })?;
+    Ok(read)
+}
+
+/// The state's envelope and layout checked and split, without looking at
+/// any descriptor it names (their numbers only range-checked).
+pub(super) fn split_state(bytes: &[u8]) -> Result<StateRead, AgentError> {
+    let payload = open(bytes, MAGIC, STATE_VERSION).map_err(|e| match e {
+        RegistryError::BadMagic => bad("the state is not a luod upgrade state"),
+        e => bad(format!(
+            "the upgrade state {}",
+            e.to_string().trim_start_matches("the registry ")
+        )),
+    })?;
+    let short = || bad("the state is truncated");
+    let jlen = payload
+        .get(..8)
+        .map(|b| u64_at(b, 0) as usize)
+        .ok_or_else(short)?;
+    let json = payload.get(8..jlen.saturating_add(8)).ok_or_else(short)?;
+    let v: Value =
+        serde_json::from_slice(json).map_err(|e| bad(format!("the state is malformed: {e}")))?;
+    let rest = &payload[8 + jlen..];
+    let n = rest
+        .get(..8)
+        .map(|b| u64_at(b, 0) as usize)
+        .ok_or_else(short)?;
+    let table = rest
+        .get(8..n.saturating_mul(FD_RECORD).saturating_add(8))
+        .ok_or_else(short)?;
+    let rest = &rest[8 + table.len()..];
+    let flen = rest
+        .get(..8)
+        .map(|b| u64_at(b, 0) as usize)
+        .ok_or_else(short)?;
+    let files = rest
+        .get(8..flen.saturating_add(8))
+        .ok_or_else(short)?
+        .to_vec();
+    let mirror = rest[8 + flen..].to_vec();
+    if files.len() % FILE_RECORD != 0 {
+        return Err(bad("the file records are truncated"));
+    }
+    let mut fds = Vec::with_capacity(n);
+    for r in table.chunks_exact(FD_RECORD) {
+        let (num, dev, ino) = (u64_at(r, 0), u64_at(r, 8), u64_at(r, 16));
+        let num = RawFd::try_from(num).map_err(|_| bad("a descriptor number is out of range"))?;
+        fds.push((num, dev, ino));
+    }
     Ok(StateRead {
         json: v,
         fds,
@@ -650,4 +665,16 @@ fn parse_model(m: &Value, records: &[u8]) -> Result<Snapshot, AgentError> {
         sessions,
         handles,
     })
+}
+
+/// The pure part of taking over a state, for `crate::fuzzing`: the
+/// envelope, the layout and the whole plan, with no descriptor looked at.
+pub(crate) fn parse_only(bytes: &[u8]) -> Result<(), AgentError> {
+    parse_plan(&split_state(bytes)?).map(drop)
+}
+
+/// The sealed state `agent` would hand over now, for `crate::fuzzing`.
+pub(crate) fn sealed_state(agent: &Agent) -> Result<Vec<u8>, Error> {
+    let state = agent.state(0, "luod fuzz-seed")?;
+    Ok(crate::registry::seal(MAGIC, STATE_VERSION, &state))
 }

@@ -30,7 +30,7 @@ use super::{kernel, Agent};
 use crate::registry::seal;
 use crate::store::Sink;
 
-mod codec;
+pub(crate) mod codec;
 mod probe;
 mod resume;
 
