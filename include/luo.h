@@ -214,7 +214,7 @@ int luo_create_session(const struct luo_client *client, const char *name, struct
 //
 // Errors: `-EINVAL` a bad name, `-EEXIST` an outgoing session of that name
 // that is not persistent, `-ENOSPC`, `-EDQUOT`; `-EOPNOTSUPP` from an
-// agent without persistent sessions (0.2.0 and older).
+// agent without persistent sessions (luod 0.1.0).
 //
 // # Safety
 //

@@ -297,7 +297,7 @@ pub unsafe extern "C" fn luo_create_session(
 ///
 /// Errors: `-EINVAL` a bad name, `-EEXIST` an outgoing session of that name
 /// that is not persistent, `-ENOSPC`, `-EDQUOT`; `-EOPNOTSUPP` from an
-/// agent without persistent sessions (0.2.0 and older).
+/// agent without persistent sessions (luod 0.1.0).
 ///
 /// # Safety
 ///

@@ -231,7 +231,7 @@ impl Client {
     /// that name that is not persistent; creating one, as
     /// [`Client::create_session`]: `ENOSPC` too many sessions, `EDQUOT` over
     /// the caller's session quota. `EOPNOTSUPP` from an agent without
-    /// persistent sessions (0.2.0 and older).
+    /// persistent sessions (luod 0.1.0).
     pub fn persist_session(&self, name: &str) -> Result<Session> {
         self.call_for_session(&PersistSession { name: name.into() })
     }

@@ -278,7 +278,7 @@ impl Session {
     ///
     /// `EINVAL` a session that is not outgoing, `ENOENT` a token it does
     /// not hold. `ESTALE` once the session has crossed; `EOPNOTSUPP` from
-    /// an agent without persistent sessions (0.2.0 and older).
+    /// an agent without persistent sessions (luod 0.1.0).
     pub fn unpreserve(&self, tokens: &[u64]) -> Result<()> {
         for chunk in tokens.chunks(MAX_FDS) {
             let tokens = chunk.to_vec();
@@ -314,7 +314,7 @@ impl Session {
     ///
     /// `EINVAL` a session that is not persistent, `ENOENT` an unknown
     /// token. `ESTALE` once the session has crossed; `EOPNOTSUPP` from an
-    /// agent without persistent sessions (0.2.0 and older).
+    /// agent without persistent sessions (luod 0.1.0).
     pub fn fetch(&self, tokens: &[u64]) -> Result<Vec<OwnedFd>> {
         let mut out = Vec::with_capacity(tokens.len());
         for chunk in tokens.chunks(MAX_FDS) {
