@@ -153,7 +153,10 @@ pub struct Luo {
 
 /// A predicate over a file to preserve, consulted where the model looks for
 /// its handler: `Some(why)` refuses it as no handler would (`ENOENT`).
-pub struct Veto(Box<dyn Fn(&FileInfo<'_>) -> Option<String> + Send + Sync>);
+pub struct Veto(Box<VetoFn>);
+
+/// The predicate a [`Veto`] holds.
+type VetoFn = dyn Fn(&FileInfo<'_>) -> Option<String> + Send + Sync;
 
 impl std::fmt::Debug for Veto {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
