@@ -762,7 +762,7 @@ mod tests {
             ),
             (
                 &["sessions", "--owner", "0"],
-                "--owner applies to show, handover, finish, not sessions",
+                "--owner applies to show, handover, finish, abort, not sessions",
             ),
             (&["status", "--socket"], "--socket needs a PATH"),
             (&["update", "--kexec"], "update needs --kernel FILE"),
