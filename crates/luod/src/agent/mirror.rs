@@ -406,6 +406,9 @@ impl Mirror {
                 },
             );
         }
+        if let Sink::Keeper { pid, .. } = &sink {
+            KEEPER_PID.store(*pid, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(Mirror {
             sink,
             inc: v
