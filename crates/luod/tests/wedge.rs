@@ -94,6 +94,58 @@ fn descriptors_that_lead_back_to_luod_are_refused() {
     agent.wait_fds(base);
 }
 
+/// Run by `a_holder_that_exits_leaves_nothing` as a separate process: two
+/// sessions that try to hold each other, a persistent one that tries to
+/// hold itself and its agent connection; then it exits.
+#[test]
+#[ignore = "started by a_holder_that_exits_leaves_nothing"]
+fn role_self_holder() {
+    let sock = std::env::var_os(ROLE_SOCKET).expect("run by the wedge tests only");
+    let c = luo::Client::connect_to(&sock).unwrap();
+    let a = c.create_session("x").unwrap();
+    let b = c.create_session("y").unwrap();
+    leads_back(&a.preserve(1, b.as_fd()).unwrap_err());
+    leads_back(&b.preserve(1, a.as_fd()).unwrap_err());
+    let conn = luo_sys::seqpacket_connect(Path::new(&sock)).unwrap();
+    leads_back(&a.preserve(2, &conn).unwrap_err());
+    let p = c.persist_session("z").unwrap();
+    leads_back(&p.preserve(1, p.as_fd()).unwrap_err());
+    p.preserve(2, memfd("kept")).unwrap();
+    println!("ROLE OK");
+    // Exit with everything open.
+    std::process::exit(0);
+}
+
+#[test]
+fn a_holder_that_exits_leaves_nothing() {
+    let agent = Agent::start();
+    let c = agent.client();
+    let base = baseline(&agent, &c);
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "role_self_holder",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE_SOCKET, &agent.sock)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ROLE OK"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Only the persistent session stays (by design); the others aborted.
+    wait_until(|| c.sessions().unwrap().len() == 1);
+    assert_eq!(c.sessions().unwrap()[0].name, b"z");
+    c.abort("z", None).unwrap();
+    assert!(c.sessions().unwrap().is_empty());
+    agent.wait_fds(base);
+}
+
 fn session_arg(name: &str) -> Vec<u8> {
     let mut a = vec![0u8; 72];
     a[..4].copy_from_slice(&72u32.to_le_bytes());
