@@ -380,9 +380,6 @@ impl Agent {
     }
 }
 
-/// Whether `fd` is one of luod's own sockets: a session handle (the other
-/// end of a socketpair luod made) or an agent connection, whose peer
-/// credentials are this process's.
 /// Whether a file to preserve leads back to luod itself: a socket whose
 /// peer is this process (a session handle, an agent connection, the
 /// emulated device, a link luod made) or its keeper. No handler takes them
