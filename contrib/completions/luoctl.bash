@@ -16,6 +16,9 @@ _luoctl() {
             ",$1")
                 cmd="luoctl"
                 ;;
+            luoctl,abort)
+                cmd="luoctl__subcmd__abort"
+                ;;
             luoctl,agent)
                 cmd="luoctl__subcmd__agent"
                 ;;
@@ -64,6 +67,9 @@ _luoctl() {
             luoctl__subcmd__agent__subcmd__help,upgrade)
                 cmd="luoctl__subcmd__agent__subcmd__help__subcmd__upgrade"
                 ;;
+            luoctl__subcmd__help,abort)
+                cmd="luoctl__subcmd__help__subcmd__abort"
+                ;;
             luoctl__subcmd__help,agent)
                 cmd="luoctl__subcmd__help__subcmd__agent"
                 ;;
@@ -110,12 +116,34 @@ _luoctl() {
 
     case "${cmd}" in
         luoctl)
-            opts="-V -h --socket --json --version --help status sessions show update handover finish agent run restart services exec-service help"
+            opts="-V -h --socket --json --version --help status sessions show update handover finish abort agent run restart services exec-service help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        luoctl__subcmd__abort)
+            opts="-h --owner --socket --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --owner)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -288,8 +316,22 @@ _luoctl() {
             return 0
             ;;
         luoctl__subcmd__help)
-            opts="status sessions show update handover finish agent run restart services exec-service help"
+            opts="status sessions show update handover finish abort agent run restart services exec-service help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        luoctl__subcmd__help__subcmd__abort)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

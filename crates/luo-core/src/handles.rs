@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 
 use crate::error::err;
 use crate::{
-    show, Errno, HandleEntry, Luo, Result, Session, SessionHandle, SessionMode, Side,
+    show, Errno, HandleEntry, Luo, Result, Session, SessionHandle, SessionMode, SessionState, Side,
     MAX_SESSION_NAME,
 };
 
@@ -54,7 +54,7 @@ impl Luo {
             None => err(Errno::EBADF, format!("no session handle {}", h.0)),
             Some(e) if !e.live => err(
                 Errno::ESTALE,
-                "the session handle is stale: its session crossed to the incoming side",
+                "the session handle is stale: its session crossed to the incoming side or was aborted",
             ),
             Some(e) => Ok(e.session),
         }
@@ -285,6 +285,52 @@ impl Luo {
             Side::Incoming { finished: false } => self.changed(e.session).state = true,
         }
         Ok(())
+    }
+
+    /// Aborts `owner`'s session `name` by name (luod's `abort`), whoever
+    /// holds it. Returns its state before and how many files it held.
+    ///
+    /// - An open (outgoing) session, persistent or not, is aborted as on
+    ///   the last close of its handle: every file is unpreserved, last to
+    ///   first, the session is gone and its handles are stale (`ESTALE`).
+    /// - A waiting incoming session is finished as by
+    ///   [`Luo::finish`], which discards the files nobody retrieved.
+    ///
+    /// `ENOENT` when `owner` has no session of that name (outgoing first,
+    /// then incoming); `EBUSY` for a retrieved or finished session that a
+    /// handle still holds (the process holding it finishes it or closes
+    /// it), or when a handler cannot finish a file yet. Both sides are
+    /// recorded in the change log as the session gone.
+    pub fn abort_session(&mut self, owner: u32, name: &[u8]) -> Result<(SessionState, usize)> {
+        let nk = (owner, name.to_vec());
+        if let Some(&key) = self.outgoing.get(&nk) {
+            let files = self.sessions[&key].files.len();
+            self.abort(key);
+            return Ok((SessionState::Open, files));
+        }
+        let Some(&key) = self.incoming.get(&nk) else {
+            return err(
+                Errno::ENOENT,
+                format!("uid {owner} has no session named '{}'", show(name)),
+            );
+        };
+        let s = &self.sessions[&key];
+        if !s.handles.is_empty() || s.side == (Side::Incoming { finished: true }) {
+            return err(
+                Errno::EBUSY,
+                format!(
+                    "incoming session '{}' is retrieved: the process holding it must finish it or close its handle",
+                    show(name)
+                ),
+            );
+        }
+        let files = s.files.len();
+        let h = self.new_handle(key);
+        let res = self.finish(h);
+        // Finished: closing removes it. Refused: it goes back to waiting.
+        let _ = self.close(h);
+        res?;
+        Ok((SessionState::Incoming, files))
     }
 
     pub(crate) fn abort(&mut self, key: u64) {

@@ -147,6 +147,21 @@ pub struct Luo {
     next_handle: u64,
     /// What changed since the last [`Luo::take_changes`].
     changes: Changes,
+    /// Descriptors refused before any handler is asked ([`Luo::set_veto`]).
+    veto: Option<Veto>,
+}
+
+/// A predicate over a file to preserve, consulted where the model looks for
+/// its handler: `Some(why)` refuses it as no handler would (`ENOENT`).
+pub struct Veto(Box<VetoFn>);
+
+/// The predicate a [`Veto`] holds.
+type VetoFn = dyn Fn(&FileInfo<'_>) -> Option<String> + Send + Sync;
+
+impl std::fmt::Debug for Veto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Veto(..)")
+    }
 }
 
 fn show(name: &[u8]) -> String {
@@ -195,7 +210,20 @@ impl Luo {
             next_key: 1,
             next_handle: 1,
             changes: Changes::default(),
+            veto: None,
         }
+    }
+
+    /// Sets the predicate every file to preserve meets before the handlers
+    /// (it replaces the previous one). A file it refuses gets `ENOENT` at
+    /// the kernel's step for a file no handler takes, with its reason as
+    /// the message: the embedder's way to refuse descriptors the kernel
+    /// would have no handler for, such as its own sockets.
+    pub fn set_veto(
+        &mut self,
+        veto: impl Fn(&FileInfo<'_>) -> Option<String> + Send + Sync + 'static,
+    ) {
+        self.veto = Some(Veto(Box::new(veto)));
     }
 
     /// A model with the built-in handlers ([`handler::default_handlers`]).

@@ -26,7 +26,8 @@ impl Luo {
     /// Checks, in the kernel's order: `EINVAL` (not an outgoing session),
     /// `EEXIST` (token used in this session), `ENOSPC`
     /// ([`Limits::max_files_per_session`](crate::Limits::max_files_per_session)), `EBADF` (an `O_PATH` fd), `ENOENT`
-    /// (no handler accepts the file), `EBUSY` (the file is already managed by
+    /// (no handler accepts the file, or the [`Luo::set_veto`] predicate
+    /// refuses it), `EBUSY` (the file is already managed by
     /// any session), then the FLB and handler `preserve` errors. A refused
     /// preserve leaves nothing behind: no index entry, no FLB reference, and
     /// `fd` is closed.
@@ -108,6 +109,9 @@ impl Luo {
             fd: fd.as_fd(),
             stat,
         };
+        if let Some(why) = self.veto.as_ref().and_then(|v| (v.0)(&info)) {
+            return err(Errno::ENOENT, format!("token {token}: {why}"));
+        }
         let kexec_safe_only = self.sessions[&key].mode.kexec_safe_only;
         let Some(hi) = self.handlers.iter().position(|h| {
             (!kexec_safe_only || h.descriptor().kexec_safe()) && h.can_preserve(&info)

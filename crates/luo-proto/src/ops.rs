@@ -140,6 +140,7 @@ requests! {
         // and an old index must not name another op.
         /// Reply: 1 fd, the handle.
         "persist_session" => PersistSession -> Done,
+        "abort" => AbortSession -> Done,
     }
 }
 
@@ -217,6 +218,18 @@ args! {
 args! {
     /// `finish` on the agent connection: retrieve and finish by name.
     FinishSession {
+        /// Its name.
+        name: String,
+        /// Another uid's session (root only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<u32>,
+    }
+}
+
+args! {
+    /// `abort` on the agent connection: abort an open session or discard a
+    /// waiting one, by name, whoever holds it.
+    AbortSession {
         /// Its name.
         name: String,
         /// Another uid's session (root only).

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use luo_proto::ops::{
-    CreateSession, FinishSession, GetStatus, HandoverSession, Kexec, ListSessions, PersistSession,
-    RetrieveSession, Show, Update, Upgrade, Upgraded,
+    AbortSession, CreateSession, FinishSession, GetStatus, HandoverSession, Kexec, ListSessions,
+    PersistSession, RetrieveSession, Show, Update, Upgrade, Upgraded,
 };
 use luo_proto::types::{merge_details, Preflight, SessionInfo, Status};
 use luo_proto::{Call, Errno, Error, RecvBuf, Value};
@@ -474,5 +474,28 @@ impl Client {
     pub fn finish(&self, name: &str, owner: Option<u32>) -> Result<()> {
         let name = name.into();
         self.line().call(&FinishSession { name, owner }).map(drop)
+    }
+
+    /// Aborts the session named `name` (of uid `owner`, for root), whoever
+    /// holds it: an open session (persistent or not) loses every file, as
+    /// on the last close of its handle, and its handles go stale; a waiting
+    /// incoming session is discarded, as [`Client::finish`] does with files
+    /// nobody retrieved. luod logs who did it.
+    ///
+    /// ```no_run
+    /// let luo = luo::Client::connect()?;
+    /// luo.abort("kv", None)?;
+    /// # Ok::<(), luo::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` no such session, `EPERM` another uid's session and the
+    /// caller is not root, `EBUSY` a retrieved session whose handle a
+    /// process holds (or a handler cannot finish a file yet),
+    /// `EOPNOTSUPP` on the kernel backend.
+    pub fn abort(&self, name: &str, owner: Option<u32>) -> Result<()> {
+        let name = name.into();
+        self.line().call(&AbortSession { name, owner }).map(drop)
     }
 }

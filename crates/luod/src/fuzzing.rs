@@ -80,6 +80,7 @@ fn encode_agent(r: &AgentRequest, n: usize) -> luo_proto::Result<Vec<u8>> {
         A::Upgrade(c) => e(c, n),
         A::OpenDevice(c) => e(c, n),
         A::Ioctl(c) => e(c, n),
+        A::AbortSession(c) => e(c, n),
     }
 }
 

@@ -53,6 +53,10 @@ struct Record {
     tokens: Vec<u64>,
 }
 
+/// The pid of the keeper of this process's agent (0: none), for
+/// [`super::uapi::leads_back`]: a socket whose peer it is leads back to luod.
+pub(crate) static KEEPER_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// The agent's view of what the store holds.
 #[derive(Debug)]
 pub(crate) struct Mirror {
@@ -101,6 +105,9 @@ fn record_memfd(
 
 impl Mirror {
     pub(crate) fn new(sink: Sink) -> Mirror {
+        if let Sink::Keeper { pid, .. } = &sink {
+            KEEPER_PID.store(*pid, std::sync::atomic::Ordering::Relaxed);
+        }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -132,6 +139,7 @@ impl Mirror {
         }
         match crate::store::spawn_keeper(path) {
             Ok((link, pid)) => {
+                KEEPER_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
                 self.sink = Sink::Keeper { link, pid };
                 self.sessions.clear();
                 self.broken = false;
@@ -397,6 +405,9 @@ impl Mirror {
                     tokens,
                 },
             );
+        }
+        if let Sink::Keeper { pid, .. } = &sink {
+            KEEPER_PID.store(*pid, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(Mirror {
             sink,

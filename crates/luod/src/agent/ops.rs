@@ -5,9 +5,9 @@ use std::os::fd::OwnedFd;
 
 use luo_core::{SessionHandle, SessionState};
 use luo_proto::ops::{
-    self, AgentRequest, CreateSession, Done, Epoch, Fetch, FinishSession, HandleRequest,
-    HandoverSession, Info, InfoPage, ListSessions, PersistSession, Preserve, Preserved, Retrieve,
-    RetrieveSession, SessionName, SessionPage, Show, Unpreserve,
+    self, AbortSession, AgentRequest, CreateSession, Done, Epoch, Fetch, FinishSession,
+    HandleRequest, HandoverSession, Info, InfoPage, ListSessions, PersistSession, Preserve,
+    Preserved, Retrieve, RetrieveSession, SessionName, SessionPage, Show, Unpreserve,
 };
 use luo_proto::types::{page_details, page_summaries, Status, PAGE_WINDOW};
 use luo_proto::{Call, Datagram, Errno, Error};
@@ -134,6 +134,7 @@ impl Agent {
             AgentRequest::Upgrade(r) => Err(self.upgrade(key, uid, r)),
             AgentRequest::OpenDevice(r) => self.open_device(key, uid, r, fds),
             AgentRequest::Ioctl(r) => self.device_ioctl(key, uid, r, fds),
+            AgentRequest::AbortSession(r) => self.abort_by_name(uid, r),
         }
     }
 
@@ -264,6 +265,30 @@ impl Agent {
             quoted(&r.name)
         );
         reply::<FinishSession>(Done {}, vec![])
+    }
+
+    fn abort_by_name(&mut self, uid: u32, r: AbortSession) -> Result<Reply, Error> {
+        check_name(&r.name)?;
+        let owner = owner_of(uid, r.owner, "abort")?;
+        if self.kernel.is_some() {
+            return Err(Error::new(
+                Errno::EOPNOTSUPP,
+                "abort is not available on the kernel backend; close the session's handle (or finish it)",
+            ));
+        }
+        let (state, files) = self.luo.abort_session(owner, r.name.as_bytes())?;
+        if state == SessionState::Open {
+            info!(
+                "session {} of uid {owner} aborted by uid {uid}: {files} files unpreserved",
+                quoted(&r.name)
+            );
+        } else {
+            info!(
+                "waiting session {} of uid {owner} aborted by uid {uid}: {files} files discarded",
+                quoted(&r.name)
+            );
+        }
+        reply::<AbortSession>(Done {}, vec![])
     }
 
     fn update(&mut self, uid: u32) -> Result<Reply, Error> {

@@ -112,6 +112,7 @@ impl Agent {
                 "neither kcmp ({e}) nor F_DUPFD_QUERY works: a second eventfd (or any file sharing an inode with a preserved one) is refused with EBUSY"
             ),
         }
+        luo.set_veto(super::uapi::leads_back);
         let agent = Agent {
             socket: path,
             socket_id,

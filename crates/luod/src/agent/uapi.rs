@@ -336,18 +336,10 @@ impl Agent {
                 // The caller's fd was not open. The model checks the token
                 // and the session's room first, as the kernel does, and
                 // refuses an O_PATH descriptor with EBADF: one stands in.
+                // A session fd or the device (luod's own sockets): the
+                // model's veto (`leads_back`) answers ENOENT at the kernel's
+                // step.
                 let (fd, bad) = match fd {
-                    Some(fd) if is_ours(&fd) => {
-                        // A session fd or the device (luod's own sockets):
-                        // no handler takes them on the kernel. With every
-                        // handler on, one would keep its own session alive
-                        // forever. /dev/null has no handler either, so the
-                        // model answers ENOENT at the kernel's step.
-                        match std::fs::File::open("/dev/null") {
-                            Ok(null) => (OwnedFd::from(null), false),
-                            Err(_) => return Err(err(Errno::ENOENT, "no handler for this fd")),
-                        }
-                    }
                     Some(fd) => (fd, false),
                     None => match luo_sys::open_path(std::path::Path::new("/")) {
                         Ok(p) => (p, true),
@@ -388,13 +380,33 @@ impl Agent {
     }
 }
 
-/// Whether `fd` is one of luod's own sockets: a session handle (the other
-/// end of a socketpair luod made) or an agent connection, whose peer
-/// credentials are this process's.
-fn is_ours(fd: &OwnedFd) -> bool {
-    use std::os::fd::AsFd;
-    luo_sys::fstat(fd.as_fd()).is_ok_and(|st| st.is_socket())
-        && luo_sys::peer_cred(fd.as_fd()).is_ok_and(|c| c.pid as u32 == std::process::id())
+/// Whether a file to preserve leads back to luod itself: a socket whose
+/// peer is this process (a session handle, an agent connection, the
+/// emulated device, a link luod made) or its keeper. No handler takes them
+/// on the kernel (a session file is not preservable), and here one would
+/// keep its own session, or another's, alive forever. The model's veto
+/// ([`luo_core::Luo::set_veto`]): `ENOENT` at the kernel's step for a file
+/// no handler takes, whatever the API (`preserve`, persistent sessions, the
+/// `ioctl` PRESERVE_FD).
+pub(crate) fn leads_back(info: &luo_core::FileInfo<'_>) -> Option<String> {
+    if !info.stat.is_socket() {
+        return None;
+    }
+    let peer = luo_sys::peer_cred(info.fd).ok()?.pid as u32;
+    if peer == 0 {
+        return None;
+    }
+    let keeper = super::mirror::KEEPER_PID.load(std::sync::atomic::Ordering::Relaxed);
+    let whose = if peer == std::process::id() {
+        "a socket connected to luod (a session handle, an agent connection or the emulated /dev/liveupdate)"
+    } else if peer == keeper {
+        "a socket connected to luod's keeper"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "this descriptor leads back to luod itself: {whose}; it cannot be preserved (no handler takes it, as on the kernel, where a session file is not preservable)"
+    ))
 }
 
 fn bad_fd() -> Error {

@@ -40,7 +40,9 @@ fn code_for(e: &Error) -> u8 {
 
 fn hint_for(cmd: &Command, e: &Error) -> Option<String> {
     let name = match cmd {
-        Command::Show(s) | Command::Handover(s) | Command::Finish(s) => Some(s.name.as_str()),
+        Command::Show(s) | Command::Handover(s) | Command::Finish(s) | Command::Abort(s) => {
+            Some(s.name.as_str())
+        }
         _ => None,
     };
     let kexec = matches!(cmd, Command::Update(u) if u.kexec);
@@ -71,7 +73,13 @@ fn hint_for(cmd: &Command, e: &Error) -> Option<String> {
         (_, Errno::EPERM) => {
             "run as the session's owner or root (only root may use --owner)".to_string()
         }
-        (Command::Show(..) | Command::Handover(..) | Command::Finish(..), Errno::ENOENT) => {
+        (Command::Abort(..), Errno::EBUSY) => {
+            "a process has retrieved the session; it must finish it or close its handle".to_string()
+        }
+        (
+            Command::Show(..) | Command::Handover(..) | Command::Finish(..) | Command::Abort(..),
+            Errno::ENOENT,
+        ) => {
             "see `luoctl sessions`".to_string()
         }
         (Command::Finish(..), Errno::EINVAL) => {
@@ -184,6 +192,13 @@ pub(super) fn run(opts: &Cli, cmd: &Command) -> Result<String, Failure> {
                 return Ok(format!("{reply}\n"));
             }
             Ok(format!("{} finished\n", owned_by(&s.name, s.owner)))
+        }
+        Command::Abort(s) => {
+            let reply = connect()?.raw_request(&by_name("abort", s)).map_err(fail)?;
+            if json {
+                return Ok(format!("{reply}\n"));
+            }
+            Ok(format!("{} aborted\n", owned_by(&s.name, s.owner)))
         }
         Command::Agent {
             command: AgentCommand::Upgrade { binary },

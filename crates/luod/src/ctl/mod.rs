@@ -188,6 +188,19 @@ pub enum Command {
         help_template = SUB_TEMPLATE
     )]
     Finish(BySession),
+    /// Abort an open session or discard a waiting one, by name
+    ///
+    /// Aborts the session NAME whoever holds it, as the owner or root. An
+    /// open session (persistent too) loses every file, as on the last close
+    /// of its handle, and the process holding it finds its handle stale. A
+    /// waiting incoming session is discarded with its files, as `finish`
+    /// does. A session a process has retrieved (handle open) is refused
+    /// (EBUSY). luod logs who aborted it.
+    #[command(
+        override_usage = "luoctl [--socket PATH] [--json] abort NAME [--owner UID]",
+        help_template = SUB_TEMPLATE
+    )]
+    Abort(BySession),
     /// Operate the agent itself
     #[command(
         override_usage = "luoctl [--socket PATH] [--json] agent upgrade [--binary PATH]",
@@ -749,7 +762,7 @@ mod tests {
             ),
             (
                 &["sessions", "--owner", "0"],
-                "--owner applies to show, handover, finish, not sessions",
+                "--owner applies to show, handover, finish, abort, not sessions",
             ),
             (&["status", "--socket"], "--socket needs a PATH"),
             (&["update", "--kexec"], "update needs --kernel FILE"),

@@ -117,6 +117,7 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
         };
         mirror::Mirror::from_state(sink, &state, &bin).expect("checked in the plan")
     });
+    luo.set_veto(crate::agent::uapi::leads_back);
     let mut agent = Agent {
         socket: plan.socket,
         socket_id: plan.socket_id,
