@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::run::{free_port, LUOCTL};
 use common::{Agent, Opts, DEFAULT, PATIENCE};
-
-const LUOCTL: &str = env!("CARGO_BIN_EXE_luoctl");
 
 /// Checks socket activation as a library does, serves "GEN PID STATE" on
 /// its listener, keeps a memfd named `state` in the fd store (written by
@@ -90,14 +89,6 @@ impl Drop for Sup {
 
 fn libc_sigterm() -> i32 {
     luo_sys::service::signal_from_name("TERM").unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn service_file(dir: &Path) -> PathBuf {
