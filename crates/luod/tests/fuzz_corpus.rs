@@ -69,7 +69,20 @@ fn every_corpus_file_passes_its_check() {
 
 #[test]
 fn every_regression_passes_its_check() {
-    replay(&fuzz_dir().join("regressions"));
+    let dir = fuzz_dir().join("regressions");
+    // Replay reads only the targets' directories: one under another name
+    // (a renamed target, a typo) would be skipped, and none at all would
+    // pass with nothing replayed.
+    for e in std::fs::read_dir(&dir).expect("fuzz/regressions") {
+        let name = e.unwrap().file_name();
+        assert!(
+            luod::fuzzing::TARGETS.iter().any(|&(t, _)| *t == *name),
+            "fuzz/regressions/{} is no fuzz target's",
+            name.to_string_lossy()
+        );
+    }
+    let n = replay(&dir);
+    assert!(n > 0, "no regressions replayed from {}", dir.display());
 }
 
 #[test]
