@@ -13,39 +13,13 @@ use luo_proto::Errno;
 
 mod common;
 
-use common::wire::{call, errno, ok, request, Message, Value, With};
+use common::wire::{call, errno, fd_arg, ioctl, ok, request, session_arg, Message, Value, With};
 use common::Agent;
 
 fn open_device(agent: &Agent) -> (OwnedFd, Message) {
     let c = agent.connect();
     let m = call(&c, request("open_device"), &[]);
     (c, m)
-}
-
-/// An `ioctl` request as the preload library sends it for a readable struct.
-fn ioctl(cmd: u32, arg: &[u8]) -> Value {
-    request("ioctl")
-        .with("cmd", cmd)
-        .with("size", u32::from_le_bytes(arg[..4].try_into().unwrap()))
-        .with(
-            "arg",
-            to_hex(&arg[..arg.len().min(uapi::struct_size(cmd).unwrap_or(0))]),
-        )
-        .with("tail", "zero")
-}
-
-fn session_arg(name: &str) -> Vec<u8> {
-    let mut a = vec![0u8; 72];
-    a[..4].copy_from_slice(&72u32.to_le_bytes());
-    a[8..8 + name.len()].copy_from_slice(name.as_bytes());
-    a
-}
-
-fn fd_arg(token: u64) -> Vec<u8> {
-    let mut a = vec![0u8; 16];
-    a[..4].copy_from_slice(&16u32.to_le_bytes());
-    a[8..].copy_from_slice(&token.to_le_bytes());
-    a
 }
 
 fn memfd() -> OwnedFd {

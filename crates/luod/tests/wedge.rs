@@ -10,12 +10,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use luo_proto::uapi::{self, to_hex};
+use luo_proto::uapi;
 use luo_proto::Errno;
 
 mod common;
 
-use common::wire::{call, errno, ok, request, Value, With};
+use common::wire::{call, errno, fd_arg, ioctl, ok, request, session_arg, Value};
 use common::{client_and_keeper, memfd, start_kept, Agent};
 
 /// Another uid, for the ownership tests (run as root).
@@ -146,35 +146,12 @@ fn a_holder_that_exits_leaves_nothing() {
     agent.wait_fds(base);
 }
 
-fn session_arg(name: &str) -> Vec<u8> {
-    let mut a = vec![0u8; 72];
-    a[..4].copy_from_slice(&72u32.to_le_bytes());
-    a[8..8 + name.len()].copy_from_slice(name.as_bytes());
-    a
-}
-
 fn preserve_fd(token: u64) -> Value {
-    let mut a = vec![0u8; 16];
-    a[..4].copy_from_slice(&16u32.to_le_bytes());
-    a[8..].copy_from_slice(&token.to_le_bytes());
-    request("ioctl")
-        .with("cmd", uapi::PRESERVE_FD)
-        .with("size", 16)
-        .with("arg", to_hex(&a))
-        .with("tail", "zero")
+    ioctl(uapi::PRESERVE_FD, &fd_arg(token))
 }
 
 fn create_session(dev: &OwnedFd, name: &str) -> OwnedFd {
-    let a = session_arg(name);
-    let mut m = call(
-        dev,
-        request("ioctl")
-            .with("cmd", uapi::CREATE_SESSION)
-            .with("size", 72)
-            .with("arg", to_hex(&a))
-            .with("tail", "zero"),
-        &[],
-    );
+    let mut m = call(dev, ioctl(uapi::CREATE_SESSION, &session_arg(name)), &[]);
     ok(&m);
     m.fds.pop().unwrap()
 }

@@ -5,6 +5,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use luo_proto::uapi;
 use luo_proto::{Errno, RecvBuf};
 use luo_sys::epoll::EPOLLIN;
 pub use serde_json::{json, Value};
@@ -33,6 +34,35 @@ impl With for Value {
 /// `{"op": op}`.
 pub fn request(op: &str) -> Value {
     json!({ "op": op })
+}
+
+/// An `ioctl` request as the preload library sends it for a readable struct.
+pub fn ioctl(cmd: u32, arg: &[u8]) -> Value {
+    request("ioctl")
+        .with("cmd", cmd)
+        .with("size", u32::from_le_bytes(arg[..4].try_into().unwrap()))
+        .with(
+            "arg",
+            uapi::to_hex(&arg[..arg.len().min(uapi::struct_size(cmd).unwrap_or(0))]),
+        )
+        .with("tail", "zero")
+}
+
+/// The 72-byte struct of `CREATE_SESSION`, `RETRIEVE_SESSION` and
+/// `GET_NAME`, with `name`.
+pub fn session_arg(name: &str) -> Vec<u8> {
+    let mut a = vec![0u8; 72];
+    a[..4].copy_from_slice(&72u32.to_le_bytes());
+    a[8..8 + name.len()].copy_from_slice(name.as_bytes());
+    a
+}
+
+/// The 16-byte struct of `PRESERVE_FD` and `RETRIEVE_FD`, with `token`.
+pub fn fd_arg(token: u64) -> Vec<u8> {
+    let mut a = vec![0u8; 16];
+    a[..4].copy_from_slice(&16u32.to_le_bytes());
+    a[8..].copy_from_slice(&token.to_le_bytes());
+    a
 }
 
 /// `{"op": op, key: v}`.
