@@ -1,5 +1,6 @@
 //! `luoctl run`, `restart` and `services` against a real luod, with a tiny
-//! Python service that speaks sd_notify (skipped without python3).
+//! Python service that speaks sd_notify (without python3 the tests fail as
+//! root and are skipped otherwise, as the other `luoctl run` tests).
 
 mod common;
 
@@ -56,14 +57,17 @@ while not stop:
     c.close()
 "#;
 
+/// Whether python3 is here; as [`common::run::have`]: missing, the test
+/// fails as root and is skipped otherwise.
 fn python() -> bool {
-    Command::new("python3")
+    let ok = Command::new("python3")
         .arg("-c")
         .arg("import socket, os; os.memfd_create")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    common::run::have(ok, "python3 (3.8 or later)", "python3")
 }
 
 struct Sup {
@@ -182,7 +186,6 @@ fn ask_gen(port: u16, gen: &str) -> String {
 #[test]
 fn overlap_restart_keeps_the_listener_and_the_store_and_a_failed_one_rolls_back() {
     if !python() {
-        eprintln!("skipped: no python3");
         return;
     }
     let agent = Agent::start();
@@ -257,7 +260,6 @@ fn overlap_restart_keeps_the_listener_and_the_store_and_a_failed_one_rolls_back(
 #[test]
 fn a_new_supervisor_takes_over_from_a_killed_one() {
     if !python() {
-        eprintln!("skipped: no python3");
         return;
     }
     let agent = Agent::start();
@@ -387,7 +389,6 @@ time.sleep(3600)
 #[test]
 fn notify_access_decides_who_may_say_ready() {
     if !python() {
-        eprintln!("skipped: no python3");
         return;
     }
     let agent = Agent::start();
@@ -464,7 +465,6 @@ fn a_missed_watchdog_keep_alive_is_a_failure_and_the_service_is_started_again() 
 #[test]
 fn stop_start_on_sighup_and_a_failed_one_starts_the_old_command_again() {
     if !python() {
-        eprintln!("skipped: no python3");
         return;
     }
     let agent = Agent::start();
@@ -516,7 +516,6 @@ fn stop_start_on_sighup_and_a_failed_one_starts_the_old_command_again() {
 #[test]
 fn an_unprivileged_user_runs_a_service_against_its_own_luod() {
     if !python() {
-        eprintln!("skipped: needs python3");
         return;
     }
     if luo_sys::geteuid() != 0 {
