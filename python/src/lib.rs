@@ -175,6 +175,43 @@ fn detail_of<'py>(py: Python<'py>, info: &luo::SessionInfo) -> PyResult<Bound<'p
     Ok(d)
 }
 
+/// What a `Client` or a `Session` holds: its handle until close() takes
+/// it (a call in flight on another thread keeps its own `Arc`).
+struct Slot<T> {
+    inner: Mutex<Option<Arc<T>>>,
+    /// The ValueError of a call after close().
+    closed: &'static str,
+}
+
+impl<T: Send + Sync> Slot<T> {
+    fn new(v: T, closed: &'static str) -> Self {
+        Slot {
+            inner: Mutex::new(Some(Arc::new(v))),
+            closed,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Arc<T>>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self) -> PyResult<Arc<T>> {
+        self.lock()
+            .clone()
+            .ok_or_else(|| PyValueError::new_err(self.closed))
+    }
+
+    /// Runs `f` on the handle without the GIL.
+    fn call<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&T) -> luo::Result<R> + Send,
+    ) -> PyResult<R> {
+        let h = self.get()?;
+        py.detach(|| f(&h)).or_raise(py)
+    }
+}
+
 // ------------------------------------------------------------------ Client
 
 /// A connection to luod, the counterpart of the kernel's /dev/liveupdate:
@@ -194,30 +231,8 @@ fn detail_of<'py>(py: Python<'py>, info: &luo::SessionInfo) -> PyResult<Bound<'p
 /// handles after the client is closed.
 #[pyclass(module = "luo", name = "Client", frozen)]
 struct Client {
-    inner: Mutex<Option<Arc<luo::Client>>>,
+    inner: Slot<luo::Client>,
     path: String,
-}
-
-impl Client {
-    fn slot(&self) -> MutexGuard<'_, Option<Arc<luo::Client>>> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn get(&self) -> PyResult<Arc<luo::Client>> {
-        self.slot()
-            .clone()
-            .ok_or_else(|| PyValueError::new_err("the client is closed"))
-    }
-
-    /// Runs `f` on the connection without the GIL.
-    fn call<T: Send>(
-        &self,
-        py: Python<'_>,
-        f: impl FnOnce(&luo::Client) -> luo::Result<T> + Send,
-    ) -> PyResult<T> {
-        let c = self.get()?;
-        py.detach(|| f(&c)).or_raise(py)
-    }
 }
 
 #[pymethods]
@@ -229,7 +244,7 @@ impl Client {
         let c = py.detach(|| luo::Client::connect_to(&path)).or_raise(py)?;
         Ok(Client {
             path: path.to_string_lossy().into_owned(),
-            inner: Mutex::new(Some(Arc::new(c))),
+            inner: Slot::new(c, "the client is closed"),
         })
     }
 
@@ -242,14 +257,14 @@ impl Client {
     /// Whether close() was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.slot().is_none()
+        self.inner.lock().is_none()
     }
 
     /// Closes the connection (a request in flight on another thread
     /// completes first). Sessions keep their own handles. Closing twice is
     /// harmless.
     fn close(&self, py: Python<'_>) {
-        let c = self.slot().take();
+        let c = self.inner.lock().take();
         py.detach(|| drop(c));
     }
 
@@ -276,7 +291,7 @@ impl Client {
     /// Raises FileExistsError (an outgoing session of that name exists),
     /// OSError EINVAL (a bad name), ENOSPC or EDQUOT (too many sessions).
     fn create_session(&self, py: Python<'_>, name: &str) -> PyResult<Session> {
-        let s = self.call(py, |c| c.create_session(name))?;
+        let s = self.inner.call(py, |c| c.create_session(name))?;
         Ok(Session::new(s, name))
     }
 
@@ -295,7 +310,7 @@ impl Client {
     /// persistent), OSError EINVAL (a bad name), ENOSPC or EDQUOT (too many
     /// sessions), EOPNOTSUPP (an agent without persistent sessions).
     fn persist_session(&self, py: Python<'_>, name: &str) -> PyResult<Session> {
-        let s = self.call(py, |c| c.persist_session(name))?;
+        let s = self.inner.call(py, |c| c.persist_session(name))?;
         Ok(Session::new(s, name))
     }
 
@@ -312,7 +327,7 @@ impl Client {
         name: &str,
         owner: Option<u32>,
     ) -> PyResult<Session> {
-        let s = self.call(py, |c| match owner {
+        let s = self.inner.call(py, |c| match owner {
             Some(uid) => c.retrieve_session_of(uid, name),
             None => c.retrieve_session(name),
         })?;
@@ -327,7 +342,7 @@ impl Client {
     /// FileExistsError when an incoming session of the same name and owner
     /// as an outgoing one is unfinished.
     fn update(&self, py: Python<'_>) -> PyResult<u64> {
-        self.call(py, |c| c.update())
+        self.inner.call(py, |c| c.update())
     }
 
     /// The agent's state as a dict: agent (version), protocol, backend,
@@ -336,7 +351,7 @@ impl Client {
     /// (dicts: sessions, files, pinned_bytes; None in quota is no limit),
     /// and store.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.call(py, |c| c.status())?;
+        let s = self.inner.call(py, |c| c.status())?;
         dict_of(py, &s)
     }
 
@@ -344,7 +359,7 @@ impl Client {
     /// for root): name, owner, state ('open', 'incoming', 'retrieved',
     /// 'finished'), handles, file_count, pinned_bytes, kexec_safe.
     fn sessions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let all = self.call(py, |c| c.sessions())?;
+        let all = self.inner.call(py, |c| c.sessions())?;
         let list = PyList::empty(py);
         for s in &all {
             list.append(dict_of(py, s)?)?;
@@ -366,7 +381,7 @@ impl Client {
         name: &str,
         owner: Option<u32>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let all = self.call(py, |c| c.show(name, owner))?;
+        let all = self.inner.call(py, |c| c.show(name, owner))?;
         let list = PyList::empty(py);
         for s in &all {
             list.append(detail_of(py, s)?)?;
@@ -381,7 +396,7 @@ impl Client {
     /// FileExistsError (an incoming one of that name is unfinished).
     #[pyo3(signature = (name, owner=None))]
     fn handover(&self, py: Python<'_>, name: &str, owner: Option<u32>) -> PyResult<()> {
-        self.call(py, |c| c.handover(name, owner))
+        self.inner.call(py, |c| c.handover(name, owner))
     }
 
     /// Retrieves and finishes the incoming session named name (of uid
@@ -391,7 +406,7 @@ impl Client {
     /// (a process holds it), OSError EBUSY (a handler cannot finish).
     #[pyo3(signature = (name, owner=None))]
     fn finish(&self, py: Python<'_>, name: &str, owner: Option<u32>) -> PyResult<()> {
-        self.call(py, |c| c.finish(name, owner))
+        self.inner.call(py, |c| c.finish(name, owner))
     }
 
     /// Upgrades the agent in place: luod re-executes itself as binary
@@ -404,7 +419,9 @@ impl Client {
         py: Python<'py>,
         binary: Option<PathBuf>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let u = self.call(py, |c| c.upgrade_agent(binary.as_deref()))?;
+        let u = self
+            .inner
+            .call(py, |c| c.upgrade_agent(binary.as_deref()))?;
         dict_of(py, &u)
     }
 }
@@ -424,40 +441,20 @@ impl Client {
 /// stale: requests on it raise OSError ESTALE.
 #[pyclass(module = "luo", name = "Session", frozen)]
 struct Session {
-    inner: Mutex<Option<Arc<luo::Session>>>,
+    inner: Slot<luo::Session>,
     name: String,
 }
 
 impl Session {
     fn new(s: luo::Session, name: &str) -> Session {
         Session {
-            inner: Mutex::new(Some(Arc::new(s))),
+            inner: Slot::new(s, "the session handle is closed"),
             name: name.to_owned(),
         }
     }
 
-    fn slot(&self) -> MutexGuard<'_, Option<Arc<luo::Session>>> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn get(&self) -> PyResult<Arc<luo::Session>> {
-        self.slot()
-            .clone()
-            .ok_or_else(|| PyValueError::new_err("the session handle is closed"))
-    }
-
-    /// Runs `f` on the handle without the GIL.
-    fn call<T: Send>(
-        &self,
-        py: Python<'_>,
-        f: impl FnOnce(&luo::Session) -> luo::Result<T> + Send,
-    ) -> PyResult<T> {
-        let s = self.get()?;
-        py.detach(|| f(&s)).or_raise(py)
-    }
-
     fn retrieve_owned(&self, py: Python<'_>, token: u64) -> PyResult<OwnedFd> {
-        self.call(py, |s| s.retrieve_fd(token))
+        self.inner.call(py, |s| s.retrieve_fd(token))
     }
 }
 
@@ -472,20 +469,20 @@ impl Session {
     /// Whether the handle was closed.
     #[getter]
     fn closed(&self) -> bool {
-        self.slot().is_none()
+        self.inner.lock().is_none()
     }
 
     /// The handle's descriptor, e.g. to pass it to another process (which
     /// keeps the session alive as long as it holds a copy).
     fn fileno(&self) -> PyResult<RawFd> {
-        Ok(self.get()?.as_fd().as_raw_fd())
+        Ok(self.inner.get()?.as_fd().as_raw_fd())
     }
 
     /// Closes the handle: an outgoing session is aborted, a retrieved one
     /// that was not finished goes back to waiting. Closing twice is
     /// harmless.
     fn close(&self, py: Python<'_>) {
-        let s = self.slot().take();
+        let s = self.inner.lock().take();
         py.detach(|| drop(s));
     }
 
@@ -501,7 +498,7 @@ impl Session {
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let name = PyString::new(py, &self.name).repr()?;
-        Ok(match &*self.slot() {
+        Ok(match &*self.inner.lock() {
             Some(s) => format!("<luo.Session {name} fd={}>", s.as_raw_fd()),
             None => format!("<luo.Session {name} closed>"),
         })
@@ -510,7 +507,7 @@ impl Session {
     /// The session's detail as a dict, as Client.show() gives it: state,
     /// handles, file_count, ..., and its files.
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let info = self.call(py, |s| s.info())?;
+        let info = self.inner.call(py, |s| s.info())?;
         detail_of(py, &info)
     }
 
@@ -525,7 +522,7 @@ impl Session {
     /// then the handler's errno. The exception's token is token.
     fn preserve(&self, py: Python<'_>, token: u64, f: &Bound<'_, PyAny>) -> PyResult<()> {
         let fd = dup_of(py, f)?;
-        self.call(py, |s| s.preserve(token, fd.as_fd()))
+        self.inner.call(py, |s| s.preserve(token, fd.as_fd()))
     }
 
     /// Preserves several files in order: files is an iterable of
@@ -547,7 +544,7 @@ impl Session {
             })?;
             batch.push((token, dup_of(py, &f)?));
         }
-        self.call(py, |s| {
+        self.inner.call(py, |s| {
             let fds: Vec<(u64, BorrowedFd<'_>)> =
                 batch.iter().map(|(t, f)| (*t, f.as_fd())).collect();
             s.preserve_batch(&fds)
@@ -562,7 +559,7 @@ impl Session {
     /// session of the same name is unfinished), or a handler's errno when it
     /// refused to freeze (the session stays outgoing).
     fn handover(&self, py: Python<'_>) -> PyResult<()> {
-        self.call(py, |s| s.handover())
+        self.inner.call(py, |s| s.handover())
     }
 
     /// Finishes the retrieved session: luod lets go of every file (the
@@ -570,7 +567,7 @@ impl Session {
     ///
     /// Raises OSError EINVAL (an outgoing session), OSError EBUSY.
     fn finish(&self, py: Python<'_>) -> PyResult<()> {
-        self.call(py, |s| s.finish())
+        self.inner.call(py, |s| s.finish())
     }
 
     /// A new descriptor (an int, close-on-exec) of the file preserved under
@@ -588,7 +585,7 @@ impl Session {
     /// tokens, in order. On any error no descriptor is left open and the
     /// exception's token names the failing token.
     fn retrieve_batch(&self, py: Python<'_>, tokens: Vec<u64>) -> PyResult<Vec<RawFd>> {
-        let fds = self.call(py, |s| s.retrieve_batch(&tokens))?;
+        let fds = self.inner.call(py, |s| s.retrieve_batch(&tokens))?;
         Ok(fds.into_iter().map(IntoRawFd::into_raw_fd).collect())
     }
 
@@ -601,7 +598,7 @@ impl Session {
     /// Raises OSError EINVAL (a session that is not persistent),
     /// FileNotFoundError (an unknown token).
     fn fetch(&self, py: Python<'_>, tokens: Vec<u64>) -> PyResult<Vec<RawFd>> {
-        let fds = self.call(py, |s| s.fetch(&tokens))?;
+        let fds = self.inner.call(py, |s| s.fetch(&tokens))?;
         Ok(fds.into_iter().map(IntoRawFd::into_raw_fd).collect())
     }
 
@@ -614,7 +611,7 @@ impl Session {
     /// Raises OSError EINVAL (a session that is not outgoing),
     /// FileNotFoundError (a token it does not hold).
     fn unpreserve(&self, py: Python<'_>, tokens: Vec<u64>) -> PyResult<()> {
-        self.call(py, |s| s.unpreserve(&tokens))
+        self.inner.call(py, |s| s.unpreserve(&tokens))
     }
 
     /// The socket preserved under token as a socket.socket (family and type

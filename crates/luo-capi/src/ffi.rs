@@ -264,6 +264,25 @@ fn session_out(out: *mut *mut luo_session, f: impl FnOnce() -> luo::Result<luo::
     })
 }
 
+/// [`session_out`] for a session that `client` opens by `name`.
+///
+/// # Safety
+///
+/// `client` is NULL or a live handle from `luo_connect`, `name` NULL or a
+/// NUL-terminated string that outlives the call.
+unsafe fn named_session(
+    client: *const luo_client,
+    name: *const c_char,
+    out: *mut *mut luo_session,
+    f: impl FnOnce(&luo::Client, &str) -> luo::Result<luo::Session>,
+) -> c_int {
+    session_out(out, || {
+        // SAFETY: by this function's contract.
+        let (c, name) = unsafe { (self::client(client)?, string(name, "name")?) };
+        f(c, name)
+    })
+}
+
 /// Creates an outgoing session named `name` (1 to 63 bytes), owned by the
 /// caller, and stores its handle at `*out`. Closing the handle before
 /// `luo_session_handover` aborts the session.
@@ -281,11 +300,8 @@ pub unsafe extern "C" fn luo_create_session(
     name: *const c_char,
     out: *mut *mut luo_session,
 ) -> c_int {
-    session_out(out, || {
-        // SAFETY: by the contract.
-        let (c, name) = unsafe { (self::client(client)?, string(name, "name")?) };
-        c.create_session(name)
-    })
+    // SAFETY: by the contract.
+    unsafe { named_session(client, name, out, |c, name| c.create_session(name)) }
 }
 
 /// Opens the caller's persistent outgoing session named `name`, or creates
@@ -308,11 +324,8 @@ pub unsafe extern "C" fn luo_persist_session(
     name: *const c_char,
     out: *mut *mut luo_session,
 ) -> c_int {
-    session_out(out, || {
-        // SAFETY: by the contract.
-        let (c, name) = unsafe { (self::client(client)?, string(name, "name")?) };
-        c.persist_session(name)
-    })
+    // SAFETY: by the contract.
+    unsafe { named_session(client, name, out, |c, name| c.persist_session(name)) }
 }
 
 /// Retrieves the caller's incoming session named `name` and stores its
@@ -330,11 +343,8 @@ pub unsafe extern "C" fn luo_retrieve_session(
     name: *const c_char,
     out: *mut *mut luo_session,
 ) -> c_int {
-    session_out(out, || {
-        // SAFETY: by the contract.
-        let (c, name) = unsafe { (self::client(client)?, string(name, "name")?) };
-        c.retrieve_session(name)
-    })
+    // SAFETY: by the contract.
+    unsafe { named_session(client, name, out, |c, name| c.retrieve_session(name)) }
 }
 
 /// As `luo_retrieve_session`, for the session of uid `owner`: only root
@@ -350,11 +360,12 @@ pub unsafe extern "C" fn luo_retrieve_session_of(
     name: *const c_char,
     out: *mut *mut luo_session,
 ) -> c_int {
-    session_out(out, || {
-        // SAFETY: by the contract.
-        let (c, name) = unsafe { (self::client(client)?, string(name, "name")?) };
-        c.retrieve_session_of(owner, name)
-    })
+    // SAFETY: by the contract.
+    unsafe {
+        named_session(client, name, out, |c, name| {
+            c.retrieve_session_of(owner, name)
+        })
+    }
 }
 
 /// Hands over the outgoing session named `name` of uid `owner`

@@ -304,20 +304,10 @@ pub fn decode_request<R: Request>(bytes: &[u8], nfds: usize) -> Result<R> {
                 Some(op) if e.errno == Errno::EINVAL && !R::OPS.contains(&op.as_str()) => {
                     Err(R::unknown_op(&op))
                 }
-                _ if e.errno == Errno::EINVAL && op.is_none() && !has_op(bytes) => {
-                    Err(einval("\"op\" is missing or not a string"))
-                }
                 _ => Err(e),
             }
         }
     }
-}
-
-fn has_op(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(bytes)
-        .ok()
-        .and_then(|v| v.get("op").map(Value::is_string))
-        .unwrap_or(true)
 }
 
 /// Parses a message that is not a request or a reply (the keeper's), with

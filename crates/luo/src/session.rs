@@ -66,6 +66,24 @@ impl Session {
         }
     }
 
+    /// One descriptor per token, asked for with `request` in messages of at
+    /// most [`MAX_FDS`] tokens; the descriptors of earlier messages are
+    /// closed if a later one is refused.
+    fn fds_of<C: luo_proto::Call>(
+        &self,
+        tokens: &[u64],
+        request: impl Fn(Vec<u64>) -> C,
+    ) -> Result<Vec<OwnedFd>> {
+        let mut out = Vec::with_capacity(tokens.len());
+        for chunk in tokens.chunks(MAX_FDS) {
+            let (_, fds) = self
+                .line()
+                .call_with(&request(chunk.to_vec()), &[], chunk.len())?;
+            out.extend(fds);
+        }
+        Ok(out)
+    }
+
     /// The session's name.
     ///
     /// ```no_run
@@ -247,15 +265,7 @@ impl Session {
     ///
     /// As [`Session::retrieve_fd`].
     pub fn retrieve_batch(&self, tokens: &[u64]) -> Result<Vec<OwnedFd>> {
-        let mut out = Vec::with_capacity(tokens.len());
-        for chunk in tokens.chunks(MAX_FDS) {
-            let tokens = chunk.to_vec();
-            let (_, fds) = self
-                .line()
-                .call_with(&Retrieve { tokens }, &[], chunk.len())?;
-            out.extend(fds);
-        }
-        Ok(out)
+        self.fds_of(tokens, |tokens| Retrieve { tokens })
     }
 
     /// Removes the files preserved under `tokens` from the outgoing session
@@ -316,13 +326,7 @@ impl Session {
     /// token. `ESTALE` once the session has crossed; `EOPNOTSUPP` from an
     /// agent without persistent sessions (luod 0.1.0).
     pub fn fetch(&self, tokens: &[u64]) -> Result<Vec<OwnedFd>> {
-        let mut out = Vec::with_capacity(tokens.len());
-        for chunk in tokens.chunks(MAX_FDS) {
-            let tokens = chunk.to_vec();
-            let (_, fds) = self.line().call_with(&Fetch { tokens }, &[], chunk.len())?;
-            out.extend(fds);
-        }
-        Ok(out)
+        self.fds_of(tokens, |tokens| Fetch { tokens })
     }
 
     /// Finishes the retrieved session: the agent lets go of every file (the
