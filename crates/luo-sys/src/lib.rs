@@ -696,6 +696,8 @@ pub mod signal {
     pub const SIGINT: i32 = Signal::INT.as_raw();
     /// `SIGTERM`.
     pub const SIGTERM: i32 = Signal::TERM.as_raw();
+    /// `SIGKILL`.
+    pub const SIGKILL: i32 = Signal::KILL.as_raw();
 }
 
 /// A `signalfd` for a set of signals that are blocked in the calling thread,
