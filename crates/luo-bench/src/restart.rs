@@ -207,11 +207,11 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn kill9(target: &str) {
-    let _ = Command::new("kill")
-        .args(["-9", "--", target])
-        .stderr(Stdio::null())
-        .status();
+/// SIGKILL to every process of group `pgid`.
+fn kill9(pgid: u32) {
+    if let Ok(pgid) = i32::try_from(pgid) {
+        let _ = luo_sys::service::kill_group(pgid, luo_sys::signal::SIGKILL);
+    }
 }
 
 impl Drop for Group {
@@ -219,7 +219,9 @@ impl Drop for Group {
         let pid = self.0.id();
         let mut groups = children(pid);
         if let Ok(None) = self.0.try_wait() {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = luo_sys::service::kill(pid, luo_sys::signal::SIGTERM);
+            }
             let t = Instant::now();
             while t.elapsed() < Duration::from_secs(15) {
                 groups.extend(children(pid));
@@ -229,9 +231,9 @@ impl Drop for Group {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        kill9(&format!("-{pid}"));
+        kill9(pid);
         for g in groups {
-            kill9(&format!("-{g}"));
+            kill9(g);
         }
         let _ = self.0.kill();
         let _ = self.0.wait();

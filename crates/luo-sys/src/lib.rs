@@ -396,26 +396,55 @@ fn sendmsg_fds(
 /// [`OwnedFd`], also when control data was truncated, so that dropping the
 /// result closes them all.
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], max_fds: usize) -> Result<Received> {
+    Ok(recvmsg_fds(sock, buf, max_fds, false)?.0)
+}
+
+/// Room for one `SCM_CREDENTIALS` message (at most 64 bytes of control data).
+const CMSG_CRED_ROOM: usize = 64;
+
+/// `recvmsg(2)` with room for exactly `max_fds` descriptors (at most
+/// [`SCM_MAX_FD`]) and, when `cred` is asked for, one `SCM_CREDENTIALS`
+/// message: what [`recv_with_fds`] and [`service::notify_recv`] share.
+pub(crate) fn recvmsg_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+    cred: bool,
+) -> Result<(Received, Option<PeerCred>)> {
     let mut iov = [IoSliceMut::new(buf)];
-    let mut space = [MaybeUninit::<u8>::uninit(); CMSG_BUF];
-    // Exactly CMSG_SPACE(max_fds) bytes, aligned for a cmsghdr: the kernel
-    // delivers no more descriptors than fit, and says MSG_CTRUNC.
+    let mut space = [MaybeUninit::<u8>::uninit(); CMSG_BUF + CMSG_CRED_ROOM];
+    // Exactly CMSG_SPACE(max_fds) bytes (plus the credentials' space when
+    // asked), aligned for a cmsghdr: the kernel delivers no more
+    // descriptors than fit, and says MSG_CTRUNC.
     let start = space.as_ptr().align_offset(std::mem::align_of::<usize>());
-    let len = cmsg_space_fds(max_fds.min(SCM_MAX_FD));
+    let mut len = cmsg_space_fds(max_fds.min(SCM_MAX_FD));
+    if cred {
+        len += rustix::cmsg_space!(ScmCredentials(1));
+    }
     let mut control = RecvAncillaryBuffer::new(&mut space[start..start + len]);
     let msg = rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
     let mut fds = Vec::new();
+    let mut sender = None;
     for m in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(arrived) = m {
-            fds.extend(arrived);
+        match m {
+            RecvAncillaryMessage::ScmRights(arrived) => fds.extend(arrived),
+            RecvAncillaryMessage::ScmCredentials(c) => {
+                sender = Some(PeerCred {
+                    pid: c.pid.as_raw_nonzero().get(),
+                    uid: c.uid.as_raw(),
+                    gid: c.gid.as_raw(),
+                })
+            }
+            _ => {}
         }
     }
-    Ok(Received {
+    let received = Received {
         len: msg.bytes,
         fds,
         truncated: msg.flags.contains(ReturnFlags::TRUNC),
         ctrunc: msg.flags.contains(ReturnFlags::CTRUNC),
-    })
+    };
+    Ok((received, sender))
 }
 
 /// `socketpair(AF_UNIX, ty | SOCK_CLOEXEC, 0)`.
@@ -667,6 +696,8 @@ pub mod signal {
     pub const SIGINT: i32 = Signal::INT.as_raw();
     /// `SIGTERM`.
     pub const SIGTERM: i32 = Signal::TERM.as_raw();
+    /// `SIGKILL`.
+    pub const SIGKILL: i32 = Signal::KILL.as_raw();
 }
 
 /// A `signalfd` for a set of signals that are blocked in the calling thread,

@@ -3,13 +3,9 @@
 //! layout (`sd_listen_fds(3)`) arranged in the service's process before it
 //! execs, and signals to processes and process groups.
 
-use std::io::IoSliceMut;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
-
-use crate::{cmsg_space_fds, cvt, Errno, Result, CMSG_BUF};
+use crate::{cvt, Errno, Result};
 
 /// `SD_LISTEN_FDS_START`: the first passed descriptor.
 pub const LISTEN_FDS_START: RawFd = 3;
@@ -44,35 +40,13 @@ pub struct Notification {
 /// descriptors (at most [`crate::SCM_MAX_FD`]) and the sender's
 /// credentials. `EAGAIN` when nothing is queued.
 pub fn notify_recv(sock: BorrowedFd<'_>, buf: &mut [u8], max_fds: usize) -> Result<Notification> {
-    let mut iov = [IoSliceMut::new(buf)];
-    // Room for one SCM_RIGHTS message and one SCM_CREDENTIALS message.
-    let mut space = [MaybeUninit::<u8>::uninit(); CMSG_BUF + 64];
-    let start = space.as_ptr().align_offset(std::mem::align_of::<usize>());
-    let len =
-        cmsg_space_fds(max_fds.min(crate::SCM_MAX_FD)) + rustix::cmsg_space!(ScmCredentials(1));
-    let mut control = RecvAncillaryBuffer::new(&mut space[start..start + len]);
-    let msg = rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
-    let mut fds = Vec::new();
-    let mut cred = None;
-    for m in control.drain() {
-        match m {
-            RecvAncillaryMessage::ScmRights(arrived) => fds.extend(arrived),
-            RecvAncillaryMessage::ScmCredentials(c) => {
-                cred = Some(crate::PeerCred {
-                    pid: c.pid.as_raw_nonzero().get(),
-                    uid: c.uid.as_raw(),
-                    gid: c.gid.as_raw(),
-                })
-            }
-            _ => {}
-        }
-    }
+    let (r, cred) = crate::recvmsg_fds(sock, buf, max_fds, true)?;
     Ok(Notification {
-        len: msg.bytes,
-        fds,
+        len: r.len,
+        fds: r.fds,
         cred,
-        truncated: msg.flags.contains(ReturnFlags::TRUNC),
-        ctrunc: msg.flags.contains(ReturnFlags::CTRUNC),
+        truncated: r.truncated,
+        ctrunc: r.ctrunc,
     })
 }
 
@@ -80,12 +54,9 @@ pub fn notify_recv(sock: BorrowedFd<'_>, buf: &mut [u8], max_fds: usize) -> Resu
 /// child started now inherits across `exec`. The caller closes it once the
 /// child has started.
 pub fn dup_inheritable(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
-    Ok(
-        rustix::io::fcntl_dupfd_cloexec(fd, LISTEN_FDS_START).and_then(|f| {
-            rustix::io::fcntl_setfd(&f, rustix::io::FdFlags::empty())?;
-            Ok(f)
-        })?,
-    )
+    let f = rustix::io::fcntl_dupfd_cloexec(fd, LISTEN_FDS_START)?;
+    crate::set_cloexec(f.as_fd(), false)?;
+    Ok(f)
 }
 
 /// Puts the inherited descriptors numbered `nums` at 3, 4, … in that order,

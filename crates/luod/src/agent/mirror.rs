@@ -160,14 +160,21 @@ impl Mirror {
         }
         for (&key, change) in &changes.sessions {
             if let Err(e) = self.try_apply(luo, key, change) {
-                warn!(
-                    "the {} failed ({e}); an agent crash now would lose what it does not hold",
-                    self.sink.describe()
-                );
-                self.broken = true;
+                self.fail(&e);
                 return;
             }
         }
+    }
+
+    /// Logs a failed write to the store and marks the mirror broken: it
+    /// writes nothing more (a keeper store is rebuilt by
+    /// [`Mirror::replace_keeper`]).
+    fn fail(&mut self, e: &Error) {
+        warn!(
+            "the {} failed ({e}); an agent crash now would lose what it does not hold",
+            self.sink.describe()
+        );
+        self.broken = true;
     }
 
     fn try_apply(&mut self, luo: &Luo, key: u64, change: &SessionChange) -> Result<(), Error> {
@@ -235,11 +242,7 @@ impl Mirror {
             return;
         }
         if let Err(e) = self.try_sync(luo, key) {
-            warn!(
-                "the {} failed ({e}); an agent crash now would lose what it does not hold",
-                self.sink.describe()
-            );
-            self.broken = true;
+            self.fail(&e);
         }
     }
 

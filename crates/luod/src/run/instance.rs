@@ -215,7 +215,7 @@ impl Instance {
             if let Ok(Some(st)) = self.child.try_wait() {
                 self.exited = Some(st);
                 // What is left of its group goes with it.
-                let _ = luo_sys::service::kill_group(self.pid, libc_sigkill());
+                let _ = luo_sys::service::kill_group(self.pid, luo_sys::signal::SIGKILL);
             }
         }
         self.exited.is_some()
@@ -271,10 +271,6 @@ impl Drop for Instance {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.notify_path);
     }
-}
-
-fn libc_sigkill() -> i32 {
-    luo_sys::service::signal_from_name("KILL").unwrap_or(9)
 }
 
 /// `exited with status N` or `killed by signal NAME`.

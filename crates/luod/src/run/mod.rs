@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use luo_sys::signal::{SIGHUP, SIGINT, SIGTERM};
+use luo_sys::signal::{SIGHUP, SIGINT, SIGKILL, SIGTERM};
 
 pub mod control;
 pub mod instance;
@@ -300,8 +300,8 @@ impl Supervisor {
                 return false;
             }
             if kill_at.is_some_and(|k| now >= k) {
-                let _ = luo_sys::service::kill_group(*pid, 9);
-                let _ = luo_sys::service::kill(*pid, 9);
+                let _ = luo_sys::service::kill_group(*pid, SIGKILL);
+                let _ = luo_sys::service::kill(*pid, SIGKILL);
             }
             true
         });

@@ -594,14 +594,25 @@ impl Store {
     /// is not ours, writes the manifest. Returns what happened, or an error
     /// while luod is still unreachable.
     pub fn resync(&mut self) -> Result<Vec<String>, String> {
-        let mut log = Vec::new();
-        let kept: BTreeSet<u64> = self
+        let kept = self.kept()?;
+        self.backing.take_reconnected();
+        self.resync_with(&kept)
+    }
+
+    /// The tokens the session holds now.
+    fn kept(&mut self) -> Result<BTreeSet<u64>, String> {
+        Ok(self
             .backing
             .tokens()
             .map_err(|e| err_text(&e))?
             .into_iter()
-            .collect();
-        self.backing.take_reconnected();
+            .collect())
+    }
+
+    /// [`Store::resync`] against `kept`, the tokens the session was just
+    /// found to hold.
+    fn resync_with(&mut self, kept: &BTreeSet<u64>) -> Result<Vec<String>, String> {
+        let mut log = Vec::new();
         let ours: Vec<(u64, BorrowedFd<'_>)> = self
             .listeners
             .iter()
@@ -641,12 +652,7 @@ impl Store {
     pub fn check(&mut self) -> Result<Vec<String>, String> {
         // Until this succeeds, retried often.
         self.dirty = true;
-        let kept: BTreeSet<u64> = self
-            .backing
-            .tokens()
-            .map_err(|e| err_text(&e))?
-            .into_iter()
-            .collect();
+        let kept = self.kept()?;
         let reconnected = self.backing.take_reconnected();
         let expected: BTreeSet<u64> = self
             .listeners
@@ -660,7 +666,8 @@ impl Store {
             self.dirty = false;
             return Ok(Vec::new());
         }
-        let mut log = self.resync()?;
+        // The tokens were just read: no second round trip to luod.
+        let mut log = self.resync_with(&kept)?;
         if reconnected {
             log.insert(0, "reconnected to luod".to_string());
         }
