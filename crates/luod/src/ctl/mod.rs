@@ -46,6 +46,7 @@ luoctl [--socket PATH] [--json] COMMAND [ARGS]
               [--append CMDLINE | --reuse-cmdline] [--dry-run] [--force]
        luoctl handover NAME [--owner UID]
        luoctl finish NAME [--owner UID]
+       luoctl abort NAME [--owner UID]
        luoctl agent upgrade [--binary PATH]
        luoctl run NAME [--listen [FDNAME=]ADDRESS]... [OPTIONS] -- COMMAND [ARGS]...
        luoctl restart NAME [-- NEW-COMMAND [ARGS]...]
@@ -272,7 +273,7 @@ pub enum Command {
 /// `run`'s arguments.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// The service's name (also its luod session's): 1 to 64 of
+    /// The service's name (also its luod session's): 1 to 63 of
     /// A-Z a-z 0-9 . _ @ -
     #[arg(value_name = "NAME", value_parser = parse_service_name)]
     pub name: String,
@@ -344,7 +345,7 @@ fn parse_service_name(s: &str) -> Result<String, String> {
     if crate::run::control::name_is_valid(s) {
         Ok(s.to_string())
     } else {
-        Err("a service name is 1 to 64 of A-Z a-z 0-9 . _ @ - (not starting with . or -)".into())
+        Err("a service name is 1 to 63 of A-Z a-z 0-9 . _ @ - (not starting with . or -)".into())
     }
 }
 

@@ -119,11 +119,12 @@ pub fn socket_path(socket: &Path, name: &str) -> PathBuf {
     run_dir(socket).join(format!("{name}.sock"))
 }
 
-/// Whether `name` may name a service: 1 to 64 of `A-Za-z0-9._@-`, not
+/// Whether `name` may name a service: 1 to 63 (the longest session name,
+/// since it names the service's luod session too) of `A-Za-z0-9._@-`, not
 /// starting with `.` or `-`.
 pub fn name_is_valid(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= luo_core::MAX_SESSION_NAME
         && !name.starts_with(['.', '-'])
         && name
             .bytes()
@@ -185,7 +186,8 @@ mod tests {
             Path::new("/run/luod/luod.sock.run/web.sock")
         );
         assert!(name_is_valid("web-1.a@b_c"));
-        for bad in ["", ".x", "-x", "a/b", "a b", &"x".repeat(65)] {
+        assert!(name_is_valid(&"x".repeat(63)));
+        for bad in ["", ".x", "-x", "a/b", "a b", &"x".repeat(64)] {
             assert!(!name_is_valid(bad), "{bad}");
         }
     }
