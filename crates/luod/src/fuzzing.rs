@@ -379,6 +379,7 @@ fn notify_text(m: &crate::run::notify::Message) -> String {
         ),
         ("FDNAME", m.fdname.clone()),
         ("FDPOLL", m.fdpoll.map(|p| u8::from(p).to_string())),
+        ("X_LUO_EXEC_ERRNO", m.exec_errno.map(|n| n.to_string())),
     ];
     for (k, v) in values {
         if let Some(v) = v {

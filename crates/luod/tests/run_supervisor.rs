@@ -375,6 +375,58 @@ fn the_trampoline_passes_fds_as_systemd_does_and_restart_no_exits_with_the_statu
     assert!(text.contains("socket:"), "{text}");
 }
 
+/// A command that cannot be run (a typo, a file that is not executable)
+/// is not restarted forever as if it had crashed: `luoctl run` exits at
+/// once with the shell's status and the errno, said once. A command that
+/// ran and exited 127 itself is still restarted (`--restart on-failure`).
+#[test]
+fn a_command_that_cannot_be_run_ends_luoctl_run_with_its_errno() {
+    let agent = Agent::start();
+    for (cmd, status, errno) in [
+        ("/nonexistent/luo-service", 127, "ENOENT"),
+        ("/etc/passwd", 126, "EACCES"),
+    ] {
+        let o = Command::new(LUOCTL)
+            .arg("--socket")
+            .arg(&agent.sock)
+            .args(["run", "typo", "--", cmd])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(status), "{err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert_eq!(
+            last,
+            format!("luoctl: service 'typo' did not start: cannot run {cmd} ({errno})"),
+            "{err}"
+        );
+        assert_eq!(err.matches("started instance").count(), 1, "{err}");
+        // The trampoline's own line says it once, with its errno.
+        assert_eq!(err.matches(&format!("({errno})")).count(), 2, "{err}");
+    }
+    // Exiting 127 after running is a failure like any other.
+    let sup = run(
+        &agent,
+        "ran",
+        &["--ready", "after:0s"],
+        &["sh", "-c", "exit 127"],
+    );
+    let start = Instant::now();
+    while std::fs::read_to_string(&sup.err)
+        .unwrap_or_default()
+        .matches("started instance")
+        .count()
+        < 2
+    {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "not started again: {}",
+            std::fs::read_to_string(&sup.err).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A helper that sends `READY=1` from a process other than the main one.
 const CHILD_READY: &str = r#"
 import os, socket, subprocess, sys, time

@@ -207,14 +207,10 @@ pub(super) fn run(opts: &Cli, cmd: &Command) -> Result<String, Failure> {
         Command::Restart(r) => restart_service(&path, r, json),
         Command::Services(a) => services(&path, a.name.as_deref(), json),
         Command::ExecService(t) => {
-            let code = crate::run::instance::trampoline(t);
+            let (error, code) = crate::run::instance::trampoline(t);
             Err(Failure {
-                error: Error::new(Errno::ENOEXEC, "the service's command could not be run"),
-                code: if code == std::process::ExitCode::from(126) {
-                    126
-                } else {
-                    127
-                },
+                error,
+                code,
                 hint: None,
             })
         }
@@ -250,8 +246,13 @@ fn run_service(socket: &Path, r: &RunArgs) -> Result<String, Failure> {
         command: r.command.clone(),
     };
     match crate::run::main(opts) {
-        Ok(0) => Ok(String::new()),
-        Ok(code) => Err(Failure {
+        Ok((0, _)) => Ok(String::new()),
+        Ok((code, Some(error))) => Err(Failure {
+            error,
+            code,
+            hint: None,
+        }),
+        Ok((code, None)) => Err(Failure {
             error: Error::new(
                 Errno::ESRCH,
                 format!("service '{}' exited; status {code}", r.name),

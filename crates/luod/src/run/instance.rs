@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,8 +70,12 @@ pub struct Instance {
     pub status: Option<String>,
     /// The last `ERRNO=`.
     pub errno: Option<i32>,
+    /// The trampoline could not exec the command (`X_LUO_EXEC_ERRNO`).
+    pub exec_errno: Option<i32>,
     /// The last lines of its stderr.
     pub tail: Arc<Mutex<VecDeque<String>>>,
+    /// The thread copying its stderr, until it has copied the last line.
+    relay: Option<std::thread::JoinHandle<()>>,
     /// When it started.
     pub started: Instant,
     /// When it became ready.
@@ -158,11 +162,11 @@ pub fn spawn(s: Spawn<'_>) -> std::io::Result<Instance> {
     };
     let pid = child.id() as i32;
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
-    if let Some(err) = child.stderr.take() {
+    let relay = child.stderr.take().map(|err| {
         let tail = tail.clone();
         let prefix = format!("{}[{pid}]: ", s.name);
-        std::thread::spawn(move || forward(err, &prefix, &tail));
-    }
+        std::thread::spawn(move || forward(err, &prefix, &tail))
+    });
     let now = Instant::now();
     Ok(Instance {
         generation: s.generation,
@@ -175,7 +179,9 @@ pub fn spawn(s: Spawn<'_>) -> std::io::Result<Instance> {
         state: State::Starting,
         status: None,
         errno: None,
+        exec_errno: None,
         tail,
+        relay,
         started: now,
         ready_since: None,
         ready_deadline: now + s.ready_timeout,
@@ -208,6 +214,22 @@ fn forward(err: impl std::io::Read, prefix: &str, tail: &Mutex<VecDeque<String>>
 }
 
 impl Instance {
+    /// Waits briefly for the last lines of its stderr, so that they are
+    /// shown (and in the tail) before its exit is reported. Bounded: a
+    /// process outside its group may still hold the pipe.
+    fn drain_stderr(&mut self) {
+        let deadline = Instant::now() + Duration::from_millis(250);
+        while self.relay.as_ref().is_some_and(|r| !r.is_finished()) {
+            if Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if let Some(r) = self.relay.take() {
+            let _ = r.join();
+        }
+    }
+
     /// Whether it has exited (reaping it if so). With `MAINPID=` naming
     /// another process, that one must be gone too.
     pub fn poll_exit(&mut self) -> bool {
@@ -216,6 +238,7 @@ impl Instance {
                 self.exited = Some(st);
                 // What is left of its group goes with it.
                 let _ = luo_sys::service::kill_group(self.pid, luo_sys::signal::SIGKILL);
+                self.drain_stderr();
             }
         }
         self.exited.is_some()
@@ -314,17 +337,17 @@ pub struct TrampolineArgs {
 /// The trampoline: lays out the descriptors at 3.., sets `LISTEN_PID` to
 /// this process's pid (the service's, since exec keeps it), `LISTEN_FDS`,
 /// `LISTEN_FDNAMES`, `NOTIFY_SOCKET` and the watchdog variables, and execs
-/// the command. Returns only on failure (status 127 or 126, as a shell).
-pub fn trampoline(a: &TrampolineArgs) -> ExitCode {
-    let fail = |what: String, code: u8| {
-        let _ = writeln!(std::io::stderr(), "luoctl exec-service: {what}");
-        ExitCode::from(code)
-    };
+/// the command. Returns only on failure: the error and the exit status
+/// (127 or 126, as a shell). A failed exec is also told to the supervisor
+/// on the notify socket (`X_LUO_EXEC_ERRNO`), so that a command that never
+/// ran is not restarted as if it had crashed.
+pub fn trampoline(a: &TrampolineArgs) -> (luo::Error, u8) {
+    let fail = |errno: luo::Errno, what: String| (luo::Error::new(errno, what), 127);
     if let Err(e) = luo_sys::unblock_all_signals() {
-        return fail(format!("cannot unblock signals: {e}"), 127);
+        return fail(e, "cannot unblock signals".into());
     }
     if let Err(e) = luo_sys::service::arrange_listen_fds(&a.fds) {
-        return fail(format!("cannot lay out the passed descriptors: {e}"), 127);
+        return fail(e, "cannot lay out the passed descriptors".into());
     }
     let pid = std::process::id().to_string();
     let mut cmd = Command::new(&a.command[0]);
@@ -350,10 +373,14 @@ pub fn trampoline(a: &TrampolineArgs) -> ExitCode {
             .env("WATCHDOG_PID", &pid);
     }
     let e = cmd.exec();
+    let errno = e.raw_os_error().map_or(luo::Errno::ENOEXEC, luo::Errno);
+    let what = format!("cannot run {}: {}", a.command[0], errno.description());
+    let note = format!("X_LUO_EXEC_ERRNO={}\nSTATUS={what}", errno.0);
+    let _ = luo_sys::dgram_send_to(&a.notify_socket, note.as_bytes(), &[]);
     let code = if e.kind() == std::io::ErrorKind::NotFound {
         127
     } else {
         126
     };
-    fail(format!("cannot run {}: {e}", a.command[0]), code)
+    (luo::Error::new(errno, what), code)
 }

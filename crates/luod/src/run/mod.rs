@@ -164,6 +164,11 @@ struct Supervisor {
     shutting_down: bool,
     exit: Option<u8>,
     last_check: Instant,
+    /// An instance of this supervisor ran its command (it did not fail to
+    /// exec): from then on a failed exec is retried like any failure.
+    ran: bool,
+    /// Why the supervisor exits, when it is not the service's own status.
+    exit_error: Option<luo::Error>,
 }
 
 fn say(name: &str, msg: &str) {
@@ -173,7 +178,7 @@ fn say(name: &str, msg: &str) {
 /// Runs the supervisor until it is told to stop (exit 0) or, with
 /// `--restart no`, the service exits (its status). `Err` when it cannot
 /// start.
-pub fn main(o: Options) -> Result<u8, String> {
+pub fn main(o: Options) -> Result<(u8, Option<luo::Error>), String> {
     let signals = luo_sys::SignalFd::new(&[SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot set up signals: {e}"))?;
     let epoll = Arc::new(luo_sys::Epoll::new().map_err(|e| e.to_string())?);
@@ -241,6 +246,8 @@ pub fn main(o: Options) -> Result<u8, String> {
         shutting_down: false,
         exit: None,
         last_check: Instant::now(),
+        ran: false,
+        exit_error: None,
     };
     s.take_over();
     if let Err(e) = s.start_current() {
@@ -249,7 +256,7 @@ pub fn main(o: Options) -> Result<u8, String> {
     }
     let code = s.run();
     s.cleanup();
-    Ok(code)
+    Ok((code, s.exit_error.take()))
 }
 
 impl Supervisor {
@@ -709,6 +716,9 @@ impl Supervisor {
             if let Some(e) = m.errno {
                 inst.errno = Some(e);
             }
+            if let Some(e) = m.exec_errno {
+                inst.exec_errno = Some(e);
+            }
             if let Some(u) = m.watchdog_usec {
                 if let Some((_, _)) = inst.watchdog {
                     let d = Duration::from_micros(u);
@@ -806,6 +816,7 @@ impl Supervisor {
     }
 
     fn on_ready(&mut self, g: u64) {
+        self.ran = true;
         if self.current.as_ref().is_some_and(|c| c.generation == g) {
             self.log(&format!("instance {g} is ready"));
             self.stop_orphans();
@@ -1020,7 +1031,12 @@ impl Supervisor {
         if let Some(c) = self.current.as_mut() {
             let g = c.generation;
             if c.poll_exit() {
-                let c = self.current.take().expect("current");
+                // What it said before it exited counts (X_LUO_EXEC_ERRNO
+                // comes just before the trampoline's exit).
+                self.on_notify(g);
+                let Some(c) = self.current.take() else {
+                    return;
+                };
                 let _ = self.epoll.delete(c.notify.as_fd());
                 self.on_current_exit(c);
             } else if c.state == State::Starting
@@ -1073,6 +1089,29 @@ impl Supervisor {
         self.log(&format!("instance {} (pid {}) {how}", c.generation, c.pid));
         if self.shutting_down {
             return;
+        }
+        if let Some(e) = c.exec_errno {
+            if !self.ran {
+                // Nothing to restart: the command never ran (a typo, a
+                // missing binary), and trying again cannot help.
+                let errno = luo::Errno(e);
+                self.log(&format!(
+                    "{}: {}; the command never ran, so it is not started again",
+                    c.command[0],
+                    errno.description()
+                ));
+                self.exit = Some(st.map_or(127, instance::exit_code));
+                self.exit_error = Some(luo::Error::new(
+                    errno,
+                    format!(
+                        "service '{}' did not start: cannot run {}",
+                        self.o.name, c.command[0]
+                    ),
+                ));
+                return;
+            }
+        } else {
+            self.ran = true;
         }
         // Stopped by the supervisor (watchdog, not ready in time) counts as
         // a failure whatever the status.

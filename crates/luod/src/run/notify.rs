@@ -48,6 +48,10 @@ pub struct Message {
     pub fdname: Option<String>,
     /// `FDPOLL=0` gives `Some(false)`, `FDPOLL=1` `Some(true)`.
     pub fdpoll: Option<bool>,
+    /// `X_LUO_EXEC_ERRNO=N`: luoctl's own key (systemd's `X_` prefix for
+    /// extensions), sent by the trampoline when it could not exec the
+    /// command, so the supervisor can tell "never ran" from "ran and failed".
+    pub exec_errno: Option<i32>,
 }
 
 /// Why a datagram was refused.
@@ -181,6 +185,15 @@ pub fn parse(bytes: &[u8], nfds: usize) -> Result<Message, Malformed> {
                 m.fdname = Some(value.to_string());
             }
             "FDPOLL" => m.fdpoll = Some(flag(key, value, value)?),
+            "X_LUO_EXEC_ERRNO" => {
+                m.exec_errno = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|&n: &i32| n > 0)
+                        .ok_or_else(bad)?,
+                )
+            }
             // MONOTONIC_USEC (with RELOADING=1) and anything else: ignored.
             _ => {}
         }
