@@ -579,8 +579,8 @@ fn boot_id() -> String {
 }
 
 /// Records a refusal (best effort: the refusal stands either way) and
-/// returns the error.
-fn refused(save_dir: &Path, why: String) -> AgentError {
+/// returns the error; `saved` is where the registry's bytes went.
+fn refused(save_dir: &Path, why: String, saved: Option<&Path>) -> AgentError {
     let marker = save_dir.join(REFUSED_MARKER);
     let why = match std::fs::write(&marker, format!("{}\n{why}\n", boot_id())) {
         Ok(()) => why,
@@ -589,8 +589,9 @@ fn refused(save_dir: &Path, why: String) -> AgentError {
             marker.display()
         ),
     };
+    let file = saved.map_or_else(|| "FILE".to_string(), |p| p.display().to_string());
     AgentError::Registry(format!(
-        "{why}; the previous kernel's other sessions stay in the kernel, untouched, until the next kexec: recover them with a luod that reads this registry, or remove {} to start without them",
+        "{why}; the previous kernel's other sessions stay in the kernel, untouched, until the next kexec: recover them with a luod that reads the registry, started with --registry {file}, or remove {} to start without them",
         marker.display()
     ))
 }
@@ -623,7 +624,7 @@ fn no_registry(save_dir: &Path) -> Result<Option<Restored>, AgentError> {
         if !boot.is_empty() && lines.next() == Some(boot.as_str()) {
             let why = lines.collect::<Vec<_>>().join(" ");
             return Err(AgentError::Registry(format!(
-                "a luod of this boot already refused the previous kernel's registry ({why}); the previous kernel's other sessions are still in the kernel, untouched: recover them with a luod that reads that registry, or remove {} to start without them (they are dropped at the next kexec)",
+                "a luod of this boot already refused the previous kernel's registry ({why}); the previous kernel's other sessions are still in the kernel, untouched: recover them with a luod that reads that registry, started with --registry FILE, or remove {} to start without them (they are dropped at the next kexec)",
                 marker.display()
             )));
         }
@@ -652,12 +653,38 @@ fn no_registry(save_dir: &Path) -> Result<Option<Restored>, AgentError> {
 /// socket for inspection, the refusal is recorded there
 /// ([`REFUSED_MARKER`]) so that later starts in this boot refuse as well,
 /// and the other kernel sessions are not touched.
+///
+/// With `from` (luod `--registry FILE`) the registry is read from that file
+/// instead, and the kernel session `luod/registry`, if any, is not touched.
 pub(crate) fn restore(
     luo: &mut Luo,
     k: &Shared,
     save_dir: &Path,
+    from: Option<&Path>,
 ) -> Result<Option<Restored>, AgentError> {
-    let refuse = |m: String| refused(save_dir, m);
+    if let Some(file) = from {
+        let bytes = std::fs::read(file).map_err(|e| {
+            AgentError::Registry(format!(
+                "--registry {}: cannot read it: {e}",
+                file.display()
+            ))
+        })?;
+        let reg = Registry::decode(&bytes).map_err(|e| {
+            AgentError::Registry(format!(
+                "--registry {}: {e}; the previous kernel's sessions stay in the kernel, untouched",
+                file.display()
+            ))
+        })?;
+        let out = restore_all(luo, k, &reg);
+        info!(
+            "the registry came from {} (--registry), not from the kernel session {REGISTRY_SESSION}",
+            file.display()
+        );
+        // The refusal it answers is settled.
+        let _ = std::fs::remove_file(save_dir.join(REFUSED_MARKER));
+        return Ok(Some(out));
+    }
+    let refuse = |m: String| refused(save_dir, m, None);
     let reg_session = {
         let g = lock(k);
         match lu::retrieve_session(g.dev.as_fd(), REGISTRY_SESSION.as_bytes()) {
@@ -684,21 +711,33 @@ pub(crate) fn restore(
         Ok(r) => r,
         Err(e) => {
             let saved = save_dir.join(REJECTED_BYTES);
-            let where_ = match std::fs::write(&saved, &bytes) {
-                Ok(()) => format!("its {} bytes are saved in {}", bytes.len(), saved.display()),
-                Err(w) => format!("saving it to {} failed: {w}", saved.display()),
+            let (where_, kept) = match std::fs::write(&saved, &bytes) {
+                Ok(()) => (
+                    format!("its {} bytes are saved in {}", bytes.len(), saved.display()),
+                    Some(saved.as_path()),
+                ),
+                Err(w) => (
+                    format!("saving it to {} failed: {w}", saved.display()),
+                    None,
+                ),
             };
-            return Err(refuse(format!("{e}; {where_}")));
+            return Err(refused(save_dir, format!("{e}; {where_}"), kept));
         }
     };
-    let mut out = Restored::default();
-    for s in &reg.sessions {
-        restore_session(luo, k, s, &mut out);
-    }
+    let out = restore_all(luo, k, &reg);
     if let Err(e) = lu::finish(reg_session.as_fd()) {
         warn!("finishing the kernel session {REGISTRY_SESSION} failed: {e}");
     }
     drop(reg_session);
+    Ok(Some(out))
+}
+
+/// Restores every session `reg` lists and moves to the next epoch.
+fn restore_all(luo: &mut Luo, k: &Shared, reg: &Registry) -> Restored {
+    let mut out = Restored::default();
+    for s in &reg.sessions {
+        restore_session(luo, k, s, &mut out);
+    }
     luo.set_epoch(reg.epoch + 1);
     info!(
         "restored {} sessions with {} files from the registry of {} (epoch {} -> {})",
@@ -717,7 +756,7 @@ pub(crate) fn restore(
     for l in &out.lost {
         warn!("{l}");
     }
-    Ok(Some(out))
+    out
 }
 
 fn restore_session(luo: &mut Luo, k: &Shared, s: &SessionEntry, out: &mut Restored) {

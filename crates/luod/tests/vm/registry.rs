@@ -6,8 +6,10 @@
 //! memfd, and kexecs itself. In the next boot luod must refuse to start
 //! with a clear message, keep the registry's bytes aside, refuse again on a
 //! second start, and leave `luod/0/1` whole: the role retrieves it after
-//! luod exited. The last boot runs luod for real: sessions aborted by name
-//! on the kernel backend must not cross the kexec that follows.
+//! luod exited, except after the wrong version, where a luod started with
+//! `--registry FILE` (a registry it reads) restores it instead. The last
+//! boot runs luod for real: sessions aborted by name on the kernel backend
+//! must not cross the kexec that follows.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -23,7 +25,7 @@ use super::common::{memfd, read_text};
 use super::{cpio_gz, install, kernel_image, markers, run, socket, which, LUOCTL, LUOD};
 
 /// How long the whole chain may take before it counts as hung.
-const TIMEOUT: Duration = Duration::from_secs(300);
+const TIMEOUT: Duration = Duration::from_secs(600);
 /// Every boot's command line; the stage is appended as `regcase=...`.
 const CMDLINE: &str = "console=ttyS0 liveupdate=on panic=-1 quiet";
 
@@ -105,12 +107,10 @@ fn role_reg_write() {
     println!("@@ WRITE {case}: reboot failed: {e:?}");
 }
 
-#[test]
-#[ignore = "runs inside the VM"]
-fn role_reg_check() {
-    let case = env("LUO_REG_CASE");
+/// Whether luod kept the refused registry's bytes aside, as they were.
+fn check_rejected(case: &str) {
     let saved = Path::new("/run/luod/registry.rejected");
-    match (damaged(&case), std::fs::read(saved)) {
+    match (damaged(case), std::fs::read(saved)) {
         (Some(want), Ok(got)) if case != "notoken" => println!(
             "@@ CHECK {case}: rejected bytes {} ({} bytes)",
             if got == want { "equal" } else { "DIFFER" },
@@ -119,6 +119,13 @@ fn role_reg_check() {
         (_, Ok(_)) => println!("@@ CHECK {case}: unexpected {}", saved.display()),
         (_, Err(e)) => println!("@@ CHECK {case}: no rejected bytes ({:?})", e.kind()),
     }
+}
+
+#[test]
+#[ignore = "runs inside the VM"]
+fn role_reg_check() {
+    let case = env("LUO_REG_CASE");
+    check_rejected(&case);
     // The agent-looking session is still in the kernel, its memfd whole.
     let dev = device();
     let s = lu::retrieve_session(dev.as_fd(), b"luod/0/1").unwrap();
@@ -130,6 +137,41 @@ fn role_reg_check() {
     };
     println!("@@ CHECK {case}: luod/0/1 {whole}");
     lu::finish(s.as_fd()).unwrap();
+}
+
+/// The operator's way back after a refusal: a registry this luod reads
+/// (here the one the damaged registry was made from), for `--registry`.
+#[test]
+#[ignore = "runs inside the VM"]
+fn role_reg_fix() {
+    let case = env("LUO_REG_CASE");
+    check_rejected(&case);
+    std::fs::write("/tmp/fixed.reg", registry().encode()).unwrap();
+}
+
+/// luod started with `--registry` restored the session the refused
+/// registry named, its memfd whole.
+#[test]
+#[ignore = "runs inside the VM"]
+fn role_reg_recovered() {
+    let case = env("LUO_REG_CASE");
+    let c = luo::Client::connect_to(socket()).unwrap();
+    let names: Vec<String> = c
+        .sessions()
+        .unwrap()
+        .into_iter()
+        .map(|s| String::from_utf8_lossy(&s.name).into_owned())
+        .collect();
+    println!("@@ RECOVERED {case}: sessions {names:?}");
+    let s = c.retrieve_session("orphan").unwrap();
+    let text = read_text(s.retrieve_fd(1).unwrap());
+    let whole = if text == kept(&case) {
+        "whole"
+    } else {
+        "CHANGED"
+    };
+    println!("@@ RECOVERED {case}: orphan {whole}");
+    s.finish().unwrap();
 }
 
 fn kernel_sessions(c: &luo::Client) -> u64 {
@@ -240,7 +282,7 @@ refused() {
     sed "s/^/@@ LUOD $stage $1: /" /tmp/luod.out | grep -v ' INFO '
 }
 start_luod() {
-    luod --backend kernel >> /tmp/luod.log 2>&1 &
+    luod --backend kernel "$@" >> /tmp/luod.log 2>&1 &
     LUOD_PID=$!
     i=0
     while ! luoctl status > /dev/null 2>&1; do
@@ -256,7 +298,19 @@ cold)
 corrupt|version|notoken)
     refused first
     refused again
-    LUO_REG_CASE=$stage role role_reg_check
+    if [ $stage = version ]; then
+        # The operator's way back: a registry this luod reads.
+        LUO_REG_CASE=$stage role role_reg_fix
+        start_luod --registry /tmp/fixed.reg
+        LUO_REG_CASE=$stage role role_reg_recovered
+        kill $LUOD_PID
+        wait $LUOD_PID
+        grep -o 'restored [0-9]* sessions with [0-9]* files\|the registry came from [^ ]*' /tmp/luod.log | sed "s/^/@@ LUOD $stage recovered: /"
+        [ -e /run/luod/registry.refused ] || echo "@@ LUOD $stage: refusal settled"
+        : > /tmp/luod.log
+    else
+        LUO_REG_CASE=$stage role role_reg_check
+    fi
     case $stage in corrupt) next=version ;; version) next=notoken ;; *) next=none ;; esac
     write_and_kexec $next
     ;;
@@ -424,7 +478,21 @@ fn kernel_registry_refusals_in_qemu() {
                 ));
             }
         }
-        want.push(format!("@@ CHECK {case}: luod/0/1 whole"));
+        if case == "version" {
+            // Recovered by a luod given the registry in a file.
+            want.extend(
+                [
+                    "@@ RECOVERED version: sessions [\"orphan\"]",
+                    "@@ RECOVERED version: orphan whole",
+                    "@@ LUOD version recovered: restored 1 sessions with 1 files",
+                    "@@ LUOD version recovered: the registry came from /tmp/fixed.reg",
+                    "@@ LUOD version: refusal settled",
+                ]
+                .map(String::from),
+            );
+        } else {
+            want.push(format!("@@ CHECK {case}: luod/0/1 whole"));
+        }
     }
     want.extend(
         [
