@@ -843,3 +843,40 @@ fn restore_session(luo: &mut Luo, k: &Shared, s: &SessionEntry, out: &mut Restor
     }
     let _ = luo.close(h);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("luod-kernel-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_refusal_of_this_boot_refuses_a_start_without_a_registry() {
+        let d = dir("refused");
+        let e = refused(&d, "the registry is corrupt".into(), None);
+        assert!(e.to_string().contains("--registry FILE"), "{e}");
+        let AgentError::Registry(m) = no_registry(&d).unwrap_err() else {
+            panic!("not a registry refusal");
+        };
+        assert!(
+            m.contains("already refused") && m.contains("the registry is corrupt"),
+            "{m}"
+        );
+        assert!(d.join(REFUSED_MARKER).exists(), "the marker stays");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_refusal_of_another_boot_is_forgotten() {
+        let d = dir("stale");
+        std::fs::write(d.join(REFUSED_MARKER), "another-boot\nold reason\n").unwrap();
+        assert!(no_registry(&d).unwrap().is_none());
+        assert!(!d.join(REFUSED_MARKER).exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
