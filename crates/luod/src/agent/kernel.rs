@@ -613,8 +613,8 @@ fn liveupdate_number() -> Option<u64> {
 }
 
 /// No `luod/registry` in the kernel: a cold boot, unless a luod of this
-/// boot already refused the registry (then refuse again), or the previous
-/// boot is a live update (then say so loudly: luod's sessions may be in
+/// boot already refused the registry (then refuse again), or this boot
+/// is a live update (then say so loudly: luod's sessions may be in
 /// the kernel with their registry lost; they are left untouched).
 fn no_registry(save_dir: &Path) -> Result<Option<Restored>, AgentError> {
     let marker = save_dir.join(REFUSED_MARKER);
