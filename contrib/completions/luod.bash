@@ -23,7 +23,7 @@ _luod() {
 
     case "${cmd}" in
         luod)
-            opts="-h -V --socket --backend --quota-sessions --quota-files --quota-bytes --quota-connections --device --keeper --kernel-session-files --log-level --upgrade-probe --upgrade-state --upgrade-fallback --keeper-process --keeper-link --help --version"
+            opts="-h -V --socket --backend --quota-sessions --quota-files --quota-bytes --quota-connections --device --keeper --kernel-session-files --registry --log-level --upgrade-probe --upgrade-state --upgrade-fallback --keeper-process --keeper-link --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -62,6 +62,10 @@ _luod() {
                     return 0
                     ;;
                 --kernel-session-files)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registry)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -10,6 +10,7 @@ complete -c luod -l device -d 'The LUO device of the kernel backend' -r -F
 complete -c luod -l keeper -d 'auto: copies of every file in custody are kept outside luod, so that a crash or restart of luod loses nothing: in systemd\'s fd store when $NOTIFY_SOCKET is set, else in a keeper process that luod starts (it answers at SOCKET.keeper); off: none' -r -f -a "auto\t''
 off\t''"
 complete -c luod -l kernel-session-files -d 'At most N files per kernel session; an agent session with more spreads over several (default: as many as the kernel takes)' -r
+complete -c luod -l registry -d 'Kernel backend, after a refused registry: restore the previous kernel\'s sessions from the registry in FILE (for example registry.rejected, repaired, or rewritten by the luod that reads it) instead of the kernel session luod/registry' -r -F
 complete -c luod -l log-level -d 'What to log (default: $LUOD_LOG, else info); logs go to stderr' -r -f -a "error\t'Errors only'
 warn\t'Errors and warnings'
 info\t'The default: start-up, sessions created, handed over, finished, aborted'

@@ -492,8 +492,8 @@ impl Client {
     ///
     /// `ENOENT` no such session, `EPERM` another uid's session and the
     /// caller is not root, `EBUSY` a retrieved session whose handle a
-    /// process holds (or a handler cannot finish a file yet),
-    /// `EOPNOTSUPP` on the kernel backend.
+    /// process holds (or a handler cannot finish a file yet);
+    /// `EOPNOTSUPP` from a luod older than this op.
     pub fn abort(&self, name: &str, owner: Option<u32>) -> Result<()> {
         let name = name.into();
         self.line().call(&AbortSession { name, owner }).map(drop)

@@ -166,6 +166,18 @@ pub struct Config {
                 several (default: as many as the kernel takes)"
     )]
     pub kernel_files_per_session: usize,
+    /// After a refused registry: the previous kernel's registry, read from
+    /// this file instead of the kernel session `luod/registry` (which the
+    /// refusal consumed).
+    #[arg(
+        long = "registry",
+        value_name = "FILE",
+        help = "Kernel backend, after a refused registry: restore the previous kernel's \
+                sessions from the registry in FILE (for example registry.rejected, repaired, \
+                or rewritten by the luod that reads it) instead of the kernel session \
+                luod/registry"
+    )]
+    pub registry: Option<PathBuf>,
 }
 
 /// The default of [`Config::connections_per_uid`].
@@ -183,6 +195,7 @@ impl Config {
             device: PathBuf::from(luo_sys::liveupdate::DEVICE),
             kernel_files_per_session: usize::MAX,
             keeper: false,
+            registry: None,
         }
     }
 }

@@ -563,24 +563,133 @@ pub(crate) struct Restored {
     pub(crate) lost: Vec<String>,
 }
 
+/// The file beside the socket that records a refused registry: this
+/// boot's id, then why. While it names the current boot, a start that finds
+/// no registry refuses too (the refused one was consumed: retrieving a
+/// kernel session is once per boot), so the previous kernel's sessions are
+/// not silently left behind by a later luod.
+pub(crate) const REFUSED_MARKER: &str = "registry.refused";
+/// The refused registry's bytes, beside the socket.
+pub(crate) const REJECTED_BYTES: &str = "registry.rejected";
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Records a refusal (best effort: the refusal stands either way) and
+/// returns the error; `saved` is where the registry's bytes went.
+fn refused(save_dir: &Path, why: String, saved: Option<&Path>) -> AgentError {
+    let marker = save_dir.join(REFUSED_MARKER);
+    let why = match std::fs::write(&marker, format!("{}\n{why}\n", boot_id())) {
+        Ok(()) => why,
+        Err(e) => format!(
+            "{why}; recording the refusal in {} failed: {e}",
+            marker.display()
+        ),
+    };
+    let file = saved.map_or_else(|| "FILE".to_string(), |p| p.display().to_string());
+    AgentError::Registry(format!(
+        "{why}; the previous kernel's other sessions stay in the kernel, untouched, until the next kexec: recover them with a luod that reads the registry, started with --registry {file}, or remove {} to start without them",
+        marker.display()
+    ))
+}
+
+/// This boot's live update number, from KHO's debugfs view of the outgoing
+/// `LUO` blob (`liveupdate_num`, bytes 8..16: 1 on a cold boot, one more
+/// per live update since); `None` when debugfs or the blob is not there.
+/// (The incoming blob is not kept readable, and the kernel lists no
+/// session names: this is all userspace can learn without retrieving.)
+fn liveupdate_number() -> Option<u64> {
+    [
+        "/sys/kernel/debug/kho/out/sub_fdts/LUO",
+        "/sys/kernel/debug/liveupdate/kho_out/sub_fdts/LUO",
+    ]
+    .into_iter()
+    .find_map(|p| std::fs::read(p).ok())
+    .filter(|b| b.len() >= 16 && b.starts_with(b"luo-"))
+    .map(|b| u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")))
+}
+
+/// No `luod/registry` in the kernel: a cold boot, unless a luod of this
+/// boot already refused the registry (then refuse again), or this boot
+/// is a live update (then say so loudly: luod's sessions may be in
+/// the kernel with their registry lost; they are left untouched).
+fn no_registry(save_dir: &Path) -> Result<Option<Restored>, AgentError> {
+    let marker = save_dir.join(REFUSED_MARKER);
+    if let Ok(text) = std::fs::read_to_string(&marker) {
+        let mut lines = text.lines();
+        let boot = boot_id();
+        if !boot.is_empty() && lines.next() == Some(boot.as_str()) {
+            let why = lines.collect::<Vec<_>>().join(" ");
+            return Err(AgentError::Registry(format!(
+                "a luod of this boot already refused the previous kernel's registry ({why}); the previous kernel's other sessions are still in the kernel, untouched: recover them with a luod that reads that registry, started with --registry FILE, or remove {} to start without them (they are dropped at the next kexec)",
+                marker.display()
+            )));
+        }
+        // A refusal of an earlier boot: its sessions are gone by now.
+        let _ = std::fs::remove_file(&marker);
+    }
+    match liveupdate_number() {
+        Some(n) if n > 1 => warn!(
+            "this boot is a live update (live update number {n}) but the previous kernel left no {REGISTRY_SESSION}: if luod held sessions there (kernel sessions luod/UID/N; a kexec not made by `luoctl update --kexec` carries them without a registry), luod cannot name them; they stay in the kernel, untouched, until the next kexec"
+        ),
+        Some(_) => {}
+        None => info!(
+            "no {REGISTRY_SESSION} from a previous kernel (whether this boot is a live update is unknown: KHO's debugfs is not mounted)"
+        ),
+    }
+    Ok(None)
+}
+
 /// After a kexec: finds the previous agent's registry and restores every
 /// session it lists as an incoming session of the next epoch (a persistent
 /// one as a persistent open session), its memfds
 /// preserved again in new kernel sessions (so they cross the next kexec
 /// too). `Ok(None)` when there is no registry (a cold boot). A registry that
-/// is unreadable, corrupt or of another version refuses the start; its
-/// bytes are saved beside the socket for inspection.
+/// is unreadable, corrupt or of another version, or a registry session
+/// without the registry, refuses the start; the bytes are saved beside the
+/// socket for inspection, the refusal is recorded there
+/// ([`REFUSED_MARKER`]) so that later starts in this boot refuse as well,
+/// and the other kernel sessions are not touched.
+///
+/// With `from` (luod `--registry FILE`) the registry is read from that file
+/// instead, and the kernel session `luod/registry`, if any, is not touched.
 pub(crate) fn restore(
     luo: &mut Luo,
     k: &Shared,
     save_dir: &Path,
+    from: Option<&Path>,
 ) -> Result<Option<Restored>, AgentError> {
-    let refuse = |m: String| AgentError::Registry(m);
+    if let Some(file) = from {
+        let bytes = std::fs::read(file).map_err(|e| {
+            AgentError::Registry(format!(
+                "--registry {}: cannot read it: {e}",
+                file.display()
+            ))
+        })?;
+        let reg = Registry::decode(&bytes).map_err(|e| {
+            AgentError::Registry(format!(
+                "--registry {}: {e}; the previous kernel's sessions stay in the kernel, untouched",
+                file.display()
+            ))
+        })?;
+        let out = restore_all(luo, k, &reg);
+        info!(
+            "the registry came from {} (--registry), not from the kernel session {REGISTRY_SESSION}",
+            file.display()
+        );
+        // The refusal it answers is settled.
+        let _ = std::fs::remove_file(save_dir.join(REFUSED_MARKER));
+        return Ok(Some(out));
+    }
+    let refuse = |m: String| refused(save_dir, m, None);
     let reg_session = {
         let g = lock(k);
         match lu::retrieve_session(g.dev.as_fd(), REGISTRY_SESSION.as_bytes()) {
             Ok(fd) => fd,
-            Err(Errno::ENOENT) => return Ok(None),
+            Err(Errno::ENOENT) => return no_registry(save_dir),
             Err(e) => {
                 return Err(refuse(format!(
                     "the kernel session {REGISTRY_SESSION} from the previous kernel cannot be retrieved ({e}); another agent may hold it"
@@ -601,24 +710,34 @@ pub(crate) fn restore(
     let reg = match Registry::decode(&bytes) {
         Ok(r) => r,
         Err(e) => {
-            let saved = save_dir.join("registry.rejected");
-            let where_ = match std::fs::write(&saved, &bytes) {
-                Ok(()) => format!("its {} bytes are saved in {}", bytes.len(), saved.display()),
-                Err(w) => format!("saving it to {} failed: {w}", saved.display()),
+            let saved = save_dir.join(REJECTED_BYTES);
+            let (where_, kept) = match std::fs::write(&saved, &bytes) {
+                Ok(()) => (
+                    format!("its {} bytes are saved in {}", bytes.len(), saved.display()),
+                    Some(saved.as_path()),
+                ),
+                Err(w) => (
+                    format!("saving it to {} failed: {w}", saved.display()),
+                    None,
+                ),
             };
-            return Err(refuse(format!(
-                "{e}; {where_}; the previous kernel's sessions stay in the kernel until the next kexec"
-            )));
+            return Err(refused(save_dir, format!("{e}; {where_}"), kept));
         }
     };
-    let mut out = Restored::default();
-    for s in &reg.sessions {
-        restore_session(luo, k, s, &mut out);
-    }
+    let out = restore_all(luo, k, &reg);
     if let Err(e) = lu::finish(reg_session.as_fd()) {
         warn!("finishing the kernel session {REGISTRY_SESSION} failed: {e}");
     }
     drop(reg_session);
+    Ok(Some(out))
+}
+
+/// Restores every session `reg` lists and moves to the next epoch.
+fn restore_all(luo: &mut Luo, k: &Shared, reg: &Registry) -> Restored {
+    let mut out = Restored::default();
+    for s in &reg.sessions {
+        restore_session(luo, k, s, &mut out);
+    }
     luo.set_epoch(reg.epoch + 1);
     info!(
         "restored {} sessions with {} files from the registry of {} (epoch {} -> {})",
@@ -637,7 +756,7 @@ pub(crate) fn restore(
     for l in &out.lost {
         warn!("{l}");
     }
-    Ok(Some(out))
+    out
 }
 
 fn restore_session(luo: &mut Luo, k: &Shared, s: &SessionEntry, out: &mut Restored) {
@@ -723,4 +842,41 @@ fn restore_session(luo: &mut Luo, k: &Shared, s: &SessionEntry, out: &mut Restor
         out.sessions += 1;
     }
     let _ = luo.close(h);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("luod-kernel-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_refusal_of_this_boot_refuses_a_start_without_a_registry() {
+        let d = dir("refused");
+        let e = refused(&d, "the registry is corrupt".into(), None);
+        assert!(e.to_string().contains("--registry FILE"), "{e}");
+        let AgentError::Registry(m) = no_registry(&d).unwrap_err() else {
+            panic!("not a registry refusal");
+        };
+        assert!(
+            m.contains("already refused") && m.contains("the registry is corrupt"),
+            "{m}"
+        );
+        assert!(d.join(REFUSED_MARKER).exists(), "the marker stays");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_refusal_of_another_boot_is_forgotten() {
+        let d = dir("stale");
+        std::fs::write(d.join(REFUSED_MARKER), "another-boot\nold reason\n").unwrap();
+        assert!(no_registry(&d).unwrap().is_none());
+        assert!(!d.join(REFUSED_MARKER).exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

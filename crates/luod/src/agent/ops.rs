@@ -270,12 +270,9 @@ impl Agent {
     fn abort_by_name(&mut self, uid: u32, r: AbortSession) -> Result<Reply, Error> {
         check_name(&r.name)?;
         let owner = owner_of(uid, r.owner, "abort")?;
-        if self.kernel.is_some() {
-            return Err(Error::new(
-                Errno::EOPNOTSUPP,
-                "abort is not available on the kernel backend; close the session's handle (or finish it)",
-            ));
-        }
+        // On the kernel backend the memfd handler's unpreserve and finish
+        // release the files from their kernel sessions (a part left empty
+        // is closed, which unpreserves it in the kernel).
         let (state, files) = self.luo.abort_session(owner, r.name.as_bytes())?;
         if state == SessionState::Open {
             info!(

@@ -72,13 +72,18 @@ impl Agent {
                 }
             }
         };
+        if kernel.is_none() && config.registry.is_some() {
+            return Err(AgentError::Backend(
+                "--registry restores a previous kernel's sessions: it needs the kernel backend (--backend kernel)".into(),
+            ));
+        }
         let (backend, kernel, mut luo) = match kernel {
             None => (Backend::Emulated, None, Luo::with_default_handlers()),
             Some(k) => {
                 let shared = std::sync::Arc::new(std::sync::Mutex::new(k));
                 let mut luo = kernel::model(&shared);
                 let dir = path.parent().unwrap_or(Path::new("/"));
-                match kernel::restore(&mut luo, &shared, dir)? {
+                match kernel::restore(&mut luo, &shared, dir, config.registry.as_deref())? {
                     None => info!("no registry from a previous kernel: starting empty"),
                     Some(r) if r.lost.is_empty() => {}
                     Some(r) => warn!(

@@ -16,6 +16,7 @@
 mod cases;
 #[path = "../common/mod.rs"]
 mod common;
+mod registry;
 
 use std::io::Write;
 use std::os::fd::AsFd;
