@@ -141,6 +141,8 @@ struct Report {
     /// Operations whose answer was lost (luod killed, or an update made
     /// the handle stale), settled before the report.
     settled: u64,
+    /// Files it handed over and found gone or changed (must be 0).
+    lost: u64,
 }
 
 // ------------------------------------------------------------------ client
@@ -295,6 +297,7 @@ impl Client {
         let s = match self.conn()?.retrieve_session(&name) {
             Ok(s) => s,
             Err(e) if e.errno == Errno::ENOENT => {
+                self.report.lost += specs.len() as u64;
                 return Err(Broke(format!(
                     "LOST: {name} (handed over, {} files) is gone: {e}",
                     specs.len()
@@ -345,6 +348,7 @@ impl Client {
             && f.read_exact_at(&mut got, 0).is_ok()
             && got == pattern(spec.seed, spec.len);
         if !ok {
+            self.report.lost += 1;
             return Err(Broke(format!(
                 "CORRUPT: {name} token {}: {size} bytes, not the {} bytes preserved",
                 spec.token, spec.len
@@ -387,10 +391,11 @@ impl Client {
                         break;
                     }
                     Err(e) => {
+                        self.report.lost += 1;
                         return Err(Broke(format!(
                             "LOST: {name} came back without token {} it surely held: {e}",
                             spec.token
-                        )))
+                        )));
                     }
                 }
             }
@@ -532,6 +537,7 @@ pub fn client_main(a: ClientArgs) -> Result<(), Failure> {
         for l in &c.log {
             say(format!("log client {}: {l}", c.id));
         }
+        say(format!("final {}", json!(c.snapshot())));
         return Err(Failure::run(msg));
     }
     Ok(())
@@ -551,24 +557,28 @@ impl Proc {
         writeln!(self.stdin, "{cmd}").map_err(|e| format!("telling a client {cmd}: {e}"))
     }
 
-    /// The answer to `pause`/`quit`, or what broke.
-    fn state(&mut self) -> Result<Report, String> {
+    /// The answer to `pause`/`quit`; else what broke (and the client's
+    /// last counts, when it could say).
+    fn state(&mut self) -> Result<Report, (Option<Report>, String)> {
         let mut broke = Vec::new();
         loop {
             let mut line = String::new();
             match self.stdout.read_line(&mut line) {
                 Ok(0) | Err(_) => {
-                    return Err(if broke.is_empty() {
-                        "a client exited".to_string()
-                    } else {
-                        broke.join("\n")
-                    })
+                    if broke.is_empty() {
+                        broke.push("a client exited".to_string());
+                    }
+                    return Err((None, broke.join("\n")));
                 }
                 Ok(_) => {}
             }
             let line = line.trim_end();
             if let Some(j) = line.strip_prefix("state ") {
-                return serde_json::from_str(j).map_err(|e| format!("a client's state: {e}"));
+                return serde_json::from_str(j)
+                    .map_err(|e| (None, format!("a client's state: {e}")));
+            }
+            if let Some(j) = line.strip_prefix("final ") {
+                return Err((serde_json::from_str(j).ok(), broke.join("\n")));
             }
             broke.push(line.to_string());
         }
@@ -734,6 +744,8 @@ struct Soak {
     /// luod's descriptors beyond its files and connections, first seen.
     luod_overhead: Option<usize>,
     started: Instant,
+    /// Each client's counts at its last report.
+    last: Vec<Option<Report>>,
 }
 
 impl Soak {
@@ -745,20 +757,44 @@ impl Soak {
         self.log.push_back(format!("{t:9.3}s {line}"));
     }
 
-    fn all(&mut self, cmd: &str) -> Result<(), String> {
+    /// Tells every client `cmd`; one that broke already says so when its
+    /// state is read.
+    fn all(&mut self, cmd: &str) {
         for c in &mut self.clients {
-            c.send(cmd)?;
+            let _ = c.send(cmd);
         }
-        Ok(())
+    }
+
+    /// Every client's state (after `pause` or `quit`); what broke, with the
+    /// files the clients found lost counted.
+    fn states(&mut self) -> Result<Vec<Report>, String> {
+        let mut reports = Vec::new();
+        let mut broke = Vec::new();
+        for (i, c) in self.clients.iter_mut().enumerate() {
+            match c.state() {
+                Ok(r) => {
+                    self.last[i] = Some(r.clone_counts());
+                    reports.push(r);
+                }
+                Err((r, msg)) => {
+                    if let Some(r) = r {
+                        self.last[i] = Some(r.clone_counts());
+                    }
+                    broke.push(msg);
+                }
+            }
+        }
+        if broke.is_empty() {
+            Ok(reports)
+        } else {
+            Err(broke.join("\n"))
+        }
     }
 
     /// Pauses the clients and checks every invariant.
     fn check(&mut self, why: &str) -> Result<(), String> {
-        self.all("pause")?;
-        let mut reports = Vec::new();
-        for c in &mut self.clients {
-            reports.push(c.state()?);
-        }
+        self.all("pause");
+        let reports = self.states()?;
         self.compare(&reports, why)
     }
 
@@ -958,6 +994,7 @@ pub fn main(o: Options) -> Result<(), Failure> {
         log: VecDeque::new(),
         luod_overhead: None,
         started: Instant::now(),
+        last: (0..o.clients).map(|_| None).collect(),
     };
     let mut rng = Rng(o.seed);
     for id in 0..o.clients {
@@ -985,6 +1022,19 @@ pub fn main(o: Options) -> Result<(), Failure> {
         Ok(()) => (true, String::new()),
         Err(e) => (false, e),
     };
+    for r in soak.last.iter().flatten() {
+        let s = &mut soak.sum;
+        s.operations += r.ops;
+        s.sessions_created += r.created;
+        s.handovers += r.handovers;
+        s.aborts += r.aborts;
+        s.retrieves += r.retrieves;
+        s.finishes += r.finishes;
+        s.files_checked += r.files_checked;
+        s.bytes_checked += r.bytes_checked;
+        s.unknown_outcomes_settled += r.settled;
+        s.files_lost += r.lost;
+    }
     soak.sum.luod_fds_beyond_files_and_connections = soak.luod_overhead.unwrap_or(0);
     print_summary(&soak.sum);
     if let Some(path) = &o.json {
@@ -1001,6 +1051,10 @@ pub fn main(o: Options) -> Result<(), Failure> {
         eprintln!("  {l}");
     }
     let log = std::fs::read_to_string(&soak.luod.log).unwrap_or_default();
+    let _ = std::fs::copy(
+        &soak.luod.log,
+        std::env::temp_dir().join("luo-bench-soak-failed-luod.log"),
+    );
     let tail: Vec<&str> = log.lines().rev().take(30).collect();
     eprintln!("luod's log (last {} lines):", tail.len());
     for l in tail.iter().rev() {
@@ -1012,7 +1066,7 @@ pub fn main(o: Options) -> Result<(), Failure> {
 fn run(soak: &mut Soak, rng: &mut Rng, end: Instant) -> Result<(), String> {
     soak.check("start")?;
     while Instant::now() < end {
-        soak.all("run")?;
+        soak.all("run");
         std::thread::sleep(rng.millis(200, 1200));
         let what = soak.event(rng)?;
         soak.note(what.clone());
@@ -1020,23 +1074,8 @@ fn run(soak: &mut Soak, rng: &mut Rng, end: Instant) -> Result<(), String> {
         soak.check(&what)?;
     }
     // The end: every client takes back and finishes what it handed over.
-    soak.all("quit")?;
-    let mut reports = Vec::new();
-    for c in &mut soak.clients {
-        reports.push(c.state()?);
-    }
-    for r in &reports {
-        let s = &mut soak.sum;
-        s.operations += r.ops;
-        s.sessions_created += r.created;
-        s.handovers += r.handovers;
-        s.aborts += r.aborts;
-        s.retrieves += r.retrieves;
-        s.finishes += r.finishes;
-        s.files_checked += r.files_checked;
-        s.bytes_checked += r.bytes_checked;
-        s.unknown_outcomes_settled += r.settled;
-    }
+    soak.all("quit");
+    soak.states()?;
     for c in &mut soak.clients {
         let _ = c.child.wait();
     }
