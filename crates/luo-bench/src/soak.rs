@@ -559,7 +559,7 @@ impl Proc {
 
     /// The answer to `pause`/`quit`; else what broke (and the client's
     /// last counts, when it could say).
-    fn state(&mut self) -> Result<Report, (Option<Report>, String)> {
+    fn state(&mut self) -> Result<Report, (Option<Box<Report>>, String)> {
         let mut broke = Vec::new();
         loop {
             let mut line = String::new();
@@ -578,7 +578,7 @@ impl Proc {
                     .map_err(|e| (None, format!("a client's state: {e}")));
             }
             if let Some(j) = line.strip_prefix("final ") {
-                return Err((serde_json::from_str(j).ok(), broke.join("\n")));
+                return Err((serde_json::from_str(j).ok().map(Box::new), broke.join("\n")));
             }
             broke.push(line.to_string());
         }
