@@ -684,6 +684,15 @@ impl Drop for Luod {
     }
 }
 
+/// Gone, or a zombie nobody reaped yet.
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -1094,6 +1103,19 @@ impl Soak {
                 "luod holds {lfds} descriptors with nothing in custody, {} at the start",
                 self.sum.luod_fds_start
             ));
+        }
+        // Stopped with nothing to keep, luod lets its keeper go.
+        let keeper = self.luod.keeper()?;
+        let _ = luo_sys::service::kill(self.luod.child.id() as i32, luo_sys::signal::SIGTERM);
+        let _ = self.luod.child.wait();
+        let start = Instant::now();
+        while !exited(keeper) {
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(format!(
+                    "the keeper (pid {keeper}) did not exit within 30 s of luod stopping with nothing to keep"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
     }
