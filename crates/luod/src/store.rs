@@ -409,7 +409,15 @@ fn keeper(path: &Path, link: i32) -> Result<(), String> {
     // A stale socket file of a keeper that died.
     let _ = std::fs::remove_file(path);
     let mut listener = listen(path)?;
-    let mut place = Place::new(path)?;
+    // Without it (a directory it may not open), it waits as before.
+    let mut place = Place::new(path)
+        .map_err(|e| {
+            eprintln!(
+                "luod keeper (pid {}): {e}: it will not notice when no luod can reach it any more",
+                std::process::id()
+            )
+        })
+        .ok();
     let mut last_check = std::time::Instant::now();
     let ep = luo_sys::Epoll::new().map_err(|e| e.to_string())?;
     ep.add(listener.as_fd(), 0, EPOLLIN)
@@ -434,7 +442,8 @@ fn keeper(path: &Path, link: i32) -> Result<(), String> {
         }
         if link.is_none() && last_check.elapsed().as_millis() >= ORPHAN_CHECK_MS as u128 {
             last_check = std::time::Instant::now();
-            match place.check(path) {
+            let reach = place.as_ref().map_or(Reach::Yes, |p| p.check(path));
+            match reach {
                 Reach::Yes => {}
                 Reach::Rebind => match listen(path) {
                     Ok(l) => {
@@ -443,7 +452,7 @@ fn keeper(path: &Path, link: i32) -> Result<(), String> {
                         ep.add(listener.as_fd(), 0, EPOLLIN)
                             .map_err(|e| e.to_string())?;
                         match Place::new(path) {
-                            Ok(p) => place = p,
+                            Ok(p) => place = Some(p),
                             Err(e) => eprintln!("luod keeper (pid {}): {e}", std::process::id()),
                         }
                         eprintln!(
