@@ -155,3 +155,39 @@ fn a_keeper_stays_while_its_directory_does_and_the_next_luod_finds_it() {
     let _g = KeeperGuard(keeper);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_keeper_whose_directory_is_replaced_by_a_new_one_of_the_same_name_exits() {
+    let dir = common::fresh_dir();
+    let sock = dir.join("luod.sock");
+    let mut luod = start_kept(&dir, &sock);
+    let (c, keeper, _guard) = client_and_keeper(&sock);
+    hand_over(&c, "before logout", "bytes");
+    drop(c);
+    luod.kill().unwrap();
+    luod.wait().unwrap();
+    // Log out and in again: the old directory moved away (its socket with
+    // it), a new empty one at the same path.
+    let old = dir.with_extension("old");
+    std::fs::rename(&dir, &old).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    let mut log = std::fs::File::open(old.join("luod.log")).unwrap();
+    wait_exit(keeper, "the keeper of a replaced directory", &mut log);
+    let mut text = String::new();
+    log.read_to_string(&mut text).unwrap();
+    assert!(
+        text.contains(&format!(
+            "{} is another directory now (the one it listened in was removed or moved)",
+            dir.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "dropped session \"before logout\" of uid 0 (incoming): 2 files, 65541 bytes"
+        ),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&old);
+}
