@@ -8,6 +8,7 @@
 //! cargo run --release -p luo-bench -- all [--sizes 256M,1G,4G] [--fds 1000,16000]
 //! cargo run --release -p luo-bench -- index [--sizes 1000,4000,16000] [--json PATH]
 //! cargo run --release -p luo-bench -- restart [--restarts 10] [--servers python,gunicorn]
+//! cargo run --release -p luo-bench -- soak [--minutes 10] [--seed 1] [--json PATH]
 //! ```
 
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ mod mirror;
 mod plot;
 mod report;
 mod restart;
+mod soak;
 mod stats;
 mod suite;
 mod upgrade;
@@ -64,6 +66,12 @@ enum Bench {
     /// Restarting an HTTP server under load: luoctl run (overlap, stop-start) vs a plain stop and start
     #[command(long_about = restart::ABOUT)]
     Restart(restart::Options),
+    /// Clients of two uids under upgrades, crashes and updates, with an invariant checker
+    #[command(long_about = soak::ABOUT)]
+    Soak(soak::Options),
+    /// One client process of `soak`.
+    #[command(name = "__soak-client", hide = true)]
+    SoakClient(soak::ClientArgs),
     /// Draw the blackout plot again from an earlier run's JSON
     #[command(long_about = suite::PLOT_ABOUT)]
     Plot(suite::PlotArgs),
@@ -90,6 +98,8 @@ fn main() -> ExitCode {
         Bench::Mirror(o) => ("mirror", mirror::main(o)),
         Bench::Restart(o) => ("restart", restart::main(o)),
         Bench::Plot(a) => ("plot", suite::replot(a)),
+        Bench::Soak(o) => ("soak", soak::main(o)),
+        Bench::SoakClient(a) => ("__soak-client", soak::client_main(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -136,3 +136,45 @@ fn the_whole_suite_runs_at_toy_sizes_and_reports_every_section() {
     assert!(plot.starts_with("<svg") && plot.contains(">luo<"), "{plot}");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn a_short_soak_survives_crashes_upgrades_and_updates_and_loses_nothing() {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_luo-bench"));
+    let luod = exe.parent().unwrap().join("luod");
+    if !luod.is_file() {
+        eprintln!("skipped: {} is not built", luod.display());
+        return;
+    }
+    if luo_sys::geteuid() != 0 {
+        eprintln!("skipped: the soak runs as root (its clients switch uid)");
+        return;
+    }
+    let json = std::env::temp_dir().join(format!("luo-bench-soak-{}.json", std::process::id()));
+    let run = Command::new(&exe)
+        .args(["soak", "--minutes", "0.33", "--seed", "7", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("files lost        0"), "{stdout}");
+    let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v.get("ok"), Some(&Value::Bool(true)));
+    let s = v.get("summary").unwrap();
+    assert_eq!(num(s, &["files_lost"]), 0.0);
+    assert!(num(s, &["files_checked"]) > 0.0, "{s}");
+    assert!(num(s, &["checks"]) >= 2.0, "{s}");
+    // The seeded schedule's events ran (each cycle has one, or a pause).
+    let events = ["upgrades", "luod_killed", "keeper_killed", "updates"]
+        .iter()
+        .map(|k| num(s, &[k]))
+        .sum::<f64>();
+    assert!(events > 0.0, "{s}");
+    // Every client finished what it handed over: the keeper is back to
+    // what an empty one holds.
+    assert_eq!(num(s, &["keeper_fds_end"]), num(s, &["keeper_fds_empty"]));
+    let _ = std::fs::remove_file(&json);
+}

@@ -256,7 +256,9 @@ impl Luo {
         }
         let mut handles = HashMap::with_capacity(snap.handles.len());
         for (h, session, live) in snap.handles {
-            if !sessions.contains_key(&session)
+            // A stale handle may outlive its session (aborted by name, or
+            // dropped by an update): it only answers ESTALE until closed.
+            if (live && !sessions.contains_key(&session))
                 || handles.insert(h, HandleEntry { session, live }).is_some()
             {
                 return err(Errno::EINVAL, format!("handle {h} is inconsistent"));

@@ -127,3 +127,18 @@ fn a_broken_snapshot_is_refused() {
     );
     let _ = fds[0].as_fd();
 }
+
+#[test]
+fn a_stale_handle_of_a_session_that_is_gone_survives_a_snapshot() {
+    let mut old = Luo::with_default_handlers();
+    // Aborted by name while its handle is open: the handle goes stale and
+    // stays until its holder closes it.
+    let h = old.create_session(1000, b"aborted").unwrap();
+    old.preserve(h, memfd(b"x"), 1).unwrap();
+    old.abort_session(1000, b"aborted").unwrap();
+    let mut new = carry(&old);
+    assert_eq!(new.name(h).unwrap_err().errno, Errno::ESTALE);
+    new.close(h).unwrap();
+    assert_eq!(new.close(h).unwrap_err().errno, Errno::EBADF);
+    assert!(new.sessions().is_empty());
+}

@@ -60,6 +60,30 @@ pub struct Status {
     /// not say: `unknown`).
     #[serde(default = "unknown_store")]
     pub store: String,
+    /// The keeper, when `store` is one (older agents do not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeper: Option<KeeperStatus>,
+}
+
+/// The keeper that holds copies of the agent's custody descriptors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeeperStatus {
+    /// Its pid.
+    pub pid: u32,
+    /// `started` (by this agent), `found` (it answered for a previous
+    /// agent, whose files this one took back) or `unknown`.
+    pub origin: String,
+    /// Descriptors it holds: files and session records (absent when it did
+    /// not answer in time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<u64>,
+    /// Custody files it holds (absent when it did not answer in time, or is
+    /// a 0.1.0 keeper, which counts only entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    /// Session records it holds (same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u64>,
 }
 
 /// A file of a kexec preflight that would not cross.

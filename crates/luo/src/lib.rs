@@ -91,7 +91,7 @@ mod wire;
 pub use client::{Client, KexecPlan};
 pub use luo_proto::ops::Upgraded;
 pub use luo_proto::types::{
-    FileStatus, Identity, IdentityKind, LostFile, Preflight, PreflightSession, Quota,
+    FileStatus, Identity, IdentityKind, KeeperStatus, LostFile, Preflight, PreflightSession, Quota,
     RetrieveStatus, SessionInfo, SessionState, Status, Usage,
 };
 pub use luo_proto::{Errno, Error, Value};

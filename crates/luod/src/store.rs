@@ -46,11 +46,17 @@ struct Taken {
     more: bool,
 }
 
-/// The keeper's answer to [`ToKeeper::Count`].
+/// The keeper's answer to [`ToKeeper::Count`]. `files` and `sessions`
+/// (entries that are custody files, session records) are absent from
+/// keepers of older binaries.
 #[derive(Debug, Serialize, Deserialize)]
-struct Counted {
-    entries: u64,
-    pid: u32,
+pub(crate) struct Counted {
+    pub(crate) entries: u64,
+    pub(crate) pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) files: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sessions: Option<u64>,
 }
 
 /// The keeper's first message: it listens at its path.
@@ -65,11 +71,45 @@ fn answer<T: Serialize>(link: BorrowedFd<'_>, m: &T, fds: &[BorrowedFd<'_>]) -> 
     luo_proto::send(link, &luo_proto::encode_reply(m, fds.len())?, fds)
 }
 
+/// How the agent came by its keeper, for `luoctl status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// This agent started it.
+    Started,
+    /// It answered for a previous agent, and this one took its files back.
+    Found,
+    /// Carried over an in-place upgrade from a binary that did not say.
+    Unknown,
+}
+
+impl Origin {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Origin::Started => "started",
+            Origin::Found => "found",
+            Origin::Unknown => "unknown",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Origin {
+        match s {
+            "started" => Origin::Started,
+            "found" => Origin::Found,
+            _ => Origin::Unknown,
+        }
+    }
+}
+
 /// A named-descriptor store.
 #[derive(Debug)]
 pub(crate) enum Sink {
-    /// The keeper: the agent's end of its connection, and its pid.
-    Keeper { link: OwnedFd, pid: u32 },
+    /// The keeper: the agent's end of its connection, its pid, and whether
+    /// this agent started it.
+    Keeper {
+        link: OwnedFd,
+        pid: u32,
+        origin: Origin,
+    },
     /// systemd's fd store, through `$NOTIFY_SOCKET`.
     Systemd(PathBuf),
 }
@@ -134,6 +174,30 @@ impl Sink {
             Sink::Keeper { pid, .. } => format!("keeper (pid {pid})"),
             Sink::Systemd(_) => "systemd fd store".to_string(),
         }
+    }
+
+    /// Asks the keeper what it holds; `None` when it does not answer within
+    /// `ms` (the link then may hold a late answer: the next ask skips it).
+    pub(crate) fn count(&self, ms: i32) -> Option<Counted> {
+        let Sink::Keeper { link, .. } = self else {
+            return None;
+        };
+        let link = link.as_fd();
+        let mut buf = RecvBuf::default();
+        // Nothing else reads this link: drop a late answer to an earlier ask.
+        luo_sys::set_nonblocking(link, true).ok()?;
+        while let Ok(Some(_)) = luo_proto::recv(link, &mut buf) {}
+        let _ = luo_sys::set_nonblocking(link, false);
+        tell(link, &ToKeeper::Count {}, &[]).ok()?;
+        let ep = luo_sys::Epoll::new().ok()?;
+        ep.add(link, 0, EPOLLIN).ok()?;
+        let mut ready = Vec::new();
+        ep.wait(&mut ready, 1, ms).ok()?;
+        if ready.is_empty() {
+            return None;
+        }
+        let m = luo_proto::recv(link, &mut buf).ok()??;
+        m.reply::<Counted>().ok().map(|(c, _)| c)
     }
 
     /// Tells the keeper it may exit: the agent stops and leaves nothing.
@@ -344,10 +408,17 @@ fn keeper(path: &Path, link: i32) -> Result<(), String> {
     let mut link = fds.pop();
     // A stale socket file of a keeper that died.
     let _ = std::fs::remove_file(path);
-    let listener = luo_sys::seqpacket_listen(path, 16)
-        .map_err(|e| format!("listening on {}: {e}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    let mut listener = listen(path)?;
+    // Without it (a directory it may not open), it waits as before.
+    let mut place = Place::new(path)
+        .map_err(|e| {
+            eprintln!(
+                "luod keeper (pid {}): {e}: it will not notice when no luod can reach it any more",
+                std::process::id()
+            )
+        })
+        .ok();
+    let mut last_check = std::time::Instant::now();
     let ep = luo_sys::Epoll::new().map_err(|e| e.to_string())?;
     ep.add(listener.as_fd(), 0, EPOLLIN)
         .map_err(|e| e.to_string())?;
@@ -362,9 +433,42 @@ fn keeper(path: &Path, link: i32) -> Result<(), String> {
     let mut entries: BTreeMap<String, OwnedFd> = BTreeMap::new();
     let mut events = Vec::new();
     loop {
-        match ep.wait(&mut events, 8, -1) {
+        // With no agent connected, check now and then that one can still
+        // reach this keeper (see `Place`).
+        let timeout = if link.is_some() { -1 } else { ORPHAN_CHECK_MS };
+        match ep.wait(&mut events, 8, timeout) {
             Ok(()) | Err(Errno::EINTR) => {}
             Err(e) => return Err(format!("epoll: {e}")),
+        }
+        if link.is_none() && last_check.elapsed().as_millis() >= ORPHAN_CHECK_MS as u128 {
+            last_check = std::time::Instant::now();
+            let reach = place.as_ref().map_or(Reach::Yes, |p| p.check(path));
+            match reach {
+                Reach::Yes => {}
+                Reach::Rebind => match listen(path) {
+                    Ok(l) => {
+                        let _ = ep.delete(listener.as_fd());
+                        listener = l;
+                        ep.add(listener.as_fd(), 0, EPOLLIN)
+                            .map_err(|e| e.to_string())?;
+                        match Place::new(path) {
+                            Ok(p) => place = Some(p),
+                            Err(e) => eprintln!("luod keeper (pid {}): {e}", std::process::id()),
+                        }
+                        eprintln!(
+                            "luod keeper (pid {}): its socket {} was removed; listening there again, so that the next luod finds its {} entries",
+                            std::process::id(),
+                            path.display(),
+                            entries.len()
+                        );
+                    }
+                    Err(e) => eprintln!("luod keeper (pid {}): {e}", std::process::id()),
+                },
+                Reach::Lost(why) => {
+                    report_dropped(path, &why, &entries);
+                    return Ok(());
+                }
+            }
         }
         for &(key, _) in &events {
             if key == 0 {
@@ -428,6 +532,176 @@ fn keeper(path: &Path, link: i32) -> Result<(), String> {
     }
 }
 
+/// How often a keeper without an agent checks that it can still be reached.
+const ORPHAN_CHECK_MS: i32 = 1000;
+
+/// Listens at `path` (mode 0600).
+fn listen(path: &Path) -> Result<OwnedFd, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let listener = luo_sys::seqpacket_listen(path, 16)
+        .map_err(|e| format!("listening on {}: {e}", path.display()))?;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    Ok(listener)
+}
+
+/// Where the keeper listens, as it was when it started listening: its
+/// directory (held open, and its device and inode) and its socket file's
+/// device and inode. A luod finds the keeper by its path only; once the
+/// path leads elsewhere, nothing can ever take the files back.
+struct Place {
+    dir: PathBuf,
+    dir_file: std::fs::File,
+    dir_id: (u64, u64),
+    sock_id: (u64, u64),
+}
+
+/// What [`Place::check`] found.
+enum Reach {
+    /// The path still leads here.
+    Yes,
+    /// The directory is the same but the socket file is gone: listen again.
+    Rebind,
+    /// The path can never lead here again: why.
+    Lost(String),
+}
+
+fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+impl Place {
+    fn new(path: &Path) -> Result<Place, String> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir_file =
+            std::fs::File::open(&dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+        let dir_id = file_id(
+            &dir_file
+                .metadata()
+                .map_err(|e| format!("{}: {e}", dir.display()))?,
+        );
+        let sock_id = file_id(
+            &std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+        Ok(Place {
+            dir,
+            dir_file,
+            dir_id,
+            sock_id,
+        })
+    }
+
+    /// Only what proves the path cannot lead here again counts as lost: a
+    /// directory removed (no links left) or replaced, or the socket file
+    /// replaced by another's. Errors that prove nothing (`EACCES`) do not.
+    fn check(&self, path: &Path) -> Reach {
+        use std::io::ErrorKind::NotFound;
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.dir.display();
+        if self.dir_file.metadata().is_ok_and(|m| m.nlink() == 0) {
+            return Reach::Lost(format!("its directory {dir} was removed"));
+        }
+        match std::fs::metadata(&self.dir) {
+            Err(e) if e.kind() == NotFound => {
+                return Reach::Lost(format!("its directory {dir} is gone"));
+            }
+            Ok(m) if file_id(&m) != self.dir_id => {
+                return Reach::Lost(format!(
+                    "{dir} is another directory now (the one it listened in was removed or moved)"
+                ));
+            }
+            _ => {}
+        }
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == NotFound => Reach::Rebind,
+            Ok(m) if file_id(&m) != self.sock_id => Reach::Lost(format!(
+                "{} is another socket now (a new keeper's)",
+                path.display()
+            )),
+            _ => Reach::Yes,
+        }
+    }
+}
+
+/// One session as the keeper holds it, for [`report_dropped`].
+#[derive(Default)]
+struct Held {
+    /// The newest record: generation, and its owner, name and state.
+    record: Option<(u64, String)>,
+    files: u64,
+    bytes: u64,
+}
+
+/// Logs every session the keeper drops (owner, name, state, files, bytes).
+fn report_dropped(path: &Path, why: &str, entries: &BTreeMap<String, OwnedFd>) {
+    use crate::agent::mirror::{parse_name, Entry};
+    let me = std::process::id();
+    let mut held: BTreeMap<&str, Held> = BTreeMap::new();
+    let mut unknown = 0u64;
+    for (name, fd) in entries {
+        match parse_name(name) {
+            Some(Entry::Record(prefix, gen)) => {
+                let h = held.entry(prefix).or_default();
+                if h.record.as_ref().is_none_or(|(g, _)| *g < gen) {
+                    h.record = Some((gen, describe_record(fd.as_fd())));
+                }
+            }
+            Some(Entry::File(prefix, _, _)) => {
+                let h = held.entry(prefix).or_default();
+                h.files += 1;
+                h.bytes += luo_sys::fstat(fd.as_fd())
+                    .ok()
+                    .filter(|st| st.is_regular())
+                    .map_or(0, |st| st.size);
+            }
+            None => unknown += 1,
+        }
+    }
+    let files: u64 = held.values().map(|h| h.files).sum();
+    let bytes: u64 = held.values().map(|h| h.bytes).sum();
+    eprintln!(
+        "luod keeper (pid {me}): {why}, so no luod can reach {} again: dropping {} sessions with {files} files ({bytes} bytes) and exiting",
+        path.display(),
+        held.len()
+    );
+    for h in held.values() {
+        let what = h
+            .record
+            .as_ref()
+            .map_or("a session without a record", |(_, d)| d.as_str());
+        eprintln!(
+            "luod keeper (pid {me}): dropped {what}: {} files, {} bytes",
+            h.files, h.bytes
+        );
+    }
+    if unknown > 0 {
+        eprintln!("luod keeper (pid {me}): dropped {unknown} unknown entries");
+    }
+}
+
+/// `session "NAME" of uid OWNER (STATE)` from a session record.
+fn describe_record(fd: BorrowedFd<'_>) -> String {
+    use std::os::unix::fs::FileExt;
+    let mut text = vec![0u8; 4096];
+    let n = fd
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.read_at(&mut text, 0))
+        .unwrap_or(0);
+    let v: serde_json::Value = serde_json::from_slice(&text[..n]).unwrap_or_default();
+    format!(
+        "session {:?} of uid {} ({})",
+        v["name"].as_str().unwrap_or("?"),
+        v["owner"]
+            .as_u64()
+            .map_or("?".to_string(), |o| o.to_string()),
+        v["state"].as_str().unwrap_or("?")
+    )
+}
+
 /// What [`serve_one`] found.
 enum Served {
     /// A message, handled.
@@ -476,9 +750,20 @@ fn serve_one(
             }
         }
         ToKeeper::Count {} => {
+            use crate::agent::mirror::{parse_name, Entry};
+            let (mut files, mut sessions) = (0, 0);
+            for n in entries.keys() {
+                match parse_name(n) {
+                    Some(Entry::File(..)) => files += 1,
+                    Some(Entry::Record(..)) => sessions += 1,
+                    None => {}
+                }
+            }
             let counted = Counted {
                 entries: entries.len() as u64,
                 pid: std::process::id(),
+                files: Some(files),
+                sessions: Some(sessions),
             };
             let _ = answer(l, &counted, &[]);
         }

@@ -140,7 +140,11 @@ impl Mirror {
         match crate::store::spawn_keeper(path) {
             Ok((link, pid)) => {
                 KEEPER_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
-                self.sink = Sink::Keeper { link, pid };
+                self.sink = Sink::Keeper {
+                    link,
+                    pid,
+                    origin: crate::store::Origin::Started,
+                };
                 self.sessions.clear();
                 self.broken = false;
                 self.sync_all(luo);
@@ -466,12 +470,12 @@ struct Found {
 }
 
 /// Splits `luo.s.PREFIX.GEN` and `luo.f.PREFIX.SEQ.TOKEN`.
-enum Entry<'a> {
+pub(crate) enum Entry<'a> {
     Record(&'a str, u64),
     File(&'a str, u64, u64),
 }
 
-fn parse_name(name: &str) -> Option<Entry<'_>> {
+pub(crate) fn parse_name(name: &str) -> Option<Entry<'_>> {
     if let Some(rest) = name.strip_prefix("luo.s.") {
         let (prefix, gen) = rest.rsplit_once('.')?;
         return Some(Entry::Record(prefix, gen.parse().ok()?));
@@ -672,7 +676,11 @@ mod tests {
     fn each_change_costs_the_store_what_it_changed_and_no_more() {
         let (ours, keeper) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
         luo_sys::set_nonblocking(keeper.as_fd(), true).unwrap();
-        let mut m = Mirror::new(Sink::Keeper { link: ours, pid: 0 });
+        let mut m = Mirror::new(Sink::Keeper {
+            link: ours,
+            pid: 0,
+            origin: crate::store::Origin::Started,
+        });
         let inc = m.inc.clone();
         let mut luo = Luo::with_default_handlers();
         let h = luo.create_session(1000, b"s").unwrap();
@@ -731,7 +739,11 @@ mod tests {
     fn an_unpreserve_writes_the_session_again_under_a_new_prefix() {
         let (ours, keeper) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
         luo_sys::set_nonblocking(keeper.as_fd(), true).unwrap();
-        let mut m = Mirror::new(Sink::Keeper { link: ours, pid: 0 });
+        let mut m = Mirror::new(Sink::Keeper {
+            link: ours,
+            pid: 0,
+            origin: crate::store::Origin::Started,
+        });
         let inc = m.inc.clone();
         let mut luo = Luo::with_default_handlers();
         let h = luo.persist_session(1000, b"p").unwrap();

@@ -17,6 +17,8 @@ use super::{quoted, Agent, Kind, Reply};
 
 /// Most tokens in one `preserve` or `retrieve` (one descriptor each).
 const MAX_TOKENS: usize = luo_proto::MAX_FDS;
+/// How long `status` waits for the keeper to say what it holds.
+const KEEPER_ASK_MS: i32 = 200;
 
 fn einval(msg: impl Into<std::borrow::Cow<'static, str>>) -> Error {
     Error::new(Errno::EINVAL, msg)
@@ -457,7 +459,23 @@ impl Agent {
                 .mirror
                 .as_ref()
                 .map_or_else(|| "none".to_string(), |m| m.describe()),
+            keeper: None,
         };
+        if let Some(crate::store::Sink::Keeper { pid, origin, .. }) =
+            self.mirror.as_ref().map(|m| &m.sink)
+        {
+            let counted = self
+                .mirror
+                .as_ref()
+                .and_then(|m| m.sink.count(KEEPER_ASK_MS));
+            st.keeper = Some(luo_proto::types::KeeperStatus {
+                pid: *pid,
+                origin: origin.as_str().to_string(),
+                entries: counted.as_ref().map(|c| c.entries),
+                files: counted.as_ref().and_then(|c| c.files),
+                sessions: counted.as_ref().and_then(|c| c.sessions),
+            });
+        }
         if let Ok((soft, hard)) = luo_sys::nofile_limit() {
             st.nofile_soft = soft;
             st.nofile_hard = hard;

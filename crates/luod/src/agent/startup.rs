@@ -216,7 +216,14 @@ fn store_and_reclaim(
                     path.display(),
                     entries.len()
                 );
-                (crate::store::Sink::Keeper { link, pid }, entries)
+                (
+                    crate::store::Sink::Keeper {
+                        link,
+                        pid,
+                        origin: crate::store::Origin::Found,
+                    },
+                    entries,
+                )
             }
             None if crate::store::connect_keeper(&path).is_some() => {
                 return Err(AgentError::Backend(format!(
@@ -227,7 +234,14 @@ fn store_and_reclaim(
             None => match crate::store::spawn_keeper(&path) {
                 Ok((link, pid)) => {
                     info!("started the keeper (pid {pid}, {}): it holds copies of the files in custody, so that a crash of luod loses nothing", path.display());
-                    (crate::store::Sink::Keeper { link, pid }, Vec::new())
+                    (
+                        crate::store::Sink::Keeper {
+                            link,
+                            pid,
+                            origin: crate::store::Origin::Started,
+                        },
+                        Vec::new(),
+                    )
                 }
                 Err(e) => {
                     warn!("{e}; sessions will not survive a crash of luod");

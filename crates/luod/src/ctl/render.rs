@@ -143,7 +143,7 @@ pub(super) fn render_status(s: &Status) -> String {
             format!("{} (hard {})", s.nofile_soft, s.nofile_hard),
         ),
         ("usage/quota", quota),
-        ("crash safety", s.store.clone()),
+        ("crash safety", crash_safety(s)),
     ];
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
@@ -151,6 +151,24 @@ pub(super) fn render_status(s: &Status) -> String {
         let _ = writeln!(out, "{:<w$} {v}", format!("{k}:"));
     }
     out
+}
+
+/// `keeper (pid 4243): started by this luod, holds 12 files of 3 sessions`.
+fn crash_safety(s: &Status) -> String {
+    let Some(k) = &s.keeper else {
+        return s.store.clone();
+    };
+    let origin = match k.origin.as_str() {
+        "started" => "started by this luod",
+        "found" => "found running, left by a previous luod",
+        _ => "carried over an upgrade",
+    };
+    let held = match (k.files, k.sessions, k.entries) {
+        (Some(f), Some(n), _) => format!("holds {f} files of {n} sessions"),
+        (_, _, Some(e)) => format!("holds {e} entries (files and session records)"),
+        _ => "did not say what it holds".to_string(),
+    };
+    format!("{}: {origin}, {held}", s.store)
 }
 
 /// A session's state, and `persistent` after it for a persistent one

@@ -182,8 +182,8 @@ impl Agent {
             None => Value::Null,
             Some(m) => {
                 let sink = match &m.sink {
-                    Sink::Keeper { link, pid } => {
-                        json!({"keeper": fds.add(link.as_fd())?, "pid": *pid})
+                    Sink::Keeper { link, pid, origin } => {
+                        json!({"keeper": fds.add(link.as_fd())?, "pid": *pid, "origin": origin.as_str()})
                     }
                     Sink::Systemd(p) => json!({"systemd": p.to_string_lossy()}),
                 };
@@ -419,7 +419,12 @@ pub(super) struct PlanConn {
 
 /// The mirror's sink (the keeper's descriptor and pid, or systemd's
 /// socket) and state.
-pub(super) type PlanMirror = (Option<(usize, u32)>, Option<PathBuf>, Value, Vec<u8>);
+pub(super) type PlanMirror = (
+    Option<(usize, u32, crate::store::Origin)>,
+    Option<PathBuf>,
+    Value,
+    Vec<u8>,
+);
 
 /// The whole state, checked and parsed, naming descriptors by index.
 pub(super) struct Plan {
@@ -525,7 +530,14 @@ pub(super) fn parse_plan(read: &StateRead) -> Result<Plan, AgentError> {
             m => {
                 let sink = field(m, "sink")?;
                 let keeper = match sink.get("keeper") {
-                    Some(i) => Some((num(i)? as usize, num(field(sink, "pid")?)? as u32)),
+                    Some(i) => Some((
+                        num(i)? as usize,
+                        num(field(sink, "pid")?)? as u32,
+                        // Older states do not say.
+                        crate::store::Origin::parse(
+                            sink.get("origin").and_then(Value::as_str).unwrap_or(""),
+                        ),
+                    )),
                     None => None,
                 };
                 let systemd = sink
@@ -586,7 +598,7 @@ pub(super) fn parse_plan(read: &StateRead) -> Result<Plan, AgentError> {
     if let Some(k) = &plan.kernel {
         k.fds().try_for_each(&mut named)?;
     }
-    if let Some((Some((i, _)), _, _, _)) = &plan.mirror {
+    if let Some((Some((i, _, _)), _, _, _)) = &plan.mirror {
         named(*i)?;
     }
     for s in &plan.model.sessions {

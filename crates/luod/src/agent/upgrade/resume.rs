@@ -112,7 +112,11 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
     }
     let mirror = plan.mirror.map(|(keeper, systemd, state, bin)| {
         let sink = match (keeper, systemd) {
-            (Some((i, pid)), _) => Sink::Keeper { link: take(i), pid },
+            (Some((i, pid, origin)), _) => Sink::Keeper {
+                link: take(i),
+                pid,
+                origin,
+            },
             (None, p) => Sink::Systemd(p.unwrap_or_default()),
         };
         mirror::Mirror::from_state(sink, &state, &bin).expect("checked in the plan")
