@@ -285,6 +285,9 @@ args! {
         /// Go ahead despite problems.
         #[serde(default)]
         force: bool,
+        /// With `dry_run`: the `"next"` of the previous preflight page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<u64>,
     }
 }
 
@@ -437,8 +440,9 @@ pub struct Preserved {
     pub preserved: u64,
 }
 
-/// The reply to `kexec`: the preflight with `dry_run`; nothing otherwise
-/// (the machine reboots).
+/// The reply to `kexec`: one page of the preflight with `dry_run` (its
+/// `next` says where the following page starts); nothing otherwise (the
+/// machine reboots).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KexecReply {
     /// What the update would carry and lose.
