@@ -302,7 +302,9 @@ pub(super) fn render_preflight(p: &Preflight) -> String {
     // matter first and counts the rest; --json has every one.
     let more = "luoctl update --kexec --dry-run --json lists every one";
     let mut order: Vec<&luo::PreflightSession> = p.sessions.iter().collect();
-    order.sort_by_key(|s| s.lost.is_empty());
+    if order.len() > PREFLIGHT_ROWS {
+        order.sort_by_key(|s| s.lost.is_empty());
+    }
     if p.sessions.is_empty() {
         out.push_str("no sessions\n");
     } else {
