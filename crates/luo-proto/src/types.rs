@@ -190,13 +190,14 @@ const PREFLIGHT_SLACK: usize = 256;
 /// it with `continued`). Every page repeats the totals, the problems,
 /// `session_count` and `fingerprint`. `EINVAL` for a `start` past the end,
 /// or when the header alone leaves no room (a huge command line).
-pub fn page_preflight(all: &Preflight, start: u64) -> Result<Preflight> {
+pub fn page_preflight(mut all: Preflight, start: u64) -> Result<Preflight> {
+    let fingerprint = all.fingerprint_of();
+    let sessions = std::mem::take(&mut all.sessions);
     let mut page = Preflight {
-        sessions: Vec::new(),
-        session_count: Some(all.sessions.len() as u64),
-        fingerprint: Some(all.fingerprint_of()),
+        session_count: Some(sessions.len() as u64),
+        fingerprint: Some(fingerprint),
         next: Some(u64::MAX),
-        ..all.clone()
+        ..all
     };
     let room = crate::MAX_MESSAGE.saturating_sub(json_len(&page) + PREFLIGHT_SLACK);
     if room < 4096 {
@@ -205,14 +206,14 @@ pub fn page_preflight(all: &Preflight, start: u64) -> Result<Preflight> {
             format!(
                 "the preflight's header alone takes {} bytes (the command line is {} bytes); a kernel command line is at most a few KiB",
                 json_len(&page),
-                all.cmdline.len()
+                page.cmdline.len()
             ),
         ));
     }
     // Find the session holding item `start`.
     let mut item = 0u64;
     let mut at = None;
-    for (i, s) in all.sessions.iter().enumerate() {
+    for (i, s) in sessions.iter().enumerate() {
         let span = 1 + s.lost.len() as u64;
         if start < item + span {
             at = Some((i, (start - item) as usize));
@@ -232,7 +233,7 @@ pub fn page_preflight(all: &Preflight, start: u64) -> Result<Preflight> {
     };
     let mut used = 0usize;
     let mut cursor = start;
-    for s in &all.sessions[first..] {
+    for s in &sessions[first..] {
         // A header item, unless the page resumes inside this session.
         let skip = if page.sessions.is_empty() && offset > 0 {
             offset - 1
@@ -525,7 +526,7 @@ mod tests {
         let mut start = 0;
         let mut pages = 0;
         loop {
-            let page = page_preflight(all, start).unwrap();
+            let page = page_preflight(all.clone(), start).unwrap();
             let bytes = crate::encode_reply(
                 &crate::ops::KexecReply {
                     preflight: Some(page.clone()),
@@ -565,20 +566,20 @@ mod tests {
         // A small preflight is one page, as luod 0.1.0 sent it, with the
         // new members only added.
         let small = preflight(3, 2);
-        let page = page_preflight(&small, 0).unwrap();
+        let page = page_preflight(small.clone(), 0).unwrap();
         assert_eq!(page.next, None);
         assert_eq!(page.sessions, small.sessions);
-        assert_eq!(page_preflight(&small, 99).unwrap_err().errno, Errno::EINVAL);
+        assert_eq!(page_preflight(small, 99).unwrap_err().errno, Errno::EINVAL);
     }
 
     #[test]
     fn a_preflight_that_changed_between_pages_is_eagain() {
         let before = preflight(3, 16000);
-        let first = page_preflight(&before, 0).unwrap();
+        let first = page_preflight(before.clone(), 0).unwrap();
         let mut after = before.clone();
         after.sessions[1].lost.pop();
         after.lost_files -= 1;
-        let second = page_preflight(&after, first.next.unwrap()).unwrap();
+        let second = page_preflight(after, first.next.unwrap()).unwrap();
         let mut acc = Some(first);
         assert_eq!(
             merge_preflight(&mut acc, second).unwrap_err().errno,

@@ -123,6 +123,32 @@ fn two_thousand_sessions_come_back_whole() {
     );
     assert!(n("next").is_some());
 
+    // A page after the sessions changed says so by its fingerprint; a
+    // `start` outside a dry run, or past the end, is refused.
+    let page = |start: u64, dry_run: bool| {
+        let req = common::wire::request("kexec")
+            .with("cmdline", CMDLINE)
+            .with("dry_run", dry_run)
+            .with("start", start);
+        common::wire::call(&luod.connect(), req, &[kernel.as_fd()])
+    };
+    let second = page(n("next").unwrap(), true);
+    let second = common::wire::ok(&second)["preflight"].clone();
+    assert_eq!(second["fingerprint"], first["fingerprint"]);
+    let extra = client.create_session("extra").unwrap();
+    let changed = page(n("next").unwrap(), true);
+    assert_ne!(
+        common::wire::ok(&changed)["preflight"]["fingerprint"],
+        first["fingerprint"]
+    );
+    client.abort("extra", None).unwrap();
+    drop(extra);
+    assert_eq!(common::wire::errno(&page(1, false)), luo::Errno::EINVAL);
+    assert_eq!(
+        common::wire::errno(&page(1 << 40, true)),
+        luo::Errno::EINVAL
+    );
+
     let p = client.preflight(&plan(&kernel)).unwrap();
     let names: Vec<&str> = p.sessions.iter().map(|s| s.name.as_str()).collect();
     let want: Vec<String> = (0..N).map(|i| format!("stress-{i:04}")).collect();

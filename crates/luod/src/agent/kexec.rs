@@ -161,7 +161,7 @@ impl Agent {
         if dry_run {
             // Paged: at 2,000 sessions, or 16,000 sockets in one, the whole
             // preflight is several messages long.
-            let preflight = Some(page_preflight(&report, start.unwrap_or(0))?);
+            let preflight = Some(page_preflight(report, start.unwrap_or(0))?);
             return reply::<Kexec>(KexecReply { preflight }, vec![]);
         }
         let Some(k) = self.kernel.clone() else {
