@@ -260,7 +260,7 @@ pub fn page_preflight(mut all: Preflight, start: u64) -> Result<Preflight> {
         let out = page.sessions.last_mut().expect("just pushed");
         for f in &s.lost[skip..] {
             let len = json_len(f) + 1;
-            if used + len > room && (used > 0) {
+            if used + len > room && used > 0 {
                 page.next = Some(cursor);
                 return Ok(page);
             }
