@@ -37,7 +37,7 @@ const BIG_SEED: u64 = 0x5EED;
 /// stress sessions took about 400 s (e.g. creating them 143 s, luod
 /// restoring them after the kexec 93 s, retrieving and checking them
 /// 162 s; the `@@ uptime` and `@@ STRESS` lines of the serial log say);
-/// without them it took about 100 s.
+/// the rest of the run took about 90 s.
 const VM_TIMEOUT: Duration = Duration::from_secs(1200);
 /// The second kernel's command line.
 const NEXT_CMDLINE: &str = "console=ttyS0 liveupdate=on panic=-1 quiet stage=2";
