@@ -298,7 +298,9 @@ int luo_upgrade_agent(const struct luo_client *client, const char *binary, uint3
 // The preflight of a kernel live update of the kernel image open at
 // `kernel_fd`, the initramfs at `initrd_fd` (-1: none) and `cmdline`, as a
 // JSON object (docs/protocol.md, `kexec`) stored at `*json`; free it with
-// `luo_string_free`. Root only (`-EPERM`).
+// `luo_string_free`. Root only (`-EPERM`). luod sends a large preflight in
+// pages; this reads them all (`-EAGAIN` when the sessions kept changing
+// meanwhile).
 //
 // # Safety
 //

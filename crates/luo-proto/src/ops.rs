@@ -7,6 +7,15 @@
 //! handled does not compile, and the client library sends a [`Call`] and
 //! reads its `Reply`. Unknown, duplicated and mistyped members are refused.
 //!
+//! Every reply fits one message at any number of sessions and files:
+//! `sessions`, `show`, `info` and the `kexec` preflight grow with them and
+//! are paged (`start`, `next`; [`crate::types`]); the others are bounded
+//! by their shape: counts and epochs, a session name (63 bytes), version
+//! strings, `ioctl`'s name in hex, at most [`crate::MAX_FDS`] descriptors,
+//! and refusals whose client strings are cut short ([`clip`]) and whose
+//! `kexec` problems are at most three sentences with a count in each. An
+//! op whose reply could grow must page it the same way.
+//!
 //! To add an op: its struct here, its line at the end of the enum (serde
 //! also takes a variant's index as its tag: an existing op's index must
 //! not change), its arm in luod's `agent/ops.rs`, its method in the client
@@ -285,6 +294,9 @@ args! {
         /// Go ahead despite problems.
         #[serde(default)]
         force: bool,
+        /// With `dry_run`: the `"next"` of the previous preflight page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<u64>,
     }
 }
 
@@ -437,8 +449,9 @@ pub struct Preserved {
     pub preserved: u64,
 }
 
-/// The reply to `kexec`: the preflight with `dry_run`; nothing otherwise
-/// (the machine reboots).
+/// The reply to `kexec`: one page of the preflight with `dry_run` (its
+/// `next` says where the following page starts); nothing otherwise (the
+/// machine reboots).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KexecReply {
     /// What the update would carry and lose.

@@ -112,8 +112,12 @@ pub struct PreflightSession {
     pub carried: u64,
     /// memfd bytes that cross.
     pub bytes: u64,
-    /// Files that would be lost, and why.
+    /// Files that would be lost, and why (in a page: those of the page).
     pub lost: Vec<LostFile>,
+    /// Its `lost` continues the last session of the previous page: a
+    /// session with more lost files than one page holds spans pages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continued: bool,
 }
 
 /// What a kernel live update now would carry and lose (`kexec` with
@@ -150,6 +154,181 @@ pub struct Preflight {
     pub lost_files: u64,
     /// Not empty: the update refuses without `force`.
     pub problems: Vec<String>,
+    /// Sessions in the whole preflight, every page (luod 0.1.0 does not
+    /// page and does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_count: Option<u64>,
+    /// The same in every page of one preflight: another value means the
+    /// sessions changed between pages ([`Preflight::fingerprint_of`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<u64>,
+    /// The `start` of the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
+}
+
+impl Preflight {
+    /// What every page of a preflight repeats: the sessions and lost files
+    /// it lists, and the totals. FNV-1a, so that it is the same from any
+    /// build of the agent.
+    pub fn fingerprint_of(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for n in [
+            self.epoch,
+            self.carried_files,
+            self.carried_bytes,
+            self.lost_files,
+        ] {
+            eat(&n.to_le_bytes());
+        }
+        for s in &self.sessions {
+            eat(&s.owner.to_le_bytes());
+            eat(&(s.name.len() as u64).to_le_bytes());
+            eat(s.name.as_bytes());
+            eat(s.state.as_str().as_bytes());
+            for n in [s.files, s.carried, s.bytes, s.lost.len() as u64] {
+                eat(&n.to_le_bytes());
+            }
+            for f in &s.lost {
+                eat(&f.token.to_le_bytes());
+                eat(f.handler.as_bytes());
+            }
+        }
+        h
+    }
+}
+
+/// Room one preflight page leaves for the JSON envelope (`"v"`, `"fds"`,
+/// `"ok"`, `"preflight"`) and the commas between items.
+const PREFLIGHT_SLACK: usize = 256;
+
+/// One page of a whole preflight `all` from item `start`, where a
+/// session's header is one item and each of its lost files another (so a
+/// page may end inside a session's lost files, and the next one resumes
+/// it with `continued`). Every page repeats the totals, the problems,
+/// `session_count` and `fingerprint`. `EINVAL` for a `start` past the end,
+/// or when the header alone leaves no room (a huge command line).
+pub fn page_preflight(mut all: Preflight, start: u64) -> Result<Preflight> {
+    let fingerprint = all.fingerprint_of();
+    let sessions = std::mem::take(&mut all.sessions);
+    let mut page = Preflight {
+        session_count: Some(sessions.len() as u64),
+        fingerprint: Some(fingerprint),
+        next: Some(u64::MAX),
+        ..all
+    };
+    let room = crate::MAX_MESSAGE.saturating_sub(json_len(&page) + PREFLIGHT_SLACK);
+    if room < 4096 {
+        return Err(Error::new(
+            Errno::EINVAL,
+            format!(
+                "the preflight's header alone takes {} bytes (the command line is {} bytes); a kernel command line is at most a few KiB",
+                json_len(&page),
+                page.cmdline.len()
+            ),
+        ));
+    }
+    // Find the session holding item `start`.
+    let mut item = 0u64;
+    let mut at = None;
+    for (i, s) in sessions.iter().enumerate() {
+        let span = 1 + s.lost.len() as u64;
+        if start < item + span {
+            at = Some((i, (start - item) as usize));
+            break;
+        }
+        item += span;
+    }
+    let Some((first, offset)) = at else {
+        if start == 0 || start == item {
+            page.next = None;
+            return Ok(page);
+        }
+        return Err(Error::new(
+            Errno::EINVAL,
+            format!("'start' {start} is past the preflight's {item} items; start again from 0"),
+        ));
+    };
+    let mut used = 0usize;
+    let mut cursor = start;
+    for s in &sessions[first..] {
+        // A header item, unless the page resumes inside this session.
+        let skip = if page.sessions.is_empty() && offset > 0 {
+            offset - 1
+        } else {
+            let head = PreflightSession {
+                lost: Vec::new(),
+                continued: false,
+                ..s.clone()
+            };
+            let len = json_len(&head) + 1;
+            if used + len > room && !page.sessions.is_empty() {
+                page.next = Some(cursor);
+                return Ok(page);
+            }
+            used += len;
+            cursor += 1;
+            0
+        };
+        page.sessions.push(PreflightSession {
+            lost: Vec::new(),
+            continued: page.sessions.is_empty() && offset > 0,
+            ..s.clone()
+        });
+        let out = page.sessions.last_mut().expect("just pushed");
+        for f in &s.lost[skip..] {
+            let len = json_len(f) + 1;
+            if used + len > room && used > 0 {
+                page.next = Some(cursor);
+                return Ok(page);
+            }
+            used += len;
+            cursor += 1;
+            out.lost.push(f.clone());
+        }
+    }
+    page.next = None;
+    Ok(page)
+}
+
+/// Adds one page of [`page_preflight`] to what earlier pages gave (`acc`
+/// is `None` before the first). `EAGAIN` when the sessions changed between
+/// pages (another fingerprint, or a `continued` session that is not the
+/// previous page's last): the caller starts again from the first page.
+pub fn merge_preflight(acc: &mut Option<Preflight>, page: Preflight) -> Result<()> {
+    let Some(all) = acc else {
+        *acc = Some(page);
+        return Ok(());
+    };
+    let changed = || {
+        Error::new(
+            Errno::EAGAIN,
+            "the sessions changed while the preflight was being read; ask again",
+        )
+    };
+    if page.fingerprint != all.fingerprint {
+        return Err(changed());
+    }
+    let mut sessions = page.sessions.into_iter();
+    if let Some(first) = sessions.as_slice().first() {
+        if first.continued {
+            let last = all.sessions.last_mut().ok_or_else(changed)?;
+            if (last.owner, &last.name) != (first.owner, &first.name) {
+                return Err(changed());
+            }
+            let first = sessions.next().expect("not empty");
+            last.lost.extend(first.lost);
+        }
+    }
+    all.sessions.extend(sessions);
+    all.next = page.next;
+    Ok(())
 }
 
 /// Bytes of items one paged reply may carry, leaving room for the envelope
@@ -324,6 +503,112 @@ mod tests {
         }
         assert!(pages > 10, "{pages} pages");
         assert_eq!(acc, all);
+    }
+
+    fn preflight(sessions: usize, lost: usize) -> Preflight {
+        let sessions: Vec<PreflightSession> = (0..sessions)
+            .map(|i| PreflightSession {
+                owner: 1000,
+                name: format!("s{i}"),
+                state: SessionState::Open,
+                files: 1 + if i == 1 { lost as u64 } else { 0 },
+                carried: 1,
+                bytes: 4096,
+                lost: (0..if i == 1 { lost as u64 } else { 0 })
+                    .map(|t| LostFile {
+                        token: t,
+                        handler: "luo-eventfd-v1".into(),
+                        why: "an eventfd's counter lives in kernel memory".into(),
+                    })
+                    .collect(),
+                continued: false,
+            })
+            .collect();
+        Preflight {
+            backend: "kernel".into(),
+            epoch: 3,
+            liveupdate_device: true,
+            current_cmdline_liveupdate: true,
+            cmdline: "liveupdate=on".into(),
+            next_cmdline_liveupdate: true,
+            kernel_bytes: 1 << 20,
+            initrd_bytes: None,
+            kernel_sessions: Some(1),
+            carried_files: sessions.len() as u64,
+            carried_bytes: 4096 * sessions.len() as u64,
+            lost_files: lost as u64,
+            sessions,
+            problems: vec!["files would be lost".into()],
+            session_count: None,
+            fingerprint: None,
+            next: None,
+        }
+    }
+
+    fn read_all(all: &Preflight) -> (Preflight, usize) {
+        let mut acc = None;
+        let mut start = 0;
+        let mut pages = 0;
+        loop {
+            let page = page_preflight(all.clone(), start).unwrap();
+            let bytes = crate::encode_reply(
+                &crate::ops::KexecReply {
+                    preflight: Some(page.clone()),
+                },
+                0,
+            )
+            .expect("a page must fit in one message");
+            assert!(bytes.len() <= crate::MAX_MESSAGE);
+            assert_eq!(page.problems, all.problems, "every page has the problems");
+            assert_eq!(page.session_count, Some(all.sessions.len() as u64));
+            let next = page.next;
+            merge_preflight(&mut acc, page).unwrap();
+            pages += 1;
+            match next {
+                Some(n) => start = n,
+                None => break,
+            }
+        }
+        (acc.unwrap(), pages)
+    }
+
+    #[test]
+    fn a_preflight_pages_by_sessions_and_by_lost_files() {
+        for (sessions, lost, min_pages) in [(0, 0, 1), (3, 2, 1), (2000, 0, 2), (3, 16000, 20)] {
+            let all = preflight(sessions, lost);
+            let (got, pages) = read_all(&all);
+            assert!(pages >= min_pages, "{sessions}/{lost}: {pages} pages");
+            assert_eq!(
+                got,
+                Preflight {
+                    session_count: Some(sessions as u64),
+                    fingerprint: Some(all.fingerprint_of()),
+                    ..all.clone()
+                }
+            );
+        }
+        // A small preflight is one page, as luod 0.1.0 sent it, with the
+        // new members only added.
+        let small = preflight(3, 2);
+        let page = page_preflight(small.clone(), 0).unwrap();
+        assert_eq!(page.next, None);
+        assert_eq!(page.sessions, small.sessions);
+        assert_eq!(page_preflight(small, 99).unwrap_err().errno, Errno::EINVAL);
+    }
+
+    #[test]
+    fn a_preflight_that_changed_between_pages_is_eagain() {
+        let before = preflight(3, 16000);
+        let first = page_preflight(before.clone(), 0).unwrap();
+        let mut after = before.clone();
+        after.sessions[1].lost.pop();
+        after.lost_files -= 1;
+        let second = page_preflight(after, first.next.unwrap()).unwrap();
+        let mut acc = Some(first);
+        assert_eq!(
+            merge_preflight(&mut acc, second).unwrap_err().errno,
+            Errno::EAGAIN
+        );
     }
 
     #[test]

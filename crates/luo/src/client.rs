@@ -9,7 +9,7 @@ use luo_proto::ops::{
     AbortSession, CreateSession, FinishSession, GetStatus, HandoverSession, Kexec, ListSessions,
     PersistSession, RetrieveSession, Show, Update, Upgrade, Upgraded,
 };
-use luo_proto::types::{merge_details, Preflight, SessionInfo, Status};
+use luo_proto::types::{merge_details, merge_preflight, Preflight, SessionInfo, Status};
 use luo_proto::{Call, Errno, Error, RecvBuf, Value};
 
 use crate::wire;
@@ -316,16 +316,53 @@ impl Client {
         })
     }
 
-    fn kexec_request(&self, plan: &KexecPlan<'_>, dry_run: bool) -> Result<Option<Preflight>> {
+    fn kexec_request(
+        &self,
+        plan: &KexecPlan<'_>,
+        dry_run: bool,
+        start: Option<u64>,
+    ) -> Result<Option<Preflight>> {
         let req = Kexec {
             cmdline: plan.cmdline.into(),
             initrd: plan.initrd.is_some(),
             dry_run,
             force: plan.force,
+            start,
         };
         let mut fds = vec![plan.kernel];
         fds.extend(plan.initrd);
         Ok(self.line().call_with(&req, &fds, 0)?.0.preflight)
+    }
+
+    /// Every page of the preflight, once.
+    fn preflight_pages(&self, plan: &KexecPlan<'_>) -> Result<Preflight> {
+        let mut acc = None;
+        let mut start = None;
+        loop {
+            let page = self
+                .kexec_request(plan, true, start)?
+                .ok_or_else(|| wire::unexpected("no \"preflight\""))?;
+            let next = page.next;
+            merge_preflight(&mut acc, page)?;
+            match next {
+                Some(n) if Some(n) <= start => {
+                    return Err(wire::unexpected("a preflight page that does not advance"))
+                }
+                Some(n) => start = Some(n),
+                None => break,
+            }
+        }
+        let all = acc.expect("one page at least");
+        if all
+            .session_count
+            .is_some_and(|n| n != all.sessions.len() as u64)
+        {
+            return Err(Error::new(
+                Errno::EAGAIN,
+                "the sessions changed while the preflight was being read; ask again",
+            ));
+        }
+        Ok(all)
     }
 
     /// The preflight of a kernel live update: every session and file, what
@@ -334,12 +371,21 @@ impl Client {
     /// [`Client::kexec`] refuse without `force` (docs/protocol.md,
     /// `kexec`). Root only.
     ///
+    /// luod sends a large preflight in pages; this reads them all. When the
+    /// sessions change between pages it starts again (a few times).
+    ///
     /// # Errors
     ///
-    /// `EPERM` unless the caller is root; `EINVAL` for an unreadable image.
+    /// `EPERM` unless the caller is root; `EINVAL` for an unreadable image;
+    /// `EAGAIN` when the sessions kept changing while it read the pages.
     pub fn preflight(&self, plan: &KexecPlan<'_>) -> Result<Preflight> {
-        self.kexec_request(plan, true)?
-            .ok_or_else(|| wire::unexpected("no \"preflight\""))
+        let mut tries = 0;
+        loop {
+            match self.preflight_pages(plan) {
+                Err(e) if e.errno == Errno::EAGAIN && tries < 4 => tries += 1,
+                r => return r,
+            }
+        }
     }
 
     /// A kernel live update: luod loads the new kernel (`kexec_file_load`),
@@ -354,7 +400,7 @@ impl Client {
     /// or the kernel's errno when it refused to freeze a preserved file
     /// (then nothing changed).
     pub fn kexec(&self, plan: &KexecPlan<'_>) -> Result<()> {
-        self.kexec_request(plan, false)?;
+        self.kexec_request(plan, false, None)?;
         Ok(())
     }
 

@@ -713,3 +713,78 @@ fn a_0_1_0_luod_refuses_the_persistent_session_ops_as_unknown() {
     wait_exited(keeper, "the 0.1.0 keeper");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_small_preflight_reads_the_same_across_0_1_0_and_this_version() {
+    let Some(old) = old() else { return };
+    let this_luoctl = Path::new(LUOCTL);
+    for agent_bin in [old.luod.as_path(), Path::new(LUOD)] {
+        let dir = fresh_dir();
+        let sock = dir.join("luod.sock");
+        let image = dir.join("bzImage");
+        std::fs::write(&image, vec![0u8; 4096]).unwrap();
+        let mut agent = start_kept_with(agent_bin, &dir, &sock, &["--backend", "emulated"]);
+        let (c, keeper, _guard) = client_and_keeper(&sock);
+        let s = c.create_session("k").unwrap();
+        s.preserve(1, patterned_memfd(1, 4096)).unwrap();
+        s.preserve(2, luo_sys::eventfd(0).unwrap()).unwrap();
+        s.handover().unwrap();
+        drop(s);
+        let who = c.status().unwrap().agent;
+        // Either luoctl against either agent: one page, read whole.
+        for luoctl in [old.luoctl.as_path(), this_luoctl] {
+            let args = |json: bool| {
+                let mut a = vec![];
+                if json {
+                    a.push("--json");
+                }
+                a.extend(["update", "--kexec", "--kernel"]);
+                a.push(image.to_str().unwrap());
+                a.extend(["--append", "liveupdate=on", "--dry-run"]);
+                a
+            };
+            let what = format!("{} against {who}", luoctl.display());
+            let out = ctl(luoctl, &sock, &args(true));
+            assert!(out.status.success(), "{what}: {}", text(&out.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let p = &v["preflight"];
+            assert_eq!(
+                p["sessions"].as_array().map(Vec::len),
+                Some(1),
+                "{what}: {v}"
+            );
+            assert_eq!(p["sessions"][0]["name"], "k", "{what}");
+            assert_eq!(p["sessions"][0]["lost"][0]["token"], 2, "{what}");
+            assert_eq!(p["carried_files"], 1, "{what}");
+            assert_eq!(p["lost_files"], 1, "{what}");
+            assert!(p.get("next").is_none(), "{what}: {v}");
+            let out = ctl(luoctl, &sock, &args(false));
+            let shown = text(&out.stdout);
+            assert!(out.status.success(), "{what}: {}", text(&out.stderr));
+            for needle in ["token 2 (luo-eventfd-v1)", "1 file in 1 session cross"] {
+                assert!(
+                    shown.contains(needle),
+                    "{what}: {needle:?} missing:\n{shown}"
+                );
+            }
+        }
+        // This client library against either agent.
+        let kernel = std::fs::File::open(&image).unwrap();
+        let p = c
+            .preflight(&luo::KexecPlan {
+                kernel: kernel.as_fd(),
+                initrd: None,
+                cmdline: "liveupdate=on",
+                force: false,
+            })
+            .unwrap();
+        assert_eq!(p.sessions.len(), 1, "{who}");
+        assert_eq!(p.sessions[0].lost.len(), 1, "{who}");
+        c.finish("k", None).unwrap();
+        drop(c);
+        terminate(agent.id());
+        agent.wait().unwrap();
+        wait_exited(keeper, "the keeper");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

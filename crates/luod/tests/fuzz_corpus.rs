@@ -206,6 +206,7 @@ fn proto_seeds(out: &mut Vec<Seed>) {
                     initrd: true,
                     dry_run: true,
                     force: false,
+                    start: None,
                 },
                 2,
             ),

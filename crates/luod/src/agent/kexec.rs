@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use luo_core::handler::{self, Descriptor};
 use luo_core::SessionState;
 use luo_proto::ops::{Kexec, KexecReply};
-use luo_proto::types::{LostFile, Preflight, PreflightSession};
+use luo_proto::types::{page_preflight, LostFile, Preflight, PreflightSession};
 use luo_proto::{Errno, Error};
 use luo_sys::liveupdate as lu;
 use tracing::{error, info, warn};
@@ -69,6 +69,7 @@ impl Agent {
                 carried: n,
                 bytes: s.pinned_bytes,
                 lost: lost_files,
+                continued: false,
             });
         }
         if lost > 0 {
@@ -109,6 +110,9 @@ impl Agent {
             carried_bytes,
             lost_files: lost,
             problems,
+            session_count: None,
+            fingerprint: None,
+            next: None,
         }
     }
 
@@ -128,7 +132,14 @@ impl Agent {
             initrd: want_initrd,
             dry_run,
             force,
+            start,
         } = r;
+        if start.is_some() && !dry_run {
+            return Err(Error::new(
+                Errno::EINVAL,
+                "'start' pages the preflight: it needs 'dry_run'",
+            ));
+        }
         if fds.len() != 1 + usize::from(want_initrd) {
             return Err(Error::new(
                 Errno::EINVAL,
@@ -148,7 +159,9 @@ impl Agent {
         };
         let report = self.preflight(&cmdline, kernel_bytes, initrd_bytes);
         if dry_run {
-            let preflight = Some(report);
+            // Paged: at 2,000 sessions, or 16,000 sockets in one, the whole
+            // preflight is several messages long.
+            let preflight = Some(page_preflight(report, start.unwrap_or(0))?);
             return reply::<Kexec>(KexecReply { preflight }, vec![]);
         }
         let Some(k) = self.kernel.clone() else {

@@ -230,6 +230,7 @@ fn run_service(socket: &Path, r: &RunArgs) -> Result<String, Failure> {
         .map(|l| crate::run::listen::parse_spec(l, &r.name))
         .collect::<Result<Vec<_>, _>>()
         .map_err(usage)?;
+    crate::run::control::check_command(&r.command).map_err(|e| usage(e.message.into_owned()))?;
     let opts = crate::run::Options {
         name: r.name.clone(),
         socket: socket.to_path_buf(),
@@ -308,16 +309,15 @@ fn restart_service(socket: &Path, r: &RestartArgs, json: bool) -> Result<String,
 
 /// `luoctl services`.
 fn services(socket: &Path, name: Option<&str>, json: bool) -> Result<String, Failure> {
-    use crate::run::control::{call, names, Reply, Request};
+    use crate::run::control::{names, service};
     let wanted: Vec<String> = match name {
         Some(n) => vec![n.to_string()],
         None => names(socket),
     };
     let mut found = Vec::new();
     for n in &wanted {
-        match call(socket, n, &Request::Service {}) {
-            Ok(Reply::Service { service }) => found.push(service),
-            Ok(_) => {}
+        match service(socket, n) {
+            Ok(s) => found.push(s),
             // A socket left by a supervisor that was killed.
             Err(e) if name.is_none() => {
                 let _ = e;

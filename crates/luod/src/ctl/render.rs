@@ -280,6 +280,9 @@ pub(super) fn owned_by(name: &str, owner: Option<u32>) -> String {
     }
 }
 
+/// Most sessions, and most lost files, the preflight's text lists.
+const PREFLIGHT_ROWS: usize = 40;
+
 pub(super) fn render_preflight(p: &Preflight) -> String {
     let users = users();
     let mut out = String::new();
@@ -313,24 +316,23 @@ pub(super) fn render_preflight(p: &Preflight) -> String {
         p.kernel_sessions.unwrap_or(0)
     );
     out.push('\n');
-    let mut lost_lines = Vec::new();
+    // At thousands of sessions or lost files the text shows the ones that
+    // matter first and counts the rest; --json has every one.
+    let more = "luoctl update --kexec --dry-run --json lists every one";
+    let mut order: Vec<&luo::PreflightSession> = p.sessions.iter().collect();
+    if order.len() > PREFLIGHT_ROWS {
+        order.sort_by_key(|s| s.lost.is_empty());
+    }
     if p.sessions.is_empty() {
         out.push_str("no sessions\n");
     } else {
-        let rows: Vec<Vec<String>> = p
-            .sessions
+        let rows: Vec<Vec<String>> = order
             .iter()
+            .take(PREFLIGHT_ROWS)
             .map(|s| {
-                let owner = owner_name(s.owner, &users);
-                for f in &s.lost {
-                    lost_lines.push(format!(
-                        "  session '{}' (owner {owner}), token {} ({}): {}",
-                        s.name, f.token, f.handler, f.why
-                    ));
-                }
                 vec![
                     s.name.clone(),
-                    owner,
+                    owner_name(s.owner, &users),
                     s.state.as_str().to_string(),
                     s.files.to_string(),
                     s.carried.to_string(),
@@ -351,19 +353,63 @@ pub(super) fn render_preflight(p: &Preflight) -> String {
             ],
             &rows,
         ));
+        if order.len() > PREFLIGHT_ROWS {
+            let _ = writeln!(
+                out,
+                "... and {} more sessions (those with lost files first); {more}",
+                order.len() - PREFLIGHT_ROWS
+            );
+        }
     }
-    if !lost_lines.is_empty() {
+    let lost: Vec<(&luo::PreflightSession, &luo::LostFile)> = order
+        .iter()
+        .flat_map(|s| s.lost.iter().map(move |f| (*s, f)))
+        .collect();
+    if !lost.is_empty() {
         out.push_str("\ncannot cross a kexec:\n");
-        for l in lost_lines {
-            out.push_str(&l);
-            out.push('\n');
+        for (s, f) in lost.iter().take(PREFLIGHT_ROWS) {
+            let _ = writeln!(
+                out,
+                "  session '{}' (owner {}), token {} ({}): {}",
+                s.name,
+                owner_name(s.owner, &users),
+                f.token,
+                f.handler,
+                f.why
+            );
+        }
+        if lost.len() > PREFLIGHT_ROWS {
+            let mut by_handler: Vec<(&str, u64)> = Vec::new();
+            for (_, f) in &lost {
+                match by_handler.iter_mut().find(|(h, _)| *h == f.handler) {
+                    Some((_, n)) => *n += 1,
+                    None => by_handler.push((&f.handler, 1)),
+                }
+            }
+            let by = by_handler
+                .iter()
+                .map(|(h, n)| format!("{n} {h}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sessions = order.iter().filter(|s| !s.lost.is_empty()).count() as u64;
+            let _ = writeln!(
+                out,
+                "  ... and {} more files; in all {} in {} ({by}); {more}",
+                lost.len() - PREFLIGHT_ROWS,
+                plural(lost.len() as u64, "file", "files"),
+                plural(sessions, "session", "sessions"),
+            );
         }
     }
     let _ = writeln!(
         out,
         "\n{} in {} cross ({} of memfd); {} would be lost",
         plural(p.carried_files, "file", "files"),
-        plural(p.sessions.len() as u64, "session", "sessions"),
+        plural(
+            p.session_count.unwrap_or(p.sessions.len() as u64),
+            "session",
+            "sessions"
+        ),
         human_bytes(p.carried_bytes),
         plural(p.lost_files, "file", "files"),
     );

@@ -20,8 +20,12 @@ pub enum Request {
         /// The command from now on, if the restart succeeds.
         command: Option<Vec<String>>,
     },
-    /// Describe the service.
-    Service {},
+    /// Describe the service (one page of it).
+    Service {
+        /// The `next` of the previous page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<u64>,
+    },
 }
 
 /// A supervisor's reply.
@@ -38,10 +42,16 @@ pub enum Reply {
         /// What happened.
         message: String,
     },
-    /// The service.
+    /// The service: one page of it ([`page_service`]).
     Service {
-        /// Its description.
-        service: ServiceInfo,
+        /// Its description, with one page of its lists.
+        service: Box<ServiceInfo>,
+        /// The `start` of the next page; absent on the last.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<u64>,
+        /// The same on every page while the lists do not change.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<u64>,
     },
     /// The request was refused.
     Refused {
@@ -105,6 +115,132 @@ pub struct StoredInfo {
     pub token: u64,
     /// Stored by an instance that is not ready yet.
     pub pending: bool,
+}
+
+/// Bytes of one message a page of [`page_service`] leaves for the envelope.
+const PAGE_SLACK: usize = 512;
+
+fn json_len<T: Serialize>(v: &T) -> usize {
+    serde_json::to_vec(v).map_or(usize::MAX, |b| b.len())
+}
+
+/// The hash of a service's lists (FNV-1a of their JSON), to tell pages of
+/// one description from pages of a changed one.
+fn fingerprint(s: &ServiceInfo) -> u64 {
+    let bytes = serde_json::to_vec(&(&s.command, &s.listeners, &s.stored)).unwrap_or_default();
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// One page of a service's description from item `start`, the items being
+/// its command's arguments, then its listeners, then its stored fds: a fd
+/// store of thousands (`--fdstore-max`), or a long command, is more than
+/// one message. Returns the page, the next `start` (`None` on the last) and
+/// the fingerprint. Every page has the other members whole; a page holds
+/// at least one item, and no single item is near a message's size (an
+/// argument is at most [`MAX_ARG`] bytes, a name 255).
+pub fn page_service(all: &ServiceInfo, start: u64) -> (ServiceInfo, Option<u64>, u64) {
+    let mut page = ServiceInfo {
+        command: Vec::new(),
+        listeners: Vec::new(),
+        stored: Vec::new(),
+        ..all.clone()
+    };
+    let room = luo_proto::MAX_MESSAGE - json_len(&page) - PAGE_SLACK;
+    let (c, l) = (all.command.len() as u64, all.listeners.len() as u64);
+    let total = c + l + all.stored.len() as u64;
+    let mut used = 0;
+    let mut i = start;
+    while i < total {
+        let len = if i < c {
+            json_len(&all.command[i as usize])
+        } else if i < c + l {
+            json_len(&all.listeners[(i - c) as usize])
+        } else {
+            json_len(&all.stored[(i - c - l) as usize])
+        } + 1;
+        if used > 0 && used + len > room {
+            break;
+        }
+        used += len;
+        if i < c {
+            page.command.push(all.command[i as usize].clone());
+        } else if i < c + l {
+            page.listeners.push(all.listeners[(i - c) as usize].clone());
+        } else {
+            page.stored.push(all.stored[(i - c - l) as usize].clone());
+        }
+        i += 1;
+    }
+    (page, (i < total).then_some(i), fingerprint(all))
+}
+
+/// The longest argument a supervised command may have, so that
+/// `luoctl services` can always show it (the kernel allows 128 KiB).
+pub const MAX_ARG: usize = 16 * 1024;
+
+/// Refuses a command with an argument longer than [`MAX_ARG`] (`E2BIG`).
+pub fn check_command(command: &[String]) -> luo::Result<()> {
+    match command.iter().find(|a| a.len() > MAX_ARG) {
+        None => Ok(()),
+        Some(a) => Err(Error::new(
+            Errno::E2BIG,
+            format!(
+                "an argument of the command is {} bytes; at most {MAX_ARG} (luoctl services shows the command)",
+                a.len()
+            ),
+        )),
+    }
+}
+
+/// The whole description of service `name`, every page of it; starts again
+/// when the lists change between pages (a few times, then `EAGAIN`).
+pub fn service(socket: &Path, name: &str) -> luo::Result<ServiceInfo> {
+    let mut tries = 0;
+    'again: loop {
+        let mut acc: Option<(ServiceInfo, Option<u64>)> = None;
+        let mut start = None;
+        loop {
+            let (page, next, print) = match call(socket, name, &Request::Service { start })? {
+                Reply::Service {
+                    service,
+                    next,
+                    fingerprint,
+                } => (service, next, fingerprint),
+                Reply::Refused { message } => return Err(Error::new(Errno::EINVAL, message)),
+                _ => {
+                    return Err(Error::new(
+                        Errno::EPROTO,
+                        "unexpected reply from the supervisor",
+                    ))
+                }
+            };
+            match &mut acc {
+                None => acc = Some((*page, print)),
+                Some((all, first)) => {
+                    if print != *first {
+                        tries += 1;
+                        if tries > 4 {
+                            return Err(Error::new(
+                                Errno::EAGAIN,
+                                "the service changed while it was being described; ask again",
+                            ));
+                        }
+                        continue 'again;
+                    }
+                    all.command.extend(page.command);
+                    all.listeners.extend(page.listeners);
+                    all.stored.extend(page.stored);
+                }
+            }
+            match next {
+                Some(n) if Some(n) > start => start = Some(n),
+                Some(_) => return Err(Error::new(Errno::EPROTO, "a page that does not advance")),
+                None => return Ok(acc.expect("one page at least").0),
+            }
+        }
+    }
 }
 
 /// The directory of the control sockets for the luod at `socket`.
@@ -190,6 +326,79 @@ mod tests {
         for bad in ["", ".x", "-x", "a/b", "a b", &"x".repeat(64)] {
             assert!(!name_is_valid(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_service_with_thousands_of_stored_fds_comes_in_pages_that_fit() {
+        let all = ServiceInfo {
+            name: "web".into(),
+            supervisor: 1,
+            command: (0..40)
+                .map(|i| format!("--arg{i}={}", "x".repeat(MAX_ARG - 10)))
+                .collect(),
+            pid: Some(2),
+            state: "ready".into(),
+            status: Some("s".repeat(1024)),
+            mode: "overlap".into(),
+            listeners: (0..300)
+                .map(|i| ListenerInfo {
+                    spec: crate::run::listen::parse_spec(
+                        &format!("tcp:127.0.0.1:{}", 1000 + i),
+                        "web",
+                    )
+                    .unwrap(),
+                    token: i,
+                })
+                .collect(),
+            stored: (0..5000)
+                .map(|i| StoredInfo {
+                    name: format!("{i}-{}", "n".repeat(240)),
+                    kind: "tcp-socket".into(),
+                    poll: true,
+                    token: 1000 + i,
+                    pending: false,
+                })
+                .collect(),
+            restarts: 0,
+            rollbacks: 0,
+            restarting: None,
+        };
+        let mut got: Option<ServiceInfo> = None;
+        let mut start = 0;
+        let mut pages = 0;
+        loop {
+            let (service, next, fingerprint) = page_service(&all, start);
+            let reply = Reply::Service {
+                service: Box::new(service),
+                next,
+                fingerprint: Some(fingerprint),
+            };
+            let bytes = luo_proto::encode_message(&reply, 0).expect("a page fits one message");
+            let Reply::Service { service, .. } =
+                luo_proto::decode_message::<Reply>(&bytes, 0).unwrap()
+            else {
+                unreachable!()
+            };
+            match &mut got {
+                None => got = Some(*service),
+                Some(g) => {
+                    g.command.extend(service.command);
+                    g.listeners.extend(service.listeners);
+                    g.stored.extend(service.stored);
+                }
+            }
+            pages += 1;
+            match next {
+                Some(n) => start = n,
+                None => break,
+            }
+        }
+        assert!(pages > 20, "{pages} pages");
+        assert_eq!(got.unwrap(), all);
+        assert_eq!(
+            check_command(&["x".repeat(MAX_ARG + 1)]).unwrap_err().errno,
+            Errno::E2BIG
+        );
     }
 
     #[test]

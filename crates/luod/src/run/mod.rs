@@ -488,22 +488,26 @@ impl Supervisor {
                     },
                 );
             }
-            Ok(Request::Service {}) => {
+            Ok(Request::Service { start }) => {
+                let (service, next, print) =
+                    control::page_service(&self.info(), start.unwrap_or(0));
                 let _ = control::send(
                     &conn,
                     &Reply::Service {
-                        service: self.info(),
+                        service: Box::new(service),
+                        next,
+                        fingerprint: Some(print),
                     },
                 );
             }
             Ok(Request::Restart { command }) => {
-                if command.as_ref().is_some_and(|c| c.is_empty()) {
-                    let _ = control::send(
-                        &conn,
-                        &Reply::Refused {
-                            message: "empty command".into(),
-                        },
-                    );
+                let bad = match &command {
+                    Some(c) if c.is_empty() => Some("empty command".to_string()),
+                    Some(c) => control::check_command(c).err().map(|e| e.to_string()),
+                    None => None,
+                };
+                if let Some(message) = bad {
+                    let _ = control::send(&conn, &Reply::Refused { message });
                     return;
                 }
                 self.request_restart(command, Some(conn));
