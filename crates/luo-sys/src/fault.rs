@@ -66,7 +66,7 @@ macro_rules! kinds {
 kinds! {
     Send => "send": "`sendmsg` (with or without descriptors).",
     Recv => "recv": "`recvmsg`.",
-    Socket => "socket": "`socket`, `socketpair`, `connect`, `bind`, `listen`.",
+    Socket => "socket": "`socket`, `socketpair` (so every wrapper that makes a socket to connect, listen or notify).",
     Accept => "accept": "`accept4`.",
     Epoll => "epoll": "`epoll_create1`, `epoll_ctl`.",
     EpollWait => "epoll_wait": "`epoll_wait` (whose only plausible failure is `EINTR`).",
