@@ -517,7 +517,12 @@ fn sample(count: u64) -> Vec<u64> {
     v
 }
 
+/// The client's descriptors are counted per process: under `cargo test`,
+/// whose tests share one, the sweeps take turns (nextest runs each alone).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn sweep(sc: Scenario) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let (_, base, counts) = run(sc, None, None);
     assert!(!counts.is_empty(), "{sc:?}: no call was counted");
