@@ -92,11 +92,15 @@ impl Luo {
         token: u64,
         undo: &mut Vec<Undo>,
     ) -> Result<PreservedFile> {
-        let bad = |e: Errno| {
-            Error::new(
-                Errno::EBADF,
-                format!("token {token}: not a usable file ({e:?})"),
-            )
+        // EBADF, as the kernel's fget says, when the descriptor is not a
+        // usable file; any other failure (ENOMEM, ...) is the system's, not
+        // the file's, and keeps its errno so that it can be told apart.
+        let bad = |e: Errno| match e {
+            Errno::EBADF => Error::new(e, format!("token {token}: not a usable file ({e:?})")),
+            _ => Error::new(
+                e,
+                format!("token {token}: inspecting the file failed ({e:?})"),
+            ),
         };
         if luo_sys::is_o_path(fd.as_fd()).map_err(bad)? {
             return err(
@@ -113,9 +117,22 @@ impl Luo {
             return err(Errno::ENOENT, format!("token {token}: {why}"));
         }
         let kexec_safe_only = self.sessions[&key].mode.kexec_safe_only;
-        let Some(hi) = self.handlers.iter().position(|h| {
-            (!kexec_safe_only || h.descriptor().kexec_safe()) && h.can_preserve(&info)
-        }) else {
+        let pick = || {
+            self.handlers.iter().position(|h| {
+                (!kexec_safe_only || h.descriptor().kexec_safe()) && h.can_preserve(&info)
+            })
+        };
+        // The handlers' checks (fstatfs, getsockopt) say no when their
+        // system call fails: before "no handler", once more, and then the
+        // errno of a check that failed for want of a resource, so that a
+        // passing shortage is not taken for a file nobody can keep.
+        let Some(hi) = pick().or_else(pick) else {
+            if let Some(e) = failed_check(&info) {
+                return err(
+                    e,
+                    format!("token {token}: inspecting the file failed ({e:?})"),
+                );
+            }
             return err(
                 Errno::ENOENT,
                 format!("token {token}: no handler can preserve this kind of file"),
@@ -212,4 +229,25 @@ impl Luo {
             pinned,
         })
     }
+}
+
+/// The errno of a handler check's system call that fails for want of a
+/// resource on `file` (see `preserve_steps`), if one does.
+fn failed_check(file: &FileInfo<'_>) -> Option<Errno> {
+    let failed = if file.stat.is_socket() {
+        luo_sys::socket_kind(file.fd).err()
+    } else {
+        luo_sys::fstatfs_type(file.fd).err()
+    };
+    failed.filter(|e| {
+        matches!(
+            *e,
+            Errno::ENOMEM
+                | Errno::EMFILE
+                | Errno::ENFILE
+                | Errno::ENOBUFS
+                | Errno::EAGAIN
+                | Errno::EINTR
+        )
+    })
 }

@@ -681,8 +681,10 @@ impl Model {
             MSrc::NoHandler => return Err(Errno::ENOENT),
             MSrc::File { pool, pool_ofd } => (pool, pool_ofd),
         };
-        // The first handler whose type matches is asked (and may decline).
-        if self.hit(Op::CanPreserve, 0).is_some() {
+        // The first handler whose type matches is asked (and may decline);
+        // a decline is asked once more before "no handler" (a check's
+        // system call may have failed for want of a resource).
+        if self.hit(Op::CanPreserve, 0).is_some() && self.hit(Op::CanPreserve, 0).is_some() {
             return Err(Errno::ENOENT);
         }
         if self.holder(pool).is_some() {

@@ -30,7 +30,19 @@ use rustix::net::{
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
 };
 
+/// The fault-injection point at the top of a wrapper: with the
+/// `fault-injection` feature (test builds only), the call can be made to
+/// fail as `LUO_FAULT` asks (see `fault.rs`); without it, nothing.
+macro_rules! fault {
+    ($kind:ident) => {
+        #[cfg(feature = "fault-injection")]
+        $crate::fault::hit($crate::fault::Kind::$kind)?;
+    };
+}
+
 mod errno;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod liveupdate;
 pub mod service;
 pub use errno::Errno;
@@ -69,6 +81,7 @@ macro_rules! file_stat {
 /// checking what it inherited across `exec` before taking it over).
 /// `EBADF` when nothing is open there.
 pub fn fstat_raw(fd: RawFd) -> Result<FileStat> {
+    fault!(Fstat);
     // Hand-written: rustix takes a BorrowedFd, which must be open, and this
     // probes a number that may not be.
     let mut st = MaybeUninit::<libc::stat>::uninit();
@@ -120,6 +133,7 @@ impl FileStat {
 /// assert_eq!(st.nlink, 0); // a memfd has no name in any directory
 /// ```
 pub fn fstat(fd: BorrowedFd<'_>) -> Result<FileStat> {
+    fault!(Fstat);
     Ok(file_stat!(rustix::fs::fstat(fd)?))
 }
 
@@ -130,6 +144,7 @@ pub const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
 
 /// `fstatfs(2)`, returning the filesystem's magic number (`f_type`).
 pub fn fstatfs_type(fd: BorrowedFd<'_>) -> Result<i64> {
+    fault!(Fstat);
     let st = rustix::fs::fstatfs(fd)?;
     #[allow(clippy::unnecessary_cast)] // f_type is not i64 on every target
     Ok(st.f_type as i64)
@@ -137,16 +152,19 @@ pub fn fstatfs_type(fd: BorrowedFd<'_>) -> Result<i64> {
 
 /// `fcntl(F_GETFL)`: the open file description's status flags.
 pub fn fcntl_getfl(fd: BorrowedFd<'_>) -> Result<i32> {
+    fault!(Fcntl);
     Ok(rustix::fs::fcntl_getfl(fd)?.bits() as i32)
 }
 
 /// `fcntl(F_GETFD)`: the descriptor flags (`FD_CLOEXEC`).
 pub fn fcntl_getfd(fd: BorrowedFd<'_>) -> Result<i32> {
+    fault!(Fcntl);
     Ok(rustix::io::fcntl_getfd(fd)?.bits() as i32)
 }
 
 /// True when `fd` was opened with `O_PATH` (such fds carry no file to preserve).
 pub fn is_o_path(fd: BorrowedFd<'_>) -> Result<bool> {
+    fault!(Fcntl);
     Ok(rustix::fs::fcntl_getfl(fd)?.contains(OFlags::PATH))
 }
 
@@ -174,6 +192,7 @@ pub fn kcmp_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<Ordering> {
 /// [`kcmp_file`] on descriptor numbers (an index that keeps numbers, not
 /// descriptors). A number nothing is open at gives `EBADF`.
 pub fn kcmp_raw(a: RawFd, b: RawFd) -> Result<Ordering> {
+    fault!(Kcmp);
     // Hand-written: rustix has no kcmp.
     const KCMP_FILE: libc::c_long = 0;
     let pid = getpid() as libc::c_long;
@@ -209,6 +228,7 @@ pub fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<bool> {
 
 /// [`same_file`] on descriptor numbers.
 pub fn same_file_raw(a: RawFd, b: RawFd) -> Result<bool> {
+    fault!(Fcntl);
     // Hand-written: rustix has no F_DUPFD_QUERY (and these are numbers, not
     // borrowed descriptors).
     const F_DUPFD_QUERY: libc::c_int = 1024 + 3;
@@ -258,6 +278,7 @@ pub mod mfd {
 
 /// `memfd_create(2)`. `MFD_CLOEXEC` is always added.
 pub fn memfd_create(name: &str, flags: u32) -> Result<OwnedFd> {
+    fault!(Memfd);
     let flags = MemfdFlags::from_bits_retain(flags) | MemfdFlags::CLOEXEC;
     Ok(rustix::fs::memfd_create(name, flags)?)
 }
@@ -374,6 +395,7 @@ fn sendmsg_fds(
     data: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> Result<usize> {
+    fault!(Send);
     if fds.len() > SCM_MAX_FD {
         return Err(Errno::EINVAL);
     }
@@ -411,6 +433,7 @@ pub(crate) fn recvmsg_fds(
     max_fds: usize,
     cred: bool,
 ) -> Result<(Received, Option<PeerCred>)> {
+    fault!(Recv);
     let mut iov = [IoSliceMut::new(buf)];
     let mut space = [MaybeUninit::<u8>::uninit(); CMSG_BUF + CMSG_CRED_ROOM];
     // Exactly CMSG_SPACE(max_fds) bytes (plus the credentials' space when
@@ -449,6 +472,7 @@ pub(crate) fn recvmsg_fds(
 
 /// `socketpair(AF_UNIX, ty | SOCK_CLOEXEC, 0)`.
 pub fn socketpair(ty: i32) -> Result<(OwnedFd, OwnedFd)> {
+    fault!(Socket);
     Ok(rustix::net::socketpair(
         AddressFamily::UNIX,
         SocketType::from_raw(ty as u32),
@@ -479,6 +503,7 @@ fn unix_addr_any(path: &std::path::Path) -> Result<SocketAddrUnix> {
 }
 
 fn unix_socket(ty: SocketType, flags: SocketFlags) -> Result<OwnedFd> {
+    fault!(Socket);
     Ok(rustix::net::socket_with(
         AddressFamily::UNIX,
         ty,
@@ -535,6 +560,7 @@ pub fn seqpacket_connect(path: &std::path::Path) -> Result<OwnedFd> {
 
 /// `accept4(fd, SOCK_CLOEXEC | SOCK_NONBLOCK)`.
 pub fn accept(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+    fault!(Accept);
     Ok(rustix::net::accept_with(
         fd,
         SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
@@ -581,6 +607,7 @@ pub fn peer_cred(fd: BorrowedFd<'_>) -> Result<PeerCred> {
 
 /// Sets or clears `O_NONBLOCK`.
 pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    fault!(Fcntl);
     let mut fl = rustix::fs::fcntl_getfl(fd)?;
     fl.set(OFlags::NONBLOCK, on);
     rustix::fs::fcntl_setfl(fd, fl)?;
@@ -594,6 +621,12 @@ pub fn set_send_buffer(fd: BorrowedFd<'_>, bytes: i32) -> Result<()> {
     Ok(rustix::net::sockopt::set_socket_send_buffer_size(
         fd, bytes,
     )?)
+}
+
+/// `shutdown(SHUT_WR)`: the peer reads end-of-file; this side can still
+/// read what the peer sent.
+pub fn shutdown_write(fd: BorrowedFd<'_>) -> Result<()> {
+    Ok(rustix::net::shutdown(fd, rustix::net::Shutdown::Write)?)
 }
 
 /// This process's effective uid.
@@ -626,12 +659,14 @@ pub struct Epoll {
 impl Epoll {
     /// `epoll_create1(EPOLL_CLOEXEC)`.
     pub fn new() -> Result<Epoll> {
+        fault!(Epoll);
         let fd = rx_epoll::create(rx_epoll::CreateFlags::CLOEXEC)?;
         Ok(Epoll { fd })
     }
 
     /// Watches `fd` for `events`, reporting `key`.
     pub fn add(&self, fd: BorrowedFd<'_>, key: u64, events: i32) -> Result<()> {
+        fault!(Epoll);
         let flags = rx_epoll::EventFlags::from_bits_retain(events as u32);
         Ok(rx_epoll::add(
             &self.fd,
@@ -643,6 +678,7 @@ impl Epoll {
 
     /// Changes the events (and key) watched for `fd`.
     pub fn modify(&self, fd: BorrowedFd<'_>, key: u64, events: i32) -> Result<()> {
+        fault!(Epoll);
         let flags = rx_epoll::EventFlags::from_bits_retain(events as u32);
         Ok(rx_epoll::modify(
             &self.fd,
@@ -660,6 +696,7 @@ impl Epoll {
     /// Waits up to `timeout_ms` (-1: forever) and fills `out` with
     /// `(key, events)` of ready fds, at most `max`. `EINTR` is returned as is.
     pub fn wait(&self, out: &mut Vec<(u64, u32)>, max: usize, timeout_ms: i32) -> Result<()> {
+        fault!(EpollWait);
         out.clear();
         let max = max.clamp(1, 4096);
         let empty = rx_epoll::Event {
@@ -810,6 +847,7 @@ pub fn open_path(path: &std::path::Path) -> Result<OwnedFd> {
 
 /// Sets or clears `FD_CLOEXEC`: a descriptor without it survives `exec`.
 pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    fault!(Fcntl);
     let flags = if on {
         FdFlags::CLOEXEC
     } else {
@@ -828,9 +866,13 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
 /// that only the previous program image used: nothing in this image owns
 /// them yet.
 pub fn adopt_inherited(nums: &[RawFd]) -> Result<Vec<OwnedFd>> {
-    // Numbers not above 2 are refused by adopt_verified.
+    // Numbers not above 2 are refused by adopt_verified. Only EBADF says
+    // a number is not open; another failure (ENOMEM) says nothing of it,
+    // and refusing would lose what the previous image handed over.
     for &n in nums.iter().filter(|&&n| n > 2) {
-        check_open_raw(n)?;
+        if let Err(Errno::EBADF) = check_open_raw(n) {
+            return Err(Errno::EBADF);
+        }
     }
     adopt_verified(nums)
 }
@@ -838,6 +880,7 @@ pub fn adopt_inherited(nums: &[RawFd]) -> Result<Vec<OwnedFd>> {
 /// `fcntl(fd, F_GETFD)` on a descriptor number: `Ok` when something is open
 /// there, `EBADF` when not.
 fn check_open_raw(fd: RawFd) -> Result<()> {
+    fault!(Fcntl);
     // Hand-written: rustix takes a BorrowedFd, which must be open, and this
     // probes a number that may not be.
     // SAFETY: F_GETFD only inspects the descriptor table entry; any number is
@@ -960,10 +1003,42 @@ pub fn exec_fd(fd: BorrowedFd<'_>, args: &[String]) -> Errno {
 
 /// `fcntl(F_ADD_SEALS)` on a memfd created with `MFD_ALLOW_SEALING`.
 pub fn add_seals(fd: BorrowedFd<'_>, seals: i32) -> Result<()> {
+    fault!(Fcntl);
     Ok(rustix::fs::fcntl_add_seals(
         fd,
         SealFlags::from_bits_retain(seals as u32),
     )?)
+}
+
+/// `write(2)` until all of `buf` is written (retrying on `EINTR`): the
+/// small files luod writes itself (session records, the upgrade state).
+pub fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<()> {
+    fault!(Write);
+    while !buf.is_empty() {
+        match rustix::io::write(fd, buf) {
+            Ok(0) => return Err(Errno::ENOSPC),
+            Ok(n) => buf = &buf[n..],
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// A whole file's contents, read with `pread(2)` from offset 0 (the
+/// descriptor's own offset neither matters nor moves).
+pub fn read_all(fd: BorrowedFd<'_>) -> Result<Vec<u8>> {
+    fault!(Read);
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match rustix::io::pread(fd, &mut chunk[..], out.len() as u64) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// `fcntl(F_GET_SEALS)`.

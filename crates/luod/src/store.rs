@@ -262,10 +262,18 @@ pub(crate) fn keeper_path(socket: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Connects to a keeper left by a previous agent, if one answers.
-pub(crate) fn connect_keeper(path: &Path) -> Option<(OwnedFd, u32)> {
-    let link = luo_sys::seqpacket_connect(path).ok()?;
-    let cred = luo_sys::peer_cred(link.as_fd()).ok()?;
+/// Connects to a keeper left by a previous agent: `None` when none answers
+/// (no socket file, or nobody listening). Any other failure (`EMFILE`,
+/// `ENOMEM`, ...) is an error: a keeper may be there, and starting another
+/// over it would lose the files it holds.
+pub(crate) fn connect_keeper(path: &Path) -> Result<Option<(OwnedFd, u32)>, Error> {
+    let link = match luo_sys::seqpacket_connect(path) {
+        Ok(l) => l,
+        Err(Errno::ENOENT | Errno::ECONNREFUSED) => return Ok(None),
+        Err(e) => return Err(fail("connecting to the keeper failed", e)),
+    };
+    let cred = luo_sys::peer_cred(link.as_fd())
+        .map_err(|e| fail("reading the keeper's credentials failed", e))?;
     // Only a keeper of root's or of our own uid may hand us files.
     let me = luo_sys::geteuid();
     if cred.uid != 0 && cred.uid != me {
@@ -274,9 +282,9 @@ pub(crate) fn connect_keeper(path: &Path) -> Option<(OwnedFd, u32)> {
             path.display(),
             cred.uid
         );
-        return None;
+        return Ok(None);
     }
-    Some((link, cred.pid as u32))
+    Ok(Some((link, cred.pid as u32)))
 }
 
 /// Starts a keeper: this binary with `--keeper-process PATH --keeper-link N`,

@@ -108,6 +108,13 @@ fn the_debian_package_builds_installs_and_runs() {
             .unwrap(),
         "the release build",
     );
+    // Fault injection (luo-sys's test-only `fault-injection` feature) is
+    // not in what ships: the release luod never reads LUO_FAULT.
+    let luod = std::fs::read(target.join("release/luod")).unwrap();
+    assert!(
+        !luod.windows(b"LUO_FAULT".len()).any(|w| w == b"LUO_FAULT"),
+        "the release luod was built with fault injection"
+    );
     let dir = std::env::temp_dir().join(format!("luo-deb-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

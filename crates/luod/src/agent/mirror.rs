@@ -28,7 +28,7 @@
 //! descriptor limit); an in-place upgrade keeps everything.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use luo_core::{Changes, Luo, SessionChange, SessionState};
@@ -96,11 +96,10 @@ fn record_memfd(
         v["persist"] = Value::Bool(true);
     }
     let fd = luo_sys::memfd_create("luod-session", luo_sys::mfd::ALLOW_SEALING)?;
-    let mut f = std::fs::File::from(fd);
-    f.write_all(v.to_string().as_bytes())?;
+    luo_sys::write_all(fd.as_fd(), v.to_string().as_bytes())?;
     use luo_sys::seal::*;
-    luo_sys::add_seals(f.as_fd(), SEAL | SHRINK | GROW | WRITE)?;
-    Ok(OwnedFd::from(f))
+    luo_sys::add_seals(fd.as_fd(), SEAL | SHRINK | GROW | WRITE)?;
+    Ok(fd)
 }
 
 impl Mirror {
@@ -491,7 +490,11 @@ pub(crate) fn parse_name(name: &str) -> Option<Entry<'_>> {
 /// a persistent session comes back persistent and open, with every file;
 /// any other session still open when that agent died is dropped, as if its
 /// owner's connection had closed.
-pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaimed {
+///
+/// A file refused for want of a resource (`ENOMEM`, `EMFILE`, ...) fails
+/// the whole reclaim instead of being dropped: the store still holds every
+/// entry, and an agent started again takes them all back.
+pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Result<Reclaimed, Error> {
     let mut out = Reclaimed::default();
     let mut found: BTreeMap<String, Found> = BTreeMap::new();
     for (name, fd) in entries {
@@ -600,6 +603,12 @@ pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaim
                     out.files += 1;
                     tokens.push(token);
                 }
+                Err(e) if is_transient(e.errno) => {
+                    return Err(Error::new(
+                        e.errno,
+                        format!("{label}: token {token} cannot be taken back for now ({e})"),
+                    ));
+                }
                 Err(e) => {
                     warn!("{label}: token {token} cannot be taken back ({e})");
                     all = false;
@@ -640,7 +649,16 @@ pub(crate) fn reclaim(luo: &mut Luo, entries: Vec<(String, OwnedFd)>) -> Reclaim
     // The caller adopts the restored sessions' entries as they are, or
     // stores the sessions afresh: not changes to apply again.
     let _ = luo.take_changes();
-    out
+    Ok(out)
+}
+
+/// A failure for want of a resource, which may pass: not the file's fault.
+fn is_transient(e: luo_core::Errno) -> bool {
+    use luo_core::Errno as E;
+    matches!(
+        e,
+        E::ENOMEM | E::EMFILE | E::ENFILE | E::ENOBUFS | E::EAGAIN | E::EINTR
+    )
 }
 
 #[cfg(test)]
@@ -808,7 +826,7 @@ mod tests {
             entries.push((file_name(prefix, 0, 7), f));
         }
         let mut luo = Luo::with_default_handlers();
-        let r = reclaim(&mut luo, entries);
+        let r = reclaim(&mut luo, entries).unwrap();
         assert_eq!((r.sessions, r.persistent, r.aborted), (1, 1, 1));
         let all = luo.sessions();
         assert_eq!(all.len(), 1);

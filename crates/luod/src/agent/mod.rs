@@ -107,7 +107,13 @@ struct Conn {
     /// good): requests still queued are carried out, their replies dropped,
     /// until the hang-up.
     dead: bool,
+    /// Sends of the first queued reply that failed for want of memory.
+    send_retries: u8,
 }
+
+/// Most times a reply is sent again after `ENOMEM` or `ENOBUFS` before the
+/// connection is given up as for any other send failure.
+const SEND_RETRIES: u8 = 8;
 
 /// A running agent: a bound, listening socket and the sessions it keeps.
 ///
@@ -188,9 +194,12 @@ impl Agent {
         use luo_sys::signal::{SIGINT, SIGTERM};
         let s = luo_sys::SignalFd::new(&[SIGTERM, SIGINT])
             .map_err(|e| AgentError::sys("setting up the signalfd", e))?;
-        self.epoll
-            .add(s.as_fd(), SIGNALS, EPOLLIN)
-            .map_err(|e| AgentError::sys("watching the signalfd", e))?;
+        if let Err(e) = self.epoll.add(s.as_fd(), SIGNALS, EPOLLIN) {
+            // Not unkillable: the signals end the process again.
+            drop(s);
+            let _ = luo_sys::unblock_all_signals();
+            return Err(AgentError::sys("watching the signalfd", e));
+        }
         self.signals = Some(s);
         Ok(())
     }
@@ -422,6 +431,7 @@ impl Agent {
                 outbox: VecDeque::new(),
                 interest,
                 dead: false,
+                send_retries: 0,
             },
         );
         Ok(key)
@@ -549,12 +559,32 @@ impl Agent {
                 Ok(()) => {
                     // Sent: our copies of its descriptors close here.
                     c.outbox.pop_front();
+                    c.send_retries = 0;
                 }
                 Err(e) if e.errno == Errno::EAGAIN => break,
+                // Short of memory for a moment: the reply stays queued and
+                // is sent when epoll reports the socket writable again, a
+                // few times at most (a busy loop otherwise).
+                Err(e)
+                    if matches!(e.errno, Errno::ENOMEM | Errno::ENOBUFS)
+                        && c.send_retries < SEND_RETRIES =>
+                {
+                    c.send_retries += 1;
+                    debug!(
+                        "connection {key}: {}; the reply will be sent again",
+                        e.errno
+                    );
+                    break;
+                }
                 Err(e) => {
                     debug!("connection {key}: {}; dropping its replies", e.errno);
                     c.outbox.clear();
                     c.dead = true;
+                    // A peer that is still there (the send failed for
+                    // another reason than its hang-up) must not wait for
+                    // a reply that will never come: it reads end-of-file.
+                    // Requests it already sent are still carried out.
+                    let _ = luo_sys::shutdown_write(c.fd.as_fd());
                 }
             }
         }

@@ -186,9 +186,15 @@ fn store_and_reclaim(
         // A keeper that answers holds a previous agent's files: never start
         // another over it. It may be busy reading its old agent's hang-up,
         // so ask a few times.
+        let keeper_error = |e: luo_proto::Error| {
+            AgentError::Backend(format!(
+                "{e}: a keeper at {} may hold a previous agent's files, so no other is started over it; start luod again",
+                path.display()
+            ))
+        };
         let mut answered = None;
         for _ in 0..50 {
-            match crate::store::connect_keeper(&path) {
+            match crate::store::connect_keeper(&path).map_err(keeper_error)? {
                 None => break,
                 Some((link, pid)) => match crate::store::take(link.as_fd()) {
                     Ok(entries) => {
@@ -225,7 +231,10 @@ fn store_and_reclaim(
                     entries,
                 )
             }
-            None if crate::store::connect_keeper(&path).is_some() => {
+            None if crate::store::connect_keeper(&path)
+                .map_err(keeper_error)?
+                .is_some() =>
+            {
                 return Err(AgentError::Backend(format!(
                     "the keeper at {} holds another agent's files and will not hand them over (is another luod running with this socket?); refusing to start a second keeper over it",
                     path.display()
@@ -252,7 +261,11 @@ fn store_and_reclaim(
     };
     let mut m = mirror::Mirror::new(sink);
     if !entries.is_empty() {
-        let r = mirror::reclaim(luo, entries);
+        let r = mirror::reclaim(luo, entries).map_err(|e| {
+            AgentError::Backend(format!(
+                "taking back the previous agent's files failed: {e}; the store keeps every one of them: start luod again"
+            ))
+        })?;
         info!(
             "took back {} sessions ({} persistent, still open) with {} files from the previous agent; {} sessions that were open when it stopped were dropped",
             r.sessions, r.persistent, r.files, r.aborted

@@ -17,6 +17,17 @@ fn main() -> ExitCode {
         println!("{}", luod::probe_answer());
         return ExitCode::SUCCESS;
     }
+    // Which process this is, for fault injection (test builds only): the
+    // keeper, the image an in-place upgrade started, or luod.
+    let role = match (&cli.keeper_process, &cli.upgrade_state) {
+        (Some(_), _) => "keeper",
+        (None, Some(_)) => "upgraded",
+        (None, None) => "luod",
+    };
+    if let Err(e) = fault_injection(role) {
+        eprintln!("luod: {e}");
+        return ExitCode::from(2);
+    }
     if let (Some(path), Some(link)) = (&cli.keeper_process, cli.keeper_link) {
         return luod::keeper_main(path, link);
     }
@@ -45,6 +56,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// `LUO_FAULT` and `LUO_FAULT_DIR` (luo-sys's `fault-injection` feature,
+/// which only test builds have).
+#[cfg(feature = "fault-injection")]
+fn fault_injection(role: &str) -> Result<(), String> {
+    luo_sys::fault::init(role)
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn fault_injection(_role: &str) -> Result<(), String> {
+    Ok(())
+}
+
 /// The second half of an in-place upgrade: this image takes over the state
 /// the previous one left, or goes back to it.
 fn resume(config: Config, state: i32, fallback: Option<i32>) -> ExitCode {
@@ -62,7 +85,13 @@ fn resume(config: Config, state: i32, fallback: Option<i32>) -> ExitCode {
         Ok(mut agent) => {
             // Done with: the state is read, and there is no going back.
             drop((state, fallback));
-            if let Err(e) = agent.stop_on_signals().and_then(|()| agent.serve()) {
+            // Everything is taken over: a failure here must not end the
+            // agent, which then stops on SIGTERM without its clean stop
+            // (the keeper keeps every file, as after a crash).
+            if let Err(e) = agent.stop_on_signals() {
+                tracing::warn!("{e}; SIGTERM and SIGINT end luod at once");
+            }
+            if let Err(e) = agent.serve() {
                 eprintln!("luod: {e}");
                 return ExitCode::from(e.exit_code());
             }

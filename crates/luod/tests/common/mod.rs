@@ -450,6 +450,17 @@ impl Drop for KeeperGuard {
 /// keeper process and `args`; it logs to `dir/luod.log` (appended, so the
 /// agents that follow each other on one socket share one log).
 pub fn spawn_kept_with(luod: &Path, dir: &Path, sock: &Path, args: &[&str]) -> Proc {
+    spawn_kept_env(luod, dir, sock, args, &[])
+}
+
+/// [`spawn_kept_with`] with more environment variables.
+pub fn spawn_kept_env(
+    luod: &Path,
+    dir: &Path,
+    sock: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -462,6 +473,7 @@ pub fn spawn_kept_with(luod: &Path, dir: &Path, sock: &Path, args: &[&str]) -> P
         .args(args)
         .env("LUOD_LOG", "info")
         .env_remove("NOTIFY_SOCKET")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

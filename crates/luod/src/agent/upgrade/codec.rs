@@ -2,7 +2,6 @@
 //! part, the descriptor records and the file records; writing it from the
 //! agent, and reading, checking and parsing it into a [`Plan`].
 
-use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
@@ -315,14 +314,7 @@ pub(super) struct StateRead {
 /// Reads and checks the state: the envelope, then every descriptor it
 /// names (open, and the file it was). Nothing is taken over yet.
 pub(super) fn read_state(state: &OwnedFd) -> Result<StateRead, AgentError> {
-    let mut f = std::fs::File::from(
-        state
-            .try_clone()
-            .map_err(|e| bad(format!("duplicating the state: {e}")))?,
-    );
-    let mut bytes = Vec::new();
-    f.seek(SeekFrom::Start(0))
-        .and_then(|_| f.read_to_end(&mut bytes))
+    let bytes = luo_sys::read_all(state.as_fd())
         .map_err(|e| bad(format!("reading the state failed: {e}")))?;
     let read = split_state(&bytes)?;
     for &(num, dev, ino) in &read.fds {

@@ -17,14 +17,13 @@
 //! answer and check, and `resume.rs` the new image taking over (or going
 //! back).
 
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use luo_proto::ops::Upgrade;
 use luo_proto::{Errno, Error};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::{kernel, Agent};
 use crate::registry::seal;
@@ -103,22 +102,35 @@ impl Agent {
         }
     }
 
-    fn set_carried_cloexec(&self, on: bool) {
+    /// Sets or clears `FD_CLOEXEC` on every descriptor the state carries;
+    /// the first failure (every descriptor is still tried). A descriptor
+    /// left close-on-exec would be missing in the new image, which then
+    /// refuses the state and exits: the upgrade must be refused instead.
+    fn set_carried_cloexec(&self, on: bool) -> Result<(), Errno> {
+        let mut first = Ok(());
         self.carried(false, |fd| {
-            let _ = luo_sys::set_cloexec(fd, on);
+            if let Err(e) = luo_sys::set_cloexec(fd, on) {
+                first = first.and(Err(e));
+            }
         });
         // One fcntl per custody file, and there may be a million: two threads.
         let all: Vec<BorrowedFd<'_>> = self.luo.custody_fds().collect();
         let (a, b) = all.split_at(all.len() / 2);
         let set = |part: &[BorrowedFd<'_>]| {
+            let mut first = Ok(());
             for fd in part {
-                let _ = luo_sys::set_cloexec(*fd, on);
+                if let Err(e) = luo_sys::set_cloexec(*fd, on) {
+                    first = first.and(Err(e));
+                }
             }
+            first
         };
-        std::thread::scope(|s| {
-            s.spawn(|| set(b));
-            set(a);
+        let (ra, rb) = std::thread::scope(|s| {
+            let t = s.spawn(|| set(b));
+            let ra = set(a);
+            (ra, t.join().unwrap_or(Err(Errno::EINVAL)))
         });
+        first.and(ra).and(rb)
     }
     /// The `upgrade` request: re-executes the agent as `binary` (default:
     /// the binary at this process's path). Returns only when the upgrade
@@ -157,18 +169,30 @@ impl Agent {
         let bytes = seal(MAGIC, STATE_VERSION, &state);
         let memfd = luo_sys::memfd_create("luod-upgrade-state", luo_sys::mfd::ALLOW_SEALING)
             .map_err(|e| Error::new(e, "creating the state memfd failed"))?;
-        let mut f = std::fs::File::from(memfd);
-        f.write_all(&bytes)
-            .map_err(|e| Error::new(Errno::from(e), "writing the state failed"))?;
+        let f = std::fs::File::from(memfd);
+        luo_sys::write_all(f.as_fd(), &bytes)
+            .map_err(|e| Error::new(e, "writing the state failed"))?;
         use luo_sys::seal::*;
         luo_sys::add_seals(f.as_fd(), SEAL | SHRINK | GROW | WRITE)
             .map_err(|e| Error::new(e, "sealing the state failed"))?;
         let fallback = std::fs::File::open("/proc/self/exe")
             .map_err(|e| Error::new(Errno::from(e), "opening the running binary failed"))?;
         let args = next_args(&binary, f.as_raw_fd(), fallback.as_raw_fd());
-        self.set_carried_cloexec(false);
-        let _ = luo_sys::set_cloexec(f.as_fd(), false);
-        let _ = luo_sys::set_cloexec(fallback.as_fd(), false);
+        let carried = luo_sys::set_cloexec(f.as_fd(), false)
+            .and_then(|()| luo_sys::set_cloexec(fallback.as_fd(), false))
+            .and_then(|()| self.set_carried_cloexec(false));
+        if let Err(e) = carried {
+            // Back as it was: nothing is carried anywhere.
+            if let Err(again) = self.set_carried_cloexec(true) {
+                warn!("making descriptors close-on-exec again failed too ({again})");
+            }
+            return Err(Error::new(
+                e,
+                format!(
+                    "preparing the descriptors for the new image failed ({e}); the agent keeps running"
+                ),
+            ));
+        }
         info!(
             "upgrading in place to {} ({} bytes of state, {} custody descriptors, prepared in {} us)",
             binary.display(),
@@ -178,7 +202,9 @@ impl Agent {
         );
         let e = luo_sys::exec(&binary, &args);
         // Still here: nothing changed.
-        self.set_carried_cloexec(true);
+        if let Err(again) = self.set_carried_cloexec(true) {
+            warn!("making descriptors close-on-exec again failed ({again})");
+        }
         error!(
             "exec of {} failed: {e}; the agent keeps running",
             binary.display()

@@ -30,17 +30,26 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
     let mut plan = parse_plan(&read)?;
     drop(read);
     let t_plan = started.elapsed();
-    // From here on the descriptors are ours; nothing below refuses.
+    // Before anything is taken over, so that a failure can still go back.
+    let epoll =
+        Epoll::new().map_err(|e| bad(format!("creating an epoll instance failed ({e})")))?;
+    // From here on the descriptors are ours; nothing below refuses (a
+    // descriptor that cannot be watched is dealt with as in any turn of
+    // the loop).
     let fds: Vec<OwnedFd> = luo_sys::adopt_verified(&plan.nums)
         .map_err(|e| bad(format!("taking over the descriptors failed ({e})")))?;
     let t_adopt = started.elapsed();
     let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
     let mut take = |i: usize| fds[i].take().expect("checked: named once");
     let listener = take(plan.listener);
-    let epoll = Epoll::new().map_err(|e| AgentError::sys("creating an epoll instance", e))?;
-    epoll
-        .add(listener.as_fd(), LISTENER, EPOLLIN)
-        .map_err(|e| AgentError::sys("watching the listening socket", e))?;
+    // Not watched: retried at once, as after a pause in accepting.
+    let paused_until = match epoll.add(listener.as_fd(), LISTENER, EPOLLIN) {
+        Ok(()) => None,
+        Err(e) => {
+            warn!("watching the listening socket failed ({e}); retrying shortly");
+            Some(Instant::now())
+        }
+    };
     let kernel = plan.kernel.take().map(|k| {
         std::sync::Arc::new(std::sync::Mutex::new(kernel::Kernel::from_plan(
             k, &mut take,
@@ -77,6 +86,8 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
         (t_model - t_adopt).as_micros()
     );
     let mut conns = HashMap::new();
+    // Connections epoll would not watch: dropped once the agent is whole.
+    let mut unwatched = Vec::new();
     let mut conns_per_uid: HashMap<u32, u64> = HashMap::new();
     for c in plan.conns {
         if let Kind::Agent { uid, .. } = c.kind {
@@ -96,9 +107,9 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
         } else {
             EPOLLOUT as u32
         };
-        epoll
-            .add(fd.as_fd(), c.key, interest as i32)
-            .map_err(|e| AgentError::sys("watching a connection", e))?;
+        if let Err(e) = epoll.add(fd.as_fd(), c.key, interest as i32) {
+            unwatched.push((c.key, e));
+        }
         conns.insert(
             c.key,
             Conn {
@@ -107,6 +118,7 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
                 outbox,
                 interest,
                 dead: c.dead,
+                send_retries: 0,
             },
         );
     }
@@ -133,7 +145,7 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
         luo,
         conns,
         next_key: plan.next_key,
-        paused_until: None,
+        paused_until,
         conns_per_uid,
         max_conns_per_uid: config.connections_per_uid,
         refused: 0,
@@ -159,6 +171,12 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
         agent: format!("luod {}", env!("CARGO_PKG_VERSION")),
         previous: plan.previous,
     };
+    for (key, e) in unwatched {
+        agent.drop_conn(
+            key,
+            Some(&format!("cannot watch it after the upgrade: {e}")),
+        );
+    }
     agent.reply(plan.reply_to, ops::reply::<Upgrade>(body, vec![]));
     agent.update_interest(plan.reply_to);
     Ok(agent)
