@@ -18,7 +18,7 @@
 //! balanced tree ordered by `kcmp(KCMP_FILE)`, so the eventfd bucket, which
 //! holds every preserved eventfd of the system, costs O(log n) `kcmp` calls per
 //! insert, lookup and remove, never a scan. An inode with one managed open
-//! file (a socket, a pipe end: the usual case) holds it without a tree and
+//! file (a socket: the usual case) holds it without a tree and
 //! compares nothing: `kcmp` runs only when a second file arrives with the
 //! same `(st_dev, st_ino)`. Entries are removed by their custody
 //! descriptor's number, which is unique while it is open; when a session
@@ -161,7 +161,7 @@ struct Entry {
 #[derive(Debug)]
 enum Bucket {
     Inode(Holder),
-    /// One open file: most inodes have one (a socket, a pipe end), so it
+    /// One open file: most inodes have one (every socket does), so it
     /// is kept here without a tree node, and is inserted and removed
     /// without a comparison.
     /// (Its descriptor's number and holder side by side, not an [`Entry`]:
