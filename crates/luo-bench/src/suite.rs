@@ -356,7 +356,7 @@ pub fn main(args: Args) -> Result<(), Failure> {
 
     if o.has(Section::Agent) {
         r.startup = Some(fds::startup(&programs.luod, 2.max(o.rounds) + 2)?);
-        for kind in [fds::Kind::Memfd, fds::Kind::Eventfd] {
+        for kind in [fds::Kind::Memfd, fds::Kind::Socket, fds::Kind::Eventfd] {
             r.memory
                 .push(fds::memory(&programs.luod, kind, max_fds.max(1))?);
         }

@@ -217,7 +217,20 @@ impl Luo {
             }
             RetrieveStatus::NotRetrieved => {}
         }
-        let new = match self.handlers[f.handler].retrieve(&f.args(key, owner)) {
+        // A handler whose retrieve is the default: the model's own copy of
+        // the custody file, which stays in custody and in the index as it is.
+        let plain = self.handlers[f.handler].retrieves_custody();
+        let new = if plain {
+            f.custody.as_fd().try_clone_to_owned().map_err(Errno::from)
+        } else {
+            self.handlers[f.handler].retrieve(&f.args(key, owner))
+        };
+        let new = match new {
+            Ok(fd) if plain => {
+                f.retrieve = RetrieveStatus::Retrieved;
+                self.changed(key).retrieved.push(token);
+                return Ok(fd);
+            }
             Ok(fd) => fd,
             Err(e) => {
                 f.retrieve = RetrieveStatus::Failed(e);
@@ -301,15 +314,19 @@ impl Luo {
         let c = self.changed(key);
         c.state = true;
         c.removed.extend(files.iter().rev().map(|f| f.token));
+        // Out of the index together, while the custody descriptors are open.
+        let indexed: Vec<_> = files
+            .iter()
+            .filter(|f| f.indexed)
+            .map(|f| (f.identity, f.custody.as_raw_fd()))
+            .collect();
+        self.index.remove_all(&indexed);
         for f in files.into_iter().rev() {
             self.release_file(owner, f.pinned);
             let args = f.args(key, owner);
             self.handlers[f.handler].finish(&args);
             for &(fi, g) in f.flb_refs.iter().rev() {
                 self.flbs[fi].put_incoming(g);
-            }
-            if f.indexed {
-                self.index.remove(f.identity, f.custody.as_raw_fd());
             }
         }
         Ok(())

@@ -200,6 +200,15 @@ pub trait FileHandler: fmt::Debug + Send {
         Ok(args.file.try_clone_to_owned()?)
     }
 
+    /// True when [`FileHandler::retrieve`] is the default: a new descriptor
+    /// of the custody file. The model then makes that copy itself and keeps
+    /// the custody descriptor as it is (no replacement, nothing to compare
+    /// in the identity index). A handler that overrides `retrieve` leaves
+    /// this `false`.
+    fn retrieves_custody(&self) -> bool {
+        false
+    }
+
     /// Whether the session may be finished now; `false` refuses the whole
     /// finish with `EBUSY`.
     fn can_finish(&self, _args: &FileOpArgs<'_>) -> bool {
@@ -258,6 +267,9 @@ impl FileHandler for UserspaceHandler {
     }
     fn retrieve(&self, args: &FileOpArgs<'_>) -> Result<OwnedFd, Errno> {
         self.inner().retrieve(args)
+    }
+    fn retrieves_custody(&self) -> bool {
+        self.inner().retrieves_custody()
     }
 }
 

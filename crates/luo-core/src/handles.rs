@@ -337,6 +337,11 @@ impl Luo {
         let s = self.sessions.get_mut(&key).expect("session");
         let owner = s.owner;
         let files = std::mem::take(&mut s.files);
+        let indexed: Vec<_> = files
+            .iter()
+            .map(|f| (f.identity, f.custody.as_raw_fd()))
+            .collect();
+        self.index.remove_all(&indexed);
         for f in files.into_iter().rev() {
             self.release_file(owner, f.pinned);
             let args = f.args(key, owner);
@@ -344,7 +349,6 @@ impl Luo {
             for &(fi, g) in f.flb_refs.iter().rev() {
                 self.flbs[fi].put_outgoing(g);
             }
-            self.index.remove(f.identity, f.custody.as_raw_fd());
         }
         self.remove_session(key);
     }

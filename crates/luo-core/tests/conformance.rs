@@ -505,6 +505,124 @@ fn thousands_of_eventfds_share_one_bucket_and_stay_distinct() {
     assert!(l.index().is_empty());
 }
 
+/// `kcmp`, counted.
+#[derive(Debug, Clone, Default)]
+struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl FileOrder for Counting {
+    fn compare(&self, a: RawFd, b: RawFd) -> Result<std::cmp::Ordering, Errno> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        luo_sys::kcmp_raw(a, b)
+    }
+}
+
+impl Counting {
+    fn take(&self) -> usize {
+        self.0.swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[test]
+fn files_alone_on_their_inode_and_whole_sessions_leaving_compare_nothing() {
+    let _g = serial();
+    let _ = luo_sys::raise_nofile_limit();
+    let kcmp = Counting::default();
+    let mut l = Luo::with_order(Limits::default(), Box::new(kcmp.clone()));
+    for h in luo_core::handler::default_handlers() {
+        l.register_handler(h).unwrap();
+    }
+    kcmp.take();
+    let base = open_fds();
+    // Session "a": sockets, memfds (one inode each), pipes and
+    // 1,000 eventfds; session "b": 200 eventfds that stay.
+    let a = l.create_session(0, b"a").unwrap();
+    let mut keep = Vec::new();
+    for t in 0..100u64 {
+        let (x, y) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (r, w) = luo_sys::pipe().unwrap();
+        keep.push(OwnedFd::from(x.try_clone().unwrap()));
+        keep.push(copy(&r));
+        l.preserve(a, x.into(), 4 * t).unwrap();
+        l.preserve(a, y.into(), 4 * t + 1).unwrap();
+        l.preserve(a, r, 4 * t + 2).unwrap();
+        l.preserve(a, w, 4 * t + 3).unwrap();
+        l.preserve(a, memfd(b"m"), 1_000 + t).unwrap();
+    }
+    // A pipe's two ends share its inode: one kcmp tells them apart.
+    assert_eq!(
+        kcmp.take(),
+        100,
+        "a file alone on its inode is compared with nothing"
+    );
+    for k in &keep {
+        assert_eq!(errno(l.preserve(a, copy(k), 9_999)), Errno::EBUSY);
+    }
+    assert!(kcmp.take() <= keep.len(), "one kcmp tells a copy");
+    let mut a_events = Vec::new();
+    for t in 0..1_000u64 {
+        let e = luo_sys::eventfd(0).unwrap();
+        a_events.push(copy(&e));
+        l.preserve(a, e, 10_000 + t).unwrap();
+    }
+    let b = l.create_session(0, b"b").unwrap();
+    let mut b_events = Vec::new();
+    for t in 0..200u64 {
+        let e = luo_sys::eventfd(0).unwrap();
+        b_events.push(copy(&e));
+        l.preserve(b, e, t).unwrap();
+    }
+    let st = luo_sys::fstat(a_events[0].as_fd()).unwrap();
+    assert_eq!(l.index().bucket_len(st.dev, st.ino), 1_200);
+    let managed = l.index().len();
+    l.handover(a).unwrap();
+    l.close(a).unwrap();
+    let a = l.retrieve_session(0, b"a").unwrap();
+    let tokens: Vec<u64> = l
+        .session_files(a, 0, usize::MAX)
+        .unwrap()
+        .files
+        .iter()
+        .map(|f| f.token)
+        .collect();
+    kcmp.take();
+    let mut out = Vec::new();
+    for &t in &tokens {
+        out.push(l.retrieve_fd(a, t).unwrap());
+    }
+    assert_eq!(kcmp.take(), 0, "a plain retrieve compares nothing");
+    assert_eq!(l.index().len(), managed);
+    l.finish(a).unwrap();
+    assert_eq!(
+        kcmp.take(),
+        0,
+        "a session leaving the index compares nothing"
+    );
+    assert_eq!(l.index().len(), 200);
+    assert_eq!(l.index().bucket_len(st.dev, st.ino), 200);
+    // What left is free to be managed again; what stayed is still managed.
+    let c = l.create_session(0, b"c").unwrap();
+    for (t, e) in a_events.iter().enumerate() {
+        l.preserve(c, copy(e), t as u64).unwrap();
+    }
+    for e in &b_events {
+        assert_eq!(errno(l.preserve(c, copy(e), 99_999)), Errno::EBUSY);
+    }
+    // One file leaving a large bucket is searched for (few kcmp), exactly.
+    l.unpreserve(c, 7).unwrap();
+    assert!(kcmp.take() > 0);
+    l.preserve(c, copy(&a_events[7]), 7).unwrap();
+    assert_eq!(
+        errno(l.preserve(c, copy(&a_events[8]), 99_999)),
+        Errno::EBUSY
+    );
+    l.close(c).unwrap();
+    l.close(b).unwrap();
+    l.close(a).unwrap();
+    assert!(l.index().is_empty());
+    drop((out, keep, a_events, b_events));
+    assert_eq!(open_fds(), base);
+}
+
 // ---- lifecycles -------------------------------------------------------------
 
 #[test]

@@ -317,6 +317,12 @@ pub fn socket_kind(fd: BorrowedFd<'_>) -> Result<SocketKind> {
     })
 }
 
+/// `getsockopt(SO_DOMAIN)` alone: the address family, in one call where
+/// [`socket_kind`] makes three.
+pub fn socket_domain(fd: BorrowedFd<'_>) -> Result<i32> {
+    Ok(i32::from(rustix::net::sockopt::socket_domain(fd)?.as_raw()))
+}
+
 /// Address families and socket types, for callers of [`socket_kind`].
 pub mod sock {
     use rustix::net::{ipproto, AddressFamily, SocketType};

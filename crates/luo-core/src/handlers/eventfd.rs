@@ -25,6 +25,9 @@ impl FileHandler for EventfdHandler {
             pins_memory: false,
         }
     }
+    fn retrieves_custody(&self) -> bool {
+        true
+    }
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
         // Anonymous-inode files have no file type bits in st_mode.
         file.stat.mode & 0o170000 == 0

@@ -2,6 +2,9 @@
 
 
 
+use std::os::fd::AsFd;
+use std::sync::OnceLock;
+
 use crate::handler::{Descriptor, FileHandler, FileInfo, Kexec};
 use crate::identity::IdentityKind;
 
@@ -26,9 +29,27 @@ impl FileHandler for MemfdHandler {
             pins_memory: true,
         }
     }
+    fn retrieves_custody(&self) -> bool {
+        true
+    }
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
         file.stat.is_regular()
             && file.stat.nlink == 0
-            && luo_sys::fstatfs_type(file.fd) == Ok(luo_sys::TMPFS_MAGIC)
+            && (Some(file.stat.dev) == shm_dev()
+                || luo_sys::fstatfs_type(file.fd) == Ok(luo_sys::TMPFS_MAGIC))
     }
+}
+
+/// The device of the kernel's internal shmem mount, where every memfd
+/// without `MFD_HUGETLB` lives. That mount is never unmounted, so its
+/// device number means tmpfs for the kernel's life and a memfd needs no
+/// `fstatfs` of its own. (Not a cache of any device: another device number
+/// can be freed and reused by a mount of another type.)
+fn shm_dev() -> Option<u64> {
+    static DEV: OnceLock<Option<u64>> = OnceLock::new();
+    *DEV.get_or_init(|| {
+        let fd = luo_sys::memfd_create("luo-shm-probe", 0).ok()?;
+        let dev = luo_sys::fstat(fd.as_fd()).ok()?.dev;
+        (luo_sys::fstatfs_type(fd.as_fd()) == Ok(luo_sys::TMPFS_MAGIC)).then_some(dev)
+    })
 }

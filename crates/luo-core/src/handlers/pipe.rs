@@ -23,6 +23,9 @@ impl FileHandler for PipeHandler {
             pins_memory: false,
         }
     }
+    fn retrieves_custody(&self) -> bool {
+        true
+    }
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
         file.stat.is_fifo()
     }

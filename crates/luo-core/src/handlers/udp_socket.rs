@@ -24,6 +24,9 @@ impl FileHandler for UdpSocketHandler {
             pins_memory: false,
         }
     }
+    fn retrieves_custody(&self) -> bool {
+        true
+    }
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
         file.stat.is_socket()
             && luo_sys::socket_kind(file.fd).is_ok_and(|k| {

@@ -22,8 +22,11 @@ impl FileHandler for UnixSocketHandler {
             pins_memory: false,
         }
     }
+    fn retrieves_custody(&self) -> bool {
+        true
+    }
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
         file.stat.is_socket()
-            && luo_sys::socket_kind(file.fd).is_ok_and(|k| k.domain == sock::AF_UNIX)
+            && luo_sys::socket_domain(file.fd) == Ok(sock::AF_UNIX)
     }
 }

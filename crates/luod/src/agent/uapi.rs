@@ -397,7 +397,8 @@ pub(crate) fn leads_back(info: &luo_core::FileInfo<'_>) -> Option<String> {
         return None;
     }
     let keeper = super::mirror::KEEPER_PID.load(std::sync::atomic::Ordering::Relaxed);
-    let whose = if peer == std::process::id() {
+    // luo_sys's cached pid: this runs for every socket preserved.
+    let whose = if peer == luo_sys::getpid() as u32 {
         "a socket connected to luod (a session handle, an agent connection or the emulated /dev/liveupdate)"
     } else if peer == keeper {
         "a socket connected to luod's keeper"
