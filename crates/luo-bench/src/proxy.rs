@@ -216,6 +216,10 @@ fn nanos(s: &str) -> Result<Duration, Failure> {
 /// successor, `way`.
 fn handover(way: Way, n: usize, socket: &Path, name: &str) -> Result<Handover, Failure> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    // std listens with a queue of 128: the old proxy's connections would
+    // overflow it while the peer is not scheduled, and each dropped one
+    // waits a second for its SYN to be sent again.
+    luo_sys::set_backlog(listener.as_fd(), 4096)?;
     let port = listener.local_addr()?.port();
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
