@@ -227,69 +227,83 @@ fn handover(way: Way, n: usize, socket: &Path, name: &str) -> Result<Handover, F
         let stop = stop.clone();
         std::thread::spawn(move || serve_peer(listener, n, tx, stop))
     };
-    let result = (|| {
-        let common = |extra: Vec<String>| {
-            let mut v = vec![
-                way.name().to_string(),
-                n.to_string(),
-                socket.display().to_string(),
-                name.to_string(),
-            ];
-            v.extend(extra);
-            v
-        };
-        let (mut old, old_ctl) = spawn("__proxy-old", &common(vec![port.to_string()]))?;
-        let (mut new, new_ctl) = spawn("__proxy-new", &common(vec![]))?;
-        let r = (|| {
-            // The old proxy's line to its successor.
-            let (a, b) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET)?;
-            say(old_ctl.as_fd(), "L", &[a.as_fd()])?;
-            say(new_ctl.as_fd(), "L", &[b.as_fd()])?;
-            drop((a, b));
-            for ctl in [&old_ctl, &new_ctl] {
-                let (m, _) = hear(ctl.as_fd(), 0)?;
-                if m != "R" {
-                    return Err(Failure::run(format!("a proxy is not ready: {m}")));
-                }
+    let args = |extra: Option<u16>| {
+        let mut v = vec![
+            way.name().to_string(),
+            n.to_string(),
+            socket.display().to_string(),
+            name.to_string(),
+        ];
+        v.extend(extra.map(|p| p.to_string()));
+        v
+    };
+    let result = spawn("__proxy-old", &args(Some(port))).and_then(|(mut old, old_ctl)| {
+        let r = spawn("__proxy-new", &args(None)).and_then(|(mut new, new_ctl)| {
+            let r = drive(old_ctl.as_fd(), new_ctl.as_fd(), &rx);
+            // Hung up on: a proxy still waiting gives up.
+            drop(new_ctl);
+            let status = new.wait()?;
+            let h = r?;
+            if !status.success() {
+                return Err(Failure::run(format!("the new proxy failed ({status})")));
             }
-            rx.recv()
-                .map_err(|_| Failure::run("the peer thread stopped"))?
-                .map_err(|e| Failure::run(format!("the peer: {e}")))?;
-            let t = Instant::now();
-            say(old_ctl.as_fd(), "G", &[])?;
-            let (m, _) = hear(new_ctl.as_fd(), 0)?;
-            let blackout = t.elapsed();
-            let new_part = nanos(m.strip_prefix('A').ok_or_else(|| {
-                Failure::run(format!("the new proxy did not get every connection: {m}"))
-            })?)?;
-            let (m, _) = hear(old_ctl.as_fd(), 0)?;
-            let old_part = nanos(
-                m.strip_prefix('D')
-                    .ok_or_else(|| Failure::run(format!("the old proxy failed: {m}")))?,
-            )?;
-            let (m, _) = hear(new_ctl.as_fd(), 0)?;
-            if m != "C" {
-                return Err(Failure::run(format!(
-                    "the new proxy's connections do not work: {m}"
-                )));
-            }
-            Ok(Handover {
-                blackout,
-                old: old_part,
-                new: new_part,
-            })
-        })();
-        drop((old_ctl, new_ctl));
-        let (so, sn) = (old.wait()?, new.wait()?);
+            Ok(h)
+        });
+        drop(old_ctl);
+        let status = old.wait()?;
         let h = r?;
-        if !so.success() || !sn.success() {
-            return Err(Failure::run(format!("a proxy failed: old {so}, new {sn}")));
+        if !status.success() {
+            return Err(Failure::run(format!("the old proxy failed ({status})")));
         }
         Ok(h)
-    })();
+    });
     stop.store(true, Ordering::Relaxed);
     let _ = peer.join();
     result
+}
+
+/// The coordinator's part of a handover: links the two proxies, waits
+/// until they and the peer are ready, starts the clock with "G" to the old
+/// proxy and stops it when the new one says it has every connection.
+fn drive(
+    old_ctl: BorrowedFd<'_>,
+    new_ctl: BorrowedFd<'_>,
+    peer_ready: &mpsc::Receiver<Result<(), String>>,
+) -> Result<Handover, Failure> {
+    // The old proxy's line to its successor.
+    let (a, b) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET)?;
+    say(old_ctl, "L", &[a.as_fd()])?;
+    say(new_ctl, "L", &[b.as_fd()])?;
+    drop((a, b));
+    for ctl in [old_ctl, new_ctl] {
+        let (m, _) = hear(ctl, 0)?;
+        if m != "R" {
+            return Err(Failure::run(format!("a proxy is not ready: {m}")));
+        }
+    }
+    peer_ready
+        .recv()
+        .map_err(|_| Failure::run("the peer thread stopped"))?
+        .map_err(|e| Failure::run(format!("the peer: {e}")))?;
+    let t = Instant::now();
+    say(old_ctl, "G", &[])?;
+    let (m, _) = hear(new_ctl, 0)?;
+    let blackout = t.elapsed();
+    let new = nanos(m.strip_prefix('A').ok_or_else(|| {
+        Failure::run(format!("the new proxy did not get every connection: {m}"))
+    })?)?;
+    let (m, _) = hear(old_ctl, 0)?;
+    let old = nanos(
+        m.strip_prefix('D')
+            .ok_or_else(|| Failure::run(format!("the old proxy failed: {m}")))?,
+    )?;
+    let (m, _) = hear(new_ctl, 0)?;
+    if m != "C" {
+        return Err(Failure::run(format!(
+            "the new proxy's connections do not work: {m}"
+        )));
+    }
+    Ok(Handover { blackout, old, new })
 }
 
 /// Reports a failure of a proxy process to the coordinator.

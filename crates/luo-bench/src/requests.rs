@@ -8,7 +8,7 @@
 //! and off.
 
 use std::io::{BufRead, BufReader};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -122,25 +122,27 @@ fn floor_round(n: usize) -> Result<Vec<Duration>, Failure> {
         .arg("__request-peer")
         .stdin(Stdio::from(theirs))
         .spawn()?;
-    let result = (|| {
-        let req = preserve_request(n as u64);
-        let mut buf = vec![0u8; luo_proto::MAX_MESSAGE];
-        let mut times = Vec::with_capacity(n);
-        for _ in 0..n {
-            let fd: OwnedFd = luo_sys::memfd_create("luo-bench", 0)?;
-            let t = Instant::now();
-            luo_sys::send_with_fds(ours.as_fd(), &req, &[fd.as_fd()])?;
-            let got = luo_sys::recv_with_fds(ours.as_fd(), &mut buf, 1)?;
-            times.push(t.elapsed());
-            if got.len == 0 {
-                return Err(Failure::run("the request peer hung up"));
-            }
-        }
-        Ok(times)
-    })();
+    let result = floor_exchanges(ours.as_fd(), n);
     drop(ours);
     let _ = child.wait();
     result
+}
+
+fn floor_exchanges(sock: BorrowedFd<'_>, n: usize) -> Result<Vec<Duration>, Failure> {
+    let req = preserve_request(n as u64);
+    let mut buf = vec![0u8; luo_proto::MAX_MESSAGE];
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let fd: OwnedFd = luo_sys::memfd_create("luo-bench", 0)?;
+        let t = Instant::now();
+        luo_sys::send_with_fds(sock, &req, &[fd.as_fd()])?;
+        let got = luo_sys::recv_with_fds(sock, &mut buf, 1)?;
+        times.push(t.elapsed());
+        if got.len == 0 {
+            return Err(Failure::run("the request peer hung up"));
+        }
+    }
+    Ok(times)
 }
 
 /// `n` files preserved one `Session::preserve` at a time.
