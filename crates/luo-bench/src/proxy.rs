@@ -23,6 +23,7 @@ use crate::agent::{locate_luod, Agent};
 use crate::cli::{positive, Failure};
 use crate::machine::Machine;
 use crate::report::{to_json, Num};
+use crate::requests::settle;
 use crate::stats::{grouped, human, Summary};
 
 /// `luo-bench proxy --help`'s description.
@@ -445,24 +446,6 @@ pub fn new_proxy(way: Way, n: usize, socket: &Path, name: &str) -> Result<(), Fa
     report(ctl, run())
 }
 
-/// Waits until luod let go of the last round's files.
-fn settle(agent: &Agent) -> Result<(), Failure> {
-    let client = agent.client()?;
-    let t = Instant::now();
-    while client
-        .status()
-        .map_err(|e| Failure::run(format!("luod: {e}")))?
-        .files
-        != 0
-    {
-        if t.elapsed() > Duration::from_secs(30) {
-            return Err(Failure::run("luod still holds the last round's files"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(())
-}
-
 #[derive(Serialize)]
 struct WayReport {
     way: &'static str,
@@ -506,9 +489,11 @@ pub fn main(o: Options) -> Result<(), Failure> {
             if keeper { "auto" } else { "off" },
         ],
     )?;
-    if keeper && agent.keeper_pid().is_none() {
+    let keeper_pid = agent.keeper_pid();
+    if keeper && keeper_pid.is_none() {
         return Err(Failure::run("luod started no keeper"));
     }
+    settle(&agent, keeper_pid)?;
     let ways = [Way::Direct, Way::Luod];
     let mut got: Vec<Vec<Handover>> = vec![Vec::new(); ways.len()];
     for round in 0..o.rounds {
@@ -520,7 +505,7 @@ pub fn main(o: Options) -> Result<(), Failure> {
         );
         for (i, &way) in ways.iter().enumerate() {
             got[i].push(handover(way, n, &agent.socket, &format!("proxy-{round}"))?);
-            settle(&agent)?;
+            settle(&agent, keeper_pid)?;
         }
     }
     let sum = |hs: &[Handover], f: fn(&Handover) -> Duration| {

@@ -235,8 +235,9 @@ fn preload_round(
 }
 
 /// Waits until luod let go of the last round's files (an aborted session
-/// closes them after the client's close), so that rounds do not overlap.
-fn settle(agent: &Agent) -> Result<(), Failure> {
+/// closes them after the client's close) and its keeper, which drops its
+/// copies after luod, is idle again, so that rounds do not overlap.
+pub(crate) fn settle(agent: &Agent, keeper: Option<u32>) -> Result<(), Failure> {
     let client = agent.client()?;
     let t = Instant::now();
     loop {
@@ -245,7 +246,7 @@ fn settle(agent: &Agent) -> Result<(), Failure> {
             .map_err(|e| Failure::run(format!("luod: {e}")))?
             .files;
         if files == 0 {
-            return Ok(());
+            break;
         }
         if t.elapsed() > Duration::from_secs(30) {
             return Err(Failure::run(format!(
@@ -254,6 +255,25 @@ fn settle(agent: &Agent) -> Result<(), Failure> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    // Idle: no CPU time used over 20 ms.
+    let Some(pid) = keeper else {
+        return Ok(());
+    };
+    let cpu = || {
+        std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+    };
+    let mut last = cpu();
+    while t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = cpu();
+        if now == last {
+            return Ok(());
+        }
+        last = now;
+    }
+    Ok(())
 }
 
 /// The median of the `window` requests up to request `at` (1-based), over
@@ -377,9 +397,11 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
             &["--log-level", "warn", "--keeper", "off"]
         };
         let agent = Agent::start_args(&luod, "requests", args)?;
-        if keeper && agent.keeper_pid().is_none() {
+        let keeper_pid = agent.keeper_pid();
+        if keeper && keeper_pid.is_none() {
             return Err(Failure::run("luod started no keeper"));
         }
+        settle(&agent, keeper_pid)?;
         let (mut native, mut preload) = (Vec::new(), Vec::new());
         for round in 0..o.rounds {
             eprintln!(
@@ -396,14 +418,14 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
                 o.files,
                 &format!("native-{keeper}-{round}"),
             )?);
-            settle(&agent)?;
+            settle(&agent, keeper_pid)?;
             preload.push(preload_round(
                 &agent,
                 &lib,
                 o.files,
                 &format!("preload-{keeper}-{round}"),
             )?);
-            settle(&agent)?;
+            settle(&agent, keeper_pid)?;
         }
         let row = |way, times: &[Vec<Duration>]| Row {
             way,
