@@ -69,6 +69,18 @@ impl Programs {
     }
 }
 
+/// `luod` (`luod` overrides it) next to this executable, for the
+/// benchmarks that need nothing else; built as [`Programs::locate`] builds
+/// it when missing.
+pub fn locate_luod(luod: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    let exe = std::env::current_exe()?;
+    let path = luod.unwrap_or_else(|| exe.parent().unwrap_or(Path::new(".")).join("luod"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    Programs::locate(Some(path), None).map(|p| p.luod)
+}
+
 /// A temporary directory, removed on drop.
 #[derive(Debug)]
 pub struct TempDir(pub PathBuf);

@@ -7,6 +7,8 @@
 //! ```text
 //! cargo run --release -p luo-bench -- all [--sizes 256M,1G,4G] [--fds 1000,16000]
 //! cargo run --release -p luo-bench -- index [--sizes 1000,4000,16000] [--json PATH]
+//! cargo run --release -p luo-bench -- requests [--files 16000] [--keeper on,off]
+//! cargo run --release -p luo-bench -- proxy [--connections 16000]
 //! cargo run --release -p luo-bench -- restart [--restarts 10] [--servers python,gunicorn]
 //! cargo run --release -p luo-bench -- soak [--minutes 10] [--seed 1] [--json PATH]
 //! ```
@@ -22,7 +24,9 @@ mod machine;
 mod memcached;
 mod mirror;
 mod plot;
+mod proxy;
 mod report;
+mod requests;
 mod restart;
 mod soak;
 mod stats;
@@ -63,6 +67,12 @@ enum Bench {
     /// Preserving 16,000 files one request at a time with the keeper on: request 1,000 vs 16,000
     #[command(long_about = mirror::ABOUT)]
     Mirror(mirror::Options),
+    /// One request at a time: native client and libluo_preload.so vs a bare SEQPACKET exchange
+    #[command(long_about = requests::ABOUT)]
+    Requests(requests::Options),
+    /// A proxy handing 16,000 established TCP connections to its successor: luod vs SCM_RIGHTS
+    #[command(long_about = proxy::ABOUT)]
+    Proxy(proxy::Options),
     /// Restarting an HTTP server under load: luoctl run (overlap, stop-start) vs a plain stop and start
     #[command(long_about = restart::ABOUT)]
     Restart(restart::Options),
@@ -78,24 +88,77 @@ enum Bench {
     /// The other process of the raw SCM_RIGHTS baseline (`all`).
     #[command(name = "__scm-peer", hide = true)]
     ScmPeer,
+    /// The other process of the bare request/reply floor (`requests`).
+    #[command(name = "__request-peer", hide = true)]
+    RequestPeer,
+    /// The uAPI program of `requests`, run under LD_PRELOAD.
+    #[command(name = "__preload-client", hide = true)]
+    PreloadClient { files: usize, name: String },
+    /// The old proxy of `proxy`.
+    #[command(name = "__proxy-old", hide = true)]
+    ProxyOld {
+        way: String,
+        connections: usize,
+        socket: std::path::PathBuf,
+        name: String,
+        port: u16,
+    },
+    /// The new proxy of `proxy`.
+    #[command(name = "__proxy-new", hide = true)]
+    ProxyNew {
+        way: String,
+        connections: usize,
+        socket: std::path::PathBuf,
+        name: String,
+    },
+}
+
+/// Runs one of the hidden helper processes.
+fn helper(name: &str, r: Result<(), Failure>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("luo-bench {name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     // Usage errors exit with status 2, --help with 0.
     let (name, result) = match Cli::parse().command {
-        Bench::ScmPeer => {
-            return match fds::peer() {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("luo-bench __scm-peer: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        Bench::ScmPeer => return helper("__scm-peer", fds::peer()),
+        Bench::RequestPeer => return helper("__request-peer", requests::peer()),
+        Bench::PreloadClient { files, name } => {
+            return helper("__preload-client", requests::preload_client(files, &name))
+        }
+        Bench::ProxyOld {
+            way,
+            connections,
+            socket,
+            name,
+            port,
+        } => {
+            let r = proxy::Way::parse(&way)
+                .and_then(|w| proxy::old_proxy(w, connections, &socket, &name, port));
+            return helper("__proxy-old", r);
+        }
+        Bench::ProxyNew {
+            way,
+            connections,
+            socket,
+            name,
+        } => {
+            let r = proxy::Way::parse(&way)
+                .and_then(|w| proxy::new_proxy(w, connections, &socket, &name));
+            return helper("__proxy-new", r);
         }
         Bench::All(a) => ("all", suite::main(*a)),
         Bench::Index(o) => ("index", index::main(o)),
         Bench::Upgrade(o) => ("upgrade", upgrade::main(o)),
         Bench::Mirror(o) => ("mirror", mirror::main(o)),
+        Bench::Requests(o) => ("requests", requests::main(o)),
+        Bench::Proxy(o) => ("proxy", proxy::main(o)),
         Bench::Restart(o) => ("restart", restart::main(o)),
         Bench::Plot(a) => ("plot", suite::replot(a)),
         Bench::Soak(o) => ("soak", soak::main(o)),

@@ -178,3 +178,131 @@ fn a_short_soak_survives_crashes_upgrades_and_updates_and_loses_nothing() {
     assert_eq!(num(s, &["keeper_fds_end"]), num(s, &["keeper_fds_empty"]));
     let _ = std::fs::remove_file(&json);
 }
+
+/// luod and libluo_preload.so next to luo-bench, or `None` (with a note)
+/// when this build did not make them.
+fn luod_and_preload() -> Option<(PathBuf, PathBuf)> {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_luo-bench"));
+    let dir = exe.parent().unwrap();
+    let (luod, lib) = (dir.join("luod"), dir.join("libluo_preload.so"));
+    for p in [&luod, &lib] {
+        if !p.is_file() {
+            eprintln!(
+                "skipped: {} is not built (cargo build -p luod -p luo-preload)",
+                p.display()
+            );
+            return None;
+        }
+    }
+    Some((luod, lib))
+}
+
+fn json_of(args: &[&str], tag: &str) -> Value {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_luo-bench"));
+    let json = std::env::temp_dir().join(format!("luo-bench-{tag}-{}.json", std::process::id()));
+    let run = Command::new(&exe)
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    v
+}
+
+#[test]
+fn requests_runs_the_floor_the_native_client_and_the_preload_library() {
+    let Some((luod, lib)) = luod_and_preload() else {
+        return;
+    };
+    let v = json_of(
+        &[
+            "requests",
+            "--files",
+            "40",
+            "--at",
+            "10,40",
+            "--window",
+            "5",
+            "--rounds",
+            "1",
+            "--luod",
+            luod.to_str().unwrap(),
+            "--preload",
+            lib.to_str().unwrap(),
+        ],
+        "requests",
+    );
+    let rows = arr(&v, "rows");
+    let ways: Vec<(&str, Option<bool>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get("way").unwrap().as_str().unwrap(),
+                r.get("keeper").unwrap().as_bool(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ways,
+        [
+            ("bare SOCK_SEQPACKET", None),
+            ("native client", Some(true)),
+            ("libluo_preload.so", Some(true)),
+            ("native client", Some(false)),
+            ("libluo_preload.so", Some(false)),
+        ]
+    );
+    for r in rows {
+        let at = arr(r, "at");
+        assert_eq!(at.len(), 2, "{r:?}");
+        for a in at {
+            assert!(num(a, &["request", "median_ns"]) > 0.0, "{r:?}");
+            assert_eq!(
+                num(a, &["request", "samples"]),
+                5.0 * if r.get("keeper").unwrap().is_null() {
+                    2.0
+                } else {
+                    1.0
+                }
+            );
+        }
+        assert!(num(r, &["request_at_million_ns"]) > 0.0, "{r:?}");
+    }
+}
+
+#[test]
+fn proxy_hands_established_connections_over_both_ways() {
+    let Some((luod, _)) = luod_and_preload() else {
+        return;
+    };
+    let v = json_of(
+        &[
+            "proxy",
+            "--connections",
+            "300",
+            "--rounds",
+            "1",
+            "--luod",
+            luod.to_str().unwrap(),
+        ],
+        "proxy",
+    );
+    assert_eq!(num(&v, &["connections"]), 300.0);
+    let ways = arr(&v, "ways");
+    let names: Vec<&str> = ways
+        .iter()
+        .map(|w| w.get("way").unwrap().as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["direct", "luod"]);
+    for w in ways {
+        assert!(num(w, &["blackout", "median_ns"]) > 0.0, "{w:?}");
+    }
+    assert!(num(&v, &["ratio"]) > 0.0);
+}

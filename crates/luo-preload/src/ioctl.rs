@@ -30,16 +30,23 @@ pub(crate) fn ioctl(fd: RawFd, cmd: u32, arg: Addr) -> Hooked {
         return None;
     }
     // A closed fd: libc's ioctl says EBADF.
-    let ino = with_fd(fd, |f| luod_socket(f, luo_cmd)).ok()??;
-    config::activate();
-    Some(
-        with_fd(fd, |f| emulate(f, ino, cmd, arg))
-            .unwrap_or(Err(fail(Errno::EBADF, "closed meanwhile")))
-            .map_err(|(errno, why)| {
-                config::debug(|| format!("ioctl({cmd:#x}): {why}"));
-                errno
-            }),
-    )
+    with_fd(fd, |f| {
+        let ino = luod_socket(f, luo_cmd)?;
+        config::activate();
+        Some(emulate(f, ino, cmd, arg).map_err(|(errno, why)| {
+            config::debug(|| format!("ioctl({cmd:#x}): {why}"));
+            errno
+        }))
+    })
+    .ok()?
+}
+
+thread_local! {
+    /// The last socket this thread found to be luod's: its inode and its
+    /// peer's pid. A socket's type and peer never change, and a live
+    /// socket's inode is its own, so the next ioctl on it needs only the
+    /// `fstat`, not three `getsockopt` more.
+    static KNOWN: std::cell::Cell<(u64, i32)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// The socket's inode if `fd` is one of luod's sockets (the device or a
@@ -50,6 +57,10 @@ fn luod_socket(fd: BorrowedFd<'_>, may_ask: bool) -> Option<u64> {
     let st = luo_sys::fstat(fd).ok()?;
     if !st.is_socket() {
         return None;
+    }
+    let (known, known_peer) = KNOWN.get();
+    if known == st.ino && known_peer != 0 && known_peer == config::luod_pid() {
+        return Some(st.ino);
     }
     let kind = luo_sys::socket_kind(fd).ok()?;
     if kind.domain != libc::AF_UNIX || kind.ty != libc::SOCK_SEQPACKET {
@@ -69,7 +80,11 @@ fn luod_socket(fd: BorrowedFd<'_>, may_ask: bool) -> Option<u64> {
             }
         }
     }
-    (peer == luod).then_some(st.ino)
+    if peer != luod {
+        return None;
+    }
+    KNOWN.set((st.ino, peer));
+    Some(st.ino)
 }
 
 type Failed = (Errno, String);
@@ -101,17 +116,39 @@ fn tail(at: usize, len: usize) -> Tail {
 fn emulate(sock: BorrowedFd<'_>, ino: u64, cmd: u32, arg: Addr) -> Result<i32, Failed> {
     let _one_at_a_time =
         lock::lock(ino).map_err(|e| fail(e, "re-entered from a signal handler"))?;
-    let mut size_bytes = [0u8; 4];
-    let size = read_memory(arg, &mut size_bytes)
-        .ok()
-        .map(|()| u32::from_le_bytes(size_bytes));
+    // The whole struct in one read when it is readable (the common case),
+    // else the size first and then what it says, as the kernel reads them.
+    let ksize = uapi::struct_size(cmd);
+    let mut whole = ksize.map(|k| vec![0u8; k.max(4)]);
+    if let Some(w) = &mut whole {
+        if read_memory(arg, w).is_err() {
+            whole = None;
+        }
+    }
+    let size = match &whole {
+        Some(w) => Some(u32::from_le_bytes(w[..4].try_into().expect("4 bytes"))),
+        None => {
+            let mut size_bytes = [0u8; 4];
+            read_memory(arg, &mut size_bytes)
+                .ok()
+                .map(|()| u32::from_le_bytes(size_bytes))
+        }
+    };
     let mut data = None;
     let mut past = Tail::Zero;
-    if let (Some(size), Some(ksize)) = (size, uapi::struct_size(cmd)) {
+    if let (Some(size), Some(ksize)) = (size, ksize) {
         let size = size as usize;
-        let mut buf = vec![0u8; size.min(ksize)];
-        if read_memory(arg, &mut buf).is_ok() {
-            data = Some(buf);
+        match whole {
+            Some(mut w) => {
+                w.truncate(size.min(ksize));
+                data = Some(w);
+            }
+            None => {
+                let mut buf = vec![0u8; size.min(ksize)];
+                if read_memory(arg, &mut buf).is_ok() {
+                    data = Some(buf);
+                }
+            }
         }
         if size > ksize {
             past = arg

@@ -541,6 +541,13 @@ pub fn is_listening(fd: BorrowedFd<'_>) -> Result<bool> {
     Ok(rustix::net::sockopt::socket_acceptconn(fd)?)
 }
 
+/// `listen(2)` again on a listening socket: sets its accept queue's length
+/// to `backlog` (capped at `net.core.somaxconn`), for listeners made by
+/// code that chose a short one.
+pub fn set_backlog(fd: BorrowedFd<'_>, backlog: i32) -> Result<()> {
+    Ok(rustix::net::listen(fd, backlog)?)
+}
+
 /// A non-blocking `AF_UNIX` `SOCK_SEQPACKET` socket bound to `path` and
 /// listening. `ENAMETOOLONG` when the path does not fit in `sun_path`.
 pub fn seqpacket_listen(path: &std::path::Path, backlog: i32) -> Result<OwnedFd> {

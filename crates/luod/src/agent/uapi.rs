@@ -296,10 +296,15 @@ impl Agent {
                 format!("'ioctl' takes at most one descriptor, not {}", fds.len()),
             ));
         };
+        // The state alone, by key: nothing per file (a full listing sums
+        // over every file, which made each ioctl cost more as the session
+        // grew).
         let side = |a: &Agent| -> Result<Side, Error> {
-            match a.luo.session_files(h, 0, 0)?.state {
-                SessionState::Open => Ok(Side::Outgoing),
-                _ => Ok(Side::Incoming),
+            let key = a.luo.session_key(h)?;
+            match a.luo.session_state(key).map(|(_, _, s)| s) {
+                Some(SessionState::Open) => Ok(Side::Outgoing),
+                Some(_) => Ok(Side::Incoming),
+                None => Err(err(Errno::ESTALE, "the session is gone")),
             }
         };
         let valid = |cmd: u32| -> Result<(), Error> {
