@@ -80,11 +80,12 @@ fn repo_root() -> PathBuf {
 }
 
 /// The target directory this test was built in: the first directory above
-/// the test binary that cargo marked with `CACHEDIR.TAG`.
+/// the test binary that cargo marked as one (`CACHEDIR.TAG` when cargo
+/// made the directory, `.rustc_info.json` always).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     exe.ancestors()
-        .find(|d| d.join("CACHEDIR.TAG").exists())
+        .find(|d| d.join("CACHEDIR.TAG").exists() || d.join(".rustc_info.json").exists())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| repo_root().join("target"))
 }

@@ -29,12 +29,13 @@ fn ok(out: Output, what: &str) -> Output {
     out
 }
 
-/// The target directory this test was built in (`target/<profile>/deps/..`
-/// up two levels).
+/// The target directory this test was built in: the first directory above
+/// the test binary that cargo marked as one (`CACHEDIR.TAG` when cargo made
+/// the directory, `.rustc_info.json` always).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.ancestors()
-        .find(|a| a.join("CACHEDIR.TAG").exists())
+        .find(|a| a.join("CACHEDIR.TAG").exists() || a.join(".rustc_info.json").exists())
         .expect("the target directory")
         .to_path_buf()
 }

@@ -41,14 +41,16 @@ fn build_library() -> PathBuf {
         None => panic!("no profile in {}", profile_dir.display()),
     };
     // target/<profile>, or target/<triple>/<profile> with --target: cargo
-    // marks the target directory itself with CACHEDIR.TAG.
+    // marks the target directory itself (CACHEDIR.TAG when cargo made it,
+    // .rustc_info.json always).
     let above = profile_dir.parent().expect("the target directory");
-    let (target_dir, triple) = if above.join("CACHEDIR.TAG").exists() {
-        (above, None)
-    } else {
-        let triple = above.file_name().and_then(|n| n.to_str());
-        (above.parent().expect("the target directory"), triple)
-    };
+    let (target_dir, triple) =
+        if above.join("CACHEDIR.TAG").exists() || above.join(".rustc_info.json").exists() {
+            (above, None)
+        } else {
+            let triple = above.file_name().and_then(|n| n.to_str());
+            (above.parent().expect("the target directory"), triple)
+        };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     let mut cmd = Command::new(&cargo);
