@@ -685,3 +685,33 @@ fn a_crash_with_12000_files_loses_none() {
     assert!(settled(keeper) < 16, "the keeper still holds files");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Closing a session's handle and asking again by name at once works, as
+/// the kernel's close is over when close() returns: luod sees the handle's
+/// hang-up before it refuses the request (the soak found the race).
+#[test]
+fn close_then_ask_again_by_name_at_once() {
+    let agent = Agent::start();
+    let c = agent.client();
+    let s = c.create_session("again").unwrap();
+    s.preserve(1, common::memfd("kept")).unwrap();
+    s.handover().unwrap();
+    drop(s);
+    for i in 0..300 {
+        let s = c
+            .retrieve_session("again")
+            .unwrap_or_else(|e| panic!("retrieve {i} after a close: {e}"));
+        drop(s);
+    }
+    let s = c.retrieve_session("again").unwrap();
+    assert_eq!(common::read_text(s.retrieve_fd(1).unwrap()), "kept");
+    s.finish().unwrap();
+    drop(s);
+    // An open session ends with its last handle: its name is free again.
+    for i in 0..300 {
+        let s = c
+            .create_session("reused")
+            .unwrap_or_else(|e| panic!("create {i} after a close: {e}"));
+        drop(s);
+    }
+}

@@ -123,8 +123,8 @@ impl Agent {
             no_fds(req.op(), &fds)?;
         }
         match req {
-            AgentRequest::CreateSession(r) => self.create_session(uid, r),
-            AgentRequest::RetrieveSession(r) => self.retrieve_session(uid, r),
+            AgentRequest::CreateSession(r) => self.create_session(key, uid, r),
+            AgentRequest::RetrieveSession(r) => self.retrieve_session(key, uid, r),
             AgentRequest::PersistSession(r) => self.persist_session(uid, r),
             AgentRequest::HandoverSession(r) => self.handover_by_name(uid, r),
             AgentRequest::FinishSession(r) => self.finish_by_name(uid, r),
@@ -178,9 +178,17 @@ impl Agent {
         }
     }
 
-    fn create_session(&mut self, uid: u32, r: CreateSession) -> Result<Reply, Error> {
+    fn create_session(&mut self, key: u64, uid: u32, r: CreateSession) -> Result<Reply, Error> {
         check_name(&r.name)?;
-        let (fd, _) = self.new_handle(|luo| luo.create_session(uid, r.name.as_bytes()))?;
+        let name = r.name.as_bytes();
+        let (fd, _) = match self.new_handle(|luo| luo.create_session(uid, name)) {
+            // The session's last handle may have closed just before this
+            // request, with its hang-up not yet seen: see it, then retry.
+            Err(e) if e.errno == Errno::EEXIST && self.settle_hangups(key) => {
+                self.new_handle(|luo| luo.create_session(uid, name))?
+            }
+            made => made?,
+        };
         info!("session {} of uid {uid} created", quoted(&r.name));
         reply::<CreateSession>(Done {}, vec![fd])
     }
@@ -209,10 +217,19 @@ impl Agent {
         reply::<PersistSession>(Done {}, vec![fd])
     }
 
-    fn retrieve_session(&mut self, uid: u32, r: RetrieveSession) -> Result<Reply, Error> {
+    fn retrieve_session(&mut self, key: u64, uid: u32, r: RetrieveSession) -> Result<Reply, Error> {
         check_name(&r.name)?;
         let owner = owner_of(uid, r.owner, "retrieve")?;
-        let (fd, h) = self.new_handle(|luo| luo.retrieve_session(owner, r.name.as_bytes()))?;
+        let name = r.name.as_bytes();
+        let (fd, h) = match self.new_handle(|luo| luo.retrieve_session(owner, name)) {
+            // Held by a handle whose close luod has not seen yet (a client
+            // that closes its session fd and retrieves again at once): see
+            // the hang-up, then retry, as the kernel's close is synchronous.
+            Err(e) if e.errno == Errno::EINVAL && self.settle_hangups(key) => {
+                self.new_handle(|luo| luo.retrieve_session(owner, name))?
+            }
+            made => made?,
+        };
         let files = self.luo.file_count(h).unwrap_or(0);
         info!(
             "session {} of uid {owner} retrieved by uid {uid} ({files} files)",

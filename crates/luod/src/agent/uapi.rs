@@ -115,13 +115,15 @@ enum Side {
 impl Agent {
     /// Carries out the hang-ups epoll already knows of (other than `key`'s):
     /// a client that closed a session fd or the device and then asks for
-    /// something finds the close done, as on the kernel.
-    fn settle_hangups(&mut self, key: u64) {
+    /// something finds the close done, as on the kernel. Whether there
+    /// were any.
+    pub(super) fn settle_hangups(&mut self, key: u64) -> bool {
         if self.devices.settling {
-            return;
+            return false;
         }
         self.devices.settling = true;
         let mut events = Vec::new();
+        let mut settled = false;
         if self.epoll.wait(&mut events, MAX_EVENTS, 0).is_ok() {
             let gone = (luo_sys::epoll::EPOLLHUP
                 | luo_sys::epoll::EPOLLRDHUP
@@ -129,10 +131,12 @@ impl Agent {
             for (k, ev) in events {
                 if k != key && k != LISTENER && k != SIGNALS && ev & gone != 0 {
                     self.service(k, ev);
+                    settled = true;
                 }
             }
         }
         self.devices.settling = false;
+        settled
     }
 
     /// Forgets the device claim of a connection that closed.
