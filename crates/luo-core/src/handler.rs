@@ -74,13 +74,60 @@ impl Default for Descriptor {
     }
 }
 
-/// What a handler sees of a candidate file: the descriptor and its `fstat`.
+/// What a handler sees of a candidate file: the descriptor and its `fstat`,
+/// and for a socket its kind, read at most once however many handlers (and
+/// the veto) ask.
 #[derive(Debug, Clone, Copy)]
 pub struct FileInfo<'a> {
     /// The file.
     pub fd: BorrowedFd<'a>,
     /// Its `fstat`, taken once for all handlers.
     pub stat: FileStat,
+    socket: &'a SocketProbe,
+}
+
+/// A socket's `SO_DOMAIN` and (`SO_TYPE`, `SO_PROTOCOL`), each read once per
+/// preserve. Only what was read is kept: a failed read is tried again by the
+/// next handler that asks (a passing shortage is not taken for an answer).
+#[derive(Debug, Default)]
+pub(crate) struct SocketProbe {
+    domain: std::cell::Cell<Option<i32>>,
+    rest: std::cell::Cell<Option<(i32, i32)>>,
+}
+
+impl<'a> FileInfo<'a> {
+    pub(crate) fn new(fd: BorrowedFd<'a>, stat: FileStat, socket: &'a SocketProbe) -> Self {
+        FileInfo { fd, stat, socket }
+    }
+
+    /// The socket's address family (`SO_DOMAIN`); `ENOTSOCK` for another
+    /// file.
+    pub fn socket_domain(&self) -> Result<i32, Errno> {
+        if let Some(d) = self.socket.domain.get() {
+            return Ok(d);
+        }
+        let d = luo_sys::socket_domain(self.fd)?;
+        self.socket.domain.set(Some(d));
+        Ok(d)
+    }
+
+    /// The socket's family, type and protocol.
+    pub fn socket_kind(&self) -> Result<luo_sys::SocketKind, Errno> {
+        let domain = self.socket_domain()?;
+        let (ty, protocol) = match self.socket.rest.get() {
+            Some(r) => r,
+            None => {
+                let r = luo_sys::socket_type_protocol(self.fd)?;
+                self.socket.rest.set(Some(r));
+                r
+            }
+        };
+        Ok(luo_sys::SocketKind {
+            domain,
+            ty,
+            protocol,
+        })
+    }
 }
 
 /// Outcome of the last retrieve of a file, as the kernel's `retrieve_status`.

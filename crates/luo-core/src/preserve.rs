@@ -109,10 +109,8 @@ impl Luo {
             );
         }
         let stat = luo_sys::fstat(fd.as_fd()).map_err(bad)?;
-        let info = FileInfo {
-            fd: fd.as_fd(),
-            stat,
-        };
+        let probe = crate::handler::SocketProbe::default();
+        let info = FileInfo::new(fd.as_fd(), stat, &probe);
         if let Some(why) = self.veto.as_ref().and_then(|v| (v.0)(&info)) {
             return err(Errno::ENOENT, format!("token {token}: {why}"));
         }

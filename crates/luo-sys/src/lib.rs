@@ -309,12 +309,23 @@ pub struct SocketKind {
 
 /// `getsockopt(SO_DOMAIN / SO_TYPE / SO_PROTOCOL)`; `ENOTSOCK` for non-sockets.
 pub fn socket_kind(fd: BorrowedFd<'_>) -> Result<SocketKind> {
-    use rustix::net::sockopt;
+    let domain = socket_domain(fd)?;
+    let (ty, protocol) = socket_type_protocol(fd)?;
     Ok(SocketKind {
-        domain: i32::from(sockopt::socket_domain(fd)?.as_raw()),
-        ty: sockopt::socket_type(fd)?.as_raw() as i32,
-        protocol: sockopt::socket_protocol(fd)?.map_or(0, |p| p.as_raw().get() as i32),
+        domain,
+        ty,
+        protocol,
     })
+}
+
+/// `getsockopt(SO_TYPE / SO_PROTOCOL)`: the rest of [`socket_kind`], for a
+/// caller that has read the domain already.
+pub fn socket_type_protocol(fd: BorrowedFd<'_>) -> Result<(i32, i32)> {
+    use rustix::net::sockopt;
+    Ok((
+        sockopt::socket_type(fd)?.as_raw() as i32,
+        sockopt::socket_protocol(fd)?.map_or(0, |p| p.as_raw().get() as i32),
+    ))
 }
 
 /// `getsockopt(SO_DOMAIN)` alone: the address family, in one call where

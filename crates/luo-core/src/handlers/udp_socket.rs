@@ -28,11 +28,13 @@ impl FileHandler for UdpSocketHandler {
         true
     }
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
+        // The family first: a Unix socket is told apart in one call.
         file.stat.is_socket()
-            && luo_sys::socket_kind(file.fd).is_ok_and(|k| {
-                (k.domain == sock::AF_INET || k.domain == sock::AF_INET6)
-                    && k.ty == sock::SOCK_DGRAM
-                    && k.protocol == sock::IPPROTO_UDP
-            })
+            && file
+                .socket_domain()
+                .is_ok_and(|d| d == sock::AF_INET || d == sock::AF_INET6)
+            && file
+                .socket_kind()
+                .is_ok_and(|k| k.ty == sock::SOCK_DGRAM && k.protocol == sock::IPPROTO_UDP)
     }
 }

@@ -27,6 +27,6 @@ impl FileHandler for UnixSocketHandler {
     }
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
         file.stat.is_socket()
-            && luo_sys::socket_domain(file.fd) == Ok(sock::AF_UNIX)
+            && file.socket_domain() == Ok(sock::AF_UNIX)
     }
 }

@@ -401,6 +401,14 @@ pub(crate) fn leads_back(info: &luo_core::FileInfo<'_>) -> Option<String> {
     if !info.stat.is_socket() {
         return None;
     }
+    // Only a Unix socket can be connected to luod or its keeper; the
+    // family, read once, is the handlers' too.
+    if info
+        .socket_domain()
+        .is_ok_and(|d| d != luo_sys::sock::AF_UNIX)
+    {
+        return None;
+    }
     let peer = luo_sys::peer_cred(info.fd).ok()?.pid as u32;
     if peer == 0 {
         return None;
