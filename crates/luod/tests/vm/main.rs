@@ -422,6 +422,116 @@ fn conf_lines(markers: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// A work directory for one VM run (`/tmp/TAG-PID`), and in it the root of
+/// its initramfs with busybox, luod, luoctl and this test binary (`vmtest`).
+fn vm_root(tag: &str) -> (PathBuf, PathBuf) {
+    let work = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let root = work.join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    install(&root, &which("busybox").unwrap(), "busybox");
+    install(&root, Path::new(LUOD), "luod");
+    install(&root, Path::new(LUOCTL), "luoctl");
+    install(&root, &std::env::current_exe().unwrap(), "vmtest");
+    (work, root)
+}
+
+/// What one VM run printed, and whether it powered off in time.
+struct VmRun {
+    finished: bool,
+    elapsed: Duration,
+    log: String,
+    log_path: PathBuf,
+}
+
+impl VmRun {
+    /// Says how long it took, and removes `work` unless `LUO_VM_KEEP` is set.
+    fn done(&self, work: &Path) {
+        eprintln!("the VM run took {} s", self.elapsed.as_secs());
+        if std::env::var_os("LUO_VM_KEEP").is_some() {
+            eprintln!("LUO_VM_KEEP: the serial log is {}", self.log_path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(work);
+        }
+    }
+
+    /// Fails the test with `why` and the whole serial log.
+    fn fail(&self, why: &str) -> ! {
+        panic!(
+            "{why}\n---- serial log ({} s) ----\n{}\n---- end of serial log ({}) ----",
+            self.elapsed.as_secs(),
+            self.log,
+            self.log_path.display()
+        )
+    }
+}
+
+/// Boots the LUO kernel with `root` (and `init` as its /init) for an
+/// initramfs, plus an archive holding /boot (the kernel, and that initramfs
+/// again without /boot) for the kexecs the run makes; waits until the VM
+/// powers off, at most `timeout`, and fails the test if it did not.
+fn boot(work: &Path, root: &Path, init: &str, cmdline: &str, timeout: Duration) -> VmRun {
+    let bz = kernel_image().expect(
+        "no LUO kernel image: set LUO_KERNEL_IMAGE, or put it at ../shared/kernel/bzImage beside the checkout",
+    );
+    let init_path = root.join("init");
+    std::fs::write(&init_path, init).unwrap();
+    run(Command::new("chmod").arg("755").arg(&init_path));
+    let second = work.join("second.cpio.gz");
+    cpio_gz(root, &second);
+    let boot = work.join("boot");
+    std::fs::create_dir_all(boot.join("boot")).unwrap();
+    std::fs::copy(&bz, boot.join("boot/bzImage")).unwrap();
+    std::fs::copy(&second, boot.join("boot/initrd.img")).unwrap();
+    let extra = work.join("boot.cpio.gz");
+    cpio_gz(&boot, &extra);
+    let first = work.join("first.cpio.gz");
+    let mut bytes = std::fs::read(&second).unwrap();
+    bytes.extend(std::fs::read(&extra).unwrap());
+    std::fs::write(&first, bytes).unwrap();
+
+    let log_path = work.join("serial.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let started = Instant::now();
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "1"])
+        .args(["-nographic", "-no-reboot", "-monitor", "none"])
+        .arg("-kernel")
+        .arg(&bz)
+        .arg("-initrd")
+        .arg(&first)
+        .args(["-append", cmdline])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .expect("starting qemu-system-x86_64");
+    let finished = loop {
+        if qemu.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if started.elapsed() > timeout {
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let vm = VmRun {
+        finished,
+        elapsed: started.elapsed(),
+        log: String::from_utf8_lossy(&std::fs::read(&log_path).unwrap()).into_owned(),
+        log_path,
+    };
+    if !vm.finished {
+        vm.fail(&format!(
+            "the VM did not finish within {} s",
+            timeout.as_secs()
+        ));
+    }
+    vm
+}
+
 #[test]
 fn kernel_live_update_in_qemu() {
     if std::env::var("LUO_VM_TEST").as_deref() == Ok("skip") {
@@ -451,17 +561,7 @@ fn kernel_live_update_in_qemu() {
         missing.is_empty(),
         "the VM test needs {missing:?}: apt-get install -y qemu-system-x86 busybox-static cpio pkg-config libsystemd-dev (./scripts/test does this as root), or set LUO_VM_TEST=skip"
     );
-    let bz = kernel_image().expect(
-        "no LUO kernel image: set LUO_KERNEL_IMAGE, or put it at ../shared/kernel/bzImage beside the checkout",
-    );
-    let work = std::env::temp_dir().join(format!("luo-vm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    let root = work.join("root");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    install(&root, &which("busybox").unwrap(), "busybox");
-    install(&root, Path::new(LUOD), "luod");
-    install(&root, Path::new(LUOCTL), "luoctl");
-    install(&root, &std::env::current_exe().unwrap(), "vmtest");
+    let (work, root) = vm_root("luo-vm");
     // The fd store's C program, linked against libsystemd (its libraries
     // come along).
     let flags = run(Command::new("pkg-config").args(["--cflags", "--libs", "libsystemd"]));
@@ -478,67 +578,16 @@ fn kernel_live_update_in_qemu() {
         .args(["-static", "-O2", "-o"])
         .arg(root.join("bin/luo_uapi_test"))
         .arg(uapi_src.join("luo_uapi_test.c")));
-    let init = root.join("init");
-    std::fs::write(&init, INIT.replace("@NEXT@", NEXT_CMDLINE)).unwrap();
-    run(Command::new("chmod").arg("755").arg(&init));
-    // The second boot's initramfs is the first one without /boot; the
-    // first one is that plus a second archive holding /boot.
-    let second = work.join("second.cpio.gz");
-    cpio_gz(&root, &second);
-    let boot = work.join("boot");
-    std::fs::create_dir_all(boot.join("boot")).unwrap();
-    std::fs::copy(&bz, boot.join("boot/bzImage")).unwrap();
-    std::fs::copy(&second, boot.join("boot/initrd.img")).unwrap();
-    let extra = work.join("boot.cpio.gz");
-    cpio_gz(&boot, &extra);
-    let first = work.join("first.cpio.gz");
-    let mut bytes = std::fs::read(&second).unwrap();
-    bytes.extend(std::fs::read(&extra).unwrap());
-    std::fs::write(&first, bytes).unwrap();
-
-    let log_path = work.join("serial.log");
-    let log_file = std::fs::File::create(&log_path).unwrap();
-    let started = Instant::now();
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "1"])
-        .args(["-nographic", "-no-reboot", "-monitor", "none"])
-        .arg("-kernel")
-        .arg(&bz)
-        .arg("-initrd")
-        .arg(&first)
-        .args(["-append", "console=ttyS0 liveupdate=on panic=-1 quiet"])
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-        .expect("starting qemu-system-x86_64");
-    let status = loop {
-        if let Some(s) = qemu.try_wait().unwrap() {
-            break Some(s);
-        }
-        if started.elapsed() > VM_TIMEOUT {
-            let _ = qemu.kill();
-            let _ = qemu.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let elapsed = started.elapsed();
-    let log = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap()).into_owned();
-    let fail = |why: &str| -> ! {
-        panic!(
-            "{why}\n---- serial log ({} s) ----\n{log}\n---- end of serial log ({}) ----",
-            elapsed.as_secs(),
-            log_path.display()
-        )
-    };
-    if status.is_none() {
-        fail(&format!(
-            "the VM did not finish within {} s",
-            VM_TIMEOUT.as_secs()
-        ));
-    }
-    let markers = markers(&log);
+    let vm = boot(
+        &work,
+        &root,
+        &INIT.replace("@NEXT@", NEXT_CMDLINE),
+        "console=ttyS0 liveupdate=on panic=-1 quiet",
+        VM_TIMEOUT,
+    );
+    let log = &vm.log;
+    let fail = |why: &str| -> ! { vm.fail(why) };
+    let markers = markers(log);
     let has = |s: &str| markers.iter().any(|l| l.split(" (in ").next() == Some(s));
     for marker in [
         "@@ stage 1 begins",
@@ -658,10 +707,5 @@ fn kernel_live_update_in_qemu() {
     if !log.contains("2 persistent sessions with 3 files are open again") {
         fail("luod did not log the 2 persistent sessions open again");
     }
-    eprintln!("the VM run took {} s", elapsed.as_secs());
-    if std::env::var_os("LUO_VM_KEEP").is_some() {
-        eprintln!("LUO_VM_KEEP: the serial log is {}", log_path.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&work);
-    }
+    vm.done(&work);
 }

@@ -14,15 +14,14 @@
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use luo_core::FileHandler;
 use luo_sys::liveupdate as lu;
 use luod::registry::{seal, FileEntry, Registry, SessionEntry, MAGIC, VERSION};
 
 use super::common::{memfd, read_text};
-use super::{cpio_gz, install, kernel_image, markers, run, socket, which, LUOCTL, LUOD};
+use super::{boot, markers, socket, vm_root, which};
 
 /// How long the whole chain may take before it counts as hung.
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -357,79 +356,17 @@ fn kernel_registry_refusals_in_qemu() {
         missing.is_empty(),
         "the VM test needs {missing:?}: apt-get install -y qemu-system-x86 busybox-static cpio, or set LUO_VM_TEST=skip"
     );
-    let bz = kernel_image().expect(
-        "no LUO kernel image: set LUO_KERNEL_IMAGE, or put it at ../shared/kernel/bzImage beside the checkout",
+    let (work, root) = vm_root("luo-vm-registry");
+    let vm = boot(
+        &work,
+        &root,
+        &INIT.replace("@CMDLINE@", CMDLINE),
+        CMDLINE,
+        TIMEOUT,
     );
-    let work = std::env::temp_dir().join(format!("luo-vm-registry-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    let root = work.join("root");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    install(&root, &which("busybox").unwrap(), "busybox");
-    install(&root, Path::new(LUOD), "luod");
-    install(&root, Path::new(LUOCTL), "luoctl");
-    install(&root, &std::env::current_exe().unwrap(), "vmtest");
-    let init = root.join("init");
-    std::fs::write(&init, INIT.replace("@CMDLINE@", CMDLINE)).unwrap();
-    run(Command::new("chmod").arg("755").arg(&init));
-    // Every boot's initramfs is `second` plus an archive holding /boot
-    // (the kernel and `second`); the VM rebuilds that archive before each
-    // kexec.
-    let second = work.join("second.cpio.gz");
-    cpio_gz(&root, &second);
-    let boot = work.join("boot");
-    std::fs::create_dir_all(boot.join("boot")).unwrap();
-    std::fs::copy(&bz, boot.join("boot/bzImage")).unwrap();
-    std::fs::copy(&second, boot.join("boot/initrd.img")).unwrap();
-    let extra = work.join("boot.cpio.gz");
-    cpio_gz(&boot, &extra);
-    let first = work.join("first.cpio.gz");
-    let mut bytes = std::fs::read(&second).unwrap();
-    bytes.extend(std::fs::read(&extra).unwrap());
-    std::fs::write(&first, bytes).unwrap();
-
-    let log_path = work.join("serial.log");
-    let log_file = std::fs::File::create(&log_path).unwrap();
-    let started = Instant::now();
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "1"])
-        .args(["-nographic", "-no-reboot", "-monitor", "none"])
-        .arg("-kernel")
-        .arg(&bz)
-        .arg("-initrd")
-        .arg(&first)
-        .args(["-append", CMDLINE])
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-        .expect("starting qemu-system-x86_64");
-    let finished = loop {
-        if qemu.try_wait().unwrap().is_some() {
-            break true;
-        }
-        if started.elapsed() > TIMEOUT {
-            let _ = qemu.kill();
-            let _ = qemu.wait();
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let elapsed = started.elapsed();
-    let log = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap()).into_owned();
-    let fail = |why: &str| -> ! {
-        panic!(
-            "{why}\n---- serial log ({} s) ----\n{log}\n---- end of serial log ({}) ----",
-            elapsed.as_secs(),
-            log_path.display()
-        )
-    };
-    if !finished {
-        fail(&format!(
-            "the VM did not finish within {} s",
-            TIMEOUT.as_secs()
-        ));
-    }
-    let markers = markers(&log);
+    let log = &vm.log;
+    let fail = |why: &str| -> ! { vm.fail(why) };
+    let markers = markers(log);
     let has = |s: &str| markers.iter().any(|l| l == s);
     let has_part = |prefix: &str, part: &str| {
         markers
@@ -523,13 +460,6 @@ fn kernel_registry_refusals_in_qemu() {
     if !has_part("@@ LUOD none: ", "this boot is a live update (live update number 5) but the previous kernel left no luod/registry") {
         fail("luod did not warn about the previous kernel's sessions without a registry");
     }
-    eprintln!(
-        "the registry VM chain (5 kexecs) took {} s",
-        elapsed.as_secs()
-    );
-    if std::env::var_os("LUO_VM_KEEP").is_some() {
-        eprintln!("LUO_VM_KEEP: the serial log is {}", log_path.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&work);
-    }
+    eprintln!("the registry VM chain makes 5 kexecs");
+    vm.done(&work);
 }
