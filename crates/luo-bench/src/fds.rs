@@ -37,10 +37,15 @@ impl Kind {
         }
     }
 
-    /// Whether the 50%-of-raw target applies (eventfds are for information:
-    /// they all share one inode, luo's slowest identity).
-    pub fn has_target(self) -> bool {
-        self != Kind::Eventfd
+    /// The least fraction of raw SCM_RIGHTS luo's round trip must reach:
+    /// memfds 0.25x, sockets 0.2x; none for eventfds, which are for
+    /// information (they all share one inode, luo's slowest identity).
+    pub fn target(self) -> Option<f64> {
+        match self {
+            Kind::Memfd => Some(0.25),
+            Kind::Socket => Some(0.2),
+            Kind::Eventfd => None,
+        }
     }
 
     /// `n` new files: empty memfds, Unix stream socket pairs (both ends),
@@ -218,7 +223,7 @@ impl Throughput {
     }
 
     pub fn report(&self) -> ThroughputReport {
-        let target = self.kind.has_target();
+        let target = self.kind.target();
         ThroughputReport {
             kind: self.kind.name(),
             fds: self.n,
@@ -228,8 +233,8 @@ impl Throughput {
             luo_fds_per_s: Num(self.luo_rate()),
             raw_fds_per_s: Num(self.raw_rate()),
             luo_over_raw: Num(self.ratio()),
-            target: target.then_some(Num(TARGET)),
-            target_met: target.then(|| self.ratio() >= TARGET),
+            target: target.map(Num),
+            target_met: target.map(|t| self.ratio() >= t),
             luo_ns_per_fd: phases_report(&self.luo, &LUO_PHASES, self.n, "agent_cpu"),
             raw_ns_per_fd: phases_report(&self.raw, &RAW_PHASES, self.n, "peer_cpu"),
         }
@@ -240,9 +245,6 @@ impl Throughput {
 const MIN_FDS_TIMED: usize = 16_000;
 /// up to this many rounds.
 const MAX_ROUNDS: usize = 32;
-
-/// luo's throughput must be at least this fraction of raw SCM_RIGHTS.
-pub const TARGET: f64 = 0.5;
 
 /// Preserves `n` new files of `kind` in one session, hands it over,
 /// retrieves and finishes it. The originals are closed after the preserve,

@@ -466,11 +466,10 @@ fn unix_time() -> u64 {
 fn summary(r: &Results) -> Vec<Line> {
     let mut out = Vec::new();
     for t in &r.throughput {
-        let target = if t.kind.has_target() {
-            ">= 0.5x raw"
-        } else {
-            "(information)"
-        };
+        let target = t
+            .kind
+            .target()
+            .map_or("(information)".to_string(), |x| format!(">= {x}x raw"));
         out.push(line(
             format!("fd round trip, {} {}s", grouped(t.n as u64), t.kind.name()),
             (rate(t.luo_rate()), t.luo_rate(), "fds/s"),
@@ -484,8 +483,8 @@ fn summary(r: &Results) -> Vec<Line> {
                 t.ratio(),
                 "luo throughput / raw throughput",
             ),
-            target,
-            t.kind.has_target().then(|| t.ratio() >= fds::TARGET),
+            &target,
+            t.kind.target().map(|x| t.ratio() >= x),
         ));
     }
     if let Some(ix) = &r.index {
