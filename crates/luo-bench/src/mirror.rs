@@ -127,22 +127,30 @@ struct Row {
     at: Vec<(usize, Summary)>,
 }
 
-pub fn main(mut o: Options) -> Result<(), Failure> {
-    o.at = sorted(std::mem::take(&mut o.at));
-    if o.at.len() < 2 || *o.at.last().expect("two") > o.files {
+/// Checks the sizes to report (`--at`, sorted in place: at least two, each
+/// at most `files`) and that luod and its keeper may hold `files`
+/// descriptors; the machine, set up.
+pub(crate) fn setup(at: &mut Vec<usize>, files: usize) -> Result<Machine, Failure> {
+    *at = sorted(std::mem::take(at));
+    if at.len() < 2 || *at.last().expect("two") > files {
         return Err(Failure::usage(
             "--at needs at least two sizes, each at most --files",
         ));
     }
     let machine = Machine::setup()?;
-    if o.files + 256 > machine.nofile.0 as usize {
+    if files + 256 > machine.nofile.0 as usize {
         return Err(Failure::usage(format!(
             "{} files need {} descriptors in luod and in its keeper; RLIMIT_NOFILE is {}",
-            o.files,
-            o.files + 256,
+            files,
+            files + 256,
             machine.nofile.0
         )));
     }
+    Ok(machine)
+}
+
+pub fn main(mut o: Options) -> Result<(), Failure> {
+    let machine = setup(&mut o.at, o.files)?;
     eprintln!("machine: {}", machine.describe());
     let programs = Programs::locate(o.luod.clone(), None)?;
     let mut rows = Vec::new();

@@ -354,21 +354,7 @@ struct RequestsReport {
 }
 
 pub fn main(mut o: Options) -> Result<(), Failure> {
-    o.at = sorted(std::mem::take(&mut o.at));
-    if o.at.len() < 2 || *o.at.last().expect("two") > o.files {
-        return Err(Failure::usage(
-            "--at needs at least two sizes, each at most --files",
-        ));
-    }
-    let machine = Machine::setup()?;
-    if o.files + 256 > machine.nofile.0 as usize {
-        return Err(Failure::usage(format!(
-            "{} files need {} descriptors in luod and in its keeper; RLIMIT_NOFILE is {}",
-            o.files,
-            o.files + 256,
-            machine.nofile.0
-        )));
-    }
+    let machine = crate::mirror::setup(&mut o.at, o.files)?;
     let exe = std::env::current_exe()?;
     let lib = o.preload.clone().unwrap_or_else(|| {
         exe.parent()
