@@ -35,6 +35,7 @@ pub use luo_sys::Errno;
 pub use ops::{Call, Request};
 /// A JSON value, for tools that show replies as they are (`luoctl --json`).
 pub use serde_json::Value;
+pub use types::{fingerprint, json_len};
 
 /// The protocol version this crate speaks.
 pub const VERSION: u64 = 1;

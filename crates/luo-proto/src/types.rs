@@ -7,8 +7,17 @@ use serde::{Deserialize, Serialize};
 use crate::{Errno, Error, Result};
 
 /// Bytes `item` takes in a message.
-fn json_len<T: Serialize>(item: &T) -> usize {
+/// How many bytes `item` takes in a message, for paging.
+pub fn json_len<T: Serialize>(item: &T) -> usize {
     serde_json::to_vec(item).map_or(usize::MAX, |b| b.len())
+}
+
+/// What a paged listing says, as a number (CRC-32 of its JSON): the same on
+/// every page of one listing, different once it changed between pages.
+pub fn fingerprint<T: Serialize>(item: &T) -> u64 {
+    u64::from(crc32fast::hash(
+        &serde_json::to_vec(item).unwrap_or_default(),
+    ))
 }
 
 pub use luo_core::{Quota, SessionState, Usage};
@@ -169,38 +178,15 @@ pub struct Preflight {
 
 impl Preflight {
     /// What every page of a preflight repeats: the sessions and lost files
-    /// it lists, and the totals. FNV-1a, so that it is the same from any
-    /// build of the agent.
+    /// it lists, and the totals ([`fingerprint`]).
     pub fn fingerprint_of(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |bytes: &[u8]| {
-            for b in bytes {
-                h ^= u64::from(*b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        };
-        for n in [
+        fingerprint(&(
             self.epoch,
             self.carried_files,
             self.carried_bytes,
             self.lost_files,
-        ] {
-            eat(&n.to_le_bytes());
-        }
-        for s in &self.sessions {
-            eat(&s.owner.to_le_bytes());
-            eat(&(s.name.len() as u64).to_le_bytes());
-            eat(s.name.as_bytes());
-            eat(s.state.as_str().as_bytes());
-            for n in [s.files, s.carried, s.bytes, s.lost.len() as u64] {
-                eat(&n.to_le_bytes());
-            }
-            for f in &s.lost {
-                eat(&f.token.to_le_bytes());
-                eat(f.handler.as_bytes());
-            }
-        }
-        h
+            &self.sessions,
+        ))
     }
 }
 

@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use luo::{Errno, Error};
+use luo_proto::json_len;
 use serde::{Deserialize, Serialize};
 
 use super::listen::ListenSpec;
@@ -120,17 +121,10 @@ pub struct StoredInfo {
 /// Bytes of one message a page of [`page_service`] leaves for the envelope.
 const PAGE_SLACK: usize = 512;
 
-fn json_len<T: Serialize>(v: &T) -> usize {
-    serde_json::to_vec(v).map_or(usize::MAX, |b| b.len())
-}
-
-/// The hash of a service's lists (FNV-1a of their JSON), to tell pages of
-/// one description from pages of a changed one.
+/// What a service's lists say, to tell pages of one description from
+/// pages of a changed one.
 fn fingerprint(s: &ServiceInfo) -> u64 {
-    let bytes = serde_json::to_vec(&(&s.command, &s.listeners, &s.stored)).unwrap_or_default();
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    luo_proto::fingerprint(&(&s.command, &s.listeners, &s.stored))
 }
 
 /// One page of a service's description from item `start`, the items being
