@@ -5,9 +5,8 @@
 //! what the 1,000th does. The same run with `--keeper off` is the baseline:
 //! what a request costs without any mirror.
 
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -86,29 +85,9 @@ fn preserve_one_by_one(
     n: usize,
     rounds: usize,
 ) -> Result<Vec<Vec<Duration>>, Failure> {
-    let run = |e: luo::Error| Failure::run(format!("luod: {e}"));
-    let client = agent.client()?;
-    let mut out = Vec::with_capacity(rounds);
-    for round in 0..rounds {
-        let session = client
-            .create_session(&format!("one-by-one-{round}"))
-            .map_err(run)?;
-        let mut times = Vec::with_capacity(n);
-        for token in 0..n as u64 {
-            let fd: OwnedFd = luo_sys::memfd_create("luo-bench", 0)?;
-            let t = Instant::now();
-            session.preserve(token, &fd).map_err(run)?;
-            times.push(t.elapsed());
-        }
-        let held = client.status().map_err(run)?.files;
-        if held != n as u64 {
-            return Err(Failure::run(format!("luod holds {held} files, not {n}")));
-        }
-        // Closing the session aborts it: luod and its keeper let go.
-        drop(session);
-        out.push(times);
-    }
-    Ok(out)
+    (0..rounds)
+        .map(|round| crate::requests::native_round(agent, n, &format!("one-by-one-{round}")))
+        .collect()
 }
 
 /// The median of the `window` requests up to request `at` (1-based), over

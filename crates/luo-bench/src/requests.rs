@@ -145,8 +145,9 @@ fn floor_exchanges(sock: BorrowedFd<'_>, n: usize) -> Result<Vec<Duration>, Fail
     Ok(times)
 }
 
-/// `n` files preserved one `Session::preserve` at a time.
-fn native_round(agent: &Agent, n: usize, name: &str) -> Result<Vec<Duration>, Failure> {
+/// `n` files preserved one `Session::preserve` at a time in a new session
+/// `name`, which is aborted afterwards (luod and its keeper let go).
+pub(crate) fn native_round(agent: &Agent, n: usize, name: &str) -> Result<Vec<Duration>, Failure> {
     let run = |e: luo::Error| Failure::run(format!("luod: {e}"));
     let client = agent.client()?;
     let session = client.create_session(name).map_err(run)?;
