@@ -102,15 +102,25 @@ impl Luo {
                 format!("token {token}: inspecting the file failed ({e:?})"),
             ),
         };
-        if luo_sys::is_o_path(fd.as_fd()).map_err(bad)? {
-            return err(
+        let o_path = || {
+            err(
                 Errno::EBADF,
                 format!("token {token}: an O_PATH descriptor holds no file"),
-            );
-        }
+            )
+        };
+        // fstat works on an O_PATH descriptor; a socket's first getsockopt
+        // does not (the kernel's fdget skips O_PATH files: EBADF), which
+        // spares a socket the F_GETFL every other file needs.
         let stat = luo_sys::fstat(fd.as_fd()).map_err(bad)?;
         let probe = crate::handler::SocketProbe::default();
         let info = FileInfo::new(fd.as_fd(), stat, &probe);
+        if stat.is_socket() {
+            if info.socket_domain() == Err(Errno::EBADF) {
+                return o_path();
+            }
+        } else if luo_sys::is_o_path(fd.as_fd()).map_err(bad)? {
+            return o_path();
+        }
         if let Some(why) = self.veto.as_ref().and_then(|v| (v.0)(&info)) {
             return err(Errno::ENOENT, format!("token {token}: {why}"));
         }
