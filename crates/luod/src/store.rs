@@ -9,6 +9,7 @@
 //! takes them all back (see `agent/mirror.rs`).
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,13 +22,16 @@ use serde::{Deserialize, Serialize};
 const BATCH: usize = luo_sys::SCM_MAX_FD;
 
 /// What the agent asks of its keeper, in the agent protocol's envelope.
+/// The agent writes names of any [`Serialize`] type that is a string (the
+/// mirror's are formatted straight into the message); the keeper reads
+/// `String`s.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
-enum ToKeeper {
+enum ToKeeper<N = String> {
     /// Keep the attached descriptors under these names (one each).
-    Put { names: Vec<String> },
+    Put { names: Vec<N> },
     /// Drop the descriptors under these names.
-    Remove { names: Vec<String> },
+    Remove { names: Vec<N> },
     /// Send a page of entries from index `start`: [`Taken`].
     Take {
         #[serde(default)]
@@ -63,7 +67,11 @@ pub(crate) struct Counted {
 #[derive(Debug, Serialize, Deserialize)]
 struct Ready {}
 
-fn tell(link: BorrowedFd<'_>, m: &ToKeeper, fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+fn tell<N: Serialize>(
+    link: BorrowedFd<'_>,
+    m: &ToKeeper<N>,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), Error> {
     luo_proto::send(link, &luo_proto::encode_message(m, fds.len())?, fds)
 }
 
@@ -122,11 +130,14 @@ fn fail(what: &str, e: impl Into<Errno>) -> Error {
 impl Sink {
     /// Adds descriptors under names (a name may repeat: the keeper replaces,
     /// systemd keeps both until removed).
-    pub(crate) fn put(&self, entries: &[(String, BorrowedFd<'_>)]) -> Result<(), Error> {
+    pub(crate) fn put<N: Serialize + Display>(
+        &self,
+        entries: &[(N, BorrowedFd<'_>)],
+    ) -> Result<(), Error> {
         match self {
             Sink::Keeper { link, .. } => {
                 for chunk in entries.chunks(BATCH) {
-                    let names = chunk.iter().map(|(n, _)| n.clone()).collect();
+                    let names = chunk.iter().map(|(n, _)| n).collect();
                     let fds: Vec<BorrowedFd<'_>> = chunk.iter().map(|(_, f)| *f).collect();
                     tell(link.as_fd(), &ToKeeper::Put { names }, &fds)
                         .map_err(|e| fail("sending descriptors to the keeper failed", e.errno))?;
@@ -145,11 +156,11 @@ impl Sink {
     }
 
     /// Drops the descriptors stored under `names`.
-    pub(crate) fn remove(&self, names: &[String]) -> Result<(), Error> {
+    pub(crate) fn remove<N: Serialize + Display>(&self, names: &[N]) -> Result<(), Error> {
         match self {
             Sink::Keeper { link, .. } => {
                 for chunk in names.chunks(512) {
-                    let names = chunk.to_vec();
+                    let names = chunk.iter().collect();
                     tell(link.as_fd(), &ToKeeper::Remove { names }, &[]).map_err(|e| {
                         fail("telling the keeper to drop descriptors failed", e.errno)
                     })?;
@@ -188,7 +199,7 @@ impl Sink {
         luo_sys::set_nonblocking(link, true).ok()?;
         while let Ok(Some(_)) = luo_proto::recv(link, &mut buf) {}
         let _ = luo_sys::set_nonblocking(link, false);
-        tell(link, &ToKeeper::Count {}, &[]).ok()?;
+        tell(link, &ToKeeper::<String>::Count {}, &[]).ok()?;
         let ep = luo_sys::Epoll::new().ok()?;
         ep.add(link, 0, EPOLLIN).ok()?;
         let mut ready = Vec::new();
@@ -203,7 +214,7 @@ impl Sink {
     /// Tells the keeper it may exit: the agent stops and leaves nothing.
     pub(crate) fn release(&self) {
         if let Sink::Keeper { link, .. } = self {
-            let _ = tell(link.as_fd(), &ToKeeper::Bye {}, &[]);
+            let _ = tell(link.as_fd(), &ToKeeper::<String>::Bye {}, &[]);
         }
     }
 }
@@ -345,7 +356,7 @@ pub(crate) fn take(link: BorrowedFd<'_>) -> Result<Vec<(String, OwnedFd)>, Error
     let mut start = 0u64;
     let mut buf = RecvBuf::default();
     loop {
-        tell(link, &ToKeeper::Take { start }, &[])?;
+        tell(link, &ToKeeper::<String>::Take { start }, &[])?;
         let m = loop {
             match luo_proto::recv(link, &mut buf) {
                 Ok(Some(m)) => break m,

@@ -72,11 +72,37 @@ pub(crate) struct Mirror {
 }
 
 fn session_name(prefix: &str, gen: u64) -> String {
-    format!("luo.s.{prefix}.{gen}")
+    Name::Session(prefix, gen).to_string()
 }
 
 fn file_name(prefix: &str, seq: u64, token: u64) -> String {
-    format!("luo.f.{prefix}.{seq}.{token}")
+    Name::File(prefix, seq, token).to_string()
+}
+
+/// An entry's name, written where it is needed (into a keeper message)
+/// without a `String` of its own: a request that preserves or finishes
+/// thousands of files names each of them.
+#[derive(Debug, Clone, Copy)]
+enum Name<'a> {
+    /// `luo.s.PREFIX.GEN`
+    Session(&'a str, u64),
+    /// `luo.f.PREFIX.SEQ.TOKEN`
+    File(&'a str, u64, u64),
+}
+
+impl std::fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Name::Session(prefix, gen) => write!(f, "luo.s.{prefix}.{gen}"),
+            Name::File(prefix, seq, token) => write!(f, "luo.f.{prefix}.{seq}.{token}"),
+        }
+    }
+}
+
+impl serde::Serialize for Name<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 fn record_memfd(
@@ -198,23 +224,23 @@ impl Mirror {
         }
         let incoming = state != SessionState::Open;
         let persist = luo.is_persistent(key);
-        let mut puts: Vec<(String, BorrowedFd<'_>)> = Vec::new();
+        let mut puts: Vec<(Name<'_>, BorrowedFd<'_>)> = Vec::new();
         let mut removes = Vec::new();
         let record;
         if r.incoming != incoming || r.persist != persist {
-            removes.push(session_name(&r.prefix, r.gen));
+            removes.push(Name::Session(&r.prefix, r.gen));
             r.gen += 1;
             r.incoming = incoming;
             r.persist = persist;
             record = record_memfd(owner, name, incoming, persist, luo.epoch())
                 .map_err(|e| Error::new(e.into(), "writing a session record failed"))?;
-            puts.push((session_name(&r.prefix, r.gen), record.as_fd()));
+            puts.push((Name::Session(&r.prefix, r.gen), record.as_fd()));
         }
         for &t in &change.added {
             if let Some(fd) = luo.custody(key, t) {
                 let seq = r.tokens.len() as u64;
                 r.tokens.push(t);
-                puts.push((file_name(&r.prefix, seq, t), fd));
+                puts.push((Name::File(&r.prefix, seq, t), fd));
             }
         }
         // New entries first: a crash between the two leaves both, never
@@ -226,13 +252,13 @@ impl Mirror {
     /// Removes every entry of session `key` (aborted, or finished).
     fn forget(&mut self, key: u64) -> Result<(), Error> {
         if let Some(r) = self.sessions.remove(&key) {
-            let mut names: Vec<String> = r
+            let mut names: Vec<Name<'_>> = r
                 .tokens
                 .iter()
                 .enumerate()
-                .map(|(seq, t)| file_name(&r.prefix, seq as u64, *t))
+                .map(|(seq, t)| Name::File(&r.prefix, seq as u64, *t))
                 .collect();
-            names.push(session_name(&r.prefix, r.gen));
+            names.push(Name::Session(&r.prefix, r.gen));
             self.sink.remove(&names)?;
         }
         Ok(())
@@ -264,7 +290,7 @@ impl Mirror {
         if fresh {
             r.prefix = format!("{}.{key}", self.inc);
         }
-        let mut puts: Vec<(String, BorrowedFd<'_>)> = Vec::new();
+        let mut puts: Vec<(Name<'_>, BorrowedFd<'_>)> = Vec::new();
         let mut removes = Vec::new();
         let record;
         // Not an append (files left): every entry starts over under a new
@@ -288,13 +314,13 @@ impl Mirror {
             r.persist = persist;
             record = record_memfd(owner, name, incoming, persist, luo.epoch())
                 .map_err(|e| Error::new(e.into(), "writing a session record failed"))?;
-            puts.push((session_name(&r.prefix, r.gen), record.as_fd()));
+            puts.push((Name::Session(&r.prefix, r.gen), record.as_fd()));
         }
         for &t in &tokens[r.tokens.len()..] {
             if let Some(fd) = luo.custody(key, t) {
                 let seq = r.tokens.len() as u64;
                 r.tokens.push(t);
-                puts.push((file_name(&r.prefix, seq, t), fd));
+                puts.push((Name::File(&r.prefix, seq, t), fd));
             }
         }
         // New entries first: a crash between the two leaves both, never
