@@ -619,7 +619,14 @@ fn every_failure_of_a_retrieve_reply_send() {
         .unwrap_or(0);
     assert_eq!(sends, 1, "one reply, one send: {counts:?}");
     let mut refused = Vec::new();
-    for errno in ["EAGAIN", "ENOMEM", "ENOBUFS", "EINTR", "EPIPE", "ECONNRESET"] {
+    for errno in [
+        "EAGAIN",
+        "ENOMEM",
+        "ENOBUFS",
+        "EINTR",
+        "EPIPE",
+        "ECONNRESET",
+    ] {
         let f = Fault {
             role: "luod".into(),
             kind: "send".into(),
