@@ -1,7 +1,7 @@
 //! Crossing to the incoming side and back out: handover, update, retrieve
 //! (of a session and of its files) and finish.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use crate::error::err;
 use crate::identity::Holder;
@@ -9,6 +9,15 @@ use crate::{
     show, Errno, Error, IdentityKind, Luo, PreservedFile, Result, RetrieveStatus, SessionHandle,
     SessionMode, Side,
 };
+
+/// What [`Luo::retrieve_custody`] hands out.
+#[derive(Debug)]
+pub enum Retrieval {
+    /// The custody descriptor itself, to borrow with [`Luo::custody_fd`].
+    Custody,
+    /// A descriptor of its own (a handler with its own retrieve).
+    Fd(OwnedFd),
+}
 
 impl Luo {
     pub(crate) fn freeze(&mut self, keys: &[u64]) -> Result<()> {
@@ -189,6 +198,47 @@ impl Luo {
     /// finish); a failed retrieve is sticky: the same errno every time, without
     /// calling the handler again.
     pub fn retrieve_fd(&mut self, h: SessionHandle, token: u64) -> Result<OwnedFd> {
+        match self.retrieve_inner(h, token, false)? {
+            Retrieval::Fd(fd) => Ok(fd),
+            Retrieval::Custody => unreachable!("a copy was asked for"),
+        }
+    }
+
+    /// Retrieves the file preserved under `token` as [`Luo::retrieve_fd`]
+    /// does (same errors, same status and change log), but without a copy
+    /// of the custody descriptor where the custody descriptor is what would
+    /// be copied: [`Retrieval::Custody`] then says to borrow it with
+    /// [`Luo::custody_fd`]. A handler with its own retrieve still gives
+    /// [`Retrieval::Fd`] the first time.
+    pub fn retrieve_custody(&mut self, h: SessionHandle, token: u64) -> Result<Retrieval> {
+        self.retrieve_inner(h, token, true)
+    }
+
+    /// The custody descriptor of the retrieved file `token`, borrowed: the
+    /// same open file a retrieve of it hands out. Valid while the model is
+    /// not changed (a finish or a close closes it).
+    ///
+    /// `ENOENT` for an unknown token; `EINVAL` for a file not retrieved.
+    pub fn custody_fd(&self, h: SessionHandle, token: u64) -> Result<BorrowedFd<'_>> {
+        let key = self.live(h)?;
+        let s = &self.sessions[&key];
+        let Some(&i) = s.tokens.get(&token) else {
+            return err(
+                Errno::ENOENT,
+                format!("session '{}' has no file with token {token}", show(&s.name)),
+            );
+        };
+        let f = &s.files[i];
+        if f.retrieve != RetrieveStatus::Retrieved {
+            return err(
+                Errno::EINVAL,
+                format!("token {token} is not retrieved; only a retrieved file is handed out"),
+            );
+        }
+        Ok(f.custody.as_fd())
+    }
+
+    fn retrieve_inner(&mut self, h: SessionHandle, token: u64, lend: bool) -> Result<Retrieval> {
         let key = self.live(h)?;
         let s = self.sessions.get_mut(&key).expect("session");
         if s.side == Side::Outgoing {
@@ -206,31 +256,30 @@ impl Luo {
         let owner = s.owner;
         let f = &mut s.files[i];
         let what = |f: &PreservedFile| format!("retrieve of token {} failed", f.token);
+        let copy = |f: &PreservedFile| {
+            f.custody
+                .as_fd()
+                .try_clone_to_owned()
+                .map(Retrieval::Fd)
+                .map_err(|e| Error::new(e.into(), "duplicating the retrieved file failed"))
+        };
         match f.retrieve {
             RetrieveStatus::Failed(e) => return err(e, what(f)),
-            RetrieveStatus::Retrieved => {
-                return f
-                    .custody
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .map_err(|e| Error::new(e.into(), "duplicating the retrieved file failed"));
-            }
+            // The custody descriptor is the retrieved file.
+            RetrieveStatus::Retrieved if lend => return Ok(Retrieval::Custody),
+            RetrieveStatus::Retrieved => return copy(f),
             RetrieveStatus::NotRetrieved => {}
         }
         // A handler whose retrieve is the default: the model's own copy of
         // the custody file, which stays in custody and in the index as it is.
-        let plain = self.handlers[f.handler].retrieves_custody();
-        let new = if plain {
-            f.custody.as_fd().try_clone_to_owned().map_err(Errno::from)
-        } else {
-            self.handlers[f.handler].retrieve(&f.args(key, owner))
-        };
-        let new = match new {
-            Ok(fd) if plain => {
-                f.retrieve = RetrieveStatus::Retrieved;
-                self.changed(key).retrieved.push(token);
-                return Ok(fd);
-            }
+        if self.handlers[f.handler].retrieves_custody() {
+            // The copy first: failing (EMFILE) leaves the file as it was.
+            let out = if lend { Retrieval::Custody } else { copy(f)? };
+            f.retrieve = RetrieveStatus::Retrieved;
+            self.changed(key).retrieved.push(token);
+            return Ok(out);
+        }
+        let new = match self.handlers[f.handler].retrieve(&f.args(key, owner)) {
             Ok(fd) => fd,
             Err(e) => {
                 f.retrieve = RetrieveStatus::Failed(e);
@@ -249,7 +298,7 @@ impl Luo {
         {
             f.retrieve = RetrieveStatus::Retrieved;
             self.changed(key).retrieved.push(token);
-            return Ok(new);
+            return Ok(Retrieval::Fd(new));
         }
         let new: OwnedFd = new;
         // Hand out a copy first: failing here (EMFILE) retries cleanly.
@@ -274,7 +323,7 @@ impl Luo {
             .insert(f.identity, f.custody.as_fd(), holder)
             .is_ok();
         self.changed(key).retrieved.push(token);
-        Ok(out)
+        Ok(Retrieval::Fd(out))
     }
 
     /// Finishes a retrieved incoming session: every handler's `can_finish` is

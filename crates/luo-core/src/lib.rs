@@ -53,6 +53,7 @@ mod tree;
 mod types;
 
 pub use changes::{Changes, SessionChange};
+pub use crossing::Retrieval;
 pub use error::{Errno, Error, Result};
 pub use flb::{Flb, FlbStatus};
 pub use handler::{Descriptor, FileHandler, FileInfo, FileOpArgs, Kexec, RetrieveStatus};

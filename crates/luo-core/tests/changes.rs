@@ -365,3 +365,54 @@ fn a_restored_snapshot_reports_every_session_as_created_with_its_files() {
     want.epoch = true;
     assert_eq!(new.take_changes(), want);
 }
+
+/// `retrieve_custody` is `retrieve_fd` without the copy: the same status,
+/// change log and errors, and `custody_fd` lends out only retrieved files.
+#[test]
+fn a_borrowed_retrieve_records_what_retrieve_fd_does() {
+    use luo_core::{Retrieval, RetrieveStatus};
+    let mut l = Luo::with_default_handlers();
+    let s = l.create_session(0, b"b").unwrap();
+    let k = l.session_key(s).unwrap();
+    let m1 = memfd();
+    let m2 = memfd();
+    l.preserve(s, dup(&m1), 1).unwrap();
+    l.preserve(s, dup(&m2), 2).unwrap();
+    l.handover(s).unwrap();
+    let r = l.retrieve_session(0, b"b").unwrap();
+    l.take_changes();
+
+    // Not retrieved yet: nothing to lend.
+    assert_eq!(l.custody_fd(r, 1).unwrap_err().errno, Errno::EINVAL);
+    assert_eq!(l.custody_fd(r, 9).unwrap_err().errno, Errno::ENOENT);
+    assert!(matches!(
+        l.retrieve_custody(r, 1).unwrap(),
+        Retrieval::Custody
+    ));
+    assert!(matches!(
+        l.retrieve_custody(r, 1).unwrap(),
+        Retrieval::Custody
+    ));
+    assert_eq!(l.retrieve_custody(r, 9).unwrap_err().errno, Errno::ENOENT);
+    assert_eq!(
+        l.take_changes(),
+        sessions(vec![(k, ch(|c| c.retrieved = vec![1]))])
+    );
+    let lent = l.custody_fd(r, 1).unwrap();
+    assert_eq!(
+        luo_sys::kcmp_file(lent, m1.as_fd()).unwrap(),
+        std::cmp::Ordering::Equal
+    );
+    let files = l.session_files(r, 0, usize::MAX).unwrap().files;
+    let status: Vec<_> = files.iter().map(|f| (f.token, f.retrieve)).collect();
+    assert_eq!(
+        status,
+        [
+            (1, RetrieveStatus::Retrieved),
+            (2, RetrieveStatus::NotRetrieved)
+        ]
+    );
+    // After finish nothing is lent.
+    l.finish(r).unwrap();
+    assert_eq!(l.custody_fd(r, 1).unwrap_err().errno, Errno::ENOENT);
+}

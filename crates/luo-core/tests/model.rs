@@ -32,7 +32,7 @@ use luo_core::handler::{MemfdHandler, UserspaceHandler, UserspaceKind};
 use luo_core::testing::{Faults, FaultyHandler, Op, TestFlb};
 use luo_core::{
     Errno, FileStatus, FlbId, FlbStatus, HandlerId, Holder, Identity, IdentityKind, IndexMode,
-    Limits, Luo, RetrieveStatus, SessionHandle, SessionInfo, SessionState, Usage,
+    Limits, Luo, Retrieval, RetrieveStatus, SessionHandle, SessionInfo, SessionState, Usage,
 };
 
 mod common;
@@ -1311,7 +1311,20 @@ fn step(w: &mut World, a: Action) -> String {
         }
         Action::RetrieveFd { h, token, keep } => {
             let exp = m.retrieve_fd(h, token);
-            let got = errno(w.luo.retrieve_fd(SessionHandle(h), token));
+            let h = SessionHandle(h);
+            // Half the time as luod retrieves: the custody descriptor
+            // borrowed where it is what would be copied.
+            let got = if keep {
+                errno(w.luo.retrieve_fd(h, token))
+            } else {
+                errno(w.luo.retrieve_custody(h, token)).map(|r| match r {
+                    Retrieval::Fd(fd) => fd,
+                    Retrieval::Custody => {
+                        let lent = w.luo.custody_fd(h, token).expect("a retrieved file");
+                        lent.try_clone_to_owned().unwrap()
+                    }
+                })
+            };
             let out = show(&got);
             match (got, exp) {
                 (Ok(fd), Ok((pool, pool_ofd))) => {

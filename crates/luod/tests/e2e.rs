@@ -493,3 +493,66 @@ fn a_handle_passed_to_another_process_keeps_its_session() {
     drop(luo);
     agent.wait_fds(baseline);
 }
+
+// ---------------------------------------------------------------------------
+// A retrieve hands out the custody descriptors themselves
+
+/// 2,000 memfds with distinct bytes come back right; the retrieve leaves
+/// luod holding what it held (no copy of a custody descriptor left behind),
+/// a second retrieve gives new descriptors of the same open files, and
+/// finish lets go of all 2,000.
+#[test]
+fn two_thousand_files_come_back_right_and_luod_keeps_no_copies() {
+    const FILES: u64 = 2000;
+    let agent = start();
+    let c = agent.client();
+    let tokens: Vec<u64> = (1..=FILES).collect();
+    let bytes = |t: u64| format!("file {t} of {FILES}").into_bytes();
+    {
+        let s = c.create_session("many").unwrap();
+        for chunk in tokens.chunks(250) {
+            let files: Vec<OwnedFd> = chunk.iter().map(|&t| memfd(&bytes(t))).collect();
+            let batch: Vec<_> = chunk
+                .iter()
+                .zip(&files)
+                .map(|(&t, f)| (t, f.as_fd()))
+                .collect();
+            s.preserve_batch(&batch).unwrap();
+        }
+        s.handover().unwrap();
+    }
+    let s = c.retrieve_session("many").unwrap();
+    let before = agent.settled_fds();
+    let fds = s.retrieve_batch(&tokens).unwrap();
+    assert_eq!(fds.len(), tokens.len());
+    assert_eq!(
+        agent.settled_fds(),
+        before,
+        "the retrieve left descriptors in luod:\n{}",
+        agent.fd_listing()
+    );
+    for (&t, fd) in tokens.iter().zip(&fds) {
+        assert_eq!(common::read_memfd(fd), bytes(t), "token {t}");
+    }
+    // Again, in another order: the same open files.
+    let some: Vec<u64> = tokens.iter().rev().step_by(7).copied().collect();
+    let again = s.retrieve_batch(&some).unwrap();
+    for (&t, fd) in some.iter().zip(&again) {
+        let first = &fds[(t - 1) as usize];
+        assert_eq!(
+            luo_sys::kcmp_file(first.as_fd(), fd.as_fd()).unwrap(),
+            std::cmp::Ordering::Equal,
+            "token {t}: a second retrieve gave another open file"
+        );
+        assert_eq!(common::read_memfd(fd), bytes(t), "token {t}");
+    }
+    assert_eq!(agent.settled_fds(), before);
+    drop((fds, again));
+    s.finish().unwrap();
+    assert_eq!(
+        agent.settled_fds(),
+        before - FILES as usize,
+        "finish did not let go of every file:\n{}",
+        agent.fd_listing()
+    );
+}

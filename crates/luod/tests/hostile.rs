@@ -1246,3 +1246,71 @@ fn connections_per_uid_are_limited_and_root_is_not() {
     status(&c);
     agent.wait_fds(base);
 }
+
+/// A client that sends retrieves on its session handle without reading the
+/// replies: they pile up until luod's send finds the socket full, and the
+/// reply that waits in luod holds copies of its files (and nothing else
+/// does). Once the client reads, every reply brings the right files, and
+/// luod holds what it held before; finish lets go of every file.
+#[test]
+fn a_session_client_that_reads_its_replies_late_gets_every_file_right() {
+    const FILES: u64 = 64;
+    const PER: u64 = 8;
+    let agent = Agent::start_with(Opts {
+        log: "info",
+        ..DEFAULT
+    });
+    let (c, base) = baseline(&agent);
+    let all: Vec<u64> = (1..=FILES).collect();
+    let text = |t: u64| format!("late reader's file {t}").into_bytes();
+    {
+        let h = create(&c, "late");
+        let files: Vec<OwnedFd> = all.iter().map(|&t| memfd(&text(t))).collect();
+        let fds: Vec<BorrowedFd<'_>> = files.iter().map(AsFd::as_fd).collect();
+        ok(&call(&h, with("preserve", "tokens", tokens(&all)), &fds));
+        ok(&call(&h, request("handover"), &[]));
+    }
+    let mut m = call(&c, with("retrieve_session", "name", "late"), &[]);
+    ok(&m);
+    let h = m.fds.pop().expect("a session handle");
+    // luod: what it held, the custody files and the handle's end.
+    agent.wait_fds(base + FILES as usize + 1);
+    let held = agent.fds();
+    let batch = |i: u64| -> Vec<u64> { (0..PER).map(|k| (i * PER + k) % FILES + 1).collect() };
+    luo_sys::set_nonblocking(h.as_fd(), true).unwrap();
+    let mut sent = 0u64;
+    let mut stuck = None;
+    while stuck.is_none_or(|t: Instant| t.elapsed() < Duration::from_millis(300)) {
+        let req = common::wire::encode(&with("retrieve", "tokens", tokens(&batch(sent))), 0);
+        match luo_sys::send_with_fds(h.as_fd(), &req, &[]) {
+            Ok(_) => {
+                sent += 1;
+                stuck = None;
+            }
+            Err(Errno::EAGAIN) => {
+                stuck.get_or_insert_with(Instant::now);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("sending retrieve {sent}: {e}"),
+        }
+        assert!(sent < 100_000, "sending never blocked: no backpressure");
+    }
+    // One reply waits in luod, with copies of its files: its send found
+    // the socket full.
+    agent.wait_fds(held + PER as usize);
+    for i in 0..sent {
+        let m = common::wire::recv(&h);
+        ok(&m);
+        let want = batch(i);
+        assert_eq!(m.fds.len(), want.len(), "reply {i}");
+        for (&t, fd) in want.iter().zip(&m.fds) {
+            assert_eq!(read_memfd(fd), text(t), "reply {i}, token {t}");
+        }
+    }
+    agent.wait_fds(held);
+    ok(&call(&h, request("finish"), &[]));
+    agent.wait_fds(held - FILES as usize);
+    drop(h);
+    agent.wait_fds(base);
+    ok(&call(&c, request("status"), &[]));
+}

@@ -68,30 +68,113 @@ enum Kind {
 pub(crate) struct Reply {
     bytes: Vec<u8>,
     fds: Vec<OwnedFd>,
+    /// Instead of `fds` (then empty): the custody descriptors of these
+    /// retrieved files of a session, in order. Sent at once they go out
+    /// borrowed from the model, with no copy to make and close; a reply
+    /// that has to wait in the outbox gets copies first ([`Reply::owned`]),
+    /// since the model may change meanwhile. Never `Some` in an outbox.
+    lent: Option<(SessionHandle, Vec<u64>)>,
 }
 
 impl Reply {
     /// A success carrying `body`'s members and `fds`. One too large for a
     /// message is an `EMSGSIZE` error (and the descriptors are closed).
     pub(crate) fn encode<T: Serialize>(body: &T, fds: Vec<OwnedFd>) -> Result<Reply, Error> {
-        match luo_proto::encode_reply(body, fds.len()) {
-            Ok(bytes) => Ok(Reply { bytes, fds }),
-            Err(e) => Err(Error::new(
+        let bytes = Reply::encode_body(body, fds.len())?;
+        Ok(Reply {
+            bytes,
+            fds,
+            lent: None,
+        })
+    }
+
+    /// A success carrying `body`'s members and the custody descriptors of
+    /// the retrieved files `tokens` of session `h`.
+    pub(crate) fn lending<T: Serialize>(
+        body: &T,
+        h: SessionHandle,
+        tokens: Vec<u64>,
+    ) -> Result<Reply, Error> {
+        let bytes = Reply::encode_body(body, tokens.len())?;
+        Ok(Reply {
+            bytes,
+            fds: Vec::new(),
+            lent: Some((h, tokens)),
+        })
+    }
+
+    fn encode_body<T: Serialize>(body: &T, nfds: usize) -> Result<Vec<u8>, Error> {
+        luo_proto::encode_reply(body, nfds).map_err(|e| {
+            Error::new(
                 e.errno,
                 format!(
                     "the reply does not fit in one message ({}); listings are paged, so this is a bug in luod",
                     e.message
                 ),
-            )),
-        }
+            )
+        })
     }
 
     fn refusal(e: &Error) -> Reply {
         Reply {
             bytes: luo_proto::encode_refusal(e),
             fds: Vec::new(),
+            lent: None,
         }
     }
+
+    /// The descriptors to send, borrowed (from the model for lent ones).
+    fn borrow<'a>(&'a self, luo: &'a Luo) -> Result<Vec<BorrowedFd<'a>>, Error> {
+        match &self.lent {
+            None => Ok(self.fds.iter().map(AsFd::as_fd).collect()),
+            Some((h, tokens)) => tokens
+                .iter()
+                .map(|&t| luo.custody_fd(*h, t).map_err(|e| e.with_token(t)))
+                .collect(),
+        }
+    }
+
+    /// The reply with copies of what it borrows, to wait in an outbox; a
+    /// refusal with the errno when a copy cannot be made (`EMFILE`).
+    fn owned(self, luo: &Luo) -> Reply {
+        let Some((h, tokens)) = &self.lent else {
+            return self;
+        };
+        let mut fds = Vec::with_capacity(tokens.len());
+        for &t in tokens {
+            let copy = luo
+                .custody_fd(*h, t)
+                .map_err(|e| e.with_token(t))
+                .and_then(|fd| {
+                    fd.try_clone_to_owned().map_err(|e| {
+                        Error::new(
+                            e.into(),
+                            "duplicating the retrieved file for a reply that has to wait failed; retrieve it again",
+                        )
+                        .with_token(t)
+                    })
+                });
+            match copy {
+                Ok(fd) => fds.push(fd),
+                Err(e) => return Reply::refusal(&e),
+            }
+        }
+        Reply {
+            bytes: self.bytes,
+            fds,
+            lent: None,
+        }
+    }
+}
+
+/// What became of one send of a reply.
+enum Sent {
+    Done,
+    /// Not now (the socket is full, or memory short for a moment): the
+    /// reply waits for `EPOLLOUT`.
+    Wait,
+    /// For good: the connection is dead.
+    Failed,
 }
 
 #[derive(Debug)]
@@ -109,6 +192,41 @@ struct Conn {
     dead: bool,
     /// Sends of the first queued reply that failed for want of memory.
     send_retries: u8,
+}
+
+impl Conn {
+    /// What the send `r` of a reply on `c` means for it.
+    fn sent(c: &mut Conn, key: u64, r: luo_proto::Result<()>) -> Sent {
+        let e = match r {
+            Ok(()) => return Sent::Done,
+            Err(e) => e,
+        };
+        match e.errno {
+            Errno::EAGAIN => Sent::Wait,
+            // Short of memory for a moment: the reply stays queued and is
+            // sent when epoll reports the socket writable again, a few
+            // times at most (a busy loop otherwise).
+            Errno::ENOMEM | Errno::ENOBUFS if c.send_retries < SEND_RETRIES => {
+                c.send_retries += 1;
+                debug!(
+                    "connection {key}: {}; the reply will be sent again",
+                    e.errno
+                );
+                Sent::Wait
+            }
+            _ => {
+                debug!("connection {key}: {}; dropping its replies", e.errno);
+                c.outbox.clear();
+                c.dead = true;
+                // A peer that is still there (the send failed for another
+                // reason than its hang-up) must not wait for a reply that
+                // will never come: it reads end-of-file. Requests it
+                // already sent are still carried out.
+                let _ = luo_sys::shutdown_write(c.fd.as_fd());
+                Sent::Failed
+            }
+        }
+    }
 }
 
 /// Most times a reply is sent again after `ENOMEM` or `ENOBUFS` before the
@@ -535,16 +653,36 @@ impl Agent {
         self.update_interest(key);
     }
 
-    /// Queues a reply and tries to send it at once.
+    /// Sends a reply at once when nothing waits before it, else queues it.
     fn reply(&mut self, key: u64, reply: Result<Reply, Error>) {
-        let out = reply.unwrap_or_else(|e| Reply::refusal(&e));
+        let mut out = reply.unwrap_or_else(|e| Reply::refusal(&e));
         let Some(c) = self.conns.get_mut(&key) else {
             return;
         };
         if c.dead {
             return;
         }
-        c.outbox.push_back(out);
+        if c.outbox.is_empty() {
+            let fds = match out.borrow(&self.luo) {
+                Ok(fds) => fds,
+                // The lent files are retrieved just before: cannot happen.
+                Err(e) => {
+                    warn!("connection {key}: {e}");
+                    out = Reply::refusal(&e);
+                    Vec::new()
+                }
+            };
+            let r = luo_proto::send(c.fd.as_fd(), &out.bytes, &fds);
+            drop(fds);
+            match Conn::sent(c, key, r) {
+                // Sent: its own descriptors close here, lent ones stay.
+                Sent::Done => c.send_retries = 0,
+                Sent::Wait => c.outbox.push_back(out.owned(&self.luo)),
+                Sent::Failed => {}
+            }
+            return;
+        }
+        c.outbox.push_back(out.owned(&self.luo));
         self.flush(key);
     }
 
@@ -555,37 +693,15 @@ impl Agent {
         };
         while let Some(out) = c.outbox.front() {
             let fds: Vec<BorrowedFd<'_>> = out.fds.iter().map(AsFd::as_fd).collect();
-            match luo_proto::send(c.fd.as_fd(), &out.bytes, &fds) {
-                Ok(()) => {
+            let r = luo_proto::send(c.fd.as_fd(), &out.bytes, &fds);
+            drop(fds);
+            match Conn::sent(c, key, r) {
+                Sent::Done => {
                     // Sent: our copies of its descriptors close here.
                     c.outbox.pop_front();
                     c.send_retries = 0;
                 }
-                Err(e) if e.errno == Errno::EAGAIN => break,
-                // Short of memory for a moment: the reply stays queued and
-                // is sent when epoll reports the socket writable again, a
-                // few times at most (a busy loop otherwise).
-                Err(e)
-                    if matches!(e.errno, Errno::ENOMEM | Errno::ENOBUFS)
-                        && c.send_retries < SEND_RETRIES =>
-                {
-                    c.send_retries += 1;
-                    debug!(
-                        "connection {key}: {}; the reply will be sent again",
-                        e.errno
-                    );
-                    break;
-                }
-                Err(e) => {
-                    debug!("connection {key}: {}; dropping its replies", e.errno);
-                    c.outbox.clear();
-                    c.dead = true;
-                    // A peer that is still there (the send failed for
-                    // another reason than its hang-up) must not wait for
-                    // a reply that will never come: it reads end-of-file.
-                    // Requests it already sent are still carried out.
-                    let _ = luo_sys::shutdown_write(c.fd.as_fd());
-                }
+                Sent::Wait | Sent::Failed => break,
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use std::os::fd::OwnedFd;
 
-use luo_core::{SessionHandle, SessionState};
+use luo_core::{Retrieval, SessionHandle, SessionState};
 use luo_proto::ops::{
     self, AbortSession, AgentRequest, CreateSession, Done, Epoch, Fetch, FinishSession,
     HandleRequest, HandoverSession, Info, InfoPage, ListSessions, PersistSession, Preserve,
@@ -393,14 +393,34 @@ impl Agent {
 
     fn retrieve(&mut self, h: SessionHandle, r: Retrieve) -> Result<Reply, Error> {
         check_tokens(&r.tokens, "retrieve")?;
-        let mut fds = Vec::with_capacity(r.tokens.len());
+        let mut got = Vec::with_capacity(r.tokens.len());
         for &token in &r.tokens {
             // All or nothing: on an error what was retrieved is closed.
-            let fd = self
+            let g = self
                 .luo
-                .retrieve_fd(h, token)
+                .retrieve_custody(h, token)
                 .map_err(|e| e.with_token(token))?;
-            fds.push(fd);
+            got.push(g);
+        }
+        // The custody descriptors themselves go out (borrowed, see
+        // `Reply::lending`), unless a handler with its own retrieve gave a
+        // descriptor of its own: then the reply owns all, as it always did.
+        if got.iter().all(|g| matches!(g, Retrieval::Custody)) {
+            return Reply::lending(&Done {}, h, r.tokens);
+        }
+        let mut fds = Vec::with_capacity(got.len());
+        for (g, &token) in got.into_iter().zip(&r.tokens) {
+            fds.push(match g {
+                Retrieval::Fd(fd) => fd,
+                Retrieval::Custody => self
+                    .luo
+                    .custody_fd(h, token)?
+                    .try_clone_to_owned()
+                    .map_err(|e| {
+                        Error::new(e.into(), "duplicating the retrieved file failed")
+                            .with_token(token)
+                    })?,
+            });
         }
         reply::<Retrieve>(Done {}, fds)
     }

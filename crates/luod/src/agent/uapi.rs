@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 
-use luo_core::{SessionHandle, SessionMode, SessionState};
+use luo_core::{Retrieval, SessionHandle, SessionMode, SessionState};
 use luo_proto::ops::{Done, Handlers, Ioctl, IoctlReply, OpenDevice};
 use luo_proto::uapi::{self, Tail};
 use luo_proto::{Errno, Error, Value};
@@ -366,8 +366,11 @@ impl Agent {
                     return Err(err(Errno::EMFILE, "the caller has no descriptor free"));
                 }
                 let token = u64_at(&arg, uapi::TOKEN_OFFSET);
-                let file = self.luo.retrieve_fd(h, token)?;
-                reply::<Ioctl>(IoctlReply::default(), vec![file])
+                match self.luo.retrieve_custody(h, token)? {
+                    Retrieval::Fd(file) => reply::<Ioctl>(IoctlReply::default(), vec![file]),
+                    // The custody descriptor itself, borrowed if sent at once.
+                    Retrieval::Custody => Reply::lending(&IoctlReply::default(), h, vec![token]),
+                }
             }
             uapi::FINISH => {
                 if u32_at(&arg, uapi::RESERVED_OFFSET) != 0 {

@@ -100,6 +100,7 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
             .map(|(bytes, l)| Reply {
                 bytes,
                 fds: l.into_iter().map(&mut take).collect(),
+                lent: None,
             })
             .collect();
         let interest = if outbox.is_empty() {
