@@ -56,7 +56,7 @@ struct Cli {
 /// A benchmark: `luo-bench <name> [options]`.
 #[derive(Debug, Subcommand)]
 enum Bench {
-    /// The whole suite: fd throughput, identity check, restart blackout, agent memory
+    /// The whole suite: fd throughput (vs raw SCM_RIGHTS and a floor agent), identity check, restart blackout, agent memory
     #[command(long_about = suite::ABOUT)]
     All(Box<suite::Args>),
     /// Identity index (double-management check) vs a linear kcmp scan
