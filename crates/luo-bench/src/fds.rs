@@ -1,5 +1,6 @@
 //! Bulk descriptor throughput through a real luod against raw SCM_RIGHTS
-//! between two processes (the physical floor), the agent's memory per
+//! between two processes (the physical floor) and against the floor agent
+//! (the least any checking, mirroring agent does), the agent's memory per
 //! preserved descriptor, and its start-up time.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 use crate::agent::Agent;
 use crate::cli::Failure;
+use crate::floor::{FloorAgent, FloorClient};
 use crate::report::{ms, Fields, Num};
 use crate::stats::Summary;
 
@@ -140,6 +142,10 @@ pub struct Throughput {
     pub n: usize,
     pub luo: Vec<Round>,
     pub raw: Vec<Round>,
+    /// The floor agent's rounds (the same steps as luo's).
+    pub floor: Vec<Round>,
+    /// Whether the floor agent mirrored (iff luod had a keeper).
+    pub floor_mirror: bool,
 }
 
 fn median(v: impl Iterator<Item = Duration>) -> f64 {
@@ -200,6 +206,14 @@ pub struct ThroughputReport {
     target_met: Option<bool>,
     luo_ns_per_fd: Fields<PhaseCost>,
     raw_ns_per_fd: Fields<PhaseCost>,
+    floor_mirror: bool,
+    floor_round_ms: Num,
+    floor_fds_per_s: Num,
+    /// The best a checking, mirroring agent does here, against raw.
+    floor_over_raw: Num,
+    /// How close luod comes to that floor.
+    luo_over_floor: Num,
+    floor_ns_per_fd: Fields<PhaseCost>,
 }
 
 impl Throughput {
@@ -221,6 +235,20 @@ impl Throughput {
     pub fn ratio(&self) -> f64 {
         self.raw_ns() / self.luo_ns()
     }
+    pub fn floor_ns(&self) -> f64 {
+        median(self.floor.iter().map(Round::total))
+    }
+    pub fn floor_rate(&self) -> f64 {
+        self.n as f64 / (self.floor_ns() / 1e9)
+    }
+    /// The floor agent's throughput as a fraction of raw SCM_RIGHTS.
+    pub fn floor_ratio(&self) -> f64 {
+        self.raw_ns() / self.floor_ns()
+    }
+    /// luo's throughput as a fraction of the floor agent's.
+    pub fn luo_to_floor(&self) -> f64 {
+        self.floor_ns() / self.luo_ns()
+    }
 
     pub fn report(&self) -> ThroughputReport {
         let target = self.kind.target();
@@ -237,6 +265,12 @@ impl Throughput {
             target_met: target.map(|t| self.ratio() >= t),
             luo_ns_per_fd: phases_report(&self.luo, &LUO_PHASES, self.n, "agent_cpu"),
             raw_ns_per_fd: phases_report(&self.raw, &RAW_PHASES, self.n, "peer_cpu"),
+            floor_mirror: self.floor_mirror,
+            floor_round_ms: Num(self.floor_ns() / 1e6),
+            floor_fds_per_s: Num(self.floor_rate()),
+            floor_over_raw: Num(self.floor_ratio()),
+            luo_over_floor: Num(self.luo_to_floor()),
+            floor_ns_per_fd: phases_report(&self.floor, &LUO_PHASES, self.n, "agent_cpu"),
         }
     }
 }
@@ -288,22 +322,70 @@ fn luo_round(agent: &Agent, kind: Kind, n: usize, round: usize) -> Result<Round,
     Ok(r)
 }
 
+/// `(st_dev, st_ino)` of each file: what a round trip must give back, in
+/// order (eventfds share one inode, so for them only the kind is checked).
+fn identities(fds: &[OwnedFd]) -> Result<Vec<(u64, u64)>, Failure> {
+    fds.iter()
+        .map(|f| Ok(luo_sys::fstat(f.as_fd()).map(|st| (st.dev, st.ino))?))
+        .collect()
+}
+
+/// [`luo_round`] through the floor agent: the same steps, the same files,
+/// and (untimed) a check that the files that came back are the ones sent,
+/// so that a floor agent that lost them cannot look fast.
+fn floor_round(floor: &FloorClient, pid: u32, kind: Kind, n: usize) -> Result<Round, Failure> {
+    let fds = kind.open(n)?;
+    let sent = identities(&fds)?;
+    let files: Vec<(u64, BorrowedFd<'_>)> =
+        fds.iter().zip(1..).map(|(f, t)| (t, f.as_fd())).collect();
+    let tokens: Vec<u64> = (1..=n as u64).collect();
+    let mut r = Round::default();
+
+    let ((), p) = Phase::time(pid, || floor.create_session())?;
+    r.phases.push(p);
+    let ((), p) = Phase::time(pid, || floor.preserve_batch(&files))?;
+    r.phases.push(p);
+    let ((), p) = Phase::time(pid, || floor.handover())?;
+    r.phases.push(p);
+    drop(files);
+    drop(fds);
+    let (back, p) = Phase::time(pid, || floor.retrieve_batch(&tokens))?;
+    r.phases.push(p);
+    let ((), p) = Phase::time(pid, || floor.finish())?;
+    r.phases.push(p);
+    if identities(&back)? != sent {
+        return Err(Failure::run(format!(
+            "the floor agent returned other files than the {n} {}s sent",
+            kind.name()
+        )));
+    }
+    Ok(r)
+}
+
 /// The other process of the raw baseline: `luo-bench __scm-peer`, with a
-/// `SOCK_SEQPACKET` socket as its stdin.
+/// `SOCK_SEQPACKET` socket as its stdin. Also the floor agent's mirror.
 #[derive(Debug)]
-struct Peer {
+pub(crate) struct Peer {
     child: Child,
     sock: OwnedFd,
 }
 
 impl Peer {
-    fn spawn() -> Result<Peer, Failure> {
+    pub(crate) fn spawn() -> Result<Peer, Failure> {
         let (ours, theirs) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET)?;
         let child = Command::new(std::env::current_exe()?)
             .arg("__scm-peer")
             .stdin(Stdio::from(theirs))
             .spawn()?;
         Ok(Peer { child, sock: ours })
+    }
+
+    pub(crate) fn sock(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn recv(&self, buf: &mut [u8]) -> Result<(u8, Vec<OwnedFd>), Failure> {
@@ -369,14 +451,17 @@ impl Drop for Peer {
 }
 
 /// `luo-bench __scm-peer`: holds what arrives on stdin ('F' batches, then
-/// 'E', acknowledged with 'A'), sends it all back on 'R', exits on 'Q' or
-/// end of file.
+/// 'E', acknowledged with 'A'), sends it all back on 'R', closes it all on
+/// 'X', exits on 'Q' or end of file. As the floor agent's mirror it keeps
+/// the tokens that follow an 'F' with the files, as a crash-safety copy
+/// must.
 pub fn peer() -> Result<(), Failure> {
     luo_sys::raise_nofile_limit()?;
     let stdin = std::io::stdin();
     let sock = stdin.as_fd();
     let mut held: Vec<OwnedFd> = Vec::new();
-    let mut buf = [0u8; 16];
+    let mut tokens: Vec<u8> = Vec::new();
+    let mut buf = [0u8; crate::floor::MESSAGE];
     loop {
         let got = luo_sys::recv_with_fds(sock, &mut buf, SCM_MAX_FD)?;
         if got.len == 0 {
@@ -384,11 +469,16 @@ pub fn peer() -> Result<(), Failure> {
         }
         held.extend(got.fds);
         match buf[0] {
-            b'F' => {}
+            b'F' => tokens.extend_from_slice(&buf[1..got.len]),
+            b'X' => {
+                held.clear();
+                tokens.clear();
+            }
             b'E' => {
                 luo_sys::send_with_fds(sock, b"A", &[])?;
             }
             b'R' => {
+                tokens.clear();
                 let out = std::mem::take(&mut held);
                 let chunks: Vec<&[OwnedFd]> = out.chunks(SCM_MAX_FD).collect();
                 for (i, chunk) in chunks.iter().enumerate() {
@@ -405,8 +495,9 @@ pub fn peer() -> Result<(), Failure> {
     }
 }
 
-/// Every kind at every count, luo and raw alternating round by round so that
-/// both see the same background load.
+/// Every kind at every count, luo, the floor agent and raw alternating
+/// round by round so that all see the same background load. The floor
+/// agent mirrors iff luod has a keeper.
 pub fn throughput(
     agent: &Agent,
     counts: &[usize],
@@ -414,28 +505,49 @@ pub fn throughput(
     rounds: usize,
 ) -> Result<Vec<Throughput>, Failure> {
     let peer = Peer::spawn()?;
+    let keeper = agent.keeper_pid();
+    let floor_agent = FloorAgent::spawn(keeper.is_some(), "fds")?;
+    let floor = floor_agent.connect()?;
+    let floor_pid = floor_agent.pid();
     let mut out = Vec::new();
     for &n in counts {
         for &kind in kinds {
             eprintln!(
-                "fd throughput: {n} {}s through luod and raw SCM_RIGHTS ...",
-                kind.name()
+                "fd throughput: {n} {}s through luod, the floor agent (mirror {}) and raw SCM_RIGHTS ...",
+                kind.name(),
+                if floor_agent.has_mirror() { "on" } else { "off" }
             );
             let mut t = Throughput {
                 kind,
                 n,
                 luo: Vec::new(),
                 raw: Vec::new(),
+                floor: Vec::new(),
+                floor_mirror: floor_agent.has_mirror(),
             };
             // One untimed round of each first (cold caches, a peer not yet
             // scheduled), and more rounds for small counts, whose round
             // trips are short enough for one hiccup to skew a median of 3.
+            // The keeper and the mirror drop a finished session's copies
+            // after the finish is answered: each is let finish (untimed)
+            // before the next way's round, which would otherwise pay for it.
+            let settle = || {
+                floor_agent.settle();
+                if let Some(pid) = keeper {
+                    crate::requests::wait_idle(pid);
+                }
+            };
             peer.round(kind, n)?;
+            floor_round(&floor, floor_pid, kind, n)?;
             luo_round(agent, kind, n, 0)?;
+            settle();
             let rounds = rounds.max(MIN_FDS_TIMED.div_ceil(n).min(MAX_ROUNDS));
             for round in 1..=rounds {
                 t.raw.push(peer.round(kind, n)?);
+                t.floor.push(floor_round(&floor, floor_pid, kind, n)?);
+                settle();
                 t.luo.push(luo_round(agent, kind, n, round)?);
+                settle();
             }
             out.push(t);
         }

@@ -8,7 +8,7 @@
 //! cargo run --release -p luo-bench -- all [--sizes 256M,1G,4G] [--fds 1000,16000]
 //! cargo run --release -p luo-bench -- index [--sizes 1000,4000,16000] [--json PATH]
 //! cargo run --release -p luo-bench -- requests [--files 16000] [--keeper on,off]
-//! cargo run --release -p luo-bench -- proxy [--connections 16000]
+//! cargo run --release -p luo-bench -- proxy [--connections 16000] [--keeper on|off]
 //! cargo run --release -p luo-bench -- restart [--restarts 10] [--servers python,gunicorn]
 //! cargo run --release -p luo-bench -- soak [--minutes 10] [--seed 1] [--json PATH]
 //! ```
@@ -19,6 +19,7 @@ mod agent;
 mod blackout;
 mod cli;
 mod fds;
+mod floor;
 mod index;
 mod machine;
 mod memcached;
@@ -55,7 +56,7 @@ struct Cli {
 /// A benchmark: `luo-bench <name> [options]`.
 #[derive(Debug, Subcommand)]
 enum Bench {
-    /// The whole suite: fd throughput, identity check, restart blackout, agent memory
+    /// The whole suite: fd throughput (vs raw SCM_RIGHTS and a floor agent), identity check, restart blackout, agent memory
     #[command(long_about = suite::ABOUT)]
     All(Box<suite::Args>),
     /// Identity index (double-management check) vs a linear kcmp scan
@@ -67,10 +68,10 @@ enum Bench {
     /// Preserving 16,000 files one request at a time with the keeper on: request 1,000 vs 16,000
     #[command(long_about = mirror::ABOUT)]
     Mirror(mirror::Options),
-    /// One request at a time: native client and libluo_preload.so vs a bare SEQPACKET exchange
+    /// One request at a time: native client and libluo_preload.so vs a bare SEQPACKET exchange (and one relayed to a mirror)
     #[command(long_about = requests::ABOUT)]
     Requests(requests::Options),
-    /// A proxy handing 16,000 established TCP connections to its successor: luod vs SCM_RIGHTS
+    /// A proxy handing 16,000 established TCP connections to its successor: luod vs the floor agent vs SCM_RIGHTS
     #[command(long_about = proxy::ABOUT)]
     Proxy(proxy::Options),
     /// Restarting an HTTP server under load: luoctl run (overlap, stop-start) vs a plain stop and start
@@ -90,7 +91,18 @@ enum Bench {
     ScmPeer,
     /// The other process of the bare request/reply floor (`requests`).
     #[command(name = "__request-peer", hide = true)]
-    RequestPeer,
+    RequestPeer {
+        /// Check each file and send it to a mirror before replying.
+        #[arg(long)]
+        mirror: bool,
+    },
+    /// The floor agent (`all --sections fds`, `proxy`), serving the
+    /// listening socket on its stdin.
+    #[command(name = "__floor-agent", hide = true)]
+    FloorAgent {
+        #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
+        keeper: String,
+    },
     /// The uAPI program of `requests`, run under LD_PRELOAD.
     #[command(name = "__preload-client", hide = true)]
     PreloadClient { files: usize, name: String },
@@ -128,7 +140,10 @@ fn main() -> ExitCode {
     // Usage errors exit with status 2, --help with 0.
     let (name, result) = match Cli::parse().command {
         Bench::ScmPeer => return helper("__scm-peer", fds::peer()),
-        Bench::RequestPeer => return helper("__request-peer", requests::peer()),
+        Bench::RequestPeer { mirror } => return helper("__request-peer", requests::peer(mirror)),
+        Bench::FloorAgent { keeper } => {
+            return helper("__floor-agent", floor::agent_main(keeper == "on"))
+        }
         Bench::PreloadClient { files, name } => {
             return helper("__preload-client", requests::preload_client(files, &name))
         }

@@ -1,6 +1,7 @@
 //! `luo-bench proxy`: a proxy holding N established TCP connections hands
-//! them to its successor, through luod and, as the baseline, directly over
-//! `SCM_RIGHTS`. Three processes besides luod: this one (the connections'
+//! them to its successor, through luod, through the floor agent (the least
+//! any checking, mirroring agent does) and, as the baseline, directly over
+//! `SCM_RIGHTS`. Three processes besides the agent: this one (the connections'
 //! peer: it accepted them and answers on each), the old proxy and the new
 //! one. The blackout runs from the old proxy's first preserve (or first
 //! `sendmsg`) to the new one holding every connection; the new one then
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 use crate::agent::{locate_luod, Agent};
 use crate::cli::{positive, Failure};
+use crate::floor::{FloorAgent, FloorClient};
 use crate::machine::Machine;
 use crate::report::{to_json, Num};
 use crate::requests::settle;
@@ -31,12 +33,15 @@ pub const ABOUT: &str = "\
 A proxy holding N established TCP connections (loopback; this process holds
 their other ends and answers on each) hands them to its successor, a new
 process: through luod (create_session, preserve_batch, handover; the
-successor retrieve_session, retrieve_batch, finish) and, as the baseline,
-directly over SCM_RIGHTS (253 descriptors a message). The blackout runs from
-the old proxy's first preserve (or sendmsg) to the new one holding every
-connection; the new one then exchanges a byte on a few connections to check
-they still work and are the ones it asked for. Target: at most 3x the
-baseline.";
+successor retrieve_session, retrieve_batch, finish); through the floor agent,
+the same calls to a minimal agent that only checks each file (F_GETFL,
+fstat, the socket's kind) and, iff luod has a keeper, sends it to a mirror
+process (what any agent that keeps luod's promises must do); and, as the
+baseline, directly over SCM_RIGHTS (253 descriptors a message). The blackout
+runs from the old proxy's first preserve (or sendmsg) to the new one holding
+every connection; the new one then exchanges a byte on a few connections to
+check they still work and are the ones it asked for. Target: luod at most 3x
+the baseline; luod against the floor agent is reported too.";
 
 /// luod's blackout may be at most this times the direct one.
 const TARGET_RATIO: f64 = 3.0;
@@ -52,7 +57,7 @@ pub struct Options {
     /// Handovers per way
     #[arg(long, value_name = "R", value_parser = positive, default_value_t = 5)]
     rounds: usize,
-    /// luod's keeper (its crash-safety mirror)
+    /// luod's keeper (its crash-safety mirror), and the floor agent's mirror
     #[arg(long, value_name = "on|off", value_parser = ["on", "off"], default_value = "on")]
     keeper: String,
     /// Also write the results as JSON
@@ -67,6 +72,7 @@ pub struct Options {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Way {
     Direct,
+    Floor,
     Luod,
 }
 
@@ -74,6 +80,7 @@ impl Way {
     fn name(self) -> &'static str {
         match self {
             Way::Direct => "direct",
+            Way::Floor => "floor",
             Way::Luod => "luod",
         }
     }
@@ -81,6 +88,7 @@ impl Way {
     pub fn parse(s: &str) -> Result<Way, Failure> {
         match s {
             "direct" => Ok(Way::Direct),
+            "floor" => Ok(Way::Floor),
             "luod" => Ok(Way::Luod),
             _ => Err(Failure::usage(format!("no way {s:?}"))),
         }
@@ -330,13 +338,21 @@ pub fn old_proxy(way: Way, n: usize, socket: &Path, name: &str, port: u16) -> Re
             .map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map(OwnedFd::from))
             .collect::<Result<_, _>>()?;
         let luo = |e: luo::Error| Failure::run(format!("luod: {e}"));
-        let session = match way {
-            Way::Luod => Some(
-                luo::Client::connect_to(socket)
-                    .and_then(|c| c.create_session(name))
-                    .map_err(luo)?,
+        let (session, floor) = match way {
+            Way::Luod => (
+                Some(
+                    luo::Client::connect_to(socket)
+                        .and_then(|c| c.create_session(name))
+                        .map_err(luo)?,
+                ),
+                None,
             ),
-            Way::Direct => None,
+            Way::Floor => {
+                let c = FloorClient::connect(socket)?;
+                c.create_session()?;
+                (None, Some(c))
+            }
+            Way::Direct => (None, None),
         };
         let files: Vec<(u64, BorrowedFd<'_>)> = conns
             .iter()
@@ -349,13 +365,18 @@ pub fn old_proxy(way: Way, n: usize, socket: &Path, name: &str, port: u16) -> Re
             return Err(Failure::run(format!("expected G, heard {go}")));
         }
         let t = Instant::now();
-        match &session {
-            Some(s) => {
+        match (&session, &floor) {
+            (Some(s), _) => {
                 s.preserve_batch(&files).map_err(luo)?;
                 s.handover().map_err(luo)?;
                 say(link.as_fd(), "H", &[])?;
             }
-            None => {
+            (None, Some(f)) => {
+                f.preserve_batch(&files)?;
+                f.handover()?;
+                say(link.as_fd(), "H", &[])?;
+            }
+            (None, None) => {
                 for chunk in files.chunks(SCM_MAX_FD) {
                     let fds: Vec<BorrowedFd<'_>> = chunk.iter().map(|&(_, f)| f).collect();
                     say(link.as_fd(), "F", &fds)?;
@@ -384,13 +405,17 @@ pub fn new_proxy(way: Way, n: usize, socket: &Path, name: &str) -> Result<(), Fa
         let luo = |e: luo::Error| Failure::run(format!("luod: {e}"));
         let client = match way {
             Way::Luod => Some(luo::Client::connect_to(socket).map_err(luo)?),
-            Way::Direct => None,
+            _ => None,
+        };
+        let floor = match way {
+            Way::Floor => Some(FloorClient::connect(socket)?),
+            _ => None,
         };
         let tokens: Vec<u64> = (0..n as u64).collect();
         say(ctl, "R", &[])?;
         let mut session = None;
-        let (conns, took) = match &client {
-            Some(c) => {
+        let (conns, took) = match (&client, &floor) {
+            (Some(c), _) => {
                 let (m, _) = hear(link.as_fd(), 0)?;
                 if m != "H" {
                     return Err(Failure::run(format!("expected H, heard {m}")));
@@ -402,7 +427,16 @@ pub fn new_proxy(way: Way, n: usize, socket: &Path, name: &str) -> Result<(), Fa
                 session = Some(s);
                 (conns, took)
             }
-            None => {
+            (None, Some(f)) => {
+                let (m, _) = hear(link.as_fd(), 0)?;
+                if m != "H" {
+                    return Err(Failure::run(format!("expected H, heard {m}")));
+                }
+                let t = Instant::now();
+                let conns = f.retrieve_batch(&tokens)?;
+                (conns, t.elapsed())
+            }
+            (None, None) => {
                 let mut conns = Vec::with_capacity(n);
                 let mut t = None;
                 loop {
@@ -440,6 +474,9 @@ pub fn new_proxy(way: Way, n: usize, socket: &Path, name: &str) -> Result<(), Fa
         if let Some(s) = session {
             s.finish().map_err(luo)?;
         }
+        if let Some(f) = &floor {
+            f.finish()?;
+        }
         say(ctl, "C", &[])?;
         Ok(())
     };
@@ -463,7 +500,12 @@ struct ProxyReport {
     rounds: usize,
     keeper: bool,
     ways: Vec<WayReport>,
+    /// luod's blackout over the direct one (the target's ratio).
     ratio: Num,
+    /// The floor agent's over the direct one: the best any agent does.
+    floor_over_direct: Num,
+    /// luod's over the floor agent's.
+    luod_over_floor: Num,
 }
 
 pub fn main(o: Options) -> Result<(), Failure> {
@@ -494,18 +536,24 @@ pub fn main(o: Options) -> Result<(), Failure> {
         return Err(Failure::run("luod started no keeper"));
     }
     settle(&agent, keeper_pid)?;
-    let ways = [Way::Direct, Way::Luod];
+    let floor = FloorAgent::spawn(keeper, "proxy")?;
+    let ways = [Way::Direct, Way::Floor, Way::Luod];
     let mut got: Vec<Vec<Handover>> = vec![Vec::new(); ways.len()];
     for round in 0..o.rounds {
         eprintln!(
-            "{} established connections handed over, round {} of {}: direct, through luod ...",
+            "{} established connections handed over, round {} of {}: direct, through the floor agent, through luod ...",
             grouped(n as u64),
             round + 1,
             o.rounds
         );
         for (i, &way) in ways.iter().enumerate() {
-            got[i].push(handover(way, n, &agent.socket, &format!("proxy-{round}"))?);
+            let socket = match way {
+                Way::Floor => floor.path(),
+                _ => agent.socket.as_path(),
+            };
+            got[i].push(handover(way, n, socket, &format!("proxy-{round}"))?);
             settle(&agent, keeper_pid)?;
+            floor.settle();
         }
     }
     let sum = |hs: &[Handover], f: fn(&Handover) -> Duration| {
@@ -527,14 +575,22 @@ pub fn main(o: Options) -> Result<(), Failure> {
             }
         })
         .collect();
-    let ratio = reports[1].blackout.median_ns / reports[0].blackout.median_ns;
+    let blackout = |w: Way| {
+        reports
+            .iter()
+            .find(|r| r.way == w.name())
+            .map_or(f64::NAN, |r| r.blackout.median_ns)
+    };
+    let ratio = blackout(Way::Luod) / blackout(Way::Direct);
+    let floor_ratio = blackout(Way::Floor) / blackout(Way::Direct);
+    let to_floor = blackout(Way::Luod) / blackout(Way::Floor);
     println!(
         "luo-bench proxy: {} established TCP connections handed to a successor",
         grouped(n as u64)
     );
     println!("machine: {}", machine.describe());
     println!(
-        "medians over {} handovers each; luod's keeper {}",
+        "medians over {} handovers each; luod's keeper {} (the floor agent's mirror likewise)",
         o.rounds,
         if keeper { "on" } else { "off" }
     );
@@ -559,6 +615,10 @@ pub fn main(o: Options) -> Result<(), Failure> {
         "through luod the blackout is {ratio:.2}x the direct handover's (target at most {TARGET_RATIO}x: {})",
         if ratio <= TARGET_RATIO { "met" } else { "MISSED" }
     );
+    println!(
+        "through the floor agent (checks each file{}, nothing else) it is {floor_ratio:.2}x the direct one: the best any agent does here; luod's is {to_floor:.2}x the floor agent's",
+        if keeper { ", mirrors it" } else { "" }
+    );
     if let Some(path) = &o.json {
         let v = ProxyReport {
             machine: machine.describe(),
@@ -567,6 +627,8 @@ pub fn main(o: Options) -> Result<(), Failure> {
             keeper,
             ways: reports,
             ratio: Num(ratio),
+            floor_over_direct: Num(floor_ratio),
+            luod_over_floor: Num(to_floor),
         };
         std::fs::write(path, to_json(&v))
             .map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;

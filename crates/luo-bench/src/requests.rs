@@ -1,11 +1,12 @@
 //! `luo-bench requests`: what one request costs, and whether it grows with
 //! the session, side by side with its floor: a bare `SOCK_SEQPACKET`
 //! request and reply between two processes, with one descriptor attached
-//! and a message of the same size. The same 16,000 memfds are preserved one
-//! request at a time through the native client (`Session::preserve`) and
-//! through `libluo_preload.so` (`LIVEUPDATE_SESSION_PRESERVE_FD`, as a
-//! program written for the kernel's uAPI does it), with luod's keeper on
-//! and off.
+//! and a message of the same size, and (for luod's keeper) the same
+//! exchange whose peer checks the file and sends it to a mirror before it
+//! replies. The same 16,000 memfds are preserved one request at a time
+//! through the native client (`Session::preserve`) and through
+//! `libluo_preload.so` (`LIVEUPDATE_SESSION_PRESERVE_FD`, as a program
+//! written for the kernel's uAPI does it), with luod's keeper on and off.
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -17,6 +18,7 @@ use serde::Serialize;
 
 use crate::agent::{locate_luod, Agent};
 use crate::cli::{positive, sorted, Failure};
+use crate::fds::Peer;
 use crate::machine::Machine;
 use crate::report::{to_json, Num};
 use crate::stats::{grouped, Summary};
@@ -30,9 +32,13 @@ receives, closes the descriptor and replies); luod through the native client
 (Session::preserve); and luod through libluo_preload.so, as a program written
 for the kernel's uAPI does it (open(\"/dev/liveupdate\"), CREATE_SESSION, then
 one PRESERVE_FD ioctl per memfd). luod runs with its keeper on and off.
+With the keeper on, a fourth way: the floor with a mirror, the same exchange
+whose peer checks the file (F_GETFL, fstat), sends it to a mirror process
+and keeps it before replying (the floor of an agent that answers only once
+a crash could not lose the file).
 Each figure: the median of the W requests up to that size, over R rounds.
-Targets: each way at most 1.5x the floor, and the last size's request at
-most 1.2x the first's. The per-request cost is also extrapolated to
+Targets: each way at most 1.5x the (bare) floor, and the last size's request
+at most 1.2x the first's. The per-request cost is also extrapolated to
 1,000,000 files.";
 
 /// A request through luod may cost at most this times the floor.
@@ -99,27 +105,46 @@ fn preserve_reply() -> Vec<u8> {
 
 /// The other process of the floor: receives a request and its descriptor,
 /// closes the descriptor and replies, until the socket (its stdin) closes.
-pub fn peer() -> Result<(), Failure> {
+/// With `mirror`, it checks the file as an agent must (`F_GETFL`, `fstat`),
+/// sends it to a mirror process and keeps it before replying.
+pub fn peer(mirror: bool) -> Result<(), Failure> {
     let stdin = std::io::stdin();
     let sock = stdin.as_fd();
     let reply = preserve_reply();
+    let mirror = if mirror {
+        luo_sys::raise_nofile_limit()?;
+        Some(Peer::spawn()?)
+    } else {
+        None
+    };
+    let mut held: Vec<OwnedFd> = Vec::new();
     let mut buf = vec![0u8; luo_proto::MAX_MESSAGE];
     loop {
         let got = luo_sys::recv_with_fds(sock, &mut buf, 1)?;
         if got.len == 0 {
             return Ok(());
         }
-        drop(got.fds);
+        if let Some(m) = &mirror {
+            for fd in got.fds {
+                crate::floor::check(fd.as_fd()).map_err(Failure::run)?;
+                let token = held.len() as u64;
+                let hold = crate::floor::message(crate::floor::MIRROR_HOLD, [token]);
+                luo_sys::send_with_fds(m.sock(), &hold, &[fd.as_fd()])?;
+                held.push(fd);
+            }
+        }
         luo_sys::send_with_fds(sock, &reply, &[])?;
     }
 }
 
 /// `n` bare request/reply exchanges with the peer, each with a new memfd
-/// attached (made before the clock starts, as for luod).
-fn floor_round(n: usize) -> Result<Vec<Duration>, Failure> {
+/// attached (made before the clock starts, as for luod); the peer relays
+/// each file to a mirror first iff `mirror`.
+fn floor_round(n: usize, mirror: bool) -> Result<Vec<Duration>, Failure> {
     let (ours, theirs) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET)?;
     let mut child = Command::new(std::env::current_exe()?)
         .arg("__request-peer")
+        .args(mirror.then_some("--mirror"))
         .stdin(Stdio::from(theirs))
         .spawn()?;
     let result = floor_exchanges(ours.as_fd(), n);
@@ -256,10 +281,16 @@ pub(crate) fn settle(agent: &Agent, keeper: Option<u32>) -> Result<(), Failure> 
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    // Idle: no CPU time used over 20 ms.
-    let Some(pid) = keeper else {
-        return Ok(());
-    };
+    if let Some(pid) = keeper {
+        wait_idle(pid);
+    }
+    Ok(())
+}
+
+/// Waits (at most 30 s) until process `pid` is idle: no CPU time used over
+/// 20 ms.
+pub(crate) fn wait_idle(pid: u32) {
+    let t = Instant::now();
     let cpu = || {
         std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
             .ok()
@@ -270,11 +301,10 @@ pub(crate) fn settle(agent: &Agent, keeper: Option<u32>) -> Result<(), Failure> 
         std::thread::sleep(Duration::from_millis(20));
         let now = cpu();
         if now == last {
-            return Ok(());
+            return;
         }
         last = now;
     }
-    Ok(())
 }
 
 /// The median of the `window` requests up to request `at` (1-based), over
@@ -333,6 +363,19 @@ struct AtReport {
     request: Summary,
     #[serde(rename = "to_floor")]
     ratio: Num,
+    /// With the keeper: to the floor with a mirror.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to_mirrored_floor: Option<Num>,
+}
+
+/// The floor whose peer relays each file to a mirror before replying.
+const MIRRORED: &str = "SOCK_SEQPACKET + mirror";
+
+/// How many rounds each floor ran.
+#[derive(Clone, Copy)]
+struct Rounds {
+    floor: usize,
+    mirrored: usize,
 }
 
 #[derive(Serialize)]
@@ -375,7 +418,7 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
         .rev()
         .map(|k| k == "on")
         .collect();
-    let mut floor = Vec::new();
+    let (mut floor, mut mirrored) = (Vec::new(), Vec::new());
     let mut rows = Vec::new();
     for &keeper in &keepers {
         let args: &[&str] = if keeper {
@@ -392,14 +435,18 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
         let (mut native, mut preload) = (Vec::new(), Vec::new());
         for round in 0..o.rounds {
             eprintln!(
-                "{} requests, keeper {}, round {} of {}: floor, native, preload ...",
+                "{} requests, keeper {}, round {} of {}: floor{}, native, preload ...",
                 grouped(o.files as u64),
                 if keeper { "on" } else { "off" },
                 round + 1,
-                o.rounds
+                o.rounds,
+                if keeper { ", floor with a mirror" } else { "" }
             );
-            // The three ways in turn, so that each sees the same load.
-            floor.push(floor_round(o.files)?);
+            // The ways in turn, so that each sees the same load.
+            floor.push(floor_round(o.files, false)?);
+            if keeper {
+                mirrored.push(floor_round(o.files, true)?);
+            }
             native.push(native_round(
                 &agent,
                 o.files,
@@ -426,19 +473,28 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
         rows.push(row("native client", &native));
         rows.push(row("libluo_preload.so", &preload));
     }
-    let floor = Row {
-        way: "bare SOCK_SEQPACKET",
+    let floor_row = |way, times: &[Vec<Duration>]| Row {
+        way,
         keeper: None,
         at: o
             .at
             .iter()
-            .map(|&n| (n, at_size(&floor, n, o.window)))
+            .map(|&n| (n, at_size(times, n, o.window)))
             .collect(),
     };
-    rows.insert(0, floor);
-    print_table(&o, &machine, &rows);
+    let floors = 1 + usize::from(!mirrored.is_empty());
+    if !mirrored.is_empty() {
+        rows.insert(0, floor_row(MIRRORED, &mirrored));
+    }
+    rows.insert(0, floor_row("bare SOCK_SEQPACKET", &floor));
+    let rounds = Rounds {
+        floor: floor.len(),
+        mirrored: mirrored.len(),
+    };
+    print_table(&o, &machine, &rows, floors, rounds);
     if let Some(path) = &o.json {
         let base = &rows[0];
+        let mirrored = rows.iter().find(|r| r.way == MIRRORED);
         let v = RequestsReport {
             machine: machine.describe(),
             files: o.files,
@@ -457,6 +513,9 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
                             files,
                             request,
                             ratio: Num(request.median_ns / base.median(i)),
+                            to_mirrored_floor: mirrored
+                                .filter(|_| r.keeper == Some(true))
+                                .map(|m| Num(request.median_ns / m.median(i))),
                         })
                         .collect(),
                     last_to_first: Num(r.growth()),
@@ -472,16 +531,21 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
     Ok(())
 }
 
-fn print_table(o: &Options, machine: &Machine, rows: &[Row]) {
+fn print_table(o: &Options, machine: &Machine, rows: &[Row], floors: usize, rounds: Rounds) {
     let us = |ns: f64| format!("{:.1} us", ns / 1e3);
     let base = &rows[0];
     println!("luo-bench requests: one request at a time, against a bare SOCK_SEQPACKET exchange");
     println!("machine: {}", machine.describe());
     println!(
-        "each figure: the median of the {} requests up to that size, over {} rounds ({} for the floor, measured between luod's rounds); (x): to the floor",
+        "each figure: the median of the {} requests up to that size, over {} rounds ({} for the floor{}, measured between luod's rounds); (x): to the bare floor",
         o.window,
         o.rounds,
-        o.rounds * rows.len().saturating_sub(1) / 2
+        rounds.floor,
+        if rounds.mirrored > 0 {
+            format!(", {} for the floor with a mirror", rounds.mirrored)
+        } else {
+            String::new()
+        }
     );
     println!();
     let mut head = format!("{:>32}", "way");
@@ -508,7 +572,16 @@ fn print_table(o: &Options, machine: &Machine, rows: &[Row]) {
     }
     println!();
     let last = o.at.len() - 1;
-    for r in &rows[1..] {
+    let mirrored = rows.iter().find(|r| r.way == MIRRORED);
+    if let Some(m) = mirrored {
+        let worst = (0..m.at.len())
+            .map(|i| m.median(i) / base.median(i))
+            .fold(0.0, f64::max);
+        println!(
+            "{MIRRORED}: at most {worst:.2}x the bare floor: what answering only once a mirror has the file costs any agent"
+        );
+    }
+    for r in &rows[floors..] {
         let worst = (0..r.at.len())
             .map(|i| r.median(i) / base.median(i))
             .fold(0.0, f64::max);
@@ -523,6 +596,16 @@ fn print_table(o: &Options, machine: &Machine, rows: &[Row]) {
             ok(r.growth() <= TARGET_GROWTH),
             r.million_total_s()
         );
+        if let Some(m) = mirrored.filter(|_| r.keeper == Some(true)) {
+            let to: Vec<String> = (0..r.at.len())
+                .map(|i| format!("{:.2}x", r.median(i) / m.median(i)))
+                .collect();
+            println!(
+                "{}: {} the floor with a mirror, at each size",
+                r.label(),
+                to.join(", ")
+            );
+        }
     }
     println!(
         "floor: 1,000,000 exchanges: {:.0} s",

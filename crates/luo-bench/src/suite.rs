@@ -24,7 +24,11 @@ pub const ABOUT: &str = "\
 Every benchmark, each against its baseline in the same run:
   agent     luod's start-up, and its memory per preserved fd (fresh agents)
   fds       preserve then retrieve N fds through luod vs raw SCM_RIGHTS
-            between two processes in 253-fd batches
+            between two processes in 253-fd batches, and vs the floor
+            agent: the same calls to a minimal agent that only checks each
+            file (F_GETFL, fstat, a socket's kind) and, iff luod has a
+            keeper, sends it to a mirror process (the best any agent that
+            keeps luod's promises can do)
   index     the double-management check at the Nth file vs a linear kcmp
             scan (systemd's fd store)
   blackout  the demo key-value service restarted through luo vs the same
@@ -485,6 +489,34 @@ fn summary(r: &Results) -> Vec<Line> {
             ),
             &target,
             t.kind.target().map(|x| t.ratio() >= x),
+        ));
+        out.push(line(
+            format!(
+                "fd round trip, {} {}s, vs the floor agent",
+                grouped(t.n as u64),
+                t.kind.name()
+            ),
+            (rate(t.luo_rate()), t.luo_rate(), "fds/s"),
+            (
+                format!(
+                    "floor agent {} ({:.2}x raw)",
+                    rate(t.floor_rate()),
+                    t.floor_ratio()
+                ),
+                if t.floor_mirror {
+                    "floor agent: F_GETFL, fstat, socket kind, a mirror process"
+                } else {
+                    "floor agent: F_GETFL, fstat, socket kind, no mirror"
+                },
+                t.floor_rate(),
+            ),
+            (
+                format!("{:.2}x the floor", t.luo_to_floor()),
+                t.luo_to_floor(),
+                "luo throughput / floor agent throughput",
+            ),
+            "(information)",
+            None,
         ));
     }
     if let Some(ix) = &r.index {

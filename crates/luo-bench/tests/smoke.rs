@@ -82,6 +82,10 @@ fn the_whole_suite_runs_at_toy_sizes_and_reports_every_section() {
     assert!(run.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("fd round trip, 50 memfds"), "{stdout}");
     assert!(
+        stdout.contains("fd round trip, 50 memfds, vs the floor agent"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains("blackout at 8 MiB, vs reload from tmpfs"),
         "{stdout}"
     );
@@ -108,6 +112,16 @@ fn the_whole_suite_runs_at_toy_sizes_and_reports_every_section() {
             num(t, &["luo_ns_per_fd", "preserve", "wall"]) > 0.0,
             "{t:?}"
         );
+        // The floor agent ran the same round trip (each round checks that
+        // the files that came back are the ones sent), with a mirror as
+        // luod has its keeper.
+        assert!(num(t, &["floor_over_raw"]) > 0.0, "{t:?}");
+        assert!(num(t, &["luo_over_floor"]) > 0.0, "{t:?}");
+        assert!(
+            num(t, &["floor_ns_per_fd", "preserve", "agent_cpu"]) > 0.0,
+            "{t:?}"
+        );
+        assert_eq!(t.get("floor_mirror"), Some(&Value::Bool(true)), "{t:?}");
     }
 
     let rows = arr(v.get("identity").unwrap(), "per_insert");
@@ -217,7 +231,7 @@ fn json_of(args: &[&str], tag: &str) -> Value {
 }
 
 #[test]
-fn requests_runs_the_floor_the_native_client_and_the_preload_library() {
+fn requests_runs_the_floors_the_native_client_and_the_preload_library() {
     let Some((luod, lib)) = luod_and_preload() else {
         return;
     };
@@ -253,6 +267,7 @@ fn requests_runs_the_floor_the_native_client_and_the_preload_library() {
         ways,
         [
             ("bare SOCK_SEQPACKET", None),
+            ("SOCK_SEQPACKET + mirror", None),
             ("native client", Some(true)),
             ("libluo_preload.so", Some(true)),
             ("native client", Some(false)),
@@ -262,23 +277,25 @@ fn requests_runs_the_floor_the_native_client_and_the_preload_library() {
     for r in rows {
         let at = arr(r, "at");
         assert_eq!(at.len(), 2, "{r:?}");
+        let way = r.get("way").unwrap().as_str().unwrap();
+        // The bare floor runs in both keeper settings' rounds.
+        let rounds = if way == "bare SOCK_SEQPACKET" {
+            2.0
+        } else {
+            1.0
+        };
         for a in at {
             assert!(num(a, &["request", "median_ns"]) > 0.0, "{r:?}");
-            assert_eq!(
-                num(a, &["request", "samples"]),
-                5.0 * if r.get("keeper").unwrap().is_null() {
-                    2.0
-                } else {
-                    1.0
-                }
-            );
+            assert_eq!(num(a, &["request", "samples"]), 5.0 * rounds);
+            let with_keeper = r.get("keeper").unwrap().as_bool() == Some(true);
+            assert_eq!(a.get("to_mirrored_floor").is_some(), with_keeper, "{r:?}");
         }
         assert!(num(r, &["request_at_million_ns"]) > 0.0, "{r:?}");
     }
 }
 
 #[test]
-fn proxy_hands_established_connections_over_both_ways() {
+fn proxy_hands_established_connections_over_every_way() {
     let Some((luod, _)) = luod_and_preload() else {
         return;
     };
@@ -300,9 +317,11 @@ fn proxy_hands_established_connections_over_both_ways() {
         .iter()
         .map(|w| w.get("way").unwrap().as_str().unwrap())
         .collect();
-    assert_eq!(names, ["direct", "luod"]);
+    assert_eq!(names, ["direct", "floor", "luod"]);
     for w in ways {
         assert!(num(w, &["blackout", "median_ns"]) > 0.0, "{w:?}");
     }
     assert!(num(&v, &["ratio"]) > 0.0);
+    assert!(num(&v, &["floor_over_direct"]) > 0.0);
+    assert!(num(&v, &["luod_over_floor"]) > 0.0);
 }
