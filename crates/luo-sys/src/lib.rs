@@ -1090,6 +1090,20 @@ pub fn nofile_limit() -> Result<(u64, u64)> {
     Ok((r.current.unwrap_or(u64::MAX), r.maximum.unwrap_or(u64::MAX)))
 }
 
+/// Sets the soft `RLIMIT_NOFILE` to `soft` (the hard limit unchanged): for
+/// tests that run a process out of descriptors.
+pub fn set_nofile_soft_limit(soft: u64) -> Result<()> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let hard = getrlimit(Resource::Nofile).maximum;
+    Ok(setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(soft),
+            maximum: hard,
+        },
+    )?)
+}
+
 /// Raises the `RLIMIT_NOFILE` soft limit to the hard limit; returns the new
 /// `(soft, hard)`.
 pub fn raise_nofile_limit() -> Result<(u64, u64)> {
