@@ -45,6 +45,7 @@ fn errnos(kind: &str) -> &'static [&'static str] {
         "epoll_wait" => &["EINTR"],
         "memfd" => &["EMFILE", "ENFILE", "ENOMEM"],
         "write" => &["ENOSPC", "ENOMEM"],
+        "fdinfo" => &["EMFILE", "ENFILE", "ENOMEM"],
         _ => &["ENOMEM"],
     }
 }
