@@ -315,3 +315,76 @@ fn an_eventfd_whose_id_cannot_be_read_is_refused_with_that_errno() {
     let r = out_of_descriptors(|| new.restore(snap, fds));
     assert_eq!(errno(r), Errno::EMFILE);
 }
+
+/// A handler that takes non-blocking eventfds under inode identity: the
+/// whole anonymous inode, as such a handler held it before eventfds had
+/// ids.
+#[derive(Debug)]
+struct WholeInode;
+
+/// `O_NONBLOCK` (Linux's generic value).
+const O_NONBLOCK: i32 = 0o4000;
+
+impl FileHandler for WholeInode {
+    fn compatible(&self) -> &str {
+        "test-eventfd-inode"
+    }
+    fn descriptor(&self) -> luo_core::handler::Descriptor {
+        luo_core::handler::Descriptor {
+            identity: luo_core::IdentityKind::Inode,
+            ..luo_core::handler::Descriptor::DEFAULT
+        }
+    }
+    fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
+        UserspaceHandler(UserspaceKind::Eventfd).can_preserve(file)
+            && luo_sys::fcntl_getfl(file.fd).is_ok_and(|f| f & O_NONBLOCK != 0)
+    }
+}
+
+#[test]
+fn an_inode_identity_on_the_eventfds_inode_still_holds_every_eventfd() {
+    let _g = serial();
+    if !kernel_has_ids() {
+        return;
+    }
+    let whole = || {
+        let e = luo_sys::eventfd(0).unwrap();
+        luo_sys::set_nonblocking(e.as_fd(), true).unwrap();
+        e
+    };
+    // WholeInode first, so that it takes the non-blocking eventfds.
+    let mut m = Luo::new(Limits::default());
+    m.register_handler(Box::new(WholeInode)).unwrap();
+    for h in luo_core::handler::default_handlers() {
+        m.register_handler(h).unwrap();
+    }
+    let s = m.create_session(0, b"s").unwrap();
+    // The inode first: no eventfd after it.
+    m.preserve(s, whole(), 1).unwrap();
+    assert_eq!(
+        errno(m.preserve(s, luo_sys::eventfd(0).unwrap(), 2)),
+        Errno::EBUSY
+    );
+    m.unpreserve(s, 1).unwrap();
+    // An eventfd (by id) first: then not the whole inode.
+    let e = luo_sys::eventfd(0).unwrap();
+    m.preserve(s, copy(&e), 2).unwrap();
+    assert_eq!(errno(m.preserve(s, whole(), 3)), Errno::EBUSY);
+    assert_eq!(
+        m.index()
+            .holder(
+                luo_core::Identity::new(
+                    &luo_sys::fstat(e.as_fd()).unwrap(),
+                    luo_core::IdentityKind::Inode
+                ),
+                e.as_fd()
+            )
+            .unwrap()
+            .map(|h| h.token),
+        Some(2)
+    );
+    m.unpreserve(s, 2).unwrap();
+    m.preserve(s, whole(), 3).unwrap();
+    m.close(s).unwrap();
+    assert!(m.index().is_empty());
+}
