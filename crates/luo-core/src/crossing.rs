@@ -4,7 +4,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use crate::error::err;
-use crate::identity::Holder;
+use crate::identity::{Holder, IndexKey};
 use crate::{
     show, Errno, Error, IdentityKind, Luo, PreservedFile, Result, RetrieveStatus, SessionHandle,
     SessionMode, Side,
@@ -288,14 +288,37 @@ impl Luo {
                 return r;
             }
         };
+        // The new file is keyed as a preserve keys it. Reading an eventfd's
+        // id can fail (EMFILE): the retrieve then fails, not sticky, before
+        // anything changed, rather than leave the file out of the index.
+        let identity = self.index.identity(f.key);
+        let new_key = match self.index.key(identity, new.as_fd()) {
+            Ok(k) => k,
+            Err(e) => {
+                return err(
+                    e,
+                    format!(
+                        "retrieve of token {}: reading the retrieved eventfd's id failed ({e:?})",
+                        f.token
+                    ),
+                )
+            }
+        };
         // A handler that gives back the custody file itself (a dup of the
         // same open file, as the userspace handlers do) changes nothing the
-        // index knows: one kcmp instead of a remove and an insert, which
-        // cost O(log n) kcmp calls each for open-file identities.
-        if f.indexed
-            && f.identity.kind == IdentityKind::OpenFile
-            && luo_sys::kcmp_file(new.as_fd(), f.custody.as_fd()) == Ok(std::cmp::Ordering::Equal)
-        {
+        // index knows: one kcmp (or an eventfd's id) instead of a remove and
+        // an insert, which cost O(log n) kcmp calls each for open-file
+        // identities.
+        let same = match (f.key, new_key) {
+            (IndexKey::Eventfd(a), IndexKey::Eventfd(b)) => a == b,
+            (IndexKey::Identity(i), IndexKey::Identity(_)) => {
+                i.kind == IdentityKind::OpenFile
+                    && luo_sys::kcmp_file(new.as_fd(), f.custody.as_fd())
+                        == Ok(std::cmp::Ordering::Equal)
+            }
+            _ => false,
+        };
+        if f.indexed && same {
             f.retrieve = RetrieveStatus::Retrieved;
             self.changed(key).retrieved.push(token);
             return Ok(Retrieval::Fd(new));
@@ -309,8 +332,9 @@ impl Luo {
         // The retrieved file replaces the custody copy, so luo holds one
         // descriptor per file, and it is managed until finish.
         if f.indexed {
-            self.index.remove(f.identity, f.custody.as_raw_fd());
+            self.index.remove(f.key, f.custody.as_raw_fd());
         }
+        f.key = new_key;
         f.custody = new;
         f.retrieve = RetrieveStatus::Retrieved;
         let holder = Holder {
@@ -318,10 +342,7 @@ impl Luo {
             token,
         };
         // As in the kernel, a conflict here cannot fail the retrieve.
-        f.indexed = self
-            .index
-            .insert(f.identity, f.custody.as_fd(), holder)
-            .is_ok();
+        f.indexed = self.index.insert(f.key, f.custody.as_fd(), holder).is_ok();
         self.changed(key).retrieved.push(token);
         Ok(Retrieval::Fd(out))
     }
@@ -367,7 +388,7 @@ impl Luo {
         let indexed: Vec<_> = files
             .iter()
             .filter(|f| f.indexed)
-            .map(|f| (f.identity, f.custody.as_raw_fd()))
+            .map(|f| (f.key, f.custody.as_raw_fd()))
             .collect();
         self.index.remove_all(&indexed);
         for f in files.into_iter().rev() {

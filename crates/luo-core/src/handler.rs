@@ -75,8 +75,8 @@ impl Default for Descriptor {
 }
 
 /// What a handler sees of a candidate file: the descriptor and its `fstat`,
-/// and for a socket its kind, read at most once however many handlers (and
-/// the veto) ask.
+/// and for a socket its kind, for an eventfd its fdinfo, read at most once
+/// however many handlers (and the veto) ask.
 #[derive(Debug, Clone, Copy)]
 pub struct FileInfo<'a> {
     /// The file.
@@ -84,20 +84,77 @@ pub struct FileInfo<'a> {
     /// Its `fstat`, taken once for all handlers.
     pub stat: FileStat,
     socket: &'a SocketProbe,
+    /// Where eventfds' ids are read, when the index keys eventfds by id.
+    fdinfo: Option<&'a luo_sys::FdinfoDir>,
 }
 
-/// A socket's `SO_DOMAIN` and (`SO_TYPE`, `SO_PROTOCOL`), each read once per
-/// preserve. Only what was read is kept: a failed read is tried again by the
-/// next handler that asks (a passing shortage is not taken for an answer).
+/// A socket's `SO_DOMAIN` and (`SO_TYPE`, `SO_PROTOCOL`), and an anonymous
+/// file's fdinfo, each read once per preserve. Only what was read is kept: a
+/// failed read is tried again by the next handler that asks (a passing
+/// shortage is not taken for an answer), and its errno is kept for the
+/// preserve's error.
 #[derive(Debug, Default)]
 pub(crate) struct SocketProbe {
     domain: std::cell::Cell<Option<i32>>,
     rest: std::cell::Cell<Option<(i32, i32)>>,
+    eventfd: std::cell::Cell<Option<Option<luo_sys::EventfdInfo>>>,
+    fdinfo_failed: std::cell::Cell<Option<Errno>>,
+}
+
+impl SocketProbe {
+    /// Why the file's fdinfo could not be read, if it could not.
+    pub(crate) fn fdinfo_failed(&self) -> Option<Errno> {
+        self.fdinfo_failed.get()
+    }
 }
 
 impl<'a> FileInfo<'a> {
-    pub(crate) fn new(fd: BorrowedFd<'a>, stat: FileStat, socket: &'a SocketProbe) -> Self {
-        FileInfo { fd, stat, socket }
+    pub(crate) fn new(
+        fd: BorrowedFd<'a>,
+        stat: FileStat,
+        socket: &'a SocketProbe,
+        fdinfo: Option<&'a luo_sys::FdinfoDir>,
+    ) -> Self {
+        FileInfo {
+            fd,
+            stat,
+            socket,
+            fdinfo,
+        }
+    }
+
+    /// Whether the file is an eventfd. Where the index keys eventfds by id,
+    /// its fdinfo says (`eventfd-count:`), read once and kept for the
+    /// index's key; elsewhere what `/proc/self/fd/N` links to
+    /// (`anon_inode:[eventfd]`).
+    pub fn is_eventfd(&self) -> Result<bool, Errno> {
+        match self.fdinfo {
+            Some(dir) => Ok(self.eventfd_info(dir)?.is_some()),
+            None => luo_sys::fd_target(self.fd)
+                .map(|p| p.as_os_str() == "anon_inode:[eventfd]")
+                .map_err(Errno::from),
+        }
+    }
+
+    /// The file's fdinfo as an eventfd's (`None`: not an eventfd), read
+    /// through `dir` at most once.
+    pub(crate) fn eventfd_info(
+        &self,
+        dir: &luo_sys::FdinfoDir,
+    ) -> Result<Option<luo_sys::EventfdInfo>, Errno> {
+        if let Some(i) = self.socket.eventfd.get() {
+            return Ok(i);
+        }
+        match dir.eventfd(self.fd) {
+            Ok(i) => {
+                self.socket.eventfd.set(Some(i));
+                Ok(i)
+            }
+            Err(e) => {
+                self.socket.fdinfo_failed.set(Some(e));
+                Err(e)
+            }
+        }
     }
 
     /// The socket's address family (`SO_DOMAIN`); `ENOTSOCK` for another

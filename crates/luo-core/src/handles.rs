@@ -339,7 +339,7 @@ impl Luo {
         let files = std::mem::take(&mut s.files);
         let indexed: Vec<_> = files
             .iter()
-            .map(|f| (f.identity, f.custody.as_raw_fd()))
+            .map(|f| (f.key, f.custody.as_raw_fd()))
             .collect();
         self.index.remove_all(&indexed);
         for f in files.into_iter().rev() {

@@ -29,13 +29,24 @@
 //! falls back to inode identity for everything, conservatively: a file whose
 //! inode already has a managed file is refused with `EBUSY`, so two distinct
 //! eventfds can no longer both be preserved, but no file is ever managed twice.
+//!
+//! Eventfds, where the kernel shows their id (`eventfd-id:` in
+//! `/proc/self/fdinfo/N`, Linux 5.2 and later), are keyed by that id
+//! instead ([`IndexKey::Eventfd`]): an id names one eventfd context, which
+//! has exactly one open file description, so each eventfd is alone in its
+//! bucket and nothing is compared. Whether the kernel shows it is probed
+//! once, on an eventfd of the index's own, when the index is made; from
+//! then on every eventfd is keyed by id (a failure to read one is an error,
+//! never a fall back to the shared inode), or, without it, none is. The id
+//! is never serialized: whatever rebuilds an index reads it again
+//! ([`IdentityIndex::key`]).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
-use luo_sys::{Errno, FileStat};
+use luo_sys::{Errno, EventfdInfo, FdinfoDir, FileStat};
 
 use crate::tree::Tree;
 
@@ -94,6 +105,45 @@ impl fmt::Display for Identity {
     }
 }
 
+/// Where the index files a managed file. In memory only: never on the wire
+/// or in a snapshot, whose [`Identity`] is the same as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKey {
+    /// By its identity: its inode's bucket.
+    Identity(Identity),
+    /// An eventfd, by its kernel id: alone in its bucket, never compared.
+    Eventfd(u64),
+}
+
+/// The bucket `st_dev` of eventfds keyed by id: no device has it (the
+/// kernel's `dev_t` has 32 bits).
+const EVENTFD_DEV: u64 = u64::MAX;
+
+/// Eventfds keyed by id: their shared inode, and where to read their ids.
+#[derive(Debug)]
+struct EventfdIds {
+    dev: u64,
+    ino: u64,
+    fdinfo: FdinfoDir,
+}
+
+impl EventfdIds {
+    /// `Some` when an eventfd of our own shows its id.
+    fn probe() -> Option<EventfdIds> {
+        let fdinfo = FdinfoDir::open().ok()?;
+        let ev = luo_sys::eventfd(0).ok()?;
+        let st = luo_sys::fstat(ev.as_fd()).ok()?;
+        match fdinfo.eventfd(ev.as_fd()) {
+            Ok(Some(EventfdInfo { id: Some(_) })) => Some(EventfdIds {
+                dev: st.dev,
+                ino: st.ino,
+                fdinfo,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Orders open file descriptions. The real one is [`Kcmp`]; tests substitute
 /// others to exercise the fallback.
 pub trait FileOrder: fmt::Debug + Send {
@@ -106,6 +156,14 @@ pub trait FileOrder: fmt::Debug + Send {
     fn same(&self, a: RawFd, b: RawFd) -> Result<bool, Errno> {
         luo_sys::same_file_raw(a, b)
     }
+
+    /// Whether the index may key eventfds by their kernel id (when the
+    /// kernel shows it), so that they are never compared. The real order
+    /// does; by default an order a test substitutes does not, and every
+    /// eventfd goes through it as on a kernel without the id.
+    fn eventfd_ids(&self) -> bool {
+        false
+    }
 }
 
 /// `kcmp(KCMP_FILE)` on this process's descriptors.
@@ -115,6 +173,9 @@ pub struct Kcmp;
 impl FileOrder for Kcmp {
     fn compare(&self, a: RawFd, b: RawFd) -> Result<Ordering, Errno> {
         luo_sys::kcmp_raw(a, b)
+    }
+    fn eventfd_ids(&self) -> bool {
+        true
     }
 }
 
@@ -181,6 +242,10 @@ pub struct IdentityIndex {
     len: usize,
     order: Box<dyn FileOrder>,
     mode: IndexMode,
+    /// Set when eventfds are keyed by id (decided once, in `new`).
+    eventfds: Option<EventfdIds>,
+    /// Entries keyed by an eventfd id.
+    by_id: usize,
 }
 
 fn unavailable(e: Errno) -> bool {
@@ -191,7 +256,9 @@ impl IdentityIndex {
     /// An empty index using `order`. The order is probed once on a pipe: if it
     /// fails with `ENOSYS` or `EPERM` the index runs in
     /// [`IndexMode::DupfdQuery`] when `F_DUPFD_QUERY` tells the pipe's ends
-    /// apart, else in [`IndexMode::InodeFallback`].
+    /// apart, else in [`IndexMode::InodeFallback`]. Where the order allows
+    /// it ([`FileOrder::eventfd_ids`]), an eventfd of its own then tells
+    /// whether the kernel shows eventfd ids.
     pub fn new(order: Box<dyn FileOrder>) -> IdentityIndex {
         let mode = match luo_sys::pipe() {
             Ok((r, w)) => match order.compare(r.as_raw_fd(), r.as_raw_fd()) {
@@ -208,17 +275,97 @@ impl IdentityIndex {
             },
             Err(_) => IndexMode::Kcmp,
         };
+        let eventfds = if order.eventfd_ids() {
+            EventfdIds::probe()
+        } else {
+            None
+        };
         IdentityIndex {
             buckets: BTreeMap::new(),
             len: 0,
             order,
             mode,
+            eventfds,
+            by_id: 0,
         }
     }
 
     /// How open file descriptions are told apart.
     pub fn mode(&self) -> IndexMode {
         self.mode
+    }
+
+    /// True when eventfds are keyed by their kernel id, never compared.
+    pub fn eventfd_ids(&self) -> bool {
+        self.eventfds.is_some()
+    }
+
+    /// Where eventfds' ids are read, when they are keyed by id.
+    pub(crate) fn fdinfo(&self) -> Option<&FdinfoDir> {
+        self.eventfds.as_ref().map(|e| &e.fdinfo)
+    }
+
+    /// The key the file `fd` with `identity` is filed under: its eventfd id
+    /// when eventfds are keyed by id and it is one (read from its fdinfo;
+    /// a failed read is the error), else its identity. The one rule for
+    /// every insert, whatever rebuilds the index.
+    pub fn key(&self, identity: Identity, fd: BorrowedFd<'_>) -> Result<IndexKey, Errno> {
+        self.key_with(identity, |dir| dir.eventfd(fd))
+    }
+
+    /// [`IdentityIndex::key`] with what the file's fdinfo says, read by
+    /// `read` (a preserve's handlers may have read it already).
+    pub(crate) fn key_with(
+        &self,
+        identity: Identity,
+        read: impl FnOnce(&FdinfoDir) -> Result<Option<EventfdInfo>, Errno>,
+    ) -> Result<IndexKey, Errno> {
+        let plain = Ok(IndexKey::Identity(identity));
+        let Some(ev) = &self.eventfds else {
+            return plain;
+        };
+        // Every eventfd is on the one anonymous inode, with other
+        // anonymous files (timerfd, signalfd, ...).
+        if identity.kind != IdentityKind::OpenFile
+            || (identity.dev, identity.ino) != (ev.dev, ev.ino)
+        {
+            return plain;
+        }
+        match read(&ev.fdinfo)? {
+            Some(EventfdInfo { id: Some(id) }) => Ok(IndexKey::Eventfd(id)),
+            // Not on the kernel that showed it at the probe.
+            Some(EventfdInfo { id: None }) => Err(Errno::EIO),
+            None => plain,
+        }
+    }
+
+    /// The identity of a file filed under `key`.
+    pub fn identity(&self, key: IndexKey) -> Identity {
+        match (key, &self.eventfds) {
+            (IndexKey::Identity(i), _) => i,
+            (IndexKey::Eventfd(_), Some(ev)) => Identity {
+                dev: ev.dev,
+                ino: ev.ino,
+                kind: IdentityKind::OpenFile,
+            },
+            (IndexKey::Eventfd(_), None) => unreachable!("eventfd keys come from this index"),
+        }
+    }
+
+    /// The anonymous inode's bucket, which an inode identity on it holds
+    /// against every eventfd, as it did before eventfds had their own.
+    fn anon_inode_held(&self) -> Option<Holder> {
+        let ev = self.eventfds.as_ref()?;
+        match self.buckets.get(&(ev.dev, ev.ino)) {
+            Some(Bucket::Inode(h)) => Some(*h),
+            _ => None,
+        }
+    }
+
+    fn is_anon_inode(&self, identity: Identity) -> bool {
+        self.eventfds
+            .as_ref()
+            .is_some_and(|ev| (identity.dev, identity.ino) == (ev.dev, ev.ino))
     }
 
     /// Number of managed files.
@@ -231,15 +378,43 @@ impl IdentityIndex {
         self.len == 0
     }
 
-    /// Records `fd` (with `identity`) as managed by `holder`, or says who
-    /// already manages it. On refusal the index is unchanged.
+    /// Records `fd` (filed under `key`, from [`IdentityIndex::key`]) as
+    /// managed by `holder`, or says who already manages it. On refusal the
+    /// index is unchanged.
     pub fn insert(
         &mut self,
-        identity: Identity,
+        key: IndexKey,
         fd: BorrowedFd<'_>,
         holder: Holder,
     ) -> Result<(), Refusal> {
         let raw = fd.as_raw_fd();
+        let identity = match key {
+            IndexKey::Identity(i) => i,
+            IndexKey::Eventfd(id) => {
+                // One id, one open file: the same key is the same file.
+                if let Some(h) = self.anon_inode_held() {
+                    return Err(Refusal::Busy(Some(h)));
+                }
+                match self.buckets.entry((EVENTFD_DEV, id)) {
+                    std::collections::btree_map::Entry::Occupied(b) => {
+                        let h = match b.get() {
+                            Bucket::One(_, h) | Bucket::Inode(h) => Some(*h),
+                            Bucket::Files(t) => t.iter().next().map(|e| e.holder),
+                        };
+                        return Err(Refusal::Busy(h));
+                    }
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(Bucket::One(raw, holder));
+                    }
+                }
+                self.by_id += 1;
+                self.len += 1;
+                return Ok(());
+            }
+        };
+        if identity.kind == IdentityKind::Inode && self.by_id > 0 && self.is_anon_inode(identity) {
+            return Err(Refusal::Busy(None));
+        }
         let key = (identity.dev, identity.ino);
         let inode_only = identity.kind == IdentityKind::Inode
             || matches!(self.mode, IndexMode::InodeFallback(_));
@@ -316,6 +491,23 @@ impl IdentityIndex {
 
     /// Who manages the file `fd` with `identity`, if anyone.
     pub fn holder(&self, identity: Identity, fd: BorrowedFd<'_>) -> Result<Option<Holder>, Errno> {
+        let identity = match self.key(identity, fd)? {
+            IndexKey::Identity(i) => i,
+            IndexKey::Eventfd(id) => {
+                return Ok(self
+                    .anon_inode_held()
+                    .or(match self.buckets.get(&(EVENTFD_DEV, id)) {
+                        Some(Bucket::One(_, h)) => Some(*h),
+                        _ => None,
+                    }));
+            }
+        };
+        if identity.kind == IdentityKind::Inode && self.by_id > 0 && self.is_anon_inode(identity) {
+            let any = self.buckets.range((EVENTFD_DEV, 0)..).next();
+            if let Some((_, Bucket::One(_, h))) = any {
+                return Ok(Some(*h));
+            }
+        }
         match self.buckets.get(&(identity.dev, identity.ino)) {
             None => Ok(None),
             Some(Bucket::Inode(h)) => Ok(Some(*h)),
@@ -348,10 +540,21 @@ impl IdentityIndex {
         }
     }
 
-    /// Forgets the entry that `insert(identity, fd, _)` made. Removing an entry
+    /// Forgets the entry that `insert(key, fd, _)` made. Removing an entry
     /// that is not there is a no-op.
-    pub fn remove(&mut self, identity: Identity, raw: RawFd) {
-        let key = (identity.dev, identity.ino);
+    pub fn remove(&mut self, key: IndexKey, raw: RawFd) {
+        let key = match key {
+            IndexKey::Identity(i) => (i.dev, i.ino),
+            IndexKey::Eventfd(id) => {
+                let k = (EVENTFD_DEV, id);
+                if matches!(self.buckets.get(&k), Some(&Bucket::One(one, _)) if one == raw) {
+                    self.buckets.remove(&k);
+                    self.by_id -= 1;
+                    self.len -= 1;
+                }
+                return;
+            }
+        };
         let removed = match self.buckets.get_mut(&key) {
             None => false,
             Some(Bucket::Inode(_)) => {
@@ -396,12 +599,16 @@ impl IdentityIndex {
     /// many of them is rebuilt from the entries it keeps, found by
     /// descriptor number, rather than searched by `kcmp` once per entry
     /// (the eventfd bucket, which every preserved eventfd shares).
-    pub fn remove_all(&mut self, entries: &[(Identity, RawFd)]) {
+    pub fn remove_all(&mut self, entries: &[(IndexKey, RawFd)]) {
         let mut by_bucket: BTreeMap<(u64, u64), Vec<RawFd>> = BTreeMap::new();
-        for &(id, raw) in entries {
+        for &(key, raw) in entries {
+            let IndexKey::Identity(id) = key else {
+                self.remove(key, raw);
+                continue;
+            };
             match self.buckets.get(&(id.dev, id.ino)) {
                 Some(Bucket::Files(_)) => by_bucket.entry((id.dev, id.ino)).or_default().push(raw),
-                _ => self.remove(id, raw),
+                _ => self.remove(key, raw),
             }
         }
         for (key, mut fds) in by_bucket {
@@ -419,7 +626,7 @@ impl IdentityIndex {
                     kind: IdentityKind::OpenFile,
                 };
                 for raw in fds {
-                    self.remove(id(key), raw);
+                    self.remove(IndexKey::Identity(id(key)), raw);
                 }
                 continue;
             }
@@ -433,10 +640,20 @@ impl IdentityIndex {
         }
     }
 
-    /// Number of files in the bucket of `(dev, ino)` (for diagnostics and
-    /// tests: every preserved eventfd shares one bucket).
+    /// Number of managed files on the inode `(dev, ino)` (for diagnostics
+    /// and tests: every preserved eventfd is on one inode, in one bucket
+    /// unless keyed by id).
     pub fn bucket_len(&self, dev: u64, ino: u64) -> usize {
-        match self.buckets.get(&(dev, ino)) {
+        let ids = if self.is_anon_inode(Identity {
+            dev,
+            ino,
+            kind: IdentityKind::OpenFile,
+        }) {
+            self.by_id
+        } else {
+            0
+        };
+        ids + match self.buckets.get(&(dev, ino)) {
             None => 0,
             Some(Bucket::Inode(_) | Bucket::One(..)) => 1,
             Some(Bucket::Files(t)) => t.len(),
@@ -453,5 +670,14 @@ mod tests {
     #[test]
     fn a_bucket_is_three_words() {
         assert_eq!(std::mem::size_of::<Bucket>(), 24);
+    }
+
+    /// A preserved file keeps its key in place of its identity: no bigger.
+    #[test]
+    fn a_key_is_no_bigger_than_an_identity() {
+        assert_eq!(
+            std::mem::size_of::<IndexKey>(),
+            std::mem::size_of::<Identity>()
+        );
     }
 }

@@ -57,7 +57,9 @@ pub use crossing::Retrieval;
 pub use error::{Errno, Error, Result};
 pub use flb::{Flb, FlbStatus};
 pub use handler::{Descriptor, FileHandler, FileInfo, FileOpArgs, Kexec, RetrieveStatus};
-pub use identity::{FileOrder, Holder, Identity, IdentityIndex, IdentityKind, IndexMode, Kcmp};
+pub use identity::{
+    FileOrder, Holder, Identity, IdentityIndex, IdentityKind, IndexKey, IndexMode, Kcmp,
+};
 pub use quotas::{parse_size, Quota, Usage};
 pub use types::{
     FileStatus, FlbId, HandlerId, Limits, SessionHandle, SessionInfo, SessionMode, SessionState,
@@ -77,7 +79,9 @@ pub const MAX_FLBS: usize = 63;
 struct PreservedFile {
     token: u64,
     handler: usize,
-    identity: Identity,
+    /// Where the index files it, which also gives its identity
+    /// ([`IdentityIndex::identity`]).
+    key: IndexKey,
     custody: OwnedFd,
     data: u64,
     /// Usually empty, and then no allocation (a boxed slice is two words,

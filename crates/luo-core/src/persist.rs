@@ -46,7 +46,7 @@ impl Luo {
             self.flbs[fi].put_outgoing(g);
         }
         if f.indexed {
-            self.index.remove(f.identity, f.custody.as_raw_fd());
+            self.index.remove(f.key, f.custody.as_raw_fd());
         }
         self.changed(key).removed.push(token);
         // `f` is dropped here: the custody descriptor is closed.

@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use crate::error::err;
 use crate::flb::Gen;
-use crate::identity::{Holder, Identity, Refusal};
+use crate::identity::{Holder, Identity, IndexKey, Refusal};
 use crate::{
     show, Errno, Error, FileInfo, FileOpArgs, Luo, PreservedFile, Result, RetrieveStatus,
     SessionHandle, Side,
@@ -15,7 +15,7 @@ use crate::{
 enum Undo {
     /// The entry of the descriptor with this number (still open: the
     /// custody descriptor is dropped only after the undo).
-    Index(Identity, std::os::fd::RawFd),
+    Index(IndexKey, std::os::fd::RawFd),
     Flb(usize, Gen),
 }
 
@@ -113,7 +113,7 @@ impl Luo {
         // spares a socket the F_GETFL every other file needs.
         let stat = luo_sys::fstat(fd.as_fd()).map_err(bad)?;
         let probe = crate::handler::SocketProbe::default();
-        let info = FileInfo::new(fd.as_fd(), stat, &probe);
+        let info = FileInfo::new(fd.as_fd(), stat, &probe, self.index.fdinfo());
         if stat.is_socket() {
             if info.socket_domain() == Err(Errno::EBADF) {
                 return o_path();
@@ -135,6 +135,17 @@ impl Luo {
         // errno of a check that failed for want of a resource, so that a
         // passing shortage is not taken for a file nobody can keep.
         let Some(hi) = pick().or_else(pick) else {
+            // Whether an anonymous file is an eventfd is its fdinfo's to
+            // say: unread, the preserve fails with why.
+            if let Some(e) = probe.fdinfo_failed() {
+                return err(
+                    e,
+                    format!(
+                        "token {token}: reading /proc/self/fdinfo/{} to tell an eventfd failed ({e:?})",
+                        fd.as_raw_fd()
+                    ),
+                );
+            }
             if let Some(e) = failed_check(&info) {
                 return err(
                     e,
@@ -173,13 +184,24 @@ impl Luo {
             );
         }
         let identity = Identity::new(&stat, handler.identity(&info));
+        // Keyed by the one rule (an eventfd by its id, read once for the
+        // handlers' check and the key alike).
+        let ikey = self
+            .index
+            .key_with(identity, |dir| info.eventfd_info(dir))
+            .map_err(|e| {
+                Error::new(
+                    e,
+                    format!("token {token}: reading the eventfd's id failed ({e:?})"),
+                )
+            })?;
         let custody = fd;
         let holder = Holder {
             session: key,
             token,
         };
-        match self.index.insert(identity, custody.as_fd(), holder) {
-            Ok(()) => undo.push(Undo::Index(identity, custody.as_raw_fd())),
+        match self.index.insert(ikey, custody.as_fd(), holder) {
+            Ok(()) => undo.push(Undo::Index(ikey, custody.as_raw_fd())),
             Err(Refusal::Busy(by)) => {
                 let by = by
                     .and_then(|h| self.sessions.get(&h.session).map(|s| (s, h.token)))
@@ -228,7 +250,7 @@ impl Luo {
         Ok(PreservedFile {
             token,
             handler: hi,
-            identity,
+            key: ikey,
             custody,
             data,
             flb_refs: flb_refs.into_boxed_slice(),

@@ -194,7 +194,7 @@ impl Luo {
                         .unwrap_or(self.handlers[f.handler].compatible())
                         .to_string(),
                     kexec_safe: self.handlers[f.handler].descriptor().kexec_safe(),
-                    identity: f.identity,
+                    identity: self.index.identity(f.key),
                     managed: f.indexed,
                     retrieve: f.retrieve,
                     size: luo_sys::fstat(f.custody.as_fd()).map_or(0, |st| st.size),

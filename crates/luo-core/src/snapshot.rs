@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::error::err;
-use crate::identity::{Holder, Identity, Refusal};
+use crate::identity::{Holder, Identity, IndexKey, Refusal};
 use crate::{
     Errno, HandleEntry, Luo, NameKey, PreservedFile, Result, RetrieveStatus, Session, Side,
 };
@@ -113,7 +113,7 @@ impl Luo {
                         SnapFile {
                             token: f.token,
                             handler: f.handler,
-                            identity: f.identity,
+                            identity: self.index.identity(f.key),
                             data: f.data,
                             indexed: f.indexed,
                             retrieve: f.retrieve,
@@ -205,12 +205,24 @@ impl Luo {
                         format!("descriptor {} is missing or used twice", f.fd),
                     )
                 })?;
+                // Keyed as a preserve keys it (an eventfd's id is read
+                // again: a snapshot does not carry it).
+                let key = if f.indexed {
+                    self.index.key(f.identity, custody.as_fd()).map_err(|e| {
+                        crate::Error::new(
+                            e,
+                            format!("token {}: reading its eventfd id failed ({e:?})", f.token),
+                        )
+                    })?
+                } else {
+                    IndexKey::Identity(f.identity)
+                };
                 if f.indexed {
                     let holder = Holder {
                         session: s.key,
                         token: f.token,
                     };
-                    match self.index.insert(f.identity, custody.as_fd(), holder) {
+                    match self.index.insert(key, custody.as_fd(), holder) {
                         Ok(()) => {}
                         Err(Refusal::Busy(_)) => {
                             return err(
@@ -232,7 +244,7 @@ impl Luo {
                 files.push(PreservedFile {
                     token: f.token,
                     handler: hi,
-                    identity: f.identity,
+                    key,
                     custody,
                     data: f.data,
                     flb_refs: Box::default(),

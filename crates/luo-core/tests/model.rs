@@ -1738,10 +1738,12 @@ fn run_seed(seed: u64, steps: usize, trail: &mut Vec<String>, stats: &mut BTreeM
         luo.index().mode()
     ));
     let base_fds = open_fds();
+    // The index keeps /proc/self/fdinfo open where it reads eventfd ids.
+    let fdinfo_dir = usize::from(luo.index().eventfd_ids());
     same(
         "descriptors after setup",
         &base_fds,
-        &(fds_at_start + N_MEMFD + N_EVENTFD),
+        &(fds_at_start + N_MEMFD + N_EVENTFD + fdinfo_dir),
     );
     let mut w = World {
         luo,

@@ -76,6 +76,7 @@ kinds! {
     Kcmp => "kcmp": "`kcmp(KCMP_FILE)`.",
     Write => "write": "`write` of a whole buffer ([`crate::write_all`]).",
     Read => "read": "`pread` of a whole file ([`crate::read_all`]).",
+    Fdinfo => "fdinfo": "`openat` of a descriptor's fdinfo ([`crate::FdinfoDir::eventfd`]).",
 }
 
 struct State {

@@ -1090,6 +1090,20 @@ pub fn nofile_limit() -> Result<(u64, u64)> {
     Ok((r.current.unwrap_or(u64::MAX), r.maximum.unwrap_or(u64::MAX)))
 }
 
+/// Sets the soft `RLIMIT_NOFILE` to `soft` (the hard limit unchanged): for
+/// tests that run a process out of descriptors.
+pub fn set_nofile_soft_limit(soft: u64) -> Result<()> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let hard = getrlimit(Resource::Nofile).maximum;
+    Ok(setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(soft),
+            maximum: hard,
+        },
+    )?)
+}
+
 /// Raises the `RLIMIT_NOFILE` soft limit to the hard limit; returns the new
 /// `(soft, hard)`.
 pub fn raise_nofile_limit() -> Result<(u64, u64)> {
@@ -1126,6 +1140,104 @@ pub fn reopen_path(fd: BorrowedFd<'_>) -> std::path::PathBuf {
     format!("/proc/self/fd/{}", fd.as_raw_fd()).into()
 }
 
+/// What an eventfd's `/proc/self/fdinfo/N` says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventfdInfo {
+    /// Its `eventfd-id:` (Linux 5.2 and later): unique among live eventfds,
+    /// one per eventfd context, and a context has exactly one open file
+    /// description. `None` on older kernels.
+    pub id: Option<u64>,
+}
+
+/// `/proc/self/fdinfo`, kept open so that reading one descriptor's fdinfo
+/// walks one path component instead of four.
+#[derive(Debug)]
+pub struct FdinfoDir {
+    dir: OwnedFd,
+    /// The process the directory is of: a forked child opens its own.
+    pid: i32,
+}
+
+impl FdinfoDir {
+    /// Opens `/proc/self/fdinfo` (`O_DIRECTORY | O_CLOEXEC`).
+    pub fn open() -> Result<FdinfoDir> {
+        Ok(FdinfoDir {
+            dir: rustix::fs::open(
+                "/proc/self/fdinfo",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?,
+            pid: getpid(),
+        })
+    }
+
+    /// Whether `fd` is an eventfd (its fdinfo has an `eventfd-count:`
+    /// line), and if so its id: one `openat`, `read` and `close`.
+    pub fn eventfd(&self, fd: BorrowedFd<'_>) -> Result<Option<EventfdInfo>> {
+        fault!(Fdinfo);
+        // The descriptor's number, in decimal, NUL-terminated, on the stack.
+        let mut name = [0u8; 12];
+        let mut n = fd.as_raw_fd().unsigned_abs();
+        let mut i = name.len() - 1;
+        loop {
+            i -= 1;
+            name[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let name = std::ffi::CStr::from_bytes_with_nul(&name[i..]).expect("one NUL, at the end");
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        let file = if getpid() == self.pid {
+            rustix::fs::openat(&self.dir, name, flags, Mode::empty())?
+        } else {
+            rustix::fs::open(
+                format!("/proc/self/fdinfo/{}", fd.as_raw_fd()).as_str(),
+                flags,
+                Mode::empty(),
+            )?
+        };
+        // An eventfd's fdinfo is about 100 bytes; a longer file (an epoll
+        // with many watches) is another kind, told by its first lines.
+        let mut buf = [0u8; 512];
+        let mut len = 0;
+        loop {
+            let info = parse_eventfd_info(&buf[..len]);
+            if info.is_some_and(|i| i.id.is_some()) || len == buf.len() {
+                return Ok(info);
+            }
+            match rustix::io::read(&file, &mut buf[len..]) {
+                Ok(0) => return Ok(info),
+                Ok(k) => len += k,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// The eventfd lines of an fdinfo text, whole lines only: `None` when no
+/// line starts with `eventfd-count:`.
+fn parse_eventfd_info(text: &[u8]) -> Option<EventfdInfo> {
+    let mut count = false;
+    let mut id = None;
+    let whole = match text.iter().rposition(|&b| b == b'\n') {
+        Some(end) => &text[..end],
+        None => return None,
+    };
+    for line in whole.split(|&b| b == b'\n') {
+        if line.starts_with(b"eventfd-count:") {
+            count = true;
+        } else if let Some(v) = line.strip_prefix(b"eventfd-id:") {
+            id = std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
+        }
+    }
+    count.then_some(EventfdInfo { id })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1147,6 +1259,42 @@ mod tests {
         assert_eq!(kcmp_file(b.as_fd(), a.as_fd()).unwrap(), ab.reverse());
         // Distinct eventfds share the one anonymous inode.
         assert_eq!(fstat(a.as_fd()).unwrap().ino, fstat(b.as_fd()).unwrap().ino);
+    }
+
+    #[test]
+    fn fdinfo_tells_eventfds_and_their_ids() {
+        let _serial = FDS.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = FdinfoDir::open().unwrap();
+        let a = eventfd(0).unwrap();
+        let b = eventfd(0).unwrap();
+        let a2 = a.try_clone().unwrap();
+        let before = open_fd_count().unwrap();
+        let ia = dir.eventfd(a.as_fd()).unwrap().expect("an eventfd");
+        let ib = dir.eventfd(b.as_fd()).unwrap().expect("an eventfd");
+        assert_eq!(dir.eventfd(a2.as_fd()).unwrap(), Some(ia), "a dup");
+        if ia.id.is_some() {
+            assert_ne!(ia.id, ib.id, "two eventfds");
+        }
+        let (r, w) = pipe().unwrap();
+        assert_eq!(dir.eventfd(r.as_fd()).unwrap(), None);
+        assert_eq!(dir.eventfd(w.as_fd()).unwrap(), None);
+        let ep = rx_epoll::create(rx_epoll::CreateFlags::CLOEXEC).unwrap();
+        assert_eq!(dir.eventfd(ep.as_fd()).unwrap(), None);
+        drop((r, w, ep));
+        assert_eq!(open_fd_count().unwrap(), before, "nothing left open");
+    }
+
+    #[test]
+    fn fdinfo_lines_are_read_whole() {
+        let full = b"pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t1057\neventfd-count:                0\neventfd-id: 42\n";
+        assert_eq!(parse_eventfd_info(full), Some(EventfdInfo { id: Some(42) }));
+        // Cut inside the id: the id is not read from half a line.
+        assert_eq!(
+            parse_eventfd_info(&full[..full.len() - 2]),
+            Some(EventfdInfo { id: None })
+        );
+        assert_eq!(parse_eventfd_info(b"pos:\t0\nflags:\t02\n"), None);
+        assert_eq!(parse_eventfd_info(b"pos:\t0\neventfd-cou"), None);
     }
 
     #[test]

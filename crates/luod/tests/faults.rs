@@ -45,6 +45,7 @@ fn errnos(kind: &str) -> &'static [&'static str] {
         "epoll_wait" => &["EINTR"],
         "memfd" => &["EMFILE", "ENFILE", "ENOMEM"],
         "write" => &["ENOSPC", "ENOMEM"],
+        "fdinfo" => &["EMFILE", "ENFILE", "ENOMEM"],
         _ => &["ENOMEM"],
     }
 }
@@ -641,4 +642,46 @@ fn every_failure_of_a_retrieve_reply_send() {
         }
     }
     eprintln!("failed sends of a retrieve reply; the client saw {refused:?}");
+}
+
+/// Where luod keys eventfds by their id, a failed read of an eventfd's
+/// fdinfo at preserve is never answered by filing it with the other
+/// eventfds: the handlers' check is tried once more (a passing shortage is
+/// not taken for an answer) and the eventfd is keyed by its id, so its copy
+/// is refused with `EBUSY` without a single `kcmp`; a read that failed
+/// again would refuse the preserve with its errno (luo-core's
+/// `tests/eventfd_ids.rs` runs a process out of descriptors for that).
+#[test]
+fn a_failed_fdinfo_read_leaves_an_eventfd_keyed_by_its_id() {
+    let fault = Fault {
+        role: "luod".to_string(),
+        kind: "fdinfo".to_string(),
+        n: 1,
+        errno: "EMFILE",
+    };
+    let mut lab = Lab::new(Some(&fault));
+    let c = lab.client();
+    let s = c.create_session("ev").unwrap();
+    let other = c.create_session("other").unwrap();
+    let e = luo_sys::eventfd(0).unwrap();
+    lab.arm();
+    let first = s.preserve(1, e.try_clone().unwrap());
+    let copy = other.preserve(1, e.try_clone().unwrap());
+    lab.disarm();
+    let (counts, fired) = lab.counts();
+    match first {
+        Err(err) => {
+            assert_eq!(err.errno, luo_proto::Errno::EMFILE, "{err}");
+            assert!(err.to_string().contains("fdinfo"), "{err}");
+        }
+        Ok(()) => {
+            let err = copy.unwrap_err();
+            assert_eq!(err.errno, luo_proto::Errno::EBUSY, "{err}");
+        }
+    }
+    if fired {
+        let kcmp = counts.get(&("luod".to_string(), "kcmp".to_string()));
+        assert_eq!(kcmp.copied().unwrap_or(0), 0, "{counts:?}");
+    }
+    assert!(lab.answers());
 }

@@ -715,3 +715,55 @@ fn close_then_ask_again_by_name_at_once() {
         drop(s);
     }
 }
+
+/// A preserved eventfd (managed by its kernel id where the kernel shows
+/// one) stays managed through an in-place upgrade and a restart from the
+/// keeper: each time, a copy of it is refused with `EBUSY` in another
+/// session while another eventfd is not; its counter comes back; finished,
+/// it can be preserved again.
+#[test]
+fn a_preserved_eventfd_stays_managed_across_an_upgrade_and_a_restart() {
+    use std::io::Read;
+    let dir = common::fresh_dir();
+    let sock = dir.join("luod.sock");
+    let mut child = start_kept(&dir, &sock);
+    let (c, _keeper, _guard) = client_and_keeper(&sock);
+    let e = luo_sys::eventfd(5).unwrap();
+    let s = c.create_session("kept").unwrap();
+    s.preserve_batch(&[(1, e.as_fd()), (2, luo_sys::eventfd(6).unwrap().as_fd())])
+        .unwrap();
+    s.handover().unwrap();
+    drop(s);
+    let busy = |c: &luo::Client, when: &str| {
+        let o = c.create_session(&format!("other {when}")).unwrap();
+        let err = o.preserve(1, e.try_clone().unwrap()).unwrap_err();
+        assert_eq!(err.errno, luo_proto::Errno::EBUSY, "{when}: {err}");
+        assert!(err.to_string().contains("'kept'"), "{when}: {err}");
+        o.preserve(2, luo_sys::eventfd(0).unwrap())
+            .unwrap_or_else(|err| panic!("{when}: another eventfd: {err}"));
+    };
+    busy(&c, "at first");
+    c.upgrade_agent(None).unwrap();
+    let c = luo::Client::connect_to(&sock).unwrap();
+    busy(&c, "after an in-place upgrade");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(c);
+    let mut child = start_kept(&dir, &sock);
+    let c = luo::Client::connect_to(&sock).unwrap();
+    busy(&c, "after a restart");
+    let s = c.retrieve_session("kept").unwrap();
+    let fds = s.retrieve_batch(&[1, 2]).unwrap();
+    for (fd, want) in fds.into_iter().zip([5u64, 6]) {
+        let mut v = [0u8; 8];
+        std::fs::File::from(fd).read_exact(&mut v).unwrap();
+        assert_eq!(u64::from_ne_bytes(v), want, "the eventfd's counter");
+    }
+    s.finish().unwrap();
+    let again = c.create_session("again").unwrap();
+    again.preserve(1, e.try_clone().unwrap()).unwrap();
+    drop((again, s, c));
+    common::terminate(child.id());
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -30,7 +30,6 @@ impl FileHandler for EventfdHandler {
     }
     fn can_preserve(&self, file: &FileInfo<'_>) -> bool {
         // Anonymous-inode files have no file type bits in st_mode.
-        file.stat.mode & 0o170000 == 0
-            && luo_sys::fd_target(file.fd).is_ok_and(|p| p.as_os_str() == "anon_inode:[eventfd]")
+        file.stat.mode & 0o170000 == 0 && file.is_eventfd() == Ok(true)
     }
 }

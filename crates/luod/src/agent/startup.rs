@@ -108,10 +108,18 @@ impl Agent {
             .add(listener.as_fd(), LISTENER, EPOLLIN)
             .map_err(|e| AgentError::sys("watching the listening socket", e))?;
         luo.set_quota(config.quota);
+        let ids = luo.index().eventfd_ids();
         match luo.index().mode() {
-            luo_core::IndexMode::Kcmp => {}
+            luo_core::IndexMode::Kcmp if ids => {}
+            luo_core::IndexMode::Kcmp => info!(
+                "this kernel shows no eventfd-id in /proc/self/fdinfo (Linux 5.2 and later do): eventfds are told apart with kcmp"
+            ),
             luo_core::IndexMode::DupfdQuery(e) => info!(
-                "kcmp is unavailable ({e}; the kernel lacks CONFIG_CHECKPOINT_RESTORE): open files are told apart with F_DUPFD_QUERY, linearly among files of one inode"
+                "kcmp is unavailable ({e}; the kernel lacks CONFIG_CHECKPOINT_RESTORE): open files are told apart with F_DUPFD_QUERY, linearly among files of one inode{}",
+                if ids { " (eventfds by their id)" } else { "" }
+            ),
+            luo_core::IndexMode::InodeFallback(e) if ids => warn!(
+                "neither kcmp ({e}) nor F_DUPFD_QUERY works: a file sharing an inode with a preserved one is refused with EBUSY (eventfds are told apart by their id)"
             ),
             luo_core::IndexMode::InodeFallback(e) => warn!(
                 "neither kcmp ({e}) nor F_DUPFD_QUERY works: a second eventfd (or any file sharing an inode with a preserved one) is refused with EBUSY"
