@@ -323,6 +323,14 @@ fn report(ctl: BorrowedFd<'_>, r: Result<(), Failure>) -> Result<(), Failure> {
     r
 }
 
+/// What a proxy hands over through, per [`Way`]: the old proxy's luod
+/// session or the new one's luod client, the floor agent, or nothing.
+enum Through<L> {
+    Luod(L),
+    Floor(FloorClient),
+    Direct,
+}
+
 /// The old proxy: connects `n` times to the peer, then on "G" hands the
 /// connections over `way` and says "D" with the time its part took.
 pub fn old_proxy(way: Way, n: usize, socket: &Path, name: &str, port: u16) -> Result<(), Failure> {
@@ -338,21 +346,18 @@ pub fn old_proxy(way: Way, n: usize, socket: &Path, name: &str, port: u16) -> Re
             .map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map(OwnedFd::from))
             .collect::<Result<_, _>>()?;
         let luo = |e: luo::Error| Failure::run(format!("luod: {e}"));
-        let (session, floor) = match way {
-            Way::Luod => (
-                Some(
-                    luo::Client::connect_to(socket)
-                        .and_then(|c| c.create_session(name))
-                        .map_err(luo)?,
-                ),
-                None,
+        let through = match way {
+            Way::Luod => Through::Luod(
+                luo::Client::connect_to(socket)
+                    .and_then(|c| c.create_session(name))
+                    .map_err(luo)?,
             ),
             Way::Floor => {
                 let c = FloorClient::connect(socket)?;
                 c.create_session()?;
-                (None, Some(c))
+                Through::Floor(c)
             }
-            Way::Direct => (None, None),
+            Way::Direct => Through::Direct,
         };
         let files: Vec<(u64, BorrowedFd<'_>)> = conns
             .iter()
@@ -365,18 +370,18 @@ pub fn old_proxy(way: Way, n: usize, socket: &Path, name: &str, port: u16) -> Re
             return Err(Failure::run(format!("expected G, heard {go}")));
         }
         let t = Instant::now();
-        match (&session, &floor) {
-            (Some(s), _) => {
+        match &through {
+            Through::Luod(s) => {
                 s.preserve_batch(&files).map_err(luo)?;
                 s.handover().map_err(luo)?;
                 say(link.as_fd(), "H", &[])?;
             }
-            (None, Some(f)) => {
+            Through::Floor(f) => {
                 f.preserve_batch(&files)?;
                 f.handover()?;
                 say(link.as_fd(), "H", &[])?;
             }
-            (None, None) => {
+            Through::Direct => {
                 for chunk in files.chunks(SCM_MAX_FD) {
                     let fds: Vec<BorrowedFd<'_>> = chunk.iter().map(|&(_, f)| f).collect();
                     say(link.as_fd(), "F", &fds)?;
@@ -403,19 +408,16 @@ pub fn new_proxy(way: Way, n: usize, socket: &Path, name: &str) -> Result<(), Fa
             .pop()
             .ok_or_else(|| Failure::run("no line from the old proxy"))?;
         let luo = |e: luo::Error| Failure::run(format!("luod: {e}"));
-        let client = match way {
-            Way::Luod => Some(luo::Client::connect_to(socket).map_err(luo)?),
-            _ => None,
-        };
-        let floor = match way {
-            Way::Floor => Some(FloorClient::connect(socket)?),
-            _ => None,
+        let through = match way {
+            Way::Luod => Through::Luod(luo::Client::connect_to(socket).map_err(luo)?),
+            Way::Floor => Through::Floor(FloorClient::connect(socket)?),
+            Way::Direct => Through::Direct,
         };
         let tokens: Vec<u64> = (0..n as u64).collect();
         say(ctl, "R", &[])?;
         let mut session = None;
-        let (conns, took) = match (&client, &floor) {
-            (Some(c), _) => {
+        let (conns, took) = match &through {
+            Through::Luod(c) => {
                 let (m, _) = hear(link.as_fd(), 0)?;
                 if m != "H" {
                     return Err(Failure::run(format!("expected H, heard {m}")));
@@ -427,7 +429,7 @@ pub fn new_proxy(way: Way, n: usize, socket: &Path, name: &str) -> Result<(), Fa
                 session = Some(s);
                 (conns, took)
             }
-            (None, Some(f)) => {
+            Through::Floor(f) => {
                 let (m, _) = hear(link.as_fd(), 0)?;
                 if m != "H" {
                     return Err(Failure::run(format!("expected H, heard {m}")));
@@ -436,7 +438,7 @@ pub fn new_proxy(way: Way, n: usize, socket: &Path, name: &str) -> Result<(), Fa
                 let conns = f.retrieve_batch(&tokens)?;
                 (conns, t.elapsed())
             }
-            (None, None) => {
+            Through::Direct => {
                 let mut conns = Vec::with_capacity(n);
                 let mut t = None;
                 loop {
@@ -474,7 +476,7 @@ pub fn new_proxy(way: Way, n: usize, socket: &Path, name: &str) -> Result<(), Fa
         if let Some(s) = session {
             s.finish().map_err(luo)?;
         }
-        if let Some(f) = &floor {
+        if let Through::Floor(f) = &through {
             f.finish()?;
         }
         say(ctl, "C", &[])?;
