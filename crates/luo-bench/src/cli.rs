@@ -55,6 +55,28 @@ pub fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// luod's keeper (its crash-safety mirror), as the benchmarks that run
+/// luod with and without it take the setting (`--keeper on|off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Keeper {
+    On,
+    Off,
+}
+
+impl Keeper {
+    pub fn is_on(self) -> bool {
+        self == Keeper::On
+    }
+
+    /// luod's own `--keeper` value for it.
+    pub fn luod_arg(self) -> &'static str {
+        match self {
+            Keeper::On => "auto",
+            Keeper::Off => "off",
+        }
+    }
+}
+
 /// Sorted, without repeats.
 pub fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort_unstable();

@@ -100,8 +100,8 @@ enum Bench {
     /// listening socket on its stdin.
     #[command(name = "__floor-agent", hide = true)]
     FloorAgent {
-        #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
-        keeper: String,
+        #[arg(long, value_name = "on|off", value_enum)]
+        keeper: cli::Keeper,
     },
     /// The uAPI program of `requests`, run under LD_PRELOAD.
     #[command(name = "__preload-client", hide = true)]
@@ -142,7 +142,7 @@ fn main() -> ExitCode {
         Bench::ScmPeer => return helper("__scm-peer", fds::peer()),
         Bench::RequestPeer { mirror } => return helper("__request-peer", requests::peer(mirror)),
         Bench::FloorAgent { keeper } => {
-            return helper("__floor-agent", floor::agent_main(keeper == "on"))
+            return helper("__floor-agent", floor::agent_main(keeper.is_on()))
         }
         Bench::PreloadClient { files, name } => {
             return helper("__preload-client", requests::preload_client(files, &name))

@@ -21,7 +21,7 @@ use luo_sys::SCM_MAX_FD;
 use serde::Serialize;
 
 use crate::agent::{locate_luod, Agent};
-use crate::cli::{positive, Failure};
+use crate::cli::{positive, Failure, Keeper};
 use crate::floor::{FloorAgent, FloorClient};
 use crate::machine::Machine;
 use crate::report::{to_json, Num};
@@ -58,8 +58,8 @@ pub struct Options {
     #[arg(long, value_name = "R", value_parser = positive, default_value_t = 5)]
     rounds: usize,
     /// luod's keeper (its crash-safety mirror), and the floor agent's mirror
-    #[arg(long, value_name = "on|off", value_parser = ["on", "off"], default_value = "on")]
-    keeper: String,
+    #[arg(long, value_name = "on|off", value_enum, default_value_t = Keeper::On)]
+    keeper: Keeper,
     /// Also write the results as JSON
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -522,16 +522,11 @@ pub fn main(o: Options) -> Result<(), Failure> {
     }
     eprintln!("machine: {}", machine.describe());
     let luod = locate_luod(o.luod.clone())?;
-    let keeper = o.keeper == "on";
+    let keeper = o.keeper.is_on();
     let agent = Agent::start_args(
         &luod,
         "proxy",
-        &[
-            "--log-level",
-            "warn",
-            "--keeper",
-            if keeper { "auto" } else { "off" },
-        ],
+        &["--log-level", "warn", "--keeper", o.keeper.luod_arg()],
     )?;
     let keeper_pid = agent.keeper_pid();
     if keeper && keeper_pid.is_none() {

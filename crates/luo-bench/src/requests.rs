@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::agent::{locate_luod, Agent};
-use crate::cli::{positive, sorted, Failure};
+use crate::cli::{positive, sorted, Failure, Keeper};
 use crate::fds::Peer;
 use crate::machine::Machine;
 use crate::report::{to_json, Num};
@@ -74,10 +74,10 @@ pub struct Options {
         long,
         value_name = "on,off",
         value_delimiter = ',',
-        value_parser = ["on", "off"],
-        default_values_t = ["on".to_string(), "off".to_string()]
+        value_enum,
+        default_values_t = [Keeper::On, Keeper::Off]
     )]
-    keeper: Vec<String>,
+    keeper: Vec<Keeper>,
     /// Also write the results as JSON
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -413,20 +413,13 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
     }
     eprintln!("machine: {}", machine.describe());
     let luod = locate_luod(o.luod.clone())?;
-    let keepers: Vec<bool> = sorted(o.keeper.clone())
-        .iter()
-        .rev()
-        .map(|k| k == "on")
-        .collect();
+    let keepers = sorted(o.keeper.clone());
     let (mut floor, mut mirrored) = (Vec::new(), Vec::new());
     let mut rows = Vec::new();
-    for &keeper in &keepers {
-        let args: &[&str] = if keeper {
-            &["--log-level", "warn", "--keeper", "auto"]
-        } else {
-            &["--log-level", "warn", "--keeper", "off"]
-        };
-        let agent = Agent::start_args(&luod, "requests", args)?;
+    for &setting in &keepers {
+        let keeper = setting.is_on();
+        let args = ["--log-level", "warn", "--keeper", setting.luod_arg()];
+        let agent = Agent::start_args(&luod, "requests", &args)?;
         let keeper_pid = agent.keeper_pid();
         if keeper && keeper_pid.is_none() {
             return Err(Failure::run("luod started no keeper"));
