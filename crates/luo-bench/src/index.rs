@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::cli::{positive, sorted, Failure};
 use crate::machine::{Machine, MachineReport};
-use crate::report::{ms, to_json, Num};
+use crate::report::{ms, write_json, Num};
 use crate::stats::{grouped, human, Summary};
 
 /// `luo-bench index --help`'s description.
@@ -356,9 +356,7 @@ pub fn main(mut opts: Options) -> Result<(), Failure> {
     let report = run(machine, opts)?;
     print!("{}", report.table());
     if let Some(path) = &report.opts.json {
-        std::fs::write(path, to_json(&report.report()))
-            .map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;
-        eprintln!("wrote {}", path.display());
+        write_json(path, &report.report())?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::agent::{Agent, Programs};
 use crate::cli::{positive, sorted, Failure};
 use crate::machine::Machine;
-use crate::report::{to_json, Num};
+use crate::report::{write_json, Num};
 use crate::stats::{grouped, Summary};
 
 /// `luo-bench mirror --help`'s description.
@@ -213,9 +213,7 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
                 .collect(),
             ratio_with_keeper: Num(ratio),
         };
-        std::fs::write(path, to_json(&v))
-            .map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;
-        eprintln!("wrote {}", path.display());
+        write_json(path, &v)?;
     }
     Ok(())
 }

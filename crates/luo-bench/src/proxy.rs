@@ -24,7 +24,7 @@ use crate::agent::{locate_luod, Agent};
 use crate::cli::{positive, Failure, Keeper};
 use crate::floor::{FloorAgent, FloorClient};
 use crate::machine::Machine;
-use crate::report::{to_json, Num};
+use crate::report::{write_json, Num};
 use crate::requests::settle;
 use crate::stats::{grouped, human, Summary};
 
@@ -627,9 +627,7 @@ pub fn main(o: Options) -> Result<(), Failure> {
             floor_over_direct: Num(floor_ratio),
             luod_over_floor: Num(to_floor),
         };
-        std::fs::write(path, to_json(&v))
-            .map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;
-        eprintln!("wrote {}", path.display());
+        write_json(path, &v)?;
     }
     Ok(())
 }

@@ -47,6 +47,27 @@ pub fn to_json(value: &impl Serialize) -> String {
     out
 }
 
+/// Writes `text` to `path` (its directory made if need be) and says so.
+pub fn write(path: &std::path::Path, text: &str) -> Result<(), crate::cli::Failure> {
+    use crate::cli::Failure;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::run(format!("creating {}: {e}", dir.display())))?;
+    }
+    std::fs::write(path, text)
+        .map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+/// Writes a benchmark's report to `path` as [`to_json`].
+pub fn write_json(
+    path: &std::path::Path,
+    value: &impl Serialize,
+) -> Result<(), crate::cli::Failure> {
+    write(path, &to_json(value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@ use crate::agent::{locate_luod, Agent};
 use crate::cli::{positive, sorted, Failure, Keeper};
 use crate::fds::Peer;
 use crate::machine::Machine;
-use crate::report::{to_json, Num};
+use crate::report::{write_json, Num};
 use crate::stats::{grouped, Summary};
 
 /// `luo-bench requests --help`'s description.
@@ -517,9 +517,7 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
                 })
                 .collect(),
         };
-        std::fs::write(path, to_json(&v))
-            .map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;
-        eprintln!("wrote {}", path.display());
+        write_json(path, &v)?;
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::agent::{Agent, Programs, TempDir};
 use crate::cli::{positive, Failure};
 use crate::machine::Machine;
-use crate::report::{to_json, Num};
+use crate::report::{write_json, Num};
 use crate::stats::grouped;
 
 /// `luo-bench restart --help`'s description.
@@ -450,8 +450,7 @@ pub fn main(o: Options) -> Result<(), Failure> {
             machine: machine.report(),
             rows,
         };
-        std::fs::write(path, to_json(&report))
-            .map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;
+        write_json(path, &report)?;
     }
     Ok(())
 }

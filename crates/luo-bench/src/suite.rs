@@ -2,7 +2,7 @@
 //! with the baseline a user would pick instead, one table, one JSON file and
 //! one plot.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -16,7 +16,7 @@ use crate::index;
 use crate::machine::{load1, Machine, MachineReport};
 use crate::memcached;
 use crate::plot;
-use crate::report::{to_json, Fields, Num};
+use crate::report::{to_json, write, Fields, Num};
 use crate::stats::{grouped, human};
 
 /// `luo-bench all --help`'s description.
@@ -440,17 +440,6 @@ pub fn main(args: Args) -> Result<(), Failure> {
     if !r.blackout.is_empty() {
         write(&o.svg, &svg(&r, &machine))?;
     }
-    Ok(())
-}
-
-fn write(path: &Path, text: &str) -> Result<(), Failure> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Failure::run(format!("creating {}: {e}", dir.display())))?;
-    }
-    std::fs::write(path, text)
-        .map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;
-    eprintln!("wrote {}", path.display());
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::agent::{Agent, Programs};
 use crate::cli::{count, positive, sorted, Failure};
 use crate::machine::Machine;
-use crate::report::{to_json, Num};
+use crate::report::{write_json, Num};
 use crate::stats::{grouped, Summary};
 
 /// `luo-bench upgrade --help`'s description.
@@ -295,9 +295,7 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
             million_fds_ns: Num(million_ns),
             ceiling_fds_ns: Num(ceiling_ns),
         };
-        std::fs::write(path, to_json(&v))
-            .map_err(|e| Failure::run(format!("writing {}: {e}", path.display())))?;
-        eprintln!("wrote {}", path.display());
+        write_json(path, &v)?;
     }
     Ok(())
 }
