@@ -331,9 +331,12 @@ enum Through<L> {
     Direct,
 }
 
-/// The old proxy: connects `n` times to the peer, then on "G" hands the
-/// connections over `way` and says "D" with the time its part took.
-pub fn old_proxy(way: Way, n: usize, socket: &Path, name: &str, port: u16) -> Result<(), Failure> {
+/// A proxy process: its descriptor limit raised, the bench's control line
+/// on stdin, and first on it the line to the other proxy; `body`'s failure
+/// is reported on the control line.
+fn proxy_main(
+    body: impl FnOnce(BorrowedFd<'_>, OwnedFd) -> Result<(), Failure>,
+) -> Result<(), Failure> {
     luo_sys::raise_nofile_limit()?;
     let stdin = std::io::stdin();
     let ctl = stdin.as_fd();
@@ -341,7 +344,16 @@ pub fn old_proxy(way: Way, n: usize, socket: &Path, name: &str, port: u16) -> Re
         let (_, mut fds) = hear(ctl, 1)?;
         let link = fds
             .pop()
-            .ok_or_else(|| Failure::run("no line to the successor"))?;
+            .ok_or_else(|| Failure::run("no line to the other proxy"))?;
+        body(ctl, link)
+    };
+    report(ctl, run())
+}
+
+/// The old proxy: connects `n` times to the peer, then on "G" hands the
+/// connections over `way` and says "D" with the time its part took.
+pub fn old_proxy(way: Way, n: usize, socket: &Path, name: &str, port: u16) -> Result<(), Failure> {
+    proxy_main(|ctl, link| {
         let conns: Vec<OwnedFd> = (0..n)
             .map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map(OwnedFd::from))
             .collect::<Result<_, _>>()?;
@@ -392,21 +404,13 @@ pub fn old_proxy(way: Way, n: usize, socket: &Path, name: &str, port: u16) -> Re
         let took = t.elapsed();
         say(ctl, &format!("D{}", took.as_nanos()), &[])?;
         Ok(())
-    };
-    report(ctl, run())
+    })
 }
 
 /// The new proxy: takes the connections over `way`, says "A" with the
 /// time its part took once it holds all, then checks some and says "C".
 pub fn new_proxy(way: Way, n: usize, socket: &Path, name: &str) -> Result<(), Failure> {
-    luo_sys::raise_nofile_limit()?;
-    let stdin = std::io::stdin();
-    let ctl = stdin.as_fd();
-    let run = || -> Result<(), Failure> {
-        let (_, mut fds) = hear(ctl, 1)?;
-        let link = fds
-            .pop()
-            .ok_or_else(|| Failure::run("no line from the old proxy"))?;
+    proxy_main(|ctl, link| {
         let luo = |e: luo::Error| Failure::run(format!("luod: {e}"));
         let through = match way {
             Way::Luod => Through::Luod(luo::Client::connect_to(socket).map_err(luo)?),
@@ -481,8 +485,7 @@ pub fn new_proxy(way: Way, n: usize, socket: &Path, name: &str) -> Result<(), Fa
         }
         say(ctl, "C", &[])?;
         Ok(())
-    };
-    report(ctl, run())
+    })
 }
 
 #[derive(Serialize)]
