@@ -83,25 +83,26 @@ pub struct FileInfo<'a> {
     pub fd: BorrowedFd<'a>,
     /// Its `fstat`, taken once for all handlers.
     pub stat: FileStat,
-    socket: &'a SocketProbe,
+    probe: &'a FileProbe,
     /// Where eventfds' ids are read, when the index keys eventfds by id.
     fdinfo: Option<&'a luo_sys::FdinfoDir>,
 }
 
-/// A socket's `SO_DOMAIN` and (`SO_TYPE`, `SO_PROTOCOL`), and an anonymous
+/// What the checks of one preserve learnt of its file: a socket's
+/// `SO_DOMAIN` and (`SO_TYPE`, `SO_PROTOCOL`), and an anonymous
 /// file's fdinfo, each read once per preserve. Only what was read is kept: a
 /// failed read is tried again by the next handler that asks (a passing
 /// shortage is not taken for an answer), and its errno is kept for the
 /// preserve's error.
 #[derive(Debug, Default)]
-pub(crate) struct SocketProbe {
+pub(crate) struct FileProbe {
     domain: std::cell::Cell<Option<i32>>,
     rest: std::cell::Cell<Option<(i32, i32)>>,
     eventfd: std::cell::Cell<Option<Option<luo_sys::EventfdInfo>>>,
     fdinfo_failed: std::cell::Cell<Option<Errno>>,
 }
 
-impl SocketProbe {
+impl FileProbe {
     /// Why the file's fdinfo could not be read, if it could not.
     pub(crate) fn fdinfo_failed(&self) -> Option<Errno> {
         self.fdinfo_failed.get()
@@ -112,13 +113,13 @@ impl<'a> FileInfo<'a> {
     pub(crate) fn new(
         fd: BorrowedFd<'a>,
         stat: FileStat,
-        socket: &'a SocketProbe,
+        probe: &'a FileProbe,
         fdinfo: Option<&'a luo_sys::FdinfoDir>,
     ) -> Self {
         FileInfo {
             fd,
             stat,
-            socket,
+            probe,
             fdinfo,
         }
     }
@@ -142,16 +143,16 @@ impl<'a> FileInfo<'a> {
         &self,
         dir: &luo_sys::FdinfoDir,
     ) -> Result<Option<luo_sys::EventfdInfo>, Errno> {
-        if let Some(i) = self.socket.eventfd.get() {
+        if let Some(i) = self.probe.eventfd.get() {
             return Ok(i);
         }
         match dir.eventfd(self.fd) {
             Ok(i) => {
-                self.socket.eventfd.set(Some(i));
+                self.probe.eventfd.set(Some(i));
                 Ok(i)
             }
             Err(e) => {
-                self.socket.fdinfo_failed.set(Some(e));
+                self.probe.fdinfo_failed.set(Some(e));
                 Err(e)
             }
         }
@@ -160,22 +161,22 @@ impl<'a> FileInfo<'a> {
     /// The socket's address family (`SO_DOMAIN`); `ENOTSOCK` for another
     /// file.
     pub fn socket_domain(&self) -> Result<i32, Errno> {
-        if let Some(d) = self.socket.domain.get() {
+        if let Some(d) = self.probe.domain.get() {
             return Ok(d);
         }
         let d = luo_sys::socket_domain(self.fd)?;
-        self.socket.domain.set(Some(d));
+        self.probe.domain.set(Some(d));
         Ok(d)
     }
 
     /// The socket's family, type and protocol.
     pub fn socket_kind(&self) -> Result<luo_sys::SocketKind, Errno> {
         let domain = self.socket_domain()?;
-        let (ty, protocol) = match self.socket.rest.get() {
+        let (ty, protocol) = match self.probe.rest.get() {
             Some(r) => r,
             None => {
                 let r = luo_sys::socket_type_protocol(self.fd)?;
-                self.socket.rest.set(Some(r));
+                self.probe.rest.set(Some(r));
                 r
             }
         };

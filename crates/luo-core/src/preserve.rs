@@ -112,7 +112,7 @@ impl Luo {
         // does not (the kernel's fdget skips O_PATH files: EBADF), which
         // spares a socket the F_GETFL every other file needs.
         let stat = luo_sys::fstat(fd.as_fd()).map_err(bad)?;
-        let probe = crate::handler::SocketProbe::default();
+        let probe = crate::handler::FileProbe::default();
         let info = FileInfo::new(fd.as_fd(), stat, &probe, self.index.fdinfo());
         if stat.is_socket() {
             if info.socket_domain() == Err(Errno::EBADF) {
