@@ -1175,19 +1175,8 @@ impl FdinfoDir {
     /// line), and if so its id: one `openat`, `read` and `close`.
     pub fn eventfd(&self, fd: BorrowedFd<'_>) -> Result<Option<EventfdInfo>> {
         fault!(Fdinfo);
-        // The descriptor's number, in decimal, NUL-terminated, on the stack.
-        let mut name = [0u8; 12];
-        let mut n = fd.as_raw_fd().unsigned_abs();
-        let mut i = name.len() - 1;
-        loop {
-            i -= 1;
-            name[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let name = std::ffi::CStr::from_bytes_with_nul(&name[i..]).expect("one NUL, at the end");
+        // The descriptor's number as a path, on the stack.
+        let name = rustix::path::DecInt::from_fd(fd);
         let flags = OFlags::RDONLY | OFlags::CLOEXEC;
         let file = if getpid() == self.pid {
             rustix::fs::openat(&self.dir, name, flags, Mode::empty())?
