@@ -220,22 +220,34 @@ impl Luo {
     ///
     /// `ENOENT` for an unknown token; `EINVAL` for a file not retrieved.
     pub fn custody_fd(&self, h: SessionHandle, token: u64) -> Result<BorrowedFd<'_>> {
+        Ok(self.retrieved_fds(h, &[token])?[0])
+    }
+
+    /// [`Luo::custody_fd`] of each of `tokens`, in order, the session
+    /// looked up once; the error of the first that fails names its token.
+    pub fn retrieved_fds(&self, h: SessionHandle, tokens: &[u64]) -> Result<Vec<BorrowedFd<'_>>> {
         let key = self.live(h)?;
         let s = &self.sessions[&key];
-        let Some(&i) = s.tokens.get(&token) else {
-            return err(
-                Errno::ENOENT,
-                format!("session '{}' has no file with token {token}", show(&s.name)),
-            );
+        let one = |token: u64| -> Result<BorrowedFd<'_>> {
+            let Some(&i) = s.tokens.get(&token) else {
+                return err(
+                    Errno::ENOENT,
+                    format!("session '{}' has no file with token {token}", show(&s.name)),
+                );
+            };
+            let f = &s.files[i];
+            if f.retrieve != RetrieveStatus::Retrieved {
+                return err(
+                    Errno::EINVAL,
+                    format!("token {token} is not retrieved; only a retrieved file is handed out"),
+                );
+            }
+            Ok(f.custody.as_fd())
         };
-        let f = &s.files[i];
-        if f.retrieve != RetrieveStatus::Retrieved {
-            return err(
-                Errno::EINVAL,
-                format!("token {token} is not retrieved; only a retrieved file is handed out"),
-            );
-        }
-        Ok(f.custody.as_fd())
+        tokens
+            .iter()
+            .map(|&t| one(t).map_err(|e| e.with_token(t)))
+            .collect()
     }
 
     fn retrieve_inner(&mut self, h: SessionHandle, token: u64, lend: bool) -> Result<Retrieval> {

@@ -127,10 +127,7 @@ impl Reply {
     fn borrow<'a>(&'a self, luo: &'a Luo) -> Result<Vec<BorrowedFd<'a>>, Error> {
         match &self.lent {
             None => Ok(self.fds.iter().map(AsFd::as_fd).collect()),
-            Some((h, tokens)) => tokens
-                .iter()
-                .map(|&t| luo.custody_fd(*h, t).map_err(|e| e.with_token(t)))
-                .collect(),
+            Some((h, tokens)) => Ok(luo.retrieved_fds(*h, tokens)?),
         }
     }
 
@@ -140,12 +137,10 @@ impl Reply {
         let Some((h, tokens)) = &self.lent else {
             return self;
         };
-        let mut fds = Vec::with_capacity(tokens.len());
-        for &t in tokens {
-            let copy = luo
-                .custody_fd(*h, t)
-                .map_err(|e| e.with_token(t))
-                .and_then(|fd| {
+        let copies = luo.retrieved_fds(*h, tokens).and_then(|lent| {
+            lent.iter()
+                .zip(tokens)
+                .map(|(fd, &t)| {
                     fd.try_clone_to_owned().map_err(|e| {
                         Error::new(
                             e.into(),
@@ -153,12 +148,13 @@ impl Reply {
                         )
                         .with_token(t)
                     })
-                });
-            match copy {
-                Ok(fd) => fds.push(fd),
-                Err(e) => return Reply::refusal(&e),
-            }
-        }
+                })
+                .collect::<Result<Vec<OwnedFd>, Error>>()
+        });
+        let fds = match copies {
+            Ok(fds) => fds,
+            Err(e) => return Reply::refusal(&e),
+        };
         Reply {
             bytes: self.bytes,
             fds,
