@@ -27,6 +27,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+mod onepass;
 pub mod ops;
 pub mod types;
 pub mod uapi;
@@ -297,6 +298,9 @@ fn refusal_of(bytes: &[u8], nfds: usize, typed: serde_json::Error) -> (Error, Op
 /// take (saying where it belongs, if elsewhere).
 pub fn decode_request<R: Request>(bytes: &[u8], nfds: usize) -> Result<R> {
     scan(bytes)?;
+    if let Some(r) = onepass::request(bytes, nfds) {
+        return Ok(r);
+    }
     match serde_json::from_slice::<In<R>>(bytes) {
         Ok(m) => check_envelope(m.v, m.fds, nfds).map(|()| m.body),
         Err(typed) => {
@@ -327,6 +331,9 @@ pub fn decode_message<T: DeserializeOwned>(bytes: &[u8], nfds: usize) -> Result<
 pub fn decode_reply<T: DeserializeOwned>(bytes: &[u8], nfds: usize) -> Result<T> {
     let proto = |what: String| Error::new(Errno::EPROTO, format!("unexpected reply: {what}"));
     scan(bytes).map_err(|e| proto(e.message.into_owned()))?;
+    if let Some(t) = onepass::reply(bytes, nfds) {
+        return Ok(t);
+    }
     let typed = match serde_json::from_slice::<ReplyIn<T>>(bytes) {
         Ok(r) if r.ok => {
             check_envelope(r.v, r.fds, nfds).map_err(|e| proto(e.message.into_owned()))?;

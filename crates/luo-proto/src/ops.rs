@@ -21,7 +21,8 @@
 //! not change), its arm in luod's `agent/ops.rs`, its method in the client
 //! library, and its row in `docs/protocol.md`.
 
-use serde::de::DeserializeOwned;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, MapAccess};
 use serde::{Deserialize, Serialize};
 
 use crate::types::{Preflight, SessionInfo, Status};
@@ -43,6 +44,12 @@ pub trait Request: DeserializeOwned {
     const OPS: &'static [&'static str];
     /// The refusal of an op it does not take (`EOPNOTSUPP`).
     fn unknown_op(op: &str) -> Error;
+    /// The request `op` names, its arguments read from `args` (the
+    /// members after `"op"`); `None` for an op it does not take.
+    fn args<'de, A: MapAccess<'de>>(
+        op: &str,
+        args: MapAccessDeserializer<A>,
+    ) -> Option<Result<Self, A::Error>>;
 }
 
 /// A [`Call`] with its `"op"`, as it is sent.
@@ -112,6 +119,15 @@ macro_rules! requests {
             const OPS: &'static [&'static str] = &[$($op),*];
             fn unknown_op(op: &str) -> Error {
                 unknown(op, $here, Self::OPS, $there, $other::OPS)
+            }
+            fn args<'de, A: MapAccess<'de>>(
+                op: &str,
+                args: MapAccessDeserializer<A>,
+            ) -> Option<Result<Self, A::Error>> {
+                match op {
+                    $( $op => Some($variant::deserialize(args).map($name::$variant)), )*
+                    _ => None,
+                }
             }
         }
 
