@@ -33,9 +33,6 @@ pub(crate) mod upgrade;
 const LISTENER: u64 = 0;
 /// Epoll key of the signalfd (SIGTERM, SIGINT).
 const SIGNALS: u64 = u64::MAX;
-/// Most requests read from one connection per wakeup, so that one busy
-/// client cannot starve the others.
-const MAX_BATCH: usize = 64;
 /// Most connections accepted per wakeup.
 const MAX_ACCEPT: usize = 256;
 /// How long the listener rests after `accept` ran out of descriptors.
@@ -585,68 +582,74 @@ impl Agent {
     }
 
     /// Handles readiness of a connection: sends what waits in its outbox,
-    /// then reads up to [`MAX_BATCH`] requests unless replies are waiting.
+    /// then, unless replies still wait, reads and answers one request. One
+    /// per event: clients wait for each answer before they send again, so
+    /// reading on until `EAGAIN` would cost a system call per request, and
+    /// epoll (level-triggered) reports a connection with more to read at
+    /// the next wait, which also lets busy connections take turns.
     fn service(&mut self, key: u64, ev: u32) {
         let hangup = ev & (EPOLLHUP | EPOLLRDHUP | EPOLLERR) as u32 != 0;
         self.flush(key);
-        for _ in 0..MAX_BATCH {
-            let Some(c) = self.conns.get(&key) else {
-                return;
-            };
-            if !c.outbox.is_empty() {
-                break;
+        if self.answer_one(key, hangup) {
+            self.update_interest(key);
+        }
+    }
+
+    /// Reads and answers one request of connection `key`, unless replies
+    /// wait in its outbox. False when the connection was dropped.
+    fn answer_one(&mut self, key: u64, hangup: bool) -> bool {
+        let Some(c) = self.conns.get(&key) else {
+            return false;
+        };
+        if !c.outbox.is_empty() {
+            return true;
+        }
+        let refused = matches!(c.kind, Kind::Refused { .. });
+        let dead = c.dead;
+        let mut buf = self.rbuf.take().unwrap_or_default();
+        let got = luo_proto::recv(c.fd.as_fd(), &mut buf);
+        let got = got.map(|d| {
+            d.map(|d| {
+                let reply = self.request(key, d);
+                self.reply(key, reply);
+            })
+        });
+        self.rbuf = Some(buf);
+        match got {
+            // Told why; done with it.
+            Ok(Some(())) if refused => {
+                self.drop_conn(key, None);
+                return false;
             }
-            let refused = matches!(c.kind, Kind::Refused { .. });
-            let dead = c.dead;
-            let mut buf = self.rbuf.take().unwrap_or_default();
-            let got = luo_proto::recv(c.fd.as_fd(), &mut buf);
-            let got = got.map(|d| {
-                d.map(|d| {
-                    let reply = self.request(key, d);
-                    self.reply(key, reply);
-                })
-            });
-            self.rbuf = Some(buf);
-            match got {
-                Ok(Some(())) => {
-                    if refused {
-                        // Told why; done with it.
-                        self.drop_conn(key, None);
-                        return;
-                    }
-                }
-                Ok(None) => {
-                    // End of file, or an empty datagram. With a hang-up
-                    // reported (or the peer known gone) it is the end.
-                    if hangup || dead {
-                        self.drop_conn(key, None);
-                        return;
-                    }
-                    self.reply(
-                        key,
-                        Err(Error::new(
-                            Errno::EINVAL,
-                            "empty message: every message is one JSON object",
-                        )),
-                    );
-                }
-                Err(e) if e.errno == Errno::EAGAIN => break,
-                Err(e) if is_transport_error(e.errno) => {
-                    debug!("connection {key}: refused a message: {e}");
-                    self.reply(key, Err(e));
-                }
-                Err(e) if matches!(e.errno, Errno::ENOMEM | Errno::ENOBUFS) => {
-                    warn!("connection {key}: receiving failed: {e}; will retry");
-                    break;
-                }
-                Err(e) => {
-                    let why = format!("receiving failed: {e}");
-                    self.drop_conn(key, Some(&why));
-                    return;
-                }
+            Ok(Some(())) => {}
+            // End of file, or an empty datagram. With a hang-up reported
+            // (or the peer known gone) it is the end.
+            Ok(None) if hangup || dead => {
+                self.drop_conn(key, None);
+                return false;
+            }
+            Ok(None) => self.reply(
+                key,
+                Err(Error::new(
+                    Errno::EINVAL,
+                    "empty message: every message is one JSON object",
+                )),
+            ),
+            Err(e) if e.errno == Errno::EAGAIN => {}
+            Err(e) if is_transport_error(e.errno) => {
+                debug!("connection {key}: refused a message: {e}");
+                self.reply(key, Err(e));
+            }
+            Err(e) if matches!(e.errno, Errno::ENOMEM | Errno::ENOBUFS) => {
+                warn!("connection {key}: receiving failed: {e}; will retry");
+            }
+            Err(e) => {
+                let why = format!("receiving failed: {e}");
+                self.drop_conn(key, Some(&why));
+                return false;
             }
         }
-        self.update_interest(key);
+        true
     }
 
     /// Sends a reply at once when nothing waits before it, else queues it.
