@@ -84,6 +84,12 @@ fn cpu_ns(path: &str) -> u64 {
 }
 
 /// One timed step: wall-clock time, and the CPU time the other side used.
+///
+/// Each way's round starts with an untimed warm-up exchange (luo: `status`
+/// on the round's connection; the floor agent: a ping; raw: an empty
+/// batch), so that none of them pays for waking an idle CPU or taking a
+/// new connection: on this VM that alone costs tens of microseconds, and
+/// which way it fell on depended on the order of the rounds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Phase {
     pub wall: Duration,
@@ -292,6 +298,9 @@ fn luo_round(agent: &Agent, kind: Kind, n: usize, round: usize) -> Result<Round,
     let tokens: Vec<u64> = (1..=n as u64).collect();
     let name = format!("bench-{}-{n}-{round}", kind.name());
     let run = |e: luo::Error| Failure::run(format!("luod: {e}"));
+    // Untimed, as every way's warm-up: luod takes the new connection and
+    // its CPU wakes before the clock starts.
+    client.status().map_err(run)?;
     let pid = agent.pid();
     let mut r = Round::default();
 
@@ -340,6 +349,7 @@ fn floor_round(floor: &FloorClient, pid: u32, kind: Kind, n: usize) -> Result<Ro
         fds.iter().zip(1..).map(|(f, t)| (t, f.as_fd())).collect();
     let tokens: Vec<u64> = (1..=n as u64).collect();
     let mut r = Round::default();
+    floor.ping()?;
 
     let ((), p) = Phase::time(pid, || floor.create_session())?;
     r.phases.push(p);
@@ -406,6 +416,9 @@ impl Peer {
         let mut buf = [0u8; 16];
         let pid = self.child.id();
         let mut r = Round::default();
+        // The warm-up: an empty batch, acknowledged.
+        luo_sys::send_with_fds(self.sock.as_fd(), b"E", &[])?;
+        self.recv(&mut buf)?;
 
         let ((), p) = Phase::time(pid, || {
             for chunk in borrowed.chunks(SCM_MAX_FD) {

@@ -33,6 +33,8 @@ const HANDOVER: u8 = b'H';
 const RETRIEVE: u8 = b'R';
 const FINISH: u8 = b'X';
 const QUIT: u8 = b'Q';
+/// Answered at once (a round's untimed warm-up).
+const PING: u8 = b'?';
 /// Replies: done (with the descriptors of a retrieve), or refused with a
 /// reason.
 const DONE: u8 = b'K';
@@ -194,6 +196,10 @@ impl FloorClient {
         }
     }
 
+    pub fn ping(&self) -> Result<(), Failure> {
+        self.call(&[PING], &[], 0).map(drop)
+    }
+
     pub fn create_session(&self) -> Result<(), Failure> {
         self.call(&[CREATE], &[], 0).map(drop)
     }
@@ -338,7 +344,7 @@ fn answer<'h>(
     mirror: Option<BorrowedFd<'_>>,
 ) -> Result<Vec<BorrowedFd<'h>>, String> {
     match tag {
-        CREATE | HANDOVER => Ok(Vec::new()),
+        PING | CREATE | HANDOVER => Ok(Vec::new()),
         PRESERVE => {
             let tokens: Vec<u64> = tokens_of(body).collect();
             if ctrunc || tokens.len() != fds.len() {
