@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 /// Most names in one keeper message (one descriptor each).
 const BATCH: usize = luo_sys::SCM_MAX_FD;
+/// How long the agent waits for the keeper to say what it holds.
+pub(crate) const KEEPER_ASK_MS: i32 = 200;
 
 /// What the agent asks of its keeper, in the agent protocol's envelope.
 /// The agent writes names of any [`Serialize`] type that is a string (the
@@ -41,7 +43,16 @@ enum ToKeeper<N = String> {
     Count {},
     /// The agent stops and leaves nothing to keep: exit.
     Bye {},
+    /// Drop every entry of the session whose names carry `prefix`
+    /// (`luo.f.PREFIX.*`, `luo.s.PREFIX.*`): a finished session in one
+    /// message instead of one name per file. Only sent to a keeper that
+    /// lists it in [`Counted::ops`]: older keepers take an unknown op for
+    /// a broken link.
+    Forget { prefix: N },
 }
+
+/// The optional ops this keeper takes, for [`Counted::ops`].
+const KEEPER_OPS: &[&str] = &["forget"];
 
 /// A page of the keeper's entries, their descriptors attached.
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,8 +62,8 @@ struct Taken {
 }
 
 /// The keeper's answer to [`ToKeeper::Count`]. `files` and `sessions`
-/// (entries that are custody files, session records) are absent from
-/// keepers of older binaries.
+/// (entries that are custody files, session records) and `ops` are absent
+/// from keepers of older binaries.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Counted {
     pub(crate) entries: u64,
@@ -61,6 +72,9 @@ pub(crate) struct Counted {
     pub(crate) files: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) sessions: Option<u64>,
+    /// The ops it takes beyond those every keeper takes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) ops: Vec<String>,
 }
 
 /// The keeper's first message: it listens at its path.
@@ -111,12 +125,14 @@ impl Origin {
 /// A named-descriptor store.
 #[derive(Debug)]
 pub(crate) enum Sink {
-    /// The keeper: the agent's end of its connection, its pid, and whether
-    /// this agent started it.
+    /// The keeper: the agent's end of its connection, its pid, whether
+    /// this agent started it, and whether it takes [`ToKeeper::Forget`]
+    /// (see [`Sink::learn`]).
     Keeper {
         link: OwnedFd,
         pid: u32,
         origin: Origin,
+        forgets: bool,
     },
     /// systemd's fd store, through `$NOTIFY_SOCKET`.
     Systemd(PathBuf),
@@ -176,6 +192,37 @@ impl Sink {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Asks a keeper which optional ops it takes; one that does not answer
+    /// in time, or is older and does not say, takes none.
+    pub(crate) fn learn(&mut self) {
+        let ops = self.count(KEEPER_ASK_MS).map(|c| c.ops).unwrap_or_default();
+        if let Sink::Keeper { forgets, .. } = self {
+            *forgets = ops.iter().any(|o| o == "forget");
+        }
+    }
+
+    /// Whether [`Sink::forget`] drops a session's entries in one message.
+    pub(crate) fn forgets(&self) -> bool {
+        matches!(self, Sink::Keeper { forgets: true, .. })
+    }
+
+    /// Drops every entry whose names carry `prefix`; only for a keeper
+    /// that [`Sink::forgets`].
+    pub(crate) fn forget(&self, prefix: &str) -> Result<(), Error> {
+        match self {
+            Sink::Keeper {
+                link,
+                forgets: true,
+                ..
+            } => tell(link.as_fd(), &ToKeeper::Forget { prefix }, &[])
+                .map_err(|e| fail("telling the keeper to drop a session failed", e.errno)),
+            _ => Err(Error::new(
+                Errno::EOPNOTSUPP,
+                "this store drops entries by name only",
+            )),
         }
     }
 
@@ -768,6 +815,23 @@ fn serve_one(
                 return Served::Gone;
             }
         }
+        ToKeeper::Forget { prefix } => {
+            use crate::agent::mirror::parse_name;
+            for kind in ["luo.f.", "luo.s."] {
+                // A session's names sort together; the exact prefix is
+                // checked, as `PREFIX.` also starts the names of `PREFIX.uGEN`.
+                let from = format!("{kind}{prefix}.");
+                let gone: Vec<String> = entries
+                    .range(from.clone()..)
+                    .take_while(|(n, _)| n.starts_with(&from))
+                    .filter(|(n, _)| parse_name(n).is_some_and(|e| e.prefix() == prefix))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for n in gone {
+                    entries.remove(&n);
+                }
+            }
+        }
         ToKeeper::Count {} => {
             use crate::agent::mirror::{parse_name, Entry};
             let (mut files, mut sessions) = (0, 0);
@@ -783,6 +847,7 @@ fn serve_one(
                 pid: std::process::id(),
                 files: Some(files),
                 sessions: Some(sessions),
+                ops: KEEPER_OPS.iter().map(|o| o.to_string()).collect(),
             };
             let _ = answer(l, &counted, &[]);
         }

@@ -364,7 +364,7 @@ fn ioctl_seeds(out: &mut Vec<Seed>) {
 }
 
 fn keeper_seeds(out: &mut Vec<Seed>) {
-    let to: [(&[u8], u8); 5] = [
+    let to: [(&[u8], u8); 6] = [
         (
             br#"{"v":1,"fds":2,"op":"put","names":["luo.s.1-2.1","luo.f.1-2.1.7"]}"#,
             2,
@@ -376,6 +376,7 @@ fn keeper_seeds(out: &mut Vec<Seed>) {
         (br#"{"v":1,"fds":0,"op":"take","start":253}"#, 0),
         (br#"{"v":1,"fds":0,"op":"count"}"#, 0),
         (br#"{"v":1,"fds":0,"op":"bye"}"#, 0),
+        (br#"{"v":1,"fds":0,"op":"forget","prefix":"1-2"}"#, 0),
     ];
     for (b, n) in to {
         out.push(("keeper", with(&[1, n], b), true));
@@ -441,7 +442,9 @@ fn upgrade_seeds(out: &mut Vec<Seed>) {
     });
     let c = luo::Client::connect_to(&sock).unwrap();
     let memfd = || luo_sys::memfd_create("seed", 0).unwrap();
-    let (a, b) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
+    // Not a socketpair: its peer would be in this process, luod's, and
+    // luod refuses a socket that leads back to itself.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let ev = luo_sys::eventfd(0).unwrap();
     // Carried across an update: incoming, one retrieved.
     let old = c.create_session("old").unwrap();
@@ -459,7 +462,7 @@ fn upgrade_seeds(out: &mut Vec<Seed>) {
     // Outgoing, open.
     let kv = c.create_session("kv").unwrap();
     kv.preserve(7, memfd()).unwrap();
-    kv.preserve(u64::MAX, a.as_fd()).unwrap();
+    kv.preserve(u64::MAX, listener.as_fd()).unwrap();
     // A connection holding the device.
     let dev = luo::Client::connect_to(&sock).unwrap();
     dev.raw_request(&serde_json::json!({"op": "open_device", "handlers": "all"}))
@@ -467,7 +470,7 @@ fn upgrade_seeds(out: &mut Vec<Seed>) {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let agent = server.join().unwrap();
     let state = luod::fuzzing::upgrade_state_of(&agent).unwrap();
-    drop((b, kv, inc, dev, c));
+    drop((listener, kv, inc, dev, c));
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
     out.push(("upgrade_state", with(&[0], &state), true));

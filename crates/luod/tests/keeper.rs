@@ -191,3 +191,59 @@ fn a_keeper_whose_directory_is_replaced_by_a_new_one_of_the_same_name_exits() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&old);
 }
+
+#[test]
+fn a_finished_session_leaves_the_keeper_and_no_other_does() {
+    let dir = common::fresh_dir();
+    let sock = dir.join("luod.sock");
+    let mut luod = start_kept(&dir, &sock);
+    let (c, keeper, _guard) = client_and_keeper(&sock);
+    // Twelve sessions: the first one's key is a prefix of the names of
+    // the tenth to the twelfth (`KEY` 1 and 10, 11, 12).
+    for i in 1..=12 {
+        let s = c.create_session(&format!("s{i}")).unwrap();
+        s.preserve(7, memfd(&format!("bytes of s{i}")).as_fd())
+            .unwrap();
+        s.handover().unwrap();
+    }
+    for i in [1, 12] {
+        let s = c.retrieve_session(&format!("s{i}")).unwrap();
+        assert_eq!(
+            read_text(s.retrieve_fd(7).unwrap()),
+            format!("bytes of s{i}")
+        );
+        s.finish().unwrap();
+    }
+    let k = keeper_status(&sock);
+    assert_eq!((k.files, k.sessions), (Some(10), Some(10)));
+    // A crash: the next luod takes back the ten the keeper still holds.
+    drop(c);
+    luod.kill().unwrap();
+    luod.wait().unwrap();
+    let mut luod = start_kept(&dir, &sock);
+    let c = luo::Client::connect_to(&sock).unwrap();
+    let mut names: Vec<String> = c
+        .sessions()
+        .unwrap()
+        .into_iter()
+        .map(|s| String::from_utf8_lossy(&s.name).into_owned())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = (2..=11).map(|i| format!("s{i}")).collect();
+    want.sort();
+    assert_eq!(names, want);
+    for i in 2..=11 {
+        let s = c.retrieve_session(&format!("s{i}")).unwrap();
+        assert_eq!(
+            read_text(s.retrieve_fd(7).unwrap()),
+            format!("bytes of s{i}")
+        );
+        s.finish().unwrap();
+    }
+    let k = keeper_status(&sock);
+    assert_eq!((k.pid, k.files, k.sessions), (keeper, Some(0), Some(0)));
+    drop(c);
+    luod.kill().unwrap();
+    luod.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -169,7 +169,9 @@ impl Mirror {
                     link,
                     pid,
                     origin: crate::store::Origin::Started,
+                    forgets: false,
                 };
+                self.sink.learn();
                 self.sessions.clear();
                 self.broken = false;
                 self.sync_all(luo);
@@ -252,6 +254,9 @@ impl Mirror {
     /// Removes every entry of session `key` (aborted, or finished).
     fn forget(&mut self, key: u64) -> Result<(), Error> {
         if let Some(r) = self.sessions.remove(&key) {
+            if self.sink.forgets() {
+                return self.sink.forget(&r.prefix);
+            }
             let mut names: Vec<Name<'_>> = r
                 .tokens
                 .iter()
@@ -500,6 +505,15 @@ pub(crate) enum Entry<'a> {
     File(&'a str, u64, u64),
 }
 
+impl<'a> Entry<'a> {
+    /// The prefix of the session the entry belongs to.
+    pub(crate) fn prefix(&self) -> &'a str {
+        match *self {
+            Entry::Record(prefix, _) | Entry::File(prefix, ..) => prefix,
+        }
+    }
+}
+
 pub(crate) fn parse_name(name: &str) -> Option<Entry<'_>> {
     if let Some(rest) = name.strip_prefix("luo.s.") {
         let (prefix, gen) = rest.rsplit_once('.')?;
@@ -699,11 +713,13 @@ mod tests {
         while let Ok(Some(m)) = luo_proto::recv(keeper, &mut buf) {
             let body: Value = serde_json::from_slice(m.bytes).unwrap();
             let op = body.get("op").and_then(Value::as_str).unwrap_or("");
+            // A `forget` names its prefix.
             let names = body
                 .get("names")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
+                .chain(body.get("prefix"))
                 .filter_map(|n| n.as_str().map(str::to_string))
                 .collect();
             out.push((op.to_string(), names, m.fds.len()));
@@ -724,6 +740,7 @@ mod tests {
             link: ours,
             pid: 0,
             origin: crate::store::Origin::Started,
+            forgets: false,
         });
         let inc = m.inc.clone();
         let mut luo = Luo::with_default_handlers();
@@ -780,6 +797,41 @@ mod tests {
     }
 
     #[test]
+    fn a_keeper_that_forgets_drops_a_finished_session_in_one_message() {
+        let (ours, keeper) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
+        luo_sys::set_nonblocking(keeper.as_fd(), true).unwrap();
+        let mut m = Mirror::new(Sink::Keeper {
+            link: ours,
+            pid: 0,
+            origin: crate::store::Origin::Started,
+            forgets: true,
+        });
+        let inc = m.inc.clone();
+        let mut luo = Luo::with_default_handlers();
+        let h = luo.create_session(1000, b"f").unwrap();
+        let key = luo.session_key(h).unwrap();
+        let files: Vec<_> = (1..=300u64)
+            .map(|t| (t, luo_sys::memfd_create("m", 0).unwrap()))
+            .collect();
+        for (t, fd) in files {
+            luo.preserve(h, fd, t).unwrap();
+        }
+        luo.handover(h).unwrap();
+        luo.close(h).unwrap();
+        flush(&mut m, &mut luo);
+        sent(keeper.as_fd());
+        let r = luo.retrieve_session(1000, b"f").unwrap();
+        luo.finish(r).unwrap();
+        flush(&mut m, &mut luo);
+        // 301 entries, one message, no name of its own.
+        assert_eq!(
+            sent(keeper.as_fd()),
+            [("forget".to_string(), vec![format!("{inc}.{key}")], 0)]
+        );
+        assert!(!m.broken);
+    }
+
+    #[test]
     fn an_unpreserve_writes_the_session_again_under_a_new_prefix() {
         let (ours, keeper) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
         luo_sys::set_nonblocking(keeper.as_fd(), true).unwrap();
@@ -787,6 +839,7 @@ mod tests {
             link: ours,
             pid: 0,
             origin: crate::store::Origin::Started,
+            forgets: false,
         });
         let inc = m.inc.clone();
         let mut luo = Luo::with_default_handlers();

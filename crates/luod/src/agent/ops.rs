@@ -17,8 +17,6 @@ use super::{quoted, Agent, Kind, Reply};
 
 /// Most tokens in one `preserve` or `retrieve` (one descriptor each).
 const MAX_TOKENS: usize = luo_proto::MAX_FDS;
-/// How long `status` waits for the keeper to say what it holds.
-const KEEPER_ASK_MS: i32 = 200;
 
 fn einval(msg: impl Into<std::borrow::Cow<'static, str>>) -> Error {
     Error::new(Errno::EINVAL, msg)
@@ -504,7 +502,7 @@ impl Agent {
             let counted = self
                 .mirror
                 .as_ref()
-                .and_then(|m| m.sink.count(KEEPER_ASK_MS));
+                .and_then(|m| m.sink.count(crate::store::KEEPER_ASK_MS));
             st.keeper = Some(luo_proto::types::KeeperStatus {
                 pid: *pid,
                 origin: origin.as_str().to_string(),

@@ -187,7 +187,7 @@ fn store_and_reclaim(
         }
         return Ok(None);
     }
-    let (sink, entries) = if let Some(n) = crate::store::notify_socket() {
+    let (mut sink, entries) = if let Some(n) = crate::store::notify_socket() {
         (crate::store::Sink::Systemd(n), passed)
     } else {
         let path = crate::store::keeper_path(socket);
@@ -235,6 +235,7 @@ fn store_and_reclaim(
                         link,
                         pid,
                         origin: crate::store::Origin::Found,
+                        forgets: false,
                     },
                     entries,
                 )
@@ -256,6 +257,7 @@ fn store_and_reclaim(
                             link,
                             pid,
                             origin: crate::store::Origin::Started,
+                            forgets: false,
                         },
                         Vec::new(),
                     )
@@ -267,6 +269,8 @@ fn store_and_reclaim(
             },
         }
     };
+    // A found keeper may be a previous release's.
+    sink.learn();
     let mut m = mirror::Mirror::new(sink);
     if !entries.is_empty() {
         let r = mirror::reclaim(luo, entries).map_err(|e| {

@@ -181,7 +181,9 @@ impl Agent {
             None => Value::Null,
             Some(m) => {
                 let sink = match &m.sink {
-                    Sink::Keeper { link, pid, origin } => {
+                    Sink::Keeper {
+                        link, pid, origin, ..
+                    } => {
                         json!({"keeper": fds.add(link.as_fd())?, "pid": *pid, "origin": origin.as_str()})
                     }
                     Sink::Systemd(p) => json!({"systemd": p.to_string_lossy()}),
