@@ -5,10 +5,13 @@
 //! ([`reclaim`]).
 //!
 //! What to store comes from the model's change log
-//! ([`Luo::take_changes`]): a request that preserves one file puts one
-//! entry, whatever the session holds; a session's record is rewritten only
-//! when it crosses to the incoming side; a session that is finished or gone
-//! has its entries removed.
+//! ([`Luo::take_changes`]). An open session is not stored at all: a
+//! restarted agent would drop it anyway. Once it is handed over (or made
+//! persistent) it is stored whole, before the handover is answered; from
+//! then on a request that preserves one file puts one entry, whatever the
+//! session holds; a session's record is rewritten only when it crosses to
+//! the incoming side; a session that is finished or gone has its entries
+//! removed.
 //!
 //! Entry names (at most 255 ASCII characters, no `:`, as systemd wants):
 //!
@@ -291,6 +294,13 @@ impl Mirror {
         let incoming = state != SessionState::Open;
         let persist = luo.is_persistent(key);
         let fresh = !self.sessions.contains_key(&key);
+        if fresh && !incoming && !persist {
+            // An open session does not outlive its agent (the next one
+            // drops it, as if its owner's connection had closed): nothing
+            // of it is stored until it is handed over or made persistent,
+            // and then all of it at once, 253 files a message.
+            return Ok(());
+        }
         let r = self.sessions.entry(key).or_default();
         if fresh {
             r.prefix = format!("{}.{key}", self.inc);
@@ -747,32 +757,63 @@ mod tests {
         let h = luo.create_session(1000, b"s").unwrap();
         let key = luo.session_key(h).unwrap();
         let prefix = format!("{inc}.{key}");
+        // An open session costs the store nothing: no agent would take it
+        // back.
+        flush(&mut m, &mut luo);
+        for t in 0..40u64 {
+            let fd = luo_sys::memfd_create("m", 0).unwrap();
+            luo.preserve(h, fd, 100 + t).unwrap();
+            flush(&mut m, &mut luo);
+        }
+        let h2 = luo.dup(h).unwrap();
+        luo.close(h2).unwrap();
+        flush(&mut m, &mut luo);
+        assert!(sent(keeper.as_fd()).is_empty());
+        // Handed over: stored whole, in one message.
+        luo.handover(h).unwrap();
+        flush(&mut m, &mut luo);
+        let mut all = vec![format!("luo.s.{prefix}.1")];
+        all.extend((0..40u64).map(|t| format!("luo.f.{prefix}.{t}.{}", 100 + t)));
+        assert_eq!(sent(keeper.as_fd()), [("put".to_string(), all, 41)]);
+        // Retrieved and finished: every entry of the session goes at once.
+        let r = luo.retrieve_session(1000, b"s").unwrap();
+        flush(&mut m, &mut luo);
+        assert!(sent(keeper.as_fd()).is_empty());
+        luo.finish(r).unwrap();
+        flush(&mut m, &mut luo);
+        let mut want: Vec<String> = (0..40u64)
+            .map(|t| format!("luo.f.{prefix}.{t}.{}", 100 + t))
+            .collect();
+        want.push(format!("luo.s.{prefix}.1"));
+        assert_eq!(sent(keeper.as_fd()), [("remove".to_string(), want, 0)]);
+        luo.close(r).unwrap();
+        flush(&mut m, &mut luo);
+        assert!(sent(keeper.as_fd()).is_empty());
+        // A persistent session outlives its agent: stored from the start,
+        // one preserve one entry, however many files the session holds.
+        let p = luo.persist_session(1000, b"p").unwrap();
+        let key = luo.session_key(p).unwrap();
+        let prefix = format!("{inc}.{key}");
         flush(&mut m, &mut luo);
         assert_eq!(
             sent(keeper.as_fd()),
             [("put".to_string(), vec![format!("luo.s.{prefix}.1")], 1)]
         );
-        // One preserve, one entry, however many files the session holds.
         for t in 0..40u64 {
             let fd = luo_sys::memfd_create("m", 0).unwrap();
-            luo.preserve(h, fd, 100 + t).unwrap();
+            luo.preserve(p, fd, t).unwrap();
             flush(&mut m, &mut luo);
             assert_eq!(
                 sent(keeper.as_fd()),
                 [(
                     "put".to_string(),
-                    vec![format!("luo.f.{prefix}.{t}.{}", 100 + t)],
+                    vec![format!("luo.f.{prefix}.{t}.{t}")],
                     1
                 )]
             );
         }
-        // A handle more changes nothing the store keeps.
-        let h2 = luo.dup(h).unwrap();
-        luo.close(h2).unwrap();
-        flush(&mut m, &mut luo);
-        assert!(sent(keeper.as_fd()).is_empty());
         // Crossing over: a new record, then the old one goes.
-        luo.handover(h).unwrap();
+        luo.handover(p).unwrap();
         flush(&mut m, &mut luo);
         assert_eq!(
             sent(keeper.as_fd()),
@@ -781,18 +822,6 @@ mod tests {
                 ("remove".to_string(), vec![format!("luo.s.{prefix}.1")], 0),
             ]
         );
-        // Retrieved and finished: every entry of the session goes at once.
-        let r = luo.retrieve_session(1000, b"s").unwrap();
-        luo.finish(r).unwrap();
-        flush(&mut m, &mut luo);
-        let mut want: Vec<String> = (0..40u64)
-            .map(|t| format!("luo.f.{prefix}.{t}.{}", 100 + t))
-            .collect();
-        want.push(format!("luo.s.{prefix}.2"));
-        assert_eq!(sent(keeper.as_fd()), [("remove".to_string(), want, 0)]);
-        luo.close(r).unwrap();
-        flush(&mut m, &mut luo);
-        assert!(sent(keeper.as_fd()).is_empty());
         assert!(!m.broken);
     }
 
