@@ -35,7 +35,9 @@ one PRESERVE_FD ioctl per memfd). luod runs with its keeper on and off.
 With the keeper on, a fourth way: the floor with a mirror, the same exchange
 whose peer checks the file (F_GETFL, fstat), sends it to a mirror process
 and keeps it before replying (the floor of an agent that answers only once
-a crash could not lose the file).
+a crash could not lose the file: luod does so for a persistent session;
+a plain open session, which no restarted agent takes back, is mirrored
+whole at its handover).
 Each figure: the median of the W requests up to that size, over R rounds.
 Targets: each way at most 1.5x the (bare) floor, and the last size's request
 at most 1.2x the first's. The per-request cost is also extrapolated to
@@ -569,7 +571,7 @@ fn print_table(o: &Options, machine: &Machine, rows: &[Row], floors: usize, roun
             .map(|i| m.median(i) / base.median(i))
             .fold(0.0, f64::max);
         println!(
-            "{MIRRORED}: at most {worst:.2}x the bare floor: what answering only once a mirror has the file costs any agent"
+            "{MIRRORED}: at most {worst:.2}x the bare floor: what answering only once a mirror has the file costs any agent (luod: for persistent sessions; a plain one is mirrored at its handover)"
         );
     }
     for r in &rows[floors..] {
