@@ -284,6 +284,17 @@ impl Mirror {
     }
 
     fn try_sync(&mut self, luo: &Luo, key: u64) -> Result<(), Error> {
+        // An open session does not outlive its agent (the next one drops
+        // it, as if its owner's connection had closed): nothing of it is
+        // stored until it is handed over or made persistent, and then all
+        // of it at once, 253 files a message. Asked by key, without the
+        // token list: a preserve into a large open session lands here.
+        let open = luo
+            .session_state(key)
+            .is_some_and(|(_, _, st)| st == SessionState::Open);
+        if open && !luo.is_persistent(key) && !self.sessions.contains_key(&key) {
+            return Ok(());
+        }
         let live = luo
             .session_tokens(key)
             .filter(|(_, _, st, _)| *st != SessionState::Finished);
@@ -294,13 +305,6 @@ impl Mirror {
         let incoming = state != SessionState::Open;
         let persist = luo.is_persistent(key);
         let fresh = !self.sessions.contains_key(&key);
-        if fresh && !incoming && !persist {
-            // An open session does not outlive its agent (the next one
-            // drops it, as if its owner's connection had closed): nothing
-            // of it is stored until it is handed over or made persistent,
-            // and then all of it at once, 253 files a message.
-            return Ok(());
-        }
         let r = self.sessions.entry(key).or_default();
         if fresh {
             r.prefix = format!("{}.{key}", self.inc);
