@@ -102,6 +102,26 @@ impl Luo {
             .is_some_and(|s| s.side == Side::Outgoing && s.mode.persist)
     }
 
+    /// Session `key`'s files at places `range` of preservation order
+    /// (clipped to what it holds): each one's token and custody descriptor.
+    /// Empty when the session is gone.
+    pub fn files_in(
+        &self,
+        key: u64,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = (u64, std::os::fd::BorrowedFd<'_>)> + '_ {
+        let files = self.sessions.get(&key).map_or(&[][..], |s| &s.files[..]);
+        let end = range.end.min(files.len());
+        files[range.start.min(end)..end]
+            .iter()
+            .map(|f| (f.token, f.custody.as_fd()))
+    }
+
+    /// How many files session `key` holds; 0 when it is gone.
+    pub fn file_count_of(&self, key: u64) -> usize {
+        self.sessions.get(&key).map_or(0, |s| s.files.len())
+    }
+
     /// The custody descriptor of file `token` of session `key`.
     pub fn custody(&self, key: u64, token: u64) -> Option<std::os::fd::BorrowedFd<'_>> {
         let s = self.sessions.get(&key)?;

@@ -19,7 +19,7 @@ use luo_sys::epoll::{EPOLLIN, EPOLLRDHUP};
 use serde::{Deserialize, Serialize};
 
 /// Most names in one keeper message (one descriptor each).
-const BATCH: usize = luo_sys::SCM_MAX_FD;
+pub(crate) const BATCH: usize = luo_sys::SCM_MAX_FD;
 /// How long the agent waits for the keeper to say what it holds.
 pub(crate) const KEEPER_ASK_MS: i32 = 200;
 

@@ -5,13 +5,13 @@
 //! ([`reclaim`]).
 //!
 //! What to store comes from the model's change log
-//! ([`Luo::take_changes`]). An open session is not stored at all: a
-//! restarted agent would drop it anyway. Once it is handed over (or made
-//! persistent) it is stored whole, before the handover is answered; from
-//! then on a request that preserves one file puts one entry, whatever the
-//! session holds; a session's record is rewritten only when it crosses to
-//! the incoming side; a session that is finished or gone has its entries
-//! removed.
+//! ([`Luo::take_changes`]). A plain open session (neither handed over nor
+//! persistent) does not outlive its agent, so its files are stored only in
+//! full keeper messages (253) as they fill, and the rest when it is handed
+//! over, before the handover is answered. Otherwise a request that
+//! preserves one file puts one entry, whatever the session holds; a
+//! session's record is rewritten only when it crosses to the incoming
+//! side; a session that is finished or gone has its entries removed.
 //!
 //! Entry names (at most 255 ASCII characters, no `:`, as systemd wants):
 //!
@@ -39,7 +39,7 @@ use luo_proto::Error;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use crate::store::Sink;
+use crate::store::{Sink, BATCH};
 
 #[derive(Debug, Clone, Default)]
 struct Record {
@@ -105,6 +105,22 @@ impl std::fmt::Display for Name<'_> {
 impl serde::Serialize for Name<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+/// How many of a session's `total` files (`stored` of them stored) the
+/// store should hold now: all, except for a plain open session (`plain`:
+/// neither handed over nor persistent), which no restarted agent takes
+/// back (it is dropped, as if its owner's connection had closed). Its files
+/// go in full messages as they fill, so that a bulk preserve still hands
+/// them to the keeper while the client sends the next batch, and the rest
+/// at its handover, before the handover is answered; a program preserving
+/// one file per request does not wait for the keeper on each.
+fn due(stored: usize, total: usize, plain: bool) -> usize {
+    if plain {
+        stored + (total - stored) / BATCH * BATCH
+    } else {
+        total
     }
 }
 
@@ -241,12 +257,14 @@ impl Mirror {
                 .map_err(|e| Error::new(e.into(), "writing a session record failed"))?;
             puts.push((Name::Session(&r.prefix, r.gen), record.as_fd()));
         }
-        for &t in &change.added {
-            if let Some(fd) = luo.custody(key, t) {
-                let seq = r.tokens.len() as u64;
-                r.tokens.push(t);
-                puts.push((Name::File(&r.prefix, seq, t), fd));
-            }
+        // Files are appended (a removal went to `try_sync` above), so the
+        // new ones are those past what is stored, up to what is due.
+        let stored = r.tokens.len();
+        let upto = due(stored, luo.file_count_of(key), !incoming && !persist);
+        for (t, fd) in luo.files_in(key, stored..upto) {
+            let seq = r.tokens.len() as u64;
+            r.tokens.push(t);
+            puts.push((Name::File(&r.prefix, seq, t), fd));
         }
         // New entries first: a crash between the two leaves both, never
         // neither.
@@ -284,15 +302,14 @@ impl Mirror {
     }
 
     fn try_sync(&mut self, luo: &Luo, key: u64) -> Result<(), Error> {
-        // An open session does not outlive its agent (the next one drops
-        // it, as if its owner's connection had closed): nothing of it is
-        // stored until it is handed over or made persistent, and then all
-        // of it at once, 253 files a message. Asked by key, without the
-        // token list: a preserve into a large open session lands here.
+        // Nothing of a plain open session is due before it has a full
+        // message of files (see `due`). Asked by key, without the token
+        // list: every preserve into such a session lands here.
         let open = luo
             .session_state(key)
             .is_some_and(|(_, _, st)| st == SessionState::Open);
-        if open && !luo.is_persistent(key) && !self.sessions.contains_key(&key) {
+        let plain = open && !luo.is_persistent(key);
+        if plain && !self.sessions.contains_key(&key) && luo.file_count_of(key) < BATCH {
             return Ok(());
         }
         let live = luo
@@ -335,7 +352,8 @@ impl Mirror {
                 .map_err(|e| Error::new(e.into(), "writing a session record failed"))?;
             puts.push((Name::Session(&r.prefix, r.gen), record.as_fd()));
         }
-        for &t in &tokens[r.tokens.len()..] {
+        let upto = due(r.tokens.len(), tokens.len(), !incoming && !persist);
+        for &t in &tokens[r.tokens.len()..upto] {
             if let Some(fd) = luo.custody(key, t) {
                 let seq = r.tokens.len() as u64;
                 r.tokens.push(t);
@@ -825,6 +843,49 @@ mod tests {
                 ("put".to_string(), vec![format!("luo.s.{prefix}.2")], 1),
                 ("remove".to_string(), vec![format!("luo.s.{prefix}.1")], 0),
             ]
+        );
+        assert!(!m.broken);
+    }
+
+    #[test]
+    fn a_plain_open_session_goes_to_the_store_in_full_messages_and_whole_at_its_handover() {
+        let (ours, keeper) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
+        luo_sys::set_nonblocking(keeper.as_fd(), true).unwrap();
+        let mut m = Mirror::new(Sink::Keeper {
+            link: ours,
+            pid: 0,
+            origin: crate::store::Origin::Started,
+            forgets: false,
+        });
+        let mut luo = Luo::with_default_handlers();
+        let h = luo.create_session(1000, b"b").unwrap();
+        // (op, entries, descriptors) of each message since the last look.
+        let mut look = || -> Vec<(String, usize, usize)> {
+            sent(keeper.as_fd())
+                .into_iter()
+                .map(|(op, names, n)| (op, names.len(), n))
+                .collect()
+        };
+        // One file per request: nothing until a full message is due.
+        for t in 1..=600u64 {
+            luo.preserve(h, luo_sys::memfd_create("m", 0).unwrap(), t)
+                .unwrap();
+            flush(&mut m, &mut luo);
+            let got = look();
+            match t {
+                // The record and the first 253 files.
+                253 => assert_eq!(got, [("put".into(), 253, 253), ("put".into(), 1, 1)]),
+                506 => assert_eq!(got, [("put".into(), 253, 253)]),
+                _ => assert!(got.is_empty(), "after {t}: {got:?}"),
+            }
+        }
+        // Handed over: the other 94, and the record rewritten.
+        luo.handover(h).unwrap();
+        flush(&mut m, &mut luo);
+        assert_eq!(look(), [("put".into(), 95, 95), ("remove".into(), 1, 0)]);
+        assert_eq!(
+            m.sessions.values().map(|r| r.tokens.len()).sum::<usize>(),
+            600
         );
         assert!(!m.broken);
     }
