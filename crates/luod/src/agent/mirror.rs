@@ -860,7 +860,7 @@ mod tests {
         let mut luo = Luo::with_default_handlers();
         let h = luo.create_session(1000, b"b").unwrap();
         // (op, entries, descriptors) of each message since the last look.
-        let mut look = || -> Vec<(String, usize, usize)> {
+        let look = || -> Vec<(String, usize, usize)> {
             sent(keeper.as_fd())
                 .into_iter()
                 .map(|(op, names, n)| (op, names.len(), n))
