@@ -7,7 +7,7 @@ complete -c luod -l quota-files -d 'At most N preserved files per uid (root is e
 complete -c luod -l quota-bytes -d 'At most SIZE bytes of memfd pinned per uid (root is exempt); SIZE is bytes or has a K, M, G or T suffix (powers of 1024)' -r
 complete -c luod -l quota-connections -d 'At most N open connections to luod per uid (root is exempt)' -r
 complete -c luod -l device -d 'The LUO device of the kernel backend' -r -F
-complete -c luod -l keeper -d 'auto: copies of every file in custody are kept outside luod, so that a crash or restart of luod loses nothing: in systemd\'s fd store when $NOTIFY_SOCKET is set, else in a keeper process that luod starts (it answers at SOCKET.keeper); off: none' -r -f -a "auto\t''
+complete -c luod -l keeper -d 'auto: copies of the files of every session a restarted luod takes back (handed over, or persistent) are kept outside luod, so that a crash or restart of luod loses nothing: in systemd\'s fd store when $NOTIFY_SOCKET is set, else in a keeper process that luod starts (it answers at SOCKET.keeper); off: none' -r -f -a "auto\t''
 off\t''"
 complete -c luod -l kernel-session-files -d 'At most N files per kernel session; an agent session with more spreads over several (default: as many as the kernel takes)' -r
 complete -c luod -l registry -d 'Kernel backend, after a refused registry: restore the previous kernel\'s sessions from the registry in FILE (for example registry.rejected, repaired, or rewritten by the luod that reads it) instead of the kernel session luod/registry' -r -F

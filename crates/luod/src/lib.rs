@@ -147,8 +147,9 @@ pub struct Config {
             clap::builder::PossibleValuesParser::new(["auto", "off"]),
             |s: String| s == "auto"
         ),
-        help = "auto: copies of every file in custody are kept outside luod, so that a crash \
-                or restart of luod loses nothing: in systemd's fd store when $NOTIFY_SOCKET \
+        help = "auto: copies of the files of every session a restarted luod takes back \
+                (handed over, or persistent) are kept outside luod, so that a crash or \
+                restart of luod loses nothing: in systemd's fd store when $NOTIFY_SOCKET \
                 is set, else in a keeper process that luod starts (it answers at \
                 SOCKET.keeper); off: none"
     )]
