@@ -759,6 +759,20 @@ mod tests {
         out
     }
 
+    /// A mirror whose keeper is the returned socket's other end; `forgets`:
+    /// whether the keeper takes `forget`.
+    fn with_keeper(forgets: bool) -> (Mirror, OwnedFd) {
+        let (ours, keeper) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
+        luo_sys::set_nonblocking(keeper.as_fd(), true).unwrap();
+        let m = Mirror::new(Sink::Keeper {
+            link: ours,
+            pid: 0,
+            origin: crate::store::Origin::Started,
+            forgets,
+        });
+        (m, keeper)
+    }
+
     fn flush(m: &mut Mirror, luo: &mut Luo) {
         let changes = luo.take_changes();
         m.apply(luo, &changes);
@@ -766,14 +780,7 @@ mod tests {
 
     #[test]
     fn each_change_costs_the_store_what_it_changed_and_no_more() {
-        let (ours, keeper) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
-        luo_sys::set_nonblocking(keeper.as_fd(), true).unwrap();
-        let mut m = Mirror::new(Sink::Keeper {
-            link: ours,
-            pid: 0,
-            origin: crate::store::Origin::Started,
-            forgets: false,
-        });
+        let (mut m, keeper) = with_keeper(false);
         let inc = m.inc.clone();
         let mut luo = Luo::with_default_handlers();
         let h = luo.create_session(1000, b"s").unwrap();
@@ -849,14 +856,7 @@ mod tests {
 
     #[test]
     fn a_plain_open_session_goes_to_the_store_in_full_messages_and_whole_at_its_handover() {
-        let (ours, keeper) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
-        luo_sys::set_nonblocking(keeper.as_fd(), true).unwrap();
-        let mut m = Mirror::new(Sink::Keeper {
-            link: ours,
-            pid: 0,
-            origin: crate::store::Origin::Started,
-            forgets: false,
-        });
+        let (mut m, keeper) = with_keeper(false);
         let mut luo = Luo::with_default_handlers();
         let h = luo.create_session(1000, b"b").unwrap();
         // (op, entries, descriptors) of each message since the last look.
@@ -892,14 +892,7 @@ mod tests {
 
     #[test]
     fn a_keeper_that_forgets_drops_a_finished_session_in_one_message() {
-        let (ours, keeper) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
-        luo_sys::set_nonblocking(keeper.as_fd(), true).unwrap();
-        let mut m = Mirror::new(Sink::Keeper {
-            link: ours,
-            pid: 0,
-            origin: crate::store::Origin::Started,
-            forgets: true,
-        });
+        let (mut m, keeper) = with_keeper(true);
         let inc = m.inc.clone();
         let mut luo = Luo::with_default_handlers();
         let h = luo.create_session(1000, b"f").unwrap();
@@ -927,14 +920,7 @@ mod tests {
 
     #[test]
     fn an_unpreserve_writes_the_session_again_under_a_new_prefix() {
-        let (ours, keeper) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap();
-        luo_sys::set_nonblocking(keeper.as_fd(), true).unwrap();
-        let mut m = Mirror::new(Sink::Keeper {
-            link: ours,
-            pid: 0,
-            origin: crate::store::Origin::Started,
-            forgets: false,
-        });
+        let (mut m, keeper) = with_keeper(false);
         let inc = m.inc.clone();
         let mut luo = Luo::with_default_handlers();
         let h = luo.persist_session(1000, b"p").unwrap();
