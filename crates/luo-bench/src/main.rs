@@ -92,9 +92,9 @@ enum Bench {
     /// The other process of the bare request/reply floor (`requests`).
     #[command(name = "__request-peer", hide = true)]
     RequestPeer {
-        /// Check each file and send it to a mirror before replying.
-        #[arg(long)]
-        mirror: bool,
+        /// What the peer does with each file before it replies.
+        #[arg(long, value_enum, default_value = "bare")]
+        floor: requests::Floor,
     },
     /// The floor agent (`all --sections fds`, `proxy`), serving the
     /// listening socket on its stdin.
@@ -140,7 +140,7 @@ fn main() -> ExitCode {
     // Usage errors exit with status 2, --help with 0.
     let (name, result) = match Cli::parse().command {
         Bench::ScmPeer => return helper("__scm-peer", fds::peer()),
-        Bench::RequestPeer { mirror } => return helper("__request-peer", requests::peer(mirror)),
+        Bench::RequestPeer { floor } => return helper("__request-peer", requests::peer(floor)),
         Bench::FloorAgent { keeper } => {
             return helper("__floor-agent", floor::agent_main(keeper.is_on()))
         }

@@ -32,12 +32,13 @@ receives, closes the descriptor and replies); luod through the native client
 (Session::preserve); and luod through libluo_preload.so, as a program written
 for the kernel's uAPI does it (open(\"/dev/liveupdate\"), CREATE_SESSION, then
 one PRESERVE_FD ioctl per memfd). luod runs with its keeper on and off.
-With the keeper on, a fourth way: the floor with a mirror, the same exchange
-whose peer checks the file (F_GETFL, fstat), sends it to a mirror process
-and keeps it before replying (the floor of an agent that answers only once
-a crash could not lose the file: luod does so for a persistent session;
-a plain open session, which no restarted agent takes back, is mirrored
-whole at its handover).
+Two more floors: the same exchange whose peer checks the file (F_GETFL,
+fstat) and keeps it, as luod keeps its custody copy (the floor of any
+agent; each luod way is also given to it), and, with the keeper on, one
+whose peer also sends it to a mirror process before replying (the floor of
+an agent that answers only once a crash could not lose the file: luod does
+so for a persistent session; a plain open session, which no restarted
+agent takes back, goes to the keeper in full messages of 253).
 Each figure: the median of the W requests up to that size, over R rounds.
 Targets: each way at most 1.5x the (bare) floor, and the last size's request
 at most 1.2x the first's. The per-request cost is also extrapolated to
@@ -105,16 +106,30 @@ fn preserve_reply() -> Vec<u8> {
     luo_proto::encode_reply(&luo_proto::ops::Preserved { preserved: 1 }, 0).expect("small")
 }
 
+/// What the floor's peer does with each file before it replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Floor {
+    /// Closes it: the bare exchange.
+    Bare,
+    /// Checks it as an agent must (`F_GETFL`, `fstat`) and keeps it, as
+    /// luod keeps its custody copy: the floor of any agent.
+    Checked,
+    /// Checks it, sends it to a mirror process and keeps it: the floor of
+    /// an agent that answers only once a crash could not lose the file.
+    Mirrored,
+}
+
 /// The other process of the floor: receives a request and its descriptor,
-/// closes the descriptor and replies, until the socket (its stdin) closes.
-/// With `mirror`, it checks the file as an agent must (`F_GETFL`, `fstat`),
-/// sends it to a mirror process and keeps it before replying.
-pub fn peer(mirror: bool) -> Result<(), Failure> {
+/// does with the file what `floor` says and replies, until the socket (its
+/// stdin) closes.
+pub fn peer(floor: Floor) -> Result<(), Failure> {
     let stdin = std::io::stdin();
     let sock = stdin.as_fd();
     let reply = preserve_reply();
-    let mirror = if mirror {
+    if floor != Floor::Bare {
         luo_sys::raise_nofile_limit()?;
+    }
+    let mirror = if floor == Floor::Mirrored {
         Some(Peer::spawn()?)
     } else {
         None
@@ -126,12 +141,14 @@ pub fn peer(mirror: bool) -> Result<(), Failure> {
         if got.len == 0 {
             return Ok(());
         }
-        if let Some(m) = &mirror {
+        if floor != Floor::Bare {
             for fd in got.fds {
                 crate::floor::check(fd.as_fd()).map_err(Failure::run)?;
-                let token = held.len() as u64;
-                let hold = crate::floor::message(crate::floor::MIRROR_HOLD, [token]);
-                luo_sys::send_with_fds(m.sock(), &hold, &[fd.as_fd()])?;
+                if let Some(m) = &mirror {
+                    let token = held.len() as u64;
+                    let hold = crate::floor::message(crate::floor::MIRROR_HOLD, [token]);
+                    luo_sys::send_with_fds(m.sock(), &hold, &[fd.as_fd()])?;
+                }
                 held.push(fd);
             }
         }
@@ -139,14 +156,14 @@ pub fn peer(mirror: bool) -> Result<(), Failure> {
     }
 }
 
-/// `n` bare request/reply exchanges with the peer, each with a new memfd
-/// attached (made before the clock starts, as for luod); the peer relays
-/// each file to a mirror first iff `mirror`.
-fn floor_round(n: usize, mirror: bool) -> Result<Vec<Duration>, Failure> {
+/// `n` request/reply exchanges with the peer, each with a new memfd
+/// attached (made before the clock starts, as for luod); the peer does with
+/// each file what `floor` says.
+fn floor_round(n: usize, floor: Floor) -> Result<Vec<Duration>, Failure> {
     let (ours, theirs) = luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET)?;
+    let mode = clap::ValueEnum::to_possible_value(&floor).expect("not skipped");
     let mut child = Command::new(std::env::current_exe()?)
-        .arg("__request-peer")
-        .args(mirror.then_some("--mirror"))
+        .args(["__request-peer", "--floor", mode.get_name()])
         .stdin(Stdio::from(theirs))
         .spawn()?;
     let result = floor_exchanges(ours.as_fd(), n);
@@ -365,11 +382,13 @@ struct AtReport {
     request: Summary,
     #[serde(rename = "to_floor")]
     ratio: Num,
-    /// With the keeper: to the floor with a mirror.
+    /// A luod way: to the floor whose peer checks and keeps each file.
     #[serde(skip_serializing_if = "Option::is_none")]
-    to_mirrored_floor: Option<Num>,
+    to_checked_floor: Option<Num>,
 }
 
+/// The floor whose peer checks and keeps each file.
+const CHECKED: &str = "SOCK_SEQPACKET + checks";
 /// The floor whose peer relays each file to a mirror before replying.
 const MIRRORED: &str = "SOCK_SEQPACKET + mirror";
 
@@ -416,7 +435,7 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
     eprintln!("machine: {}", machine.describe());
     let luod = locate_luod(o.luod.clone())?;
     let keepers = sorted(o.keeper.clone());
-    let (mut floor, mut mirrored) = (Vec::new(), Vec::new());
+    let (mut floor, mut checked, mut mirrored) = (Vec::new(), Vec::new(), Vec::new());
     let mut rows = Vec::new();
     for &setting in &keepers {
         let keeper = setting.is_on();
@@ -430,7 +449,7 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
         let (mut native, mut preload) = (Vec::new(), Vec::new());
         for round in 0..o.rounds {
             eprintln!(
-                "{} requests, keeper {}, round {} of {}: floor{}, native, preload ...",
+                "{} requests, keeper {}, round {} of {}: floor, checking floor{}, native, preload ...",
                 grouped(o.files as u64),
                 if keeper { "on" } else { "off" },
                 round + 1,
@@ -438,9 +457,10 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
                 if keeper { ", floor with a mirror" } else { "" }
             );
             // The ways in turn, so that each sees the same load.
-            floor.push(floor_round(o.files, false)?);
+            floor.push(floor_round(o.files, Floor::Bare)?);
+            checked.push(floor_round(o.files, Floor::Checked)?);
             if keeper {
-                mirrored.push(floor_round(o.files, true)?);
+                mirrored.push(floor_round(o.files, Floor::Mirrored)?);
             }
             native.push(native_round(
                 &agent,
@@ -477,10 +497,11 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
             .map(|&n| (n, at_size(times, n, o.window)))
             .collect(),
     };
-    let floors = 1 + usize::from(!mirrored.is_empty());
+    let floors = 2 + usize::from(!mirrored.is_empty());
     if !mirrored.is_empty() {
         rows.insert(0, floor_row(MIRRORED, &mirrored));
     }
+    rows.insert(0, floor_row(CHECKED, &checked));
     rows.insert(0, floor_row("bare SOCK_SEQPACKET", &floor));
     let rounds = Rounds {
         floor: floor.len(),
@@ -489,7 +510,7 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
     print_table(&o, &machine, &rows, floors, rounds);
     if let Some(path) = &o.json {
         let base = &rows[0];
-        let mirrored = rows.iter().find(|r| r.way == MIRRORED);
+        let checked = &rows[1];
         let v = RequestsReport {
             machine: machine.describe(),
             files: o.files,
@@ -508,9 +529,9 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
                             files,
                             request,
                             ratio: Num(request.median_ns / base.median(i)),
-                            to_mirrored_floor: mirrored
-                                .filter(|_| r.keeper == Some(true))
-                                .map(|m| Num(request.median_ns / m.median(i))),
+                            to_checked_floor: r
+                                .keeper
+                                .map(|_| Num(request.median_ns / checked.median(i))),
                         })
                         .collect(),
                     last_to_first: Num(r.growth()),
@@ -530,7 +551,7 @@ fn print_table(o: &Options, machine: &Machine, rows: &[Row], floors: usize, roun
     println!("luo-bench requests: one request at a time, against a bare SOCK_SEQPACKET exchange");
     println!("machine: {}", machine.describe());
     println!(
-        "each figure: the median of the {} requests up to that size, over {} rounds ({} for the floor{}, measured between luod's rounds); (x): to the bare floor",
+        "each figure: the median of the {} requests up to that size, over {} rounds ({} for the floors{}, measured between luod's rounds); (x): to the bare floor",
         o.window,
         o.rounds,
         rounds.floor,
@@ -565,8 +586,14 @@ fn print_table(o: &Options, machine: &Machine, rows: &[Row], floors: usize, roun
     }
     println!();
     let last = o.at.len() - 1;
-    let mirrored = rows.iter().find(|r| r.way == MIRRORED);
-    if let Some(m) = mirrored {
+    let checked = &rows[1];
+    let worst = (0..checked.at.len())
+        .map(|i| checked.median(i) / base.median(i))
+        .fold(0.0, f64::max);
+    println!(
+        "{CHECKED}: at most {worst:.2}x the bare floor: what checking and keeping each file costs any agent"
+    );
+    if let Some(m) = rows.iter().find(|r| r.way == MIRRORED) {
         let worst = (0..m.at.len())
             .map(|i| m.median(i) / base.median(i))
             .fold(0.0, f64::max);
@@ -589,16 +616,14 @@ fn print_table(o: &Options, machine: &Machine, rows: &[Row], floors: usize, roun
             ok(r.growth() <= TARGET_GROWTH),
             r.million_total_s()
         );
-        if let Some(m) = mirrored.filter(|_| r.keeper == Some(true)) {
-            let to: Vec<String> = (0..r.at.len())
-                .map(|i| format!("{:.2}x", r.median(i) / m.median(i)))
-                .collect();
-            println!(
-                "{}: {} the floor with a mirror, at each size",
-                r.label(),
-                to.join(", ")
-            );
-        }
+        let to: Vec<String> = (0..r.at.len())
+            .map(|i| format!("{:.2}x", r.median(i) / checked.median(i)))
+            .collect();
+        println!(
+            "{}: {} the checking floor, at each size",
+            r.label(),
+            to.join(", ")
+        );
     }
     println!(
         "floor: 1,000,000 exchanges: {:.0} s",

@@ -297,10 +297,13 @@ fn refusal_of(bytes: &[u8], nfds: usize, typed: serde_json::Error) -> (Error, Op
 /// another `"v"`; `EOPNOTSUPP` for an `"op"` this kind of socket does not
 /// take (saying where it belongs, if elsewhere).
 pub fn decode_request<R: Request>(bytes: &[u8], nfds: usize) -> Result<R> {
-    scan(bytes)?;
+    // No `scan` first: a request that reads in one pass matched its op's
+    // types, none of which nests more than a few levels, and its "op" was
+    // a string; anything else is scanned below.
     if let Some(r) = onepass::request(bytes, nfds) {
         return Ok(r);
     }
+    scan(bytes)?;
     match serde_json::from_slice::<In<R>>(bytes) {
         Ok(m) => check_envelope(m.v, m.fds, nfds).map(|()| m.body),
         Err(typed) => {

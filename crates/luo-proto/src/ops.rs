@@ -19,7 +19,9 @@
 //! To add an op: its struct here, its line at the end of the enum (serde
 //! also takes a variant's index as its tag: an existing op's index must
 //! not change), its arm in luod's `agent/ops.rs`, its method in the client
-//! library, and its row in `docs/protocol.md`.
+//! library, and its row in `docs/protocol.md`. Its arguments are typed
+//! (no `serde_json::Value`): a request that reads in one pass is not
+//! scanned for [`crate::MAX_DEPTH`], its types being its bound.
 
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{DeserializeOwned, MapAccess};
