@@ -267,6 +267,7 @@ fn requests_runs_the_floors_the_native_client_and_the_preload_library() {
         ways,
         [
             ("bare SOCK_SEQPACKET", None),
+            ("SOCK_SEQPACKET + checks", None),
             ("SOCK_SEQPACKET + mirror", None),
             ("native client", Some(true)),
             ("libluo_preload.so", Some(true)),
@@ -278,8 +279,9 @@ fn requests_runs_the_floors_the_native_client_and_the_preload_library() {
         let at = arr(r, "at");
         assert_eq!(at.len(), 2, "{r:?}");
         let way = r.get("way").unwrap().as_str().unwrap();
-        // The bare floor runs in both keeper settings' rounds.
-        let rounds = if way == "bare SOCK_SEQPACKET" {
+        // The bare and the checking floor run in both keeper settings'
+        // rounds.
+        let rounds = if way == "bare SOCK_SEQPACKET" || way == "SOCK_SEQPACKET + checks" {
             2.0
         } else {
             1.0
@@ -287,8 +289,9 @@ fn requests_runs_the_floors_the_native_client_and_the_preload_library() {
         for a in at {
             assert!(num(a, &["request", "median_ns"]) > 0.0, "{r:?}");
             assert_eq!(num(a, &["request", "samples"]), 5.0 * rounds);
-            let with_keeper = r.get("keeper").unwrap().as_bool() == Some(true);
-            assert_eq!(a.get("to_mirrored_floor").is_some(), with_keeper, "{r:?}");
+            // Each luod way is given to the checking floor.
+            let luod_way = r.get("keeper").unwrap().as_bool().is_some();
+            assert_eq!(a.get("to_checked_floor").is_some(), luod_way, "{r:?}");
         }
         assert!(num(r, &["request_at_million_ns"]) > 0.0, "{r:?}");
     }
