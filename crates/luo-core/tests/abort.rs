@@ -11,6 +11,7 @@ use luo_core::{Errno, Luo, SessionState};
 
 #[test]
 fn abort_ends_an_open_session_whoever_holds_it() {
+    let _serial = common::serial();
     let mut luo = Luo::with_default_handlers();
     let before = open_fds();
     let h = luo.create_session(1000, b"kv").unwrap();
@@ -42,6 +43,7 @@ fn abort_ends_an_open_session_whoever_holds_it() {
 
 #[test]
 fn abort_ends_a_persistent_session_and_discards_a_waiting_one() {
+    let _serial = common::serial();
     let mut luo = Luo::with_default_handlers();
     let before = open_fds();
     let p = luo.persist_session(7, b"svc").unwrap();
@@ -70,6 +72,7 @@ fn abort_ends_a_persistent_session_and_discards_a_waiting_one() {
 
 #[test]
 fn a_vetoed_file_is_enoent_after_the_earlier_checks() {
+    let _serial = common::serial();
     let mut luo = Luo::with_default_handlers();
     luo.set_veto(|f| f.stat.is_socket().then(|| "no sockets here".to_string()));
     let h = luo.create_session(0, b"s").unwrap();

@@ -95,6 +95,7 @@ fn state(l: &Luo, name: &[u8]) -> Vec<SessionState> {
 
 #[test]
 fn session_names_follow_the_kernel_rules() {
+    let _serial = common::serial();
     let _g = serial();
     let mut l = luo();
     assert_eq!(errno(l.create_session(0, b"")), Errno::EINVAL);
@@ -110,6 +111,7 @@ fn session_names_follow_the_kernel_rules() {
 
 #[test]
 fn outgoing_name_may_equal_an_incoming_one() {
+    let _serial = common::serial();
     let _g = serial();
     let mut l = luo();
     let s = l.create_session(0, b"svc").unwrap();
@@ -129,6 +131,7 @@ fn outgoing_name_may_equal_an_incoming_one() {
 
 #[test]
 fn enospc_for_sessions_comes_before_eexist() {
+    let _serial = common::serial();
     let _g = serial();
     let mut l = Luo::new(Limits {
         max_sessions: 2,
@@ -146,6 +149,7 @@ fn enospc_for_sessions_comes_before_eexist() {
 
 #[test]
 fn preserve_checks_run_in_the_kernels_order() {
+    let _serial = common::serial();
     let _g = serial();
     let mut l = Luo::new(Limits {
         max_files_per_session: 2,
@@ -178,6 +182,7 @@ fn preserve_checks_run_in_the_kernels_order() {
 
 #[test]
 fn no_handler_means_enoent() {
+    let _serial = common::serial();
     let _g = serial();
     let mut l = luo();
     let s = l.create_session(0, b"s").unwrap();
@@ -201,6 +206,7 @@ fn no_handler_means_enoent() {
 
 #[test]
 fn hugetlb_memfd_has_no_handler() {
+    let _serial = common::serial();
     let _g = serial();
     let mut l = luo();
     let s = l.create_session(0, b"s").unwrap();
@@ -216,6 +222,7 @@ fn hugetlb_memfd_has_no_handler() {
 
 #[test]
 fn every_builtin_type_is_accepted_by_its_handler() {
+    let _serial = common::serial();
     let _g = serial();
     let mut l = luo();
     let s = l.create_session(0, b"s").unwrap();
@@ -252,6 +259,7 @@ fn every_builtin_type_is_accepted_by_its_handler() {
 
 #[test]
 fn handlers_are_tried_in_registration_order() {
+    let _serial = common::serial();
     let _g = serial();
     let (f1, f2) = (Faults::default(), Faults::default());
     let mut l = Luo::new(Limits::default());
@@ -279,6 +287,7 @@ fn handlers_are_tried_in_registration_order() {
 
 #[test]
 fn handler_and_flb_registration_errors() {
+    let _serial = common::serial();
     let _g = serial();
     let mut l = Luo::new(Limits::default());
     let h = l.register_handler(Box::new(MemfdHandler)).unwrap();
@@ -323,6 +332,7 @@ fn handler_and_flb_registration_errors() {
 
 #[test]
 fn distinct_eventfds_and_memfds_do_not_collide() {
+    let _serial = common::serial();
     let _g = serial();
     let mut l = luo();
     let s = l.create_session(0, b"s").unwrap();
@@ -341,6 +351,7 @@ fn distinct_eventfds_and_memfds_do_not_collide() {
 
 #[test]
 fn the_same_file_again_is_ebusy_in_any_session() {
+    let _serial = common::serial();
     let _g = serial();
     let mut l = luo();
     let a = l.create_session(0, b"a").unwrap();
@@ -378,6 +389,7 @@ fn the_same_file_again_is_ebusy_in_any_session() {
 
 #[test]
 fn after_abort_or_finish_the_same_file_can_be_preserved_again() {
+    let _serial = common::serial();
     let _g = serial();
     let mut l = luo();
     let ev = luo_sys::eventfd(0).unwrap();
@@ -436,6 +448,7 @@ fn without_kcmp(errno: Errno, dupfd_query: bool) -> Luo {
 
 #[test]
 fn without_kcmp_f_dupfd_query_keeps_open_file_identity_exact() {
+    let _serial = common::serial();
     let _g = serial();
     for e in [Errno::ENOSYS, Errno::EPERM] {
         let mut l = without_kcmp(e, true);
@@ -462,6 +475,7 @@ fn without_kcmp_f_dupfd_query_keeps_open_file_identity_exact() {
 
 #[test]
 fn without_kcmp_or_f_dupfd_query_the_index_falls_back_to_inode_identity() {
+    let _serial = common::serial();
     let _g = serial();
     for e in [Errno::ENOSYS, Errno::EPERM] {
         let mut l = without_kcmp(e, false);
@@ -486,6 +500,7 @@ fn without_kcmp_or_f_dupfd_query_the_index_falls_back_to_inode_identity() {
 
 #[test]
 fn thousands_of_eventfds_share_one_bucket_and_stay_distinct() {
+    let _serial = common::serial();
     let _g = serial();
     let _ = luo_sys::raise_nofile_limit();
     let n = 4_000;
@@ -524,6 +539,7 @@ impl Counting {
 
 #[test]
 fn files_alone_on_their_inode_and_whole_sessions_leaving_compare_nothing() {
+    let _serial = common::serial();
     let _g = serial();
     let _ = luo_sys::raise_nofile_limit();
     let kcmp = Counting::default();
@@ -627,6 +643,7 @@ fn files_alone_on_their_inode_and_whole_sessions_leaving_compare_nothing() {
 
 #[test]
 fn abort_unpreserves_in_reverse_and_leaves_files_usable() {
+    let _serial = common::serial();
     let _g = serial();
     let f = Faults::default();
     let mut l = faulty(&f);
@@ -658,6 +675,7 @@ fn abort_unpreserves_in_reverse_and_leaves_files_usable() {
 
 #[test]
 fn bytes_survive_handover_and_retrieve_in_any_order() {
+    let _serial = common::serial();
     let _g = serial();
     let mut l = luo();
     let s = l.create_session(0, b"state").unwrap();
@@ -695,6 +713,7 @@ fn bytes_survive_handover_and_retrieve_in_any_order() {
 
 #[test]
 fn wrong_session_kind_is_einval() {
+    let _serial = common::serial();
     let _g = serial();
     let mut l = luo();
     let out = l.create_session(0, b"out").unwrap();
@@ -711,6 +730,7 @@ fn wrong_session_kind_is_einval() {
 
 #[test]
 fn retrieve_session_unknown_twice_and_after_close() {
+    let _serial = common::serial();
     let _g = serial();
     let mut l = luo();
     assert_eq!(errno(l.retrieve_session(0, b"nope")), Errno::ENOENT);
@@ -743,6 +763,7 @@ fn retrieve_session_unknown_twice_and_after_close() {
 
 #[test]
 fn finish_before_all_retrieved_discards_the_rest_and_frees_custody() {
+    let _serial = common::serial();
     let _g = serial();
     let f = Faults::default();
     let mut l = faulty(&f);
@@ -792,6 +813,7 @@ fn finish_before_all_retrieved_discards_the_rest_and_frees_custody() {
 
 #[test]
 fn failed_retrieve_is_sticky() {
+    let _serial = common::serial();
     let _g = serial();
     let f = Faults::default();
     let mut l = faulty(&f);
@@ -813,6 +835,7 @@ fn failed_retrieve_is_sticky() {
 
 #[test]
 fn can_finish_false_refuses_with_ebusy_and_changes_nothing() {
+    let _serial = common::serial();
     let _g = serial();
     let f = Faults::default();
     let mut l = faulty(&f);
@@ -834,6 +857,7 @@ fn can_finish_false_refuses_with_ebusy_and_changes_nothing() {
 
 #[test]
 fn a_freeze_failure_rolls_back_the_whole_update() {
+    let _serial = common::serial();
     let _g = serial();
     let f = Faults::default();
     let mut l = faulty(&f);
@@ -888,6 +912,7 @@ fn a_freeze_failure_rolls_back_the_whole_update() {
 
 #[test]
 fn update_carries_unfinished_incoming_sessions_and_drops_finished_ones() {
+    let _serial = common::serial();
     let _g = serial();
     let mut l = luo();
     let a = l.create_session(0, b"a").unwrap();
@@ -954,6 +979,7 @@ fn flb_luo(f: &Faults) -> (Luo, luo_core::FlbId) {
 
 #[test]
 fn flb_is_preserved_once_and_unpreserved_with_the_last_file() {
+    let _serial = common::serial();
     let _g = serial();
     let f = Faults::default();
     let (mut l, id) = flb_luo(&f);
@@ -972,6 +998,7 @@ fn flb_is_preserved_once_and_unpreserved_with_the_last_file() {
 
 #[test]
 fn flb_finishes_with_the_last_file_even_if_nobody_asked_for_it() {
+    let _serial = common::serial();
     let _g = serial();
     let f = Faults::default();
     let (mut l, id) = flb_luo(&f);
@@ -999,6 +1026,7 @@ fn flb_finishes_with_the_last_file_even_if_nobody_asked_for_it() {
 
 #[test]
 fn flb_retrieve_is_sticky_and_retrievable_in_the_next_epoch() {
+    let _serial = common::serial();
     let _g = serial();
     let f = Faults::default();
     let (mut l, id) = flb_luo(&f);
@@ -1026,6 +1054,7 @@ fn flb_retrieve_is_sticky_and_retrievable_in_the_next_epoch() {
 
 #[test]
 fn a_failed_flb_preserve_leaves_nothing_behind() {
+    let _serial = common::serial();
     let _g = serial();
     let f = Faults::default();
     let mut l = Luo::new(Limits::default());
@@ -1071,6 +1100,7 @@ fn a_failed_flb_preserve_leaves_nothing_behind() {
 
 #[test]
 fn partial_handover_shares_one_flb_lifecycle() {
+    let _serial = common::serial();
     let _g = serial();
     let f = Faults::default();
     let (mut l, id) = flb_luo(&f);
@@ -1094,6 +1124,7 @@ fn partial_handover_shares_one_flb_lifecycle() {
 
 #[test]
 fn a_shared_flb_lifecycle_ends_exactly_once() {
+    let _serial = common::serial();
     let _g = serial();
     // The side that crossed finishes before the rest crosses: the FLB is not
     // finished while an outgoing file still depends on it.
@@ -1132,6 +1163,7 @@ fn a_shared_flb_lifecycle_ends_exactly_once() {
 
 #[test]
 fn quotas_refuse_with_edquot_and_free_up_when_files_leave() {
+    let _serial = common::serial();
     let _s = serial();
     let mut l = luo();
     l.set_quota(Quota {
@@ -1200,6 +1232,7 @@ fn quotas_refuse_with_edquot_and_free_up_when_files_leave() {
 
 #[test]
 fn open_outgoing_names_a_session_of_one_owner() {
+    let _serial = common::serial();
     let _s = serial();
     let mut l = luo();
     let s = l.create_session(1000, b"db").unwrap();

@@ -184,6 +184,7 @@ fn kernel_has_ids() -> bool {
 
 #[test]
 fn two_thousand_eventfds_keyed_by_id_are_never_compared() {
+    let _serial = common::serial();
     let _g = serial();
     let _ = luo_sys::raise_nofile_limit();
     if !kernel_has_ids() {
@@ -207,6 +208,7 @@ fn two_thousand_eventfds_keyed_by_id_are_never_compared() {
 
 #[test]
 fn without_eventfd_ids_eventfds_are_compared_with_the_same_answers() {
+    let _serial = common::serial();
     let _g = serial();
     let _ = luo_sys::raise_nofile_limit();
     let order = Watched::default();
@@ -222,6 +224,7 @@ fn without_eventfd_ids_eventfds_are_compared_with_the_same_answers() {
 
 #[test]
 fn eventfds_keyed_by_id_stay_managed_in_a_restored_model() {
+    let _serial = common::serial();
     let _g = serial();
     if !kernel_has_ids() {
         return;
@@ -277,6 +280,7 @@ fn out_of_descriptors<T>(f: impl FnOnce() -> T) -> T {
 
 #[test]
 fn an_eventfd_whose_id_cannot_be_read_is_refused_with_that_errno() {
+    let _serial = common::serial();
     let _g = serial();
     if !kernel_has_ids() {
         return;
@@ -343,6 +347,7 @@ impl FileHandler for WholeInode {
 
 #[test]
 fn an_inode_identity_on_the_eventfds_inode_still_holds_every_eventfd() {
+    let _serial = common::serial();
     let _g = serial();
     if !kernel_has_ids() {
         return;

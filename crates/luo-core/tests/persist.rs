@@ -14,6 +14,7 @@ fn dup(fd: &impl AsFd) -> std::os::fd::OwnedFd {
 
 #[test]
 fn a_persistent_session_survives_its_last_close_and_reopens_by_name() {
+    let _serial = common::serial();
     let mut luo = Luo::with_default_handlers();
     let h = luo.persist_session(1000, b"svc").unwrap();
     assert!(luo.mode(h).unwrap().persist);
@@ -45,6 +46,7 @@ fn a_persistent_session_survives_its_last_close_and_reopens_by_name() {
 
 #[test]
 fn persist_session_refuses_what_create_session_refuses_and_a_plain_session_of_its_name() {
+    let _serial = common::serial();
     let mut luo = Luo::with_default_handlers();
     assert_eq!(
         luo.persist_session(0, b"").unwrap_err().errno,
@@ -92,6 +94,7 @@ fn persist_session_refuses_what_create_session_refuses_and_a_plain_session_of_it
 
 #[test]
 fn a_file_in_a_persistent_session_is_managed_by_it() {
+    let _serial = common::serial();
     let mut luo = Luo::with_default_handlers();
     let p = luo.persist_session(0, b"p").unwrap();
     let m = memfd(b"x");
@@ -109,6 +112,7 @@ fn a_file_in_a_persistent_session_is_managed_by_it() {
 
 #[test]
 fn unpreserve_releases_one_file_and_everything_it_held() {
+    let _serial = common::serial();
     let mut luo = Luo::with_default_handlers();
     luo.set_quota(Quota {
         files: 2,
@@ -158,6 +162,7 @@ fn unpreserve_releases_one_file_and_everything_it_held() {
 
 #[test]
 fn fetch_copies_a_persistent_file_without_retrieving_it() {
+    let _serial = common::serial();
     let mut luo = Luo::with_default_handlers();
     let p = luo.persist_session(0, b"p").unwrap();
     luo.preserve(p, memfd(b"abc"), 1).unwrap();
@@ -192,6 +197,7 @@ fn fetch_copies_a_persistent_file_without_retrieving_it() {
 
 #[test]
 fn a_snapshot_carries_a_persistent_session_without_handles() {
+    let _serial = common::serial();
     let mut luo = Luo::with_default_handlers();
     let p = luo.persist_session(7, b"p").unwrap();
     luo.preserve(p, memfd(b"abc"), 1).unwrap();
@@ -208,6 +214,7 @@ fn a_snapshot_carries_a_persistent_session_without_handles() {
 
 #[test]
 fn an_update_hands_a_persistent_session_over() {
+    let _serial = common::serial();
     let mut luo = Luo::with_default_handlers();
     let p = luo.persist_session(0, b"p").unwrap();
     luo.preserve(p, memfd(b"abc"), 1).unwrap();

@@ -26,9 +26,16 @@ pub fn read_all(fd: impl AsFd) -> Vec<u8> {
     v
 }
 
-/// The descriptors this process has open. Tests of one binary that count
-/// them must not run at once (`cargo test` runs them as threads of one
-/// process).
+/// Held for the whole of each test in a binary that counts descriptors:
+/// `cargo test` runs a binary's tests as threads of one process, and a
+/// count is only right while no other test opens or closes one (nextest
+/// runs each test in a process of its own anyway).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The descriptors this process has open; see [`serial`].
 pub fn open_fds() -> usize {
     luo_sys::open_fd_count().unwrap()
 }
