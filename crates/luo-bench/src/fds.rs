@@ -84,12 +84,6 @@ fn cpu_ns(path: &str) -> u64 {
 }
 
 /// One timed step: wall-clock time, and the CPU time the other side used.
-///
-/// Each way's round starts with an untimed warm-up exchange (luo: `status`
-/// on the round's connection; the floor agent: a ping; raw: an empty
-/// batch), so that none of them pays for waking an idle CPU or taking a
-/// new connection: on this VM that alone costs tens of microseconds, and
-/// which way it fell on depended on the order of the rounds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Phase {
     pub wall: Duration,
@@ -511,6 +505,12 @@ pub fn peer() -> Result<(), Failure> {
 /// Every kind at every count, luo, the floor agent and raw alternating
 /// round by round so that all see the same background load. The floor
 /// agent mirrors iff luod has a keeper.
+///
+/// Each way's round starts with an untimed warm-up exchange (luo: `status`
+/// on the round's connection; the floor agent: a ping; raw: an empty
+/// batch), so that none of them pays for waking an idle CPU or taking a
+/// new connection: on this VM that alone costs tens of microseconds, and
+/// which way it fell on depended on the order of the rounds.
 pub fn throughput(
     agent: &Agent,
     counts: &[usize],

@@ -122,13 +122,6 @@ impl Luo {
         self.sessions.get(&key).map_or(0, |s| s.files.len())
     }
 
-    /// The custody descriptor of file `token` of session `key`.
-    pub fn custody(&self, key: u64, token: u64) -> Option<std::os::fd::BorrowedFd<'_>> {
-        let s = self.sessions.get(&key)?;
-        let i = *s.tokens.get(&token)?;
-        Some(s.files[i].custody.as_fd())
-    }
-
     /// The key of the session behind a live handle (see
     /// [`FileOpArgs::session`](crate::FileOpArgs::session)).
     pub fn session_key(&self, h: SessionHandle) -> Result<u64> {

@@ -51,8 +51,10 @@ enum ToKeeper<N = String> {
     Forget { prefix: N },
 }
 
+/// [`ToKeeper::Forget`]'s name, as [`Counted::ops`] lists it.
+const FORGET: &str = "forget";
 /// The optional ops this keeper takes, for [`Counted::ops`].
-const KEEPER_OPS: &[&str] = &["forget"];
+const KEEPER_OPS: &[&str] = &[FORGET];
 
 /// A page of the keeper's entries, their descriptors attached.
 #[derive(Debug, Serialize, Deserialize)]
@@ -127,7 +129,7 @@ impl Origin {
 pub(crate) enum Sink {
     /// The keeper: the agent's end of its connection, its pid, whether
     /// this agent started it, and whether it takes [`ToKeeper::Forget`]
-    /// (see [`Sink::learn`]).
+    /// (see [`Sink::keeper`]).
     Keeper {
         link: OwnedFd,
         pid: u32,
@@ -195,35 +197,39 @@ impl Sink {
         }
     }
 
-    /// Asks a keeper which optional ops it takes; one that does not answer
-    /// in time, or is older and does not say, takes none.
-    pub(crate) fn learn(&mut self) {
-        let ops = self.count(KEEPER_ASK_MS).map(|c| c.ops).unwrap_or_default();
-        if let Sink::Keeper { forgets, .. } = self {
-            *forgets = ops.iter().any(|o| o == "forget");
+    /// The keeper at the other end of `link`, asked which optional ops it
+    /// takes: one that does not answer in time, or is older and does not
+    /// say, takes none.
+    pub(crate) fn keeper(link: OwnedFd, pid: u32, origin: Origin) -> Sink {
+        let mut sink = Sink::Keeper {
+            link,
+            pid,
+            origin,
+            forgets: false,
+        };
+        let ops = sink.count(KEEPER_ASK_MS).map(|c| c.ops).unwrap_or_default();
+        if let Sink::Keeper { forgets, .. } = &mut sink {
+            *forgets = ops.iter().any(|o| o == FORGET);
         }
+        sink
     }
 
-    /// Whether [`Sink::forget`] drops a session's entries in one message.
-    pub(crate) fn forgets(&self) -> bool {
-        matches!(self, Sink::Keeper { forgets: true, .. })
-    }
-
-    /// Drops every entry whose names carry `prefix`; only for a keeper
-    /// that [`Sink::forgets`].
-    pub(crate) fn forget(&self, prefix: &str) -> Result<(), Error> {
-        match self {
-            Sink::Keeper {
-                link,
-                forgets: true,
-                ..
-            } => tell(link.as_fd(), &ToKeeper::Forget { prefix }, &[])
+    /// Drops every entry whose names carry `prefix` in one message; `None`
+    /// when this store drops entries by name only (systemd's, or a keeper
+    /// that does not take [`ToKeeper::Forget`]).
+    pub(crate) fn forget(&self, prefix: &str) -> Option<Result<(), Error>> {
+        let Sink::Keeper {
+            link,
+            forgets: true,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        Some(
+            tell(link.as_fd(), &ToKeeper::Forget { prefix }, &[])
                 .map_err(|e| fail("telling the keeper to drop a session failed", e.errno)),
-            _ => Err(Error::new(
-                Errno::EOPNOTSUPP,
-                "this store drops entries by name only",
-            )),
-        }
+        )
     }
 
     /// What `luoctl status` says about it.

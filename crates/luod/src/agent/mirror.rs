@@ -124,6 +124,20 @@ fn due(stored: usize, total: usize, plain: bool) -> usize {
     }
 }
 
+/// Puts `files` of the session stored under `prefix` after the `stored`
+/// tokens of its entries (a file's `SEQ` is its place there).
+fn append<'a>(
+    prefix: &'a str,
+    stored: &mut Vec<u64>,
+    files: impl Iterator<Item = (u64, BorrowedFd<'a>)>,
+    puts: &mut Vec<(Name<'a>, BorrowedFd<'a>)>,
+) {
+    for (t, fd) in files {
+        puts.push((Name::File(prefix, stored.len() as u64, t), fd));
+        stored.push(t);
+    }
+}
+
 fn record_memfd(
     owner: u32,
     name: &[u8],
@@ -184,13 +198,7 @@ impl Mirror {
         match crate::store::spawn_keeper(path) {
             Ok((link, pid)) => {
                 KEEPER_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
-                self.sink = Sink::Keeper {
-                    link,
-                    pid,
-                    origin: crate::store::Origin::Started,
-                    forgets: false,
-                };
-                self.sink.learn();
+                self.sink = Sink::keeper(link, pid, crate::store::Origin::Started);
                 self.sessions.clear();
                 self.broken = false;
                 self.sync_all(luo);
@@ -261,11 +269,12 @@ impl Mirror {
         // new ones are those past what is stored, up to what is due.
         let stored = r.tokens.len();
         let upto = due(stored, luo.file_count_of(key), !incoming && !persist);
-        for (t, fd) in luo.files_in(key, stored..upto) {
-            let seq = r.tokens.len() as u64;
-            r.tokens.push(t);
-            puts.push((Name::File(&r.prefix, seq, t), fd));
-        }
+        append(
+            &r.prefix,
+            &mut r.tokens,
+            luo.files_in(key, stored..upto),
+            &mut puts,
+        );
         // New entries first: a crash between the two leaves both, never
         // neither.
         self.sink.put(&puts)?;
@@ -275,8 +284,8 @@ impl Mirror {
     /// Removes every entry of session `key` (aborted, or finished).
     fn forget(&mut self, key: u64) -> Result<(), Error> {
         if let Some(r) = self.sessions.remove(&key) {
-            if self.sink.forgets() {
-                return self.sink.forget(&r.prefix);
+            if let Some(done) = self.sink.forget(&r.prefix) {
+                return done;
             }
             let mut names: Vec<Name<'_>> = r
                 .tokens
@@ -352,14 +361,14 @@ impl Mirror {
                 .map_err(|e| Error::new(e.into(), "writing a session record failed"))?;
             puts.push((Name::Session(&r.prefix, r.gen), record.as_fd()));
         }
-        let upto = due(r.tokens.len(), tokens.len(), !incoming && !persist);
-        for &t in &tokens[r.tokens.len()..upto] {
-            if let Some(fd) = luo.custody(key, t) {
-                let seq = r.tokens.len() as u64;
-                r.tokens.push(t);
-                puts.push((Name::File(&r.prefix, seq, t), fd));
-            }
-        }
+        let stored = r.tokens.len();
+        let upto = due(stored, tokens.len(), plain);
+        append(
+            &r.prefix,
+            &mut r.tokens,
+            luo.files_in(key, stored..upto),
+            &mut puts,
+        );
         // New entries first: a crash between the two leaves both, never
         // neither.
         self.sink.put(&puts)?;

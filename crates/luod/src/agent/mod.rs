@@ -188,8 +188,10 @@ struct Conn {
 }
 
 impl Conn {
-    /// What the send `r` of a reply on `c` means for it.
-    fn sent(c: &mut Conn, key: u64, r: luo_proto::Result<()>) -> Sent {
+    /// What the send `r` of a reply on this connection (epoll key `key`)
+    /// means for it.
+    fn sent(&mut self, key: u64, r: luo_proto::Result<()>) -> Sent {
+        let c = self;
         let e = match r {
             Ok(()) => return Sent::Done,
             Err(e) => e,
@@ -673,7 +675,7 @@ impl Agent {
             };
             let r = luo_proto::send(c.fd.as_fd(), &out.bytes, &fds);
             drop(fds);
-            match Conn::sent(c, key, r) {
+            match c.sent(key, r) {
                 // Sent: its own descriptors close here, lent ones stay.
                 Sent::Done => c.send_retries = 0,
                 Sent::Wait => c.outbox.push_back(out.owned(&self.luo)),
@@ -694,7 +696,7 @@ impl Agent {
             let fds: Vec<BorrowedFd<'_>> = out.fds.iter().map(AsFd::as_fd).collect();
             let r = luo_proto::send(c.fd.as_fd(), &out.bytes, &fds);
             drop(fds);
-            match Conn::sent(c, key, r) {
+            match c.sent(key, r) {
                 Sent::Done => {
                     // Sent: our copies of its descriptors close here.
                     c.outbox.pop_front();

@@ -187,7 +187,7 @@ fn store_and_reclaim(
         }
         return Ok(None);
     }
-    let (mut sink, entries) = if let Some(n) = crate::store::notify_socket() {
+    let (sink, entries) = if let Some(n) = crate::store::notify_socket() {
         (crate::store::Sink::Systemd(n), passed)
     } else {
         let path = crate::store::keeper_path(socket);
@@ -231,12 +231,8 @@ fn store_and_reclaim(
                     entries.len()
                 );
                 (
-                    crate::store::Sink::Keeper {
-                        link,
-                        pid,
-                        origin: crate::store::Origin::Found,
-                        forgets: false,
-                    },
+                    // It may be a previous release's.
+                    crate::store::Sink::keeper(link, pid, crate::store::Origin::Found),
                     entries,
                 )
             }
@@ -253,12 +249,7 @@ fn store_and_reclaim(
                 Ok((link, pid)) => {
                     info!("started the keeper (pid {pid}, {}): it holds copies of the files in custody, so that a crash of luod loses nothing", path.display());
                     (
-                        crate::store::Sink::Keeper {
-                            link,
-                            pid,
-                            origin: crate::store::Origin::Started,
-                            forgets: false,
-                        },
+                        crate::store::Sink::keeper(link, pid, crate::store::Origin::Started),
                         Vec::new(),
                     )
                 }
@@ -269,8 +260,6 @@ fn store_and_reclaim(
             },
         }
     };
-    // A found keeper may be a previous release's.
-    sink.learn();
     let mut m = mirror::Mirror::new(sink);
     if !entries.is_empty() {
         let r = mirror::reclaim(luo, entries).map_err(|e| {

@@ -125,17 +125,8 @@ pub fn resume(config: Config, state: &OwnedFd) -> Result<Agent, AgentError> {
     }
     let mirror = plan.mirror.map(|(keeper, systemd, state, bin)| {
         let sink = match (keeper, systemd) {
-            (Some((i, pid, origin)), _) => {
-                let mut sink = Sink::Keeper {
-                    link: take(i),
-                    pid,
-                    origin,
-                    forgets: false,
-                };
-                // The keeper may be a previous release's.
-                sink.learn();
-                sink
-            }
+            // The keeper may be a previous release's.
+            (Some((i, pid, origin)), _) => Sink::keeper(take(i), pid, origin),
             (None, p) => Sink::Systemd(p.unwrap_or_default()),
         };
         mirror::Mirror::from_state(sink, &state, &bin).expect("checked in the plan")
