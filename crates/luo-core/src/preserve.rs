@@ -32,25 +32,43 @@ impl Luo {
     /// preserve leaves nothing behind: no index entry, no FLB reference, and
     /// `fd` is closed.
     pub fn preserve(&mut self, h: SessionHandle, fd: OwnedFd, token: u64) -> Result<()> {
-        let key = self.live(h)?;
+        self.preserve_or_return(h, fd, token).map_err(|(e, _)| e)
+    }
+
+    /// As [`Luo::preserve`], but a refused preserve hands `fd` back, so
+    /// that the caller can try again once something that may have changed
+    /// the answer (`EBUSY`: another session let go of the file; `EDQUOT`)
+    /// is done, without asking its client for the file again.
+    pub fn preserve_or_return(
+        &mut self,
+        h: SessionHandle,
+        fd: OwnedFd,
+        token: u64,
+    ) -> std::result::Result<(), (Error, OwnedFd)> {
+        let key = match self.live(h) {
+            Ok(key) => key,
+            Err(e) => return Err((e, fd)),
+        };
         let s = &self.sessions[&key];
         if s.side != Side::Outgoing {
-            return err(
+            let e = Error::new(
                 Errno::EINVAL,
                 "files can be preserved only in an outgoing session",
             );
+            return Err((e, fd));
         }
         if s.tokens.contains_key(&token) {
-            return err(
+            let e = Error::new(
                 Errno::EEXIST,
                 format!(
                     "token {token} is already used in session '{}'",
                     show(&s.name)
                 ),
             );
+            return Err((e, fd));
         }
         if s.files.len() >= self.limits.max_files_per_session {
-            return err(
+            let e = Error::new(
                 Errno::ENOSPC,
                 format!(
                     "session '{}' holds {} files (the limit)",
@@ -58,9 +76,11 @@ impl Luo {
                     s.files.len()
                 ),
             );
+            return Err((e, fd));
         }
         let mut undo = Vec::new();
-        match self.preserve_steps(key, fd, token, &mut undo) {
+        let mut slot = Some(fd);
+        match self.preserve_steps(key, &mut slot, token, &mut undo) {
             Ok(file) => {
                 let s = self.sessions.get_mut(&key).expect("session");
                 let owner = s.owner;
@@ -80,18 +100,21 @@ impl Luo {
                         Undo::Flb(i, g) => self.flbs[i].put_outgoing(g),
                     }
                 }
-                Err(e)
+                Err((e, slot.expect("kept until the file is preserved")))
             }
         }
     }
 
+    /// The steps past the session's own checks. `slot` holds the file
+    /// until it is preserved; a refusal leaves it there.
     fn preserve_steps(
         &mut self,
         key: u64,
-        fd: OwnedFd,
+        slot: &mut Option<OwnedFd>,
         token: u64,
         undo: &mut Vec<Undo>,
     ) -> Result<PreservedFile> {
+        let fd = slot.as_ref().expect("the file to preserve");
         // EBADF, as the kernel's fget says, when the descriptor is not a
         // usable file; any other failure (ENOMEM, ...) is the system's, not
         // the file's, and keeps its errno so that it can be told apart.
@@ -195,13 +218,12 @@ impl Luo {
                     format!("token {token}: reading the eventfd's id failed ({e:?})"),
                 )
             })?;
-        let custody = fd;
         let holder = Holder {
             session: key,
             token,
         };
-        match self.index.insert(ikey, custody.as_fd(), holder) {
-            Ok(()) => undo.push(Undo::Index(ikey, custody.as_raw_fd())),
+        match self.index.insert(ikey, fd.as_fd(), holder) {
+            Ok(()) => undo.push(Undo::Index(ikey, fd.as_raw_fd())),
             Err(Refusal::Busy(by)) => {
                 let by = by
                     .and_then(|h| self.sessions.get(&h.session).map(|s| (s, h.token)))
@@ -234,7 +256,7 @@ impl Luo {
             session: key,
             owner,
             token,
-            file: custody.as_fd(),
+            file: fd.as_fd(),
             serialized_data: 0,
             retrieve_status: RetrieveStatus::NotRetrieved,
         };
@@ -251,7 +273,7 @@ impl Luo {
             token,
             handler: hi,
             key: ikey,
-            custody,
+            custody: slot.take().expect("the file to preserve"),
             data,
             flb_refs: flb_refs.into_boxed_slice(),
             indexed: true,

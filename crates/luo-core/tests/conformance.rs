@@ -4,7 +4,7 @@
 //! a byte that survived, a descriptor that was not leaked.
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::{Mutex, MutexGuard};
 
 use luo_core::handler::{MemfdHandler, UserspaceHandler, UserspaceKind};
@@ -178,6 +178,36 @@ fn preserve_checks_run_in_the_kernels_order() {
     // The same token in another session is fine.
     let s2 = l.create_session(0, b"s2").unwrap();
     l.preserve(s2, memfd(b"z"), 1).unwrap();
+}
+
+#[test]
+fn a_refused_preserve_can_hand_the_file_back() {
+    let _serial = common::serial();
+    let _g = serial();
+    let mut l = luo();
+    let (a, b) = (
+        l.create_session(0, b"a").unwrap(),
+        l.create_session(0, b"b").unwrap(),
+    );
+    let m = memfd(b"kept");
+    l.preserve(a, copy(&m), 1).unwrap();
+    let c = copy(&m);
+    let raw = c.as_raw_fd();
+    let (e, back) = l.preserve_or_return(b, c, 1).unwrap_err();
+    assert_eq!(e.errno, Errno::EBUSY);
+    // The very descriptor, still open, and nothing left behind.
+    assert_eq!(back.as_raw_fd(), raw);
+    assert_eq!(
+        luo_sys::fstat(back.as_fd()).unwrap().ino,
+        luo_sys::fstat(m.as_fd()).unwrap().ino
+    );
+    assert_eq!(l.file_count(b).unwrap(), 0);
+    // Once a lets go (closing aborts it), the same descriptor is preserved.
+    l.close(a).unwrap();
+    l.preserve_or_return(b, back, 1)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    assert_eq!(l.file_count(b).unwrap(), 1);
 }
 
 #[test]

@@ -7,7 +7,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use luo_proto::ops::Ioctl;
 use luo_proto::uapi::{self, Tail};
 use luo_proto::Errno;
-use luo_sys::preload::{read_memory, with_fd, write_memory, Addr, Hooked};
+use luo_sys::preload::{read_memory, with_fd, with_unchecked_fd, write_memory, Addr, Hooked};
+use luo_sys::FileStat;
 
 use crate::config;
 use crate::lock;
@@ -30,8 +31,8 @@ pub(crate) fn ioctl(fd: RawFd, cmd: u32, arg: Addr) -> Hooked {
         return None;
     }
     // A closed fd: libc's ioctl says EBADF.
-    with_fd(fd, |f| {
-        let ino = luod_socket(f, luo_cmd)?;
+    with_fd(fd, |f, st| {
+        let ino = luod_socket(f, st, luo_cmd)?;
         config::activate();
         Some(emulate(f, ino, cmd, arg).map_err(|(errno, why)| {
             config::debug(|| format!("ioctl({cmd:#x}): {why}"));
@@ -49,12 +50,12 @@ thread_local! {
     static KNOWN: std::cell::Cell<(u64, i32)> = const { std::cell::Cell::new((0, 0)) };
 }
 
-/// The socket's inode if `fd` is one of luod's sockets (the device or a
-/// session handle: their peer is luod), else `None`. With `may_ask`, luod's
-/// pid is learnt by connecting once, for a session fd this process got by
-/// inheritance or `SCM_RIGHTS` without opening the device.
-fn luod_socket(fd: BorrowedFd<'_>, may_ask: bool) -> Option<u64> {
-    let st = luo_sys::fstat(fd).ok()?;
+/// The socket's inode if `fd` (whose `fstat` is `st`) is one of luod's
+/// sockets (the device or a session handle: their peer is luod), else
+/// `None`. With `may_ask`, luod's pid is learnt by connecting once, for a
+/// session fd this process got by inheritance or `SCM_RIGHTS` without
+/// opening the device.
+fn luod_socket(fd: BorrowedFd<'_>, st: FileStat, may_ask: bool) -> Option<u64> {
     if !st.is_socket() {
         return None;
     }
@@ -167,7 +168,8 @@ fn emulate(sock: BorrowedFd<'_>, ino: u64, cmd: u32, arg: Addr) -> Result<i32, F
         emfile: uapi::returns_fd(cmd) && sock.try_clone_to_owned().is_err(),
     };
     // PRESERVE_FD carries the caller's fd; a closed one travels as none and
-    // luod answers EBADF in the kernel's order.
+    // luod answers EBADF in the kernel's order. Whether it is open is
+    // sendmsg's to say (EBADF, and nothing sent), not a syscall of its own.
     let user_fd = match (&data, cmd) {
         (Some(d), uapi::PRESERVE_FD) if d.len() >= 8 => Some(i32::from_le_bytes(
             d[uapi::FD_OFFSET..uapi::FD_OFFSET + 4]
@@ -176,12 +178,12 @@ fn emulate(sock: BorrowedFd<'_>, ino: u64, cmd: u32, arg: Addr) -> Result<i32, F
         )),
         _ => None,
     };
-    let reply = match user_fd {
-        Some(ufd) => match with_fd(ufd, |f| wire::call(sock, &body, &[f])) {
-            Ok(r) => r,
-            Err(_) => wire::call(sock, &body, &[]),
-        },
-        None => wire::call(sock, &body, &[]),
+    let reply = match user_fd.map(|ufd| with_unchecked_fd(ufd, |f| wire::call(sock, &body, &[f]))) {
+        Some(Ok(Err(Failure::Unsent(e)))) if e.errno == Errno::EBADF => {
+            wire::call(sock, &body, &[])
+        }
+        Some(Ok(r)) => r,
+        Some(Err(_)) | None => wire::call(sock, &body, &[]),
     };
     let (reply, mut fds) = reply.map_err(|f: Failure| (f.errno(), f.message()))?;
 

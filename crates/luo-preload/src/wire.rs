@@ -16,6 +16,9 @@ pub(crate) enum Failure {
     Refused(Error),
     /// The exchange broke (luod gone, a malformed reply).
     Transport(Error),
+    /// The request could not be sent, and nothing of it was: `EBADF` here
+    /// is a descriptor it carried that is not open.
+    Unsent(Error),
 }
 
 impl Failure {
@@ -25,14 +28,14 @@ impl Failure {
     pub(crate) fn errno(&self) -> Errno {
         match self {
             Failure::Refused(e) => e.errno,
-            Failure::Transport(_) => Errno::EIO,
+            Failure::Transport(_) | Failure::Unsent(_) => Errno::EIO,
         }
     }
 
     pub(crate) fn message(&self) -> String {
         match self {
             Failure::Refused(e) => e.to_string(),
-            Failure::Transport(e) => format!("talking to luod failed: {e}"),
+            Failure::Transport(e) | Failure::Unsent(e) => format!("talking to luod failed: {e}"),
         }
     }
 }
@@ -64,7 +67,7 @@ pub(crate) fn call<C: Call>(
         match luo_proto::send(sock, &bytes, fds) {
             Ok(()) => break,
             Err(e) if e.errno == Errno::EAGAIN => wait(sock, POLLOUT)?,
-            Err(e) => return Err(Failure::Transport(e)),
+            Err(e) => return Err(Failure::Unsent(e)),
         }
     }
     BUF.with(|b| match b.try_borrow_mut() {

@@ -718,24 +718,22 @@ impl Epoll {
     }
 
     /// Waits up to `timeout_ms` (-1: forever) and fills `out` with
-    /// `(key, events)` of ready fds, at most `max`. `EINTR` is returned as is.
+    /// `(key, events)` of ready fds, at most `max` (at most
+    /// [`Epoll::MAX_EVENTS`]). `EINTR` is returned as is.
     pub fn wait(&self, out: &mut Vec<(u64, u32)>, max: usize, timeout_ms: i32) -> Result<()> {
         fault!(EpollWait);
         out.clear();
-        let max = max.clamp(1, 4096);
-        let empty = rx_epoll::Event {
-            flags: rx_epoll::EventFlags::empty(),
-            data: rx_epoll::EventData::new_u64(0),
-        };
-        let mut evs = vec![empty; max];
-        let n = rx_epoll::wait(&self.fd, &mut evs[..], timespec_ms(timeout_ms).as_ref())?;
-        out.extend(
-            evs[..n]
-                .iter()
-                .map(|e| ({ e.data }.u64(), { e.flags }.bits())),
-        );
+        let max = max.clamp(1, Self::MAX_EVENTS);
+        // On the stack and uninitialised: an agent waits once per request.
+        let mut evs = [std::mem::MaybeUninit::<rx_epoll::Event>::uninit(); Self::MAX_EVENTS];
+        let (ready, _) =
+            rx_epoll::wait(&self.fd, &mut evs[..max], timespec_ms(timeout_ms).as_ref())?;
+        out.extend(ready.iter().map(|e| ({ e.data }.u64(), { e.flags }.bits())));
         Ok(())
     }
+
+    /// The most events one [`Epoll::wait`] reports.
+    pub const MAX_EVENTS: usize = 256;
 }
 
 /// A timeout in milliseconds as rustix takes it: `None` (no limit) when

@@ -430,26 +430,57 @@ pub fn write_memory(addr: Addr, data: &[u8]) -> Result<()> {
     vm_rw(addr, data.as_ptr() as *mut c_void, data.len(), true)
 }
 
-/// Runs `f` on the caller's descriptor `fd` if it is open (`EBADF` if not).
+/// Runs `f` on the caller's descriptor `fd` and its `fstat`, if it is open
+/// (`EBADF` if not): the `fstat` is both the check and the answer.
 ///
 /// The descriptor belongs to the C caller; if another of its threads closes
 /// it meanwhile, `f`'s syscalls fail with `EBADF` or act on whatever took
 /// the number, as the same race does in C.
-pub fn with_fd<R>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Result<R> {
-    if fd < 0 || crate::check_open_raw(fd).is_err() {
+pub fn with_fd<R>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>, crate::FileStat) -> R) -> Result<R> {
+    if fd < 0 {
         return Err(Errno::EBADF);
     }
+    let st = crate::fstat_raw(fd)?;
     // SAFETY: `fd` was open just now and the borrow does not outlive `f`;
     // see the race above, which cannot corrupt memory.
+    Ok(f(unsafe { BorrowedFd::borrow_raw(fd) }, st))
+}
+
+/// Runs `f` on the caller's descriptor `fd` without checking that it is
+/// open (`EBADF` only for a negative number): for a number that is only
+/// passed on to one syscall, which answers `EBADF` itself when nothing is
+/// open there, so that the check costs no syscall of its own.
+pub fn with_unchecked_fd<R>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Result<R> {
+    if fd < 0 {
+        return Err(Errno::EBADF);
+    }
+    // SAFETY: `f` only hands the number to syscalls (the kernel checks it:
+    // a closed number is EBADF) and never closes it; the borrow does not
+    // outlive `f`. As with [`with_fd`], a racing close in the caller cannot
+    // corrupt memory.
     Ok(f(unsafe { BorrowedFd::borrow_raw(fd) }))
 }
 
 /// Sets or clears `FD_CLOEXEC`.
 pub use crate::set_cloexec;
 
-/// The calling thread's id.
+thread_local! {
+    /// This thread's `(pid, tid)`, once asked: a thread's id never changes,
+    /// and after `fork` the pid (cached by [`getpid`](crate::getpid), which
+    /// forgets it in the child) no longer matches, so the child asks again.
+    static TID: std::cell::Cell<(i32, i32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// The calling thread's id, without a syscall after the first time.
 pub fn gettid() -> i32 {
-    rustix::thread::gettid().as_raw_nonzero().get()
+    let pid = crate::getpid();
+    let (known_pid, tid) = TID.get();
+    if known_pid == pid && tid != 0 {
+        return tid;
+    }
+    let tid = rustix::thread::gettid().as_raw_nonzero().get();
+    TID.set((pid, tid));
+    tid
 }
 
 /// `poll(2)` on one descriptor: true when one of `events` is ready within
@@ -472,7 +503,7 @@ pub const POLLOUT: i16 = rustix::event::PollFlags::OUT.bits() as i16;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
 
     #[test]
     fn memory_is_reached_through_the_kernel_and_bad_pointers_fault() {
@@ -494,11 +525,36 @@ mod tests {
 
     #[test]
     fn with_fd_refuses_closed_descriptors() {
-        assert_eq!(with_fd(-1, |_| ()), Err(Errno::EBADF));
+        assert_eq!(with_fd(-1, |_, _| ()), Err(Errno::EBADF));
         let e = crate::eventfd(0).unwrap();
         let raw = e.as_raw_fd();
-        assert_eq!(with_fd(raw, |fd| fd.as_raw_fd()), Ok(raw));
+        let ino = crate::fstat(e.as_fd()).unwrap().ino;
+        assert_eq!(
+            with_fd(raw, |fd, st| (fd.as_raw_fd(), st.ino)),
+            Ok((raw, ino))
+        );
         drop(e);
-        assert_eq!(with_fd(raw, |_| ()), Err(Errno::EBADF));
+        assert_eq!(with_fd(raw, |_, _| ()), Err(Errno::EBADF));
+    }
+
+    #[test]
+    fn an_unchecked_closed_descriptor_is_ebadf_at_its_syscall() {
+        assert_eq!(with_unchecked_fd(-1, |_| ()), Err(Errno::EBADF));
+        let e = crate::eventfd(0).unwrap();
+        let raw = e.as_raw_fd();
+        drop(e);
+        assert_eq!(
+            with_unchecked_fd(raw, crate::fcntl_getfl),
+            Ok(Err(Errno::EBADF))
+        );
+    }
+
+    #[test]
+    fn the_thread_id_is_each_threads_own() {
+        let me = gettid();
+        assert_eq!(gettid(), me);
+        assert_eq!(me, rustix::thread::gettid().as_raw_nonzero().get());
+        let other = std::thread::spawn(gettid).join().unwrap();
+        assert_ne!(other, me);
     }
 }

@@ -102,6 +102,56 @@ fn the_device_is_one_open_at_a_time_and_free_again_once_closed() {
     drop(s);
 }
 
+/// A session fd closed just before a preserve into another session lets go
+/// of its files first, as the kernel's synchronous close does, even when
+/// luod is told of the close after the preserve: the preserve is refused
+/// (EBUSY), the pending closes are seen, and it is tried again.
+#[test]
+fn a_closed_sessions_file_can_be_preserved_in_another_at_once() {
+    let agent = Agent::start();
+    let (d, m) = open_device(&agent);
+    ok(&m);
+    let mut create = |name: &str| {
+        let mut m = call(&d, ioctl(uapi::CREATE_SESSION, &session_arg(name)), &[]);
+        ok(&m);
+        m.fds.pop().unwrap()
+    };
+    let (a, b) = (create("closing"), create("next"));
+    let f = memfd();
+    ok(&call(
+        &a,
+        ioctl(uapi::PRESERVE_FD, &fd_arg(1)),
+        &[f.as_fd()],
+    ));
+    // Two requests on b at once, so that b is ready in luod's epoll
+    // before a's hang-up is: the preserve is read before the close.
+    let name = ioctl(uapi::GET_NAME, &session_arg(""));
+    common::wire::send(b.as_fd(), &name, &[]).unwrap();
+    common::wire::send(
+        b.as_fd(),
+        &ioctl(uapi::PRESERVE_FD, &fd_arg(1)),
+        &[f.as_fd()],
+    )
+    .unwrap();
+    ok(&common::wire::recv(&b));
+    drop(a);
+    ok(&common::wire::recv(&b));
+    let sessions = agent.client().sessions().unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].file_count, 1);
+    assert_eq!(sessions[0].name, b"next");
+    // Still busy while its session is open: the retry changes nothing else.
+    let c = create("third");
+    assert_eq!(
+        errno(&call(
+            &c,
+            ioctl(uapi::PRESERVE_FD, &fd_arg(1)),
+            &[f.as_fd()]
+        )),
+        Errno::EBUSY
+    );
+}
+
 #[test]
 fn the_dispatcher_checks_in_the_kernels_order() {
     let agent = Agent::start();

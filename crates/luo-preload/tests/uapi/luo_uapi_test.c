@@ -538,7 +538,11 @@ static void stage1_preserve(int dev)
 	check_true("after the abort the memfd still holds its data", holds(m, "abort data"));
 	s = must_create(dev, "uapi-test-abort");
 	check("after the abort the memfd can be preserved again", preserve(s, m, 1), 0);
+	s2 = must_create(dev, "uapi-test-abort-2");
 	close(s);
+	check("once its session is closed it can be preserved in another at once",
+	      preserve(s2, m, 1), 0);
+	close(s2);
 	close(m);
 
 	/* A session fd is a file: dup, SCM_RIGHTS, fork and exec copies. */

@@ -291,7 +291,6 @@ impl Agent {
         r: Ioctl,
         mut fds: Vec<OwnedFd>,
     ) -> Result<Reply, Error> {
-        self.settle_hangups(key);
         let fd = if fds.len() <= 1 {
             fds.pop()
         } else {
@@ -333,6 +332,15 @@ impl Agent {
             }
         };
         let (cmd, arg, emfile) = dispatch(&r, |nr| !(0x40..=0x43).contains(&nr), valid)?;
+        // The caller's earlier close() of another session or the device
+        // must be seen first, as the kernel's close is synchronous. Only
+        // PRESERVE_FD's answer can depend on one (a file or quota another
+        // session let go of), and it sees them only when refused (below):
+        // a syscall per preserve otherwise. RETRIEVE_FD concerns this
+        // session's files alone.
+        if matches!(cmd, uapi::FINISH | uapi::GET_NAME) {
+            self.settle_hangups(key);
+        }
         if fd.is_some() && cmd != uapi::PRESERVE_FD {
             return Err(err(
                 Errno::EINVAL,
@@ -355,7 +363,18 @@ impl Agent {
                         Err(_) => return Err(bad_fd()),
                     },
                 };
-                match self.luo.preserve(h, fd, token) {
+                let done = match self.luo.preserve_or_return(h, fd, token) {
+                    // Refused for something another session may have let
+                    // go of, with its close not seen yet: see it, retry.
+                    Err((e, fd))
+                        if matches!(e.errno, Errno::EBUSY | Errno::EDQUOT)
+                            && self.settle_hangups(key) =>
+                    {
+                        self.luo.preserve(h, fd, token)
+                    }
+                    done => done.map_err(|(e, _)| e),
+                };
+                match done {
                     Ok(()) => reply::<Ioctl>(IoctlReply::default(), vec![]),
                     Err(e) if bad && e.errno == Errno::EBADF => Err(bad_fd()),
                     Err(e) => Err(e),
