@@ -111,7 +111,7 @@ fn a_closed_sessions_file_can_be_preserved_in_another_at_once() {
     let agent = Agent::start();
     let (d, m) = open_device(&agent);
     ok(&m);
-    let mut create = |name: &str| {
+    let create = |name: &str| {
         let mut m = call(&d, ioctl(uapi::CREATE_SESSION, &session_arg(name)), &[]);
         ok(&m);
         m.fds.pop().unwrap()
