@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use luo_proto::ops::Ioctl;
 use luo_proto::uapi::{self, Tail};
 use luo_proto::Errno;
-use luo_sys::preload::{read_memory, with_fd, with_unchecked_fd, write_memory, Addr, Hooked};
+use luo_sys::preload::{read_memory, with_fd, with_unchecked_fd, write_back, Addr, Hooked};
 use luo_sys::FileStat;
 
 use crate::config;
@@ -188,9 +188,10 @@ fn emulate(sock: BorrowedFd<'_>, ino: u64, cmd: u32, arg: Addr) -> Result<i32, F
     let (reply, mut fds) = reply.map_err(|f: Failure| (f.errno(), f.message()))?;
 
     // Success: luod checked the size, so `data` holds the whole struct.
-    let Some(mut out) = data else {
+    let Some(read) = data else {
         return Err(fail(Errno::EIO, "luod accepted a struct it was not sent"));
     };
+    let mut out = read.clone();
     let new_fd: Option<OwnedFd> = if uapi::returns_fd(cmd) {
         if fds.len() != 1 {
             return Err(fail(Errno::EIO, "luod's reply lacks the descriptor"));
@@ -215,7 +216,7 @@ fn emulate(sock: BorrowedFd<'_>, ino: u64, cmd: u32, arg: Addr) -> Result<i32, F
         out[uapi::NAME_OFFSET + n] = 0;
     }
     // The kernel copies min(size, struct) bytes back, the input echoed.
-    if write_memory(arg, &out).is_err() {
+    if write_back(arg, &read, &out).is_err() {
         // As the kernel's fput: a new session goes away, a retrieved one is
         // finished implicitly, a retrieved file stays retrieved.
         drop(new_fd);

@@ -362,9 +362,101 @@ macro_rules! export_preload_symbols {
 /// refuse it); 0 unknown, 1 yes, 2 no.
 static VM_RW: AtomicU8 = AtomicU8::new(0);
 
+thread_local! {
+    /// The mapping that holds this thread's stack, `(start, end)`, as
+    /// `/proc/self/maps` said when last asked; `(0, 0)`: not asked yet;
+    /// `(usize::MAX, 0)`: the lookup failed (no `/proc`), not asked again.
+    static STACK: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Whether `[addr, addr + len)` lies between this frame and the end of the
+/// mapping that holds the stack: the frames of this call's callers (a C
+/// caller's struct on its stack, the common case), mapped, readable and
+/// writable. There a read cannot fault and costs no system call.
+fn in_callers_frames(addr: usize, len: usize) -> bool {
+    let here = 0u8;
+    // Below every caller's frame: the stack grows down.
+    let sp = std::hint::black_box(&here) as *const u8 as usize;
+    let (mut start, mut end) = STACK.get();
+    if start == usize::MAX {
+        return false;
+    }
+    if !(start..end).contains(&sp) {
+        // First use on this thread, or a signal handler's stack.
+        (start, end) = mapping_of(sp).unwrap_or((usize::MAX, 0));
+        STACK.set((start, end));
+        if !(start..end).contains(&sp) {
+            return false;
+        }
+    }
+    addr >= sp && addr.checked_add(len).is_some_and(|last| last <= end)
+}
+
+/// The readable and writable mapping of `/proc/self/maps` that holds
+/// `at` (a mapping's permissions are the same throughout). Raw reads into a buffer on the stack: no allocation, as a hook
+/// may run in a signal handler.
+fn mapping_of(at: usize) -> Option<(usize, usize)> {
+    use rustix::fs::{Mode, OFlags};
+    let maps = rustix::fs::open(
+        c"/proc/self/maps",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut buf = [0u8; 4096];
+    // The start of the current line: "start-end perms ...".
+    let mut line = [0u8; 32];
+    let mut used = 0;
+    loop {
+        let n = match rustix::io::read(&maps, &mut buf) {
+            Ok(0) => return None,
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return None,
+        };
+        for &b in &buf[..n] {
+            if b != b'\n' {
+                if used < line.len() {
+                    line[used] = b;
+                    used += 1;
+                }
+                continue;
+            }
+            if let Some(found) = parse_mapping(&line[..used]).filter(|&(s, e)| (s..e).contains(&at))
+            {
+                return Some(found);
+            }
+            used = 0;
+        }
+    }
+}
+
+/// `(start, end)` of a `/proc/self/maps` line that begins
+/// `start-end rw`, else `None`.
+fn parse_mapping(line: &[u8]) -> Option<(usize, usize)> {
+    let line = std::str::from_utf8(line).ok()?;
+    let (range, rest) = line.split_once(' ')?;
+    let (start, end) = range.split_once('-')?;
+    if !rest.starts_with("rw") {
+        return None;
+    }
+    Some((
+        usize::from_str_radix(start, 16).ok()?,
+        usize::from_str_radix(end, 16).ok()?,
+    ))
+}
+
 fn vm_rw(addr: Addr, local: *mut c_void, len: usize, write: bool) -> Result<()> {
     // Hand-written: rustix has no process_vm_readv/process_vm_writev.
     if len == 0 {
+        return Ok(());
+    }
+    if !write && in_callers_frames(addr.0, len) {
+        // SAFETY: `addr..addr + len` lies in the frames of this call's
+        // callers (see `in_callers_frames`), mapped and readable; `local`
+        // is ours for `len` bytes (`copy`: a wild pointer may even point
+        // into it).
+        unsafe { std::ptr::copy(addr.0 as *const u8, local as *mut u8, len) };
         return Ok(());
     }
     if VM_RW.load(Ordering::Relaxed) != 2 {
@@ -428,6 +520,17 @@ pub fn read_memory(addr: Addr, buf: &mut [u8]) -> Result<()> {
 /// it is not writable (read-only pages included).
 pub fn write_memory(addr: Addr, data: &[u8]) -> Result<()> {
     vm_rw(addr, data.as_ptr() as *mut c_void, data.len(), true)
+}
+
+/// Writes `data` back at `addr`, where `read` was read, as the kernel
+/// copies a struct back. When nothing changed and the struct lies in the
+/// caller's stack frames, which are writable, the copy would succeed and
+/// change nothing: it is skipped, and costs no system call.
+pub fn write_back(addr: Addr, read: &[u8], data: &[u8]) -> Result<()> {
+    if read == data && in_callers_frames(addr.0, data.len()) {
+        return Ok(());
+    }
+    write_memory(addr, data)
 }
 
 /// Runs `f` on the caller's descriptor `fd` and its `fstat`, if it is open
@@ -521,6 +624,49 @@ mod tests {
             write_memory(Addr(RO.as_ptr() as usize), &[1]),
             Err(Errno::EFAULT)
         );
+    }
+
+    #[test]
+    fn the_callers_frames_are_read_and_written_in_place() {
+        // On the stack, in this caller's frame.
+        let mut st = [1u8, 2, 3, 4];
+        let at = Addr(std::hint::black_box(&mut st).as_mut_ptr() as usize);
+        assert!(in_callers_frames(at.0, 4));
+        let mut buf = [0u8; 4];
+        read_memory(at, &mut buf).unwrap();
+        assert_eq!(buf, [1, 2, 3, 4]);
+        write_back(at, &buf[..2], &[7, 8]).unwrap();
+        assert_eq!(st, [7, 8, 3, 4]);
+        write_back(at, &[7, 8], &[7, 8]).unwrap();
+        assert_eq!(st, [7, 8, 3, 4]);
+        // Read-only memory still refuses an unchanged write back.
+        static RO_BACK: [u8; 2] = [5, 6];
+        let ro = Addr(RO_BACK.as_ptr() as usize);
+        assert_eq!(write_back(ro, &[5, 6], &[5, 6]), Err(Errno::EFAULT));
+        // The heap and statics are not, nor a range past the stack's end.
+        let heap = vec![0u8; 4];
+        assert!(!in_callers_frames(heap.as_ptr() as usize, 4));
+        static RO: [u8; 4] = [0; 4];
+        assert!(!in_callers_frames(RO.as_ptr() as usize, 4));
+        let (_, end) = STACK.get();
+        assert!(!in_callers_frames(end - 2, 4));
+        assert!(!in_callers_frames(usize::MAX - 1, 4));
+        // Each thread has its own.
+        let other = std::thread::spawn(move || in_callers_frames(at.0, 4))
+            .join()
+            .unwrap();
+        assert!(!other);
+    }
+
+    #[test]
+    fn maps_lines_are_parsed() {
+        assert_eq!(
+            parse_mapping(b"7ffd1000-7ffd3000 rw-p 00000000 00:00 0  "),
+            Some((0x7ffd_1000, 0x7ffd_3000))
+        );
+        assert_eq!(parse_mapping(b"1000-2000 r--p 0000"), None);
+        assert_eq!(parse_mapping(b"10x0-2000 rw-p"), None);
+        assert_eq!(parse_mapping(b""), None);
     }
 
     #[test]
