@@ -644,7 +644,7 @@ mod tests {
         let ro = Addr(RO_BACK.as_ptr() as usize);
         assert_eq!(write_back(ro, &[5, 6], &[5, 6]), Err(Errno::EFAULT));
         // The heap and statics are not, nor a range past the stack's end.
-        let heap = vec![0u8; 4];
+        let heap = Box::new([0u8; 4]);
         assert!(!in_callers_frames(heap.as_ptr() as usize, 4));
         static RO: [u8; 4] = [0; 4];
         assert!(!in_callers_frames(RO.as_ptr() as usize, 4));
