@@ -1,7 +1,7 @@
 //! Sessions and their handles: create, open, dup, close (and what the
 //! last close does: abort, release, remove), and per-handle accessors.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::os::fd::AsRawFd;
 
 use crate::error::err;

@@ -11,12 +11,15 @@ use crate::{
     SessionHandle, Side,
 };
 
-/// Steps a failed preserve undoes, newest first.
-enum Undo {
+/// Steps a failed preserve undoes, newest first: the FLB references
+/// taken, last to first, then the index entry. No allocation unless an FLB
+/// is taken: a preserve is made once per file.
+#[derive(Default)]
+struct Undo {
     /// The entry of the descriptor with this number (still open: the
     /// custody descriptor is dropped only after the undo).
-    Index(IndexKey, std::os::fd::RawFd),
-    Flb(usize, Gen),
+    index: Option<(IndexKey, std::os::fd::RawFd)>,
+    flbs: Vec<(usize, Gen)>,
 }
 
 impl Luo {
@@ -78,7 +81,7 @@ impl Luo {
             );
             return Err((e, fd));
         }
-        let mut undo = Vec::new();
+        let mut undo = Undo::default();
         let mut slot = Some(fd);
         match self.preserve_steps(key, &mut slot, token, &mut undo) {
             Ok(file) => {
@@ -94,11 +97,11 @@ impl Luo {
                 Ok(())
             }
             Err(e) => {
-                for step in undo.into_iter().rev() {
-                    match step {
-                        Undo::Index(id, fd) => self.index.remove(id, fd),
-                        Undo::Flb(i, g) => self.flbs[i].put_outgoing(g),
-                    }
+                for (i, g) in undo.flbs.into_iter().rev() {
+                    self.flbs[i].put_outgoing(g);
+                }
+                if let Some((id, fd)) = undo.index {
+                    self.index.remove(id, fd);
                 }
                 Err((e, slot.expect("kept until the file is preserved")))
             }
@@ -112,7 +115,7 @@ impl Luo {
         key: u64,
         slot: &mut Option<OwnedFd>,
         token: u64,
-        undo: &mut Vec<Undo>,
+        undo: &mut Undo,
     ) -> Result<PreservedFile> {
         let fd = slot.as_ref().expect("the file to preserve");
         // EBADF, as the kernel's fget says, when the descriptor is not a
@@ -223,7 +226,7 @@ impl Luo {
             token,
         };
         match self.index.insert(ikey, fd.as_fd(), holder) {
-            Ok(()) => undo.push(Undo::Index(ikey, fd.as_raw_fd())),
+            Ok(()) => undo.index = Some((ikey, fd.as_raw_fd())),
             Err(Refusal::Busy(by)) => {
                 let by = by
                     .and_then(|h| self.sessions.get(&h.session).map(|s| (s, h.token)))
@@ -249,7 +252,7 @@ impl Luo {
                     ),
                 )
             })?;
-            undo.push(Undo::Flb(fi, g));
+            undo.flbs.push((fi, g));
             flb_refs.push((fi, g));
         }
         let args = FileOpArgs {

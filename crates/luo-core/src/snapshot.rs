@@ -3,7 +3,7 @@
 //! and handle, with the custody descriptors listed separately so that the
 //! agent can keep them open across `exec` and give them back.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::error::err;

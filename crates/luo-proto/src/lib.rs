@@ -167,6 +167,22 @@ pub fn encode_refusal(e: &Error) -> Vec<u8> {
 /// would also take a number as `"op"` (a variant's position), which the
 /// protocol does not allow.
 fn scan(bytes: &[u8]) -> Result<()> {
+    if plainly_fine(bytes) {
+        return Ok(());
+    }
+    scan_all(bytes)
+}
+
+/// Whether neither of [`scan`]'s rules can apply: no more than
+/// [`MAX_DEPTH`] opening brackets, no `"op"` and no escape (which could
+/// spell one). Most replies; a few passes that need no state.
+fn plainly_fine(bytes: &[u8]) -> bool {
+    let opening = bytes.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    opening <= MAX_DEPTH && !bytes.contains(&b'\\') && !bytes.windows(4).any(|w| w == b"\"op\"")
+}
+
+/// [`scan`], byte by byte.
+fn scan_all(bytes: &[u8]) -> Result<()> {
     let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
     let mut start = 0;
     let next = |from: usize| {
@@ -473,6 +489,44 @@ mod tests {
 
     /// Serialises tests that open descriptors with the one that counts them.
     static FDS: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn the_quick_scan_passes_only_what_the_full_scan_passes() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let mut cases: Vec<String> = vec![
+            r#"{"ok":true,"v":1,"fds":0,"preserved":1}"#.into(),
+            r#"{"v":1,"fds":0,"op":"status"}"#.into(),
+            r#"{"v":1,"fds":0,"op":1}"#.into(),
+            r#"{"v":1,"fds":0,"op" : [1]}"#.into(),
+            r#"{"v":1,"fds":0,"op":1}"#.into(),
+            r#"{"v":1,"name":""op"","x":{"op":1}}"#.into(),
+            r#"{"a":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}"#.into(),
+            deep(MAX_DEPTH),
+            deep(MAX_DEPTH + 1),
+            format!(r#"{{"ok":true,"x":{}}}"#, deep(MAX_DEPTH - 1)),
+            format!(r#"{{"ok":true,"x":{}}}"#, deep(MAX_DEPTH)),
+            String::new(),
+        ];
+        // Every prefix too: truncated messages are malformed, not deep.
+        let prefixes: Vec<String> = cases
+            .iter()
+            .flat_map(|c| (0..c.len()).map(move |n| c[..n].to_string()))
+            .collect();
+        cases.extend(prefixes);
+        for c in &cases {
+            let b = c.as_bytes();
+            assert_eq!(scan(b).is_ok(), scan_all(b).is_ok(), "{c}");
+            if plainly_fine(b) {
+                assert!(scan_all(b).is_ok(), "{c}");
+            }
+        }
+        assert!(
+            plainly_fine(cases[0].as_bytes()),
+            "a reply takes the quick way"
+        );
+        assert!(scan(deep(MAX_DEPTH + 1).as_bytes()).is_err());
+        assert!(scan(br#"{"v":1,"fds":0,"op":1}"#).is_err());
+    }
 
     fn pair() -> (OwnedFd, OwnedFd) {
         luo_sys::socketpair(luo_sys::sock::SOCK_SEQPACKET).unwrap()

@@ -11,7 +11,7 @@
 //! session for the same agent session: one agent session spreads over
 //! several "parts", which clients never see.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;

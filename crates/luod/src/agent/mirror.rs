@@ -30,7 +30,9 @@
 //! (nothing is stored twice: at 16,000 files twice would pass the
 //! descriptor limit); an in-place upgrade keeps everything.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -178,12 +180,13 @@ impl Mirror {
         }
     }
 
-    /// After the keeper died: starts a new one at `path` and gives it every
-    /// file again. At most once a second.
-    pub(crate) fn replace_keeper(&mut self, luo: &Luo, path: &std::path::Path) {
+    /// After the keeper died: starts a new one beside luod's `socket` and
+    /// gives it every file again. At most once a second.
+    pub(crate) fn replace_keeper(&mut self, luo: &Luo, socket: &std::path::Path) {
         if !self.broken || !matches!(self.sink, Sink::Keeper { .. }) {
             return;
         }
+        let path = &crate::store::keeper_path(socket);
         if self
             .last_try
             .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))

@@ -4,7 +4,9 @@
 //! Start-up ([`Agent::bind`]) is in `startup.rs`, the socket path policy in
 //! `socket.rs`, the in-place upgrade in `upgrade/`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -778,7 +780,7 @@ impl Agent {
             return;
         };
         m.apply(&self.luo, &changes);
-        m.replace_keeper(&self.luo, &crate::store::keeper_path(&self.socket));
+        m.replace_keeper(&self.luo, &self.socket);
     }
 
     fn close_handle(&mut self, h: SessionHandle, name: &str, owner: u32) {

@@ -88,21 +88,21 @@ impl Agent {
     }
 
     fn request_inner(&mut self, key: u64, d: Datagram<'_>) -> Result<Reply, Error> {
-        let Some(kind) = self.conns.get(&key).map(|c| c.kind.clone()) else {
+        let Some(c) = self.conns.get(&key) else {
             return Err(Error::new(Errno::EBADF, "connection gone"));
         };
-        match kind {
-            Kind::Agent { uid, .. } => {
+        match &c.kind {
+            &Kind::Agent { uid, .. } => {
                 let (req, fds) = d.request::<AgentRequest>()?;
                 debug!("connection {key}: {}", req.op());
                 self.agent_request(key, uid, req, fds)
             }
-            Kind::Handle { handle, .. } => {
+            &Kind::Handle { handle, .. } => {
                 let (req, fds) = d.request::<HandleRequest>()?;
                 debug!("connection {key}: {}", req.op());
                 self.handle_request(key, handle, req, fds)
             }
-            Kind::Refused { why, .. } => Err(Error::new(Errno::EDQUOT, why)),
+            Kind::Refused { why, .. } => Err(Error::new(Errno::EDQUOT, why.clone())),
         }
     }
 

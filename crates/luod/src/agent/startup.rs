@@ -3,7 +3,7 @@
 //! up the keeper or systemd's fd store and takes back what a previous agent
 //! left there.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;

@@ -9,7 +9,7 @@
 //! it creates and retrieves follow the kernel where the native API does not
 //! (`luo_core::SessionMode`).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::os::fd::OwnedFd;
 
 use luo_core::{Retrieval, SessionHandle, SessionMode, SessionState};

@@ -2,7 +2,9 @@
 //! state the old image left ([`resume`]), or going back to the old binary
 //! when the state is refused ([`fall_back`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
