@@ -418,17 +418,22 @@ impl IdentityIndex {
         let key = (identity.dev, identity.ino);
         let inode_only = identity.kind == IdentityKind::Inode
             || matches!(self.mode, IndexMode::InodeFallback(_));
-        match self.buckets.get_mut(&key) {
-            None => {
-                let bucket = if identity.kind == IdentityKind::Inode {
+        // One walk down the tree, whether the inode is new or not.
+        let b = match self.buckets.entry(key) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(if identity.kind == IdentityKind::Inode {
                     Bucket::Inode(holder)
                 } else {
                     Bucket::One(raw, holder)
-                };
-                self.buckets.insert(key, bucket);
+                });
+                self.len += 1;
+                return Ok(());
             }
-            Some(Bucket::Inode(h)) => return Err(Refusal::Busy(Some(*h))),
-            Some(b @ Bucket::One(..)) => {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+        };
+        match b {
+            Bucket::Inode(h) => return Err(Refusal::Busy(Some(*h))),
+            b @ Bucket::One(..) => {
                 let &mut Bucket::One(fd, h) = b else {
                     unreachable!()
                 };
@@ -457,7 +462,7 @@ impl IdentityIndex {
                 let _ = t.insert(Entry { fd: raw, holder }, |_| Ok::<_, Errno>(o));
                 *b = Bucket::Files(t);
             }
-            Some(Bucket::Files(t)) => {
+            Bucket::Files(t) => {
                 if inode_only {
                     return Err(Refusal::Busy(t.iter().next().map(|e| e.holder)));
                 }
