@@ -1,8 +1,9 @@
 //! Sessions and their handles: create, open, dup, close (and what the
 //! last close does: abort, release, remove), and per-handle accessors.
 
-use foldhash::{HashMap, HashMapExt};
 use std::os::fd::AsRawFd;
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::error::err;
 use crate::{

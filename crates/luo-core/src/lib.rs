@@ -33,9 +33,9 @@
 #![deny(missing_docs)]
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
 
 use foldhash::{HashMap, HashMapExt};
-use std::os::fd::{AsFd, OwnedFd};
 
 mod changes;
 mod crossing;

@@ -3,8 +3,9 @@
 //! and handle, with the custody descriptors listed separately so that the
 //! agent can keep them open across `exec` and give them back.
 
-use foldhash::{HashMap, HashMapExt};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::error::err;
 use crate::identity::{Holder, Identity, IndexKey, Refusal};

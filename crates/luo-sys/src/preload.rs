@@ -1,8 +1,9 @@
 //! What an `LD_PRELOAD` library needs and safe Rust cannot say: exported C
 //! symbols that shadow libc's, the next definition of each (`dlsym(RTLD_NEXT)`),
-//! `errno`, and the caller's memory, which is reached only through the
-//! kernel (`process_vm_readv`/`process_vm_writev` on this process), so that a
-//! bad pointer is `EFAULT`, as for a syscall, and never a crash.
+//! `errno`, and the caller's memory, which is reached through the kernel
+//! (`process_vm_readv`/`process_vm_writev` on this process), so that a bad
+//! pointer is `EFAULT`, as for a syscall, and never a crash; only a struct in
+//! the frames of the caller's stack, which cannot fault, is read in place.
 //!
 //! The exported functions are generated in the library crate by
 //! [`export_preload_symbols!`](crate::export_preload_symbols): a Rust
@@ -393,8 +394,9 @@ fn in_callers_frames(addr: usize, len: usize) -> bool {
 }
 
 /// The readable and writable mapping of `/proc/self/maps` that holds
-/// `at` (a mapping's permissions are the same throughout). Raw reads into a buffer on the stack: no allocation, as a hook
-/// may run in a signal handler.
+/// `at` (a mapping's permissions are the same throughout). Raw reads into
+/// a buffer on the stack: no allocation, as a hook may run in a signal
+/// handler.
 fn mapping_of(at: usize) -> Option<(usize, usize)> {
     use rustix::fs::{Mode, OFlags};
     let maps = rustix::fs::open(
@@ -404,8 +406,9 @@ fn mapping_of(at: usize) -> Option<(usize, usize)> {
     )
     .ok()?;
     let mut buf = [0u8; 4096];
-    // The start of the current line: "start-end perms ...".
-    let mut line = [0u8; 32];
+    // The start of the current line: "start-end perms ...", with room for
+    // 57-bit addresses.
+    let mut line = [0u8; 64];
     let mut used = 0;
     loop {
         let n = match rustix::io::read(&maps, &mut buf) {
@@ -663,6 +666,10 @@ mod tests {
         assert_eq!(
             parse_mapping(b"7ffd1000-7ffd3000 rw-p 00000000 00:00 0  "),
             Some((0x7ffd_1000, 0x7ffd_3000))
+        );
+        assert_eq!(
+            parse_mapping(b"1ffffffffff000-1ffffffffff2000 rw-p"),
+            Some((0x1f_ffff_ffff_f000, 0x1ff_ffff_ffff_2000))
         );
         assert_eq!(parse_mapping(b"1000-2000 r--p 0000"), None);
         assert_eq!(parse_mapping(b"10x0-2000 rw-p"), None);

@@ -11,12 +11,12 @@
 //! session for the same agent session: one agent session spreads over
 //! several "parts", which clients never see.
 
-use foldhash::{HashMap, HashMapExt};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use foldhash::{HashMap, HashMapExt};
 use luo_core::handler::{Descriptor, MemfdHandler};
 use luo_core::{FileHandler, FileInfo, FileOpArgs, IdentityKind, Luo};
 use luo_sys::{liveupdate as lu, Errno};

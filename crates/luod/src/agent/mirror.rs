@@ -31,11 +31,10 @@
 //! descriptor limit); an in-place upgrade keeps everything.
 
 use std::collections::BTreeMap;
-
-use foldhash::{HashMap, HashMapExt};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use foldhash::{HashMap, HashMapExt};
 use luo_core::{Changes, Luo, SessionChange, SessionState};
 use luo_proto::Error;
 use serde_json::{json, Value};

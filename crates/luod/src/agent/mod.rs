@@ -5,13 +5,12 @@
 //! `socket.rs`, the in-place upgrade in `upgrade/`.
 
 use std::collections::VecDeque;
-
-use foldhash::HashMap;
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use foldhash::HashMap;
 use luo_core::{Luo, SessionHandle, SessionState};
 use luo_proto::{Errno, Error, RecvBuf};
 use luo_sys::epoll::{EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP};

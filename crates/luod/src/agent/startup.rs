@@ -3,11 +3,11 @@
 //! up the keeper or systemd's fd store and takes back what a previous agent
 //! left there.
 
-use foldhash::{HashMap, HashMapExt};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
+use foldhash::{HashMap, HashMapExt};
 use luo_core::Luo;
 use luo_proto::Errno;
 use luo_sys::epoll::EPOLLIN;

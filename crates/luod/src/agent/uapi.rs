@@ -9,9 +9,9 @@
 //! it creates and retrieves follow the kernel where the native API does not
 //! (`luo_core::SessionMode`).
 
-use foldhash::HashMap;
 use std::os::fd::OwnedFd;
 
+use foldhash::HashMap;
 use luo_core::{Retrieval, SessionHandle, SessionMode, SessionState};
 use luo_proto::ops::{Done, Handlers, Ioctl, IoctlReply, OpenDevice};
 use luo_proto::uapi::{self, Tail};

@@ -3,11 +3,10 @@
 //! when the state is refused ([`fall_back`]).
 
 use std::collections::VecDeque;
-
-use foldhash::{HashMap, HashMapExt};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
+use foldhash::{HashMap, HashMapExt};
 use luo_core::Luo;
 use luo_proto::ops::{Upgrade, Upgraded};
 use luo_proto::Errno;
