@@ -1225,18 +1225,23 @@ fn parse_eventfd_info(text: &[u8]) -> Option<EventfdInfo> {
     count.then_some(EventfdInfo { id })
 }
 
+/// Held by every unit test of this crate that opens or counts descriptors:
+/// `cargo test` runs a binary's tests as threads of one process, so a count
+/// must not overlap with a test that opens some.
+#[cfg(test)]
+pub(crate) fn fd_serial() -> std::sync::MutexGuard<'static, ()> {
+    static FDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    FDS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
-    use std::sync::Mutex;
-
-    /// Tests that count this process's fds must not overlap with tests that open some.
-    static FDS: Mutex<()> = Mutex::new(());
 
     #[test]
     fn kcmp_tells_dups_from_distinct_eventfds() {
-        let _serial = FDS.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = fd_serial();
         let a = eventfd(0).unwrap();
         let b = eventfd(0).unwrap();
         let a2 = a.try_clone().unwrap();
@@ -1250,7 +1255,7 @@ mod tests {
 
     #[test]
     fn fdinfo_tells_eventfds_and_their_ids() {
-        let _serial = FDS.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = fd_serial();
         let dir = FdinfoDir::open().unwrap();
         let a = eventfd(0).unwrap();
         let b = eventfd(0).unwrap();
@@ -1286,7 +1291,7 @@ mod tests {
 
     #[test]
     fn scm_rights_round_trip_and_ctrunc() {
-        let _serial = FDS.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = fd_serial();
         let (s, r) = socketpair(libc::SOCK_SEQPACKET).unwrap();
         let m = memfd_create("x", 0).unwrap();
         let e = eventfd(0).unwrap();
@@ -1315,7 +1320,7 @@ mod tests {
 
     #[test]
     fn scm_rights_at_the_limits() {
-        let _serial = FDS.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = fd_serial();
         let (s, r) = socketpair(libc::SOCK_SEQPACKET).unwrap();
         let e = eventfd(0).unwrap();
         let mut buf = [0u8; 4];
@@ -1369,7 +1374,7 @@ mod tests {
 
     #[test]
     fn o_path_is_detected() {
-        let _serial = FDS.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = fd_serial();
         let p = open_path(std::path::Path::new("/")).unwrap();
         assert!(is_o_path(p.as_fd()).unwrap());
         let m = memfd_create("x", 0).unwrap();
@@ -1377,7 +1382,7 @@ mod tests {
     }
     #[test]
     fn seqpacket_listen_connect_accept_and_peer_cred() {
-        let _serial = FDS.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = fd_serial();
         let dir = std::env::temp_dir().join(format!("luo-sys-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.sock");

@@ -613,6 +613,7 @@ mod tests {
 
     #[test]
     fn memory_is_reached_through_the_kernel_and_bad_pointers_fault() {
+        let _serial = crate::fd_serial();
         let mut src = [1u8, 2, 3, 4];
         let mut buf = [0u8; 4];
         read_memory(Addr(src.as_ptr() as usize), &mut buf).unwrap();
@@ -631,6 +632,7 @@ mod tests {
 
     #[test]
     fn the_callers_frames_are_read_and_written_in_place() {
+        let _serial = crate::fd_serial();
         // On the stack, in this caller's frame.
         let mut st = [1u8, 2, 3, 4];
         let at = Addr(std::hint::black_box(&mut st).as_mut_ptr() as usize);
@@ -678,6 +680,7 @@ mod tests {
 
     #[test]
     fn with_fd_refuses_closed_descriptors() {
+        let _serial = crate::fd_serial();
         assert_eq!(with_fd(-1, |_, _| ()), Err(Errno::EBADF));
         let e = crate::eventfd(0).unwrap();
         let raw = e.as_raw_fd();
@@ -692,6 +695,7 @@ mod tests {
 
     #[test]
     fn an_unchecked_closed_descriptor_is_ebadf_at_its_syscall() {
+        let _serial = crate::fd_serial();
         assert_eq!(with_unchecked_fd(-1, |_| ()), Err(Errno::EBADF));
         let e = crate::eventfd(0).unwrap();
         let raw = e.as_raw_fd();

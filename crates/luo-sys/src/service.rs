@@ -223,6 +223,7 @@ mod tests {
 
     #[test]
     fn credentials_come_with_a_notification() {
+        let _serial = crate::fd_serial();
         let dir = std::env::temp_dir().join(format!("luo-sys-notify-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("n.sock");
@@ -244,6 +245,7 @@ mod tests {
 
     #[test]
     fn start_time_of_self() {
+        let _serial = crate::fd_serial();
         assert!(process_start_time(std::process::id() as i32).is_some());
         assert!(process_exists(std::process::id() as i32));
     }
