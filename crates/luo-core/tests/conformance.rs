@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::{Mutex, MutexGuard};
 
 use luo_core::handler::{MemfdHandler, UserspaceHandler, UserspaceKind};
 use luo_core::testing::{Faults, FaultyHandler, Op, TestFlb};
@@ -17,13 +16,6 @@ use luo_core::{
 mod common;
 
 use common::{memfd, open_fds, read_all};
-
-/// Tests count the process's open descriptors, so they run one at a time
-/// (nextest runs each in its own process anyway; this covers `cargo test`).
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn copy(fd: &OwnedFd) -> OwnedFd {
     fd.try_clone().unwrap()
@@ -96,7 +88,6 @@ fn state(l: &Luo, name: &[u8]) -> Vec<SessionState> {
 #[test]
 fn session_names_follow_the_kernel_rules() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = luo();
     assert_eq!(errno(l.create_session(0, b"")), Errno::EINVAL);
     assert_eq!(errno(l.create_session(0, &[b'X'; 64])), Errno::EINVAL);
@@ -112,7 +103,6 @@ fn session_names_follow_the_kernel_rules() {
 #[test]
 fn outgoing_name_may_equal_an_incoming_one() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = luo();
     let s = l.create_session(0, b"svc").unwrap();
     l.handover(s).unwrap();
@@ -132,7 +122,6 @@ fn outgoing_name_may_equal_an_incoming_one() {
 #[test]
 fn enospc_for_sessions_comes_before_eexist() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = Luo::new(Limits {
         max_sessions: 2,
         ..Limits::default()
@@ -150,7 +139,6 @@ fn enospc_for_sessions_comes_before_eexist() {
 #[test]
 fn preserve_checks_run_in_the_kernels_order() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = Luo::new(Limits {
         max_files_per_session: 2,
         ..Limits::default()
@@ -183,7 +171,6 @@ fn preserve_checks_run_in_the_kernels_order() {
 #[test]
 fn a_refused_preserve_can_hand_the_file_back() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = luo();
     let (a, b) = (
         l.create_session(0, b"a").unwrap(),
@@ -213,7 +200,6 @@ fn a_refused_preserve_can_hand_the_file_back() {
 #[test]
 fn no_handler_means_enoent() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = luo();
     let s = l.create_session(0, b"s").unwrap();
     let null: OwnedFd = File::open("/dev/null").unwrap().into();
@@ -237,7 +223,6 @@ fn no_handler_means_enoent() {
 #[test]
 fn hugetlb_memfd_has_no_handler() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = luo();
     let s = l.create_session(0, b"s").unwrap();
     let h = luo_sys::memfd_create("huge", luo_sys::mfd::HUGETLB)
@@ -253,7 +238,6 @@ fn hugetlb_memfd_has_no_handler() {
 #[test]
 fn every_builtin_type_is_accepted_by_its_handler() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = luo();
     let s = l.create_session(0, b"s").unwrap();
     let tcp: OwnedFd = std::net::TcpListener::bind("127.0.0.1:0").unwrap().into();
@@ -290,7 +274,6 @@ fn every_builtin_type_is_accepted_by_its_handler() {
 #[test]
 fn handlers_are_tried_in_registration_order() {
     let _serial = common::serial();
-    let _g = serial();
     let (f1, f2) = (Faults::default(), Faults::default());
     let mut l = Luo::new(Limits::default());
     l.register_handler(Box::new(FaultyHandler::named(
@@ -318,7 +301,6 @@ fn handlers_are_tried_in_registration_order() {
 #[test]
 fn handler_and_flb_registration_errors() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = Luo::new(Limits::default());
     let h = l.register_handler(Box::new(MemfdHandler)).unwrap();
     assert_eq!(
@@ -363,7 +345,6 @@ fn handler_and_flb_registration_errors() {
 #[test]
 fn distinct_eventfds_and_memfds_do_not_collide() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = luo();
     let s = l.create_session(0, b"s").unwrap();
     let (e1, e2) = (luo_sys::eventfd(0).unwrap(), luo_sys::eventfd(0).unwrap());
@@ -382,7 +363,6 @@ fn distinct_eventfds_and_memfds_do_not_collide() {
 #[test]
 fn the_same_file_again_is_ebusy_in_any_session() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = luo();
     let a = l.create_session(0, b"a").unwrap();
     let b = l.create_session(1, b"b").unwrap();
@@ -420,7 +400,6 @@ fn the_same_file_again_is_ebusy_in_any_session() {
 #[test]
 fn after_abort_or_finish_the_same_file_can_be_preserved_again() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = luo();
     let ev = luo_sys::eventfd(0).unwrap();
     let m = memfd(b"again");
@@ -479,7 +458,6 @@ fn without_kcmp(errno: Errno, dupfd_query: bool) -> Luo {
 #[test]
 fn without_kcmp_f_dupfd_query_keeps_open_file_identity_exact() {
     let _serial = common::serial();
-    let _g = serial();
     for e in [Errno::ENOSYS, Errno::EPERM] {
         let mut l = without_kcmp(e, true);
         assert_eq!(l.index().mode(), IndexMode::DupfdQuery(e));
@@ -506,7 +484,6 @@ fn without_kcmp_f_dupfd_query_keeps_open_file_identity_exact() {
 #[test]
 fn without_kcmp_or_f_dupfd_query_the_index_falls_back_to_inode_identity() {
     let _serial = common::serial();
-    let _g = serial();
     for e in [Errno::ENOSYS, Errno::EPERM] {
         let mut l = without_kcmp(e, false);
         assert_eq!(l.index().mode(), IndexMode::InodeFallback(e));
@@ -531,7 +508,6 @@ fn without_kcmp_or_f_dupfd_query_the_index_falls_back_to_inode_identity() {
 #[test]
 fn thousands_of_eventfds_share_one_bucket_and_stay_distinct() {
     let _serial = common::serial();
-    let _g = serial();
     let _ = luo_sys::raise_nofile_limit();
     let n = 4_000;
     let mut l = luo();
@@ -570,7 +546,6 @@ impl Counting {
 #[test]
 fn files_alone_on_their_inode_and_whole_sessions_leaving_compare_nothing() {
     let _serial = common::serial();
-    let _g = serial();
     let _ = luo_sys::raise_nofile_limit();
     let kcmp = Counting::default();
     let mut l = Luo::with_order(Limits::default(), Box::new(kcmp.clone()));
@@ -674,7 +649,6 @@ fn files_alone_on_their_inode_and_whole_sessions_leaving_compare_nothing() {
 #[test]
 fn abort_unpreserves_in_reverse_and_leaves_files_usable() {
     let _serial = common::serial();
-    let _g = serial();
     let f = Faults::default();
     let mut l = faulty(&f);
     let base = open_fds();
@@ -706,7 +680,6 @@ fn abort_unpreserves_in_reverse_and_leaves_files_usable() {
 #[test]
 fn bytes_survive_handover_and_retrieve_in_any_order() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = luo();
     let s = l.create_session(0, b"state").unwrap();
     let big: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 31 % 251) as u8).collect();
@@ -744,7 +717,6 @@ fn bytes_survive_handover_and_retrieve_in_any_order() {
 #[test]
 fn wrong_session_kind_is_einval() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = luo();
     let out = l.create_session(0, b"out").unwrap();
     assert_eq!(errno(l.retrieve_fd(out, 1)), Errno::EINVAL);
@@ -761,7 +733,6 @@ fn wrong_session_kind_is_einval() {
 #[test]
 fn retrieve_session_unknown_twice_and_after_close() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = luo();
     assert_eq!(errno(l.retrieve_session(0, b"nope")), Errno::ENOENT);
     let s = l.create_session(0, b"s").unwrap();
@@ -794,7 +765,6 @@ fn retrieve_session_unknown_twice_and_after_close() {
 #[test]
 fn finish_before_all_retrieved_discards_the_rest_and_frees_custody() {
     let _serial = common::serial();
-    let _g = serial();
     let f = Faults::default();
     let mut l = faulty(&f);
     let base = open_fds();
@@ -844,7 +814,6 @@ fn finish_before_all_retrieved_discards_the_rest_and_frees_custody() {
 #[test]
 fn failed_retrieve_is_sticky() {
     let _serial = common::serial();
-    let _g = serial();
     let f = Faults::default();
     let mut l = faulty(&f);
     let r = retrieved(&mut l, &[(1, b"lost"), (2, b"fine")]);
@@ -866,7 +835,6 @@ fn failed_retrieve_is_sticky() {
 #[test]
 fn can_finish_false_refuses_with_ebusy_and_changes_nothing() {
     let _serial = common::serial();
-    let _g = serial();
     let f = Faults::default();
     let mut l = faulty(&f);
     let r = retrieved(&mut l, &[(1, b"a"), (2, b"b")]);
@@ -888,7 +856,6 @@ fn can_finish_false_refuses_with_ebusy_and_changes_nothing() {
 #[test]
 fn a_freeze_failure_rolls_back_the_whole_update() {
     let _serial = common::serial();
-    let _g = serial();
     let f = Faults::default();
     let mut l = faulty(&f);
     let names: [&[u8]; 3] = [b"s1", b"s2", b"s3"];
@@ -943,7 +910,6 @@ fn a_freeze_failure_rolls_back_the_whole_update() {
 #[test]
 fn update_carries_unfinished_incoming_sessions_and_drops_finished_ones() {
     let _serial = common::serial();
-    let _g = serial();
     let mut l = luo();
     let a = l.create_session(0, b"a").unwrap();
     l.preserve(a, memfd(b"A"), 1).unwrap();
@@ -1010,7 +976,6 @@ fn flb_luo(f: &Faults) -> (Luo, luo_core::FlbId) {
 #[test]
 fn flb_is_preserved_once_and_unpreserved_with_the_last_file() {
     let _serial = common::serial();
-    let _g = serial();
     let f = Faults::default();
     let (mut l, id) = flb_luo(&f);
     assert_eq!(errno(l.flb_outgoing(id)), Errno::ENOENT);
@@ -1029,7 +994,6 @@ fn flb_is_preserved_once_and_unpreserved_with_the_last_file() {
 #[test]
 fn flb_finishes_with_the_last_file_even_if_nobody_asked_for_it() {
     let _serial = common::serial();
-    let _g = serial();
     let f = Faults::default();
     let (mut l, id) = flb_luo(&f);
     let a = l.create_session(0, b"a").unwrap();
@@ -1057,7 +1021,6 @@ fn flb_finishes_with_the_last_file_even_if_nobody_asked_for_it() {
 #[test]
 fn flb_retrieve_is_sticky_and_retrievable_in_the_next_epoch() {
     let _serial = common::serial();
-    let _g = serial();
     let f = Faults::default();
     let (mut l, id) = flb_luo(&f);
     let a = l.create_session(0, b"a").unwrap();
@@ -1085,7 +1048,6 @@ fn flb_retrieve_is_sticky_and_retrievable_in_the_next_epoch() {
 #[test]
 fn a_failed_flb_preserve_leaves_nothing_behind() {
     let _serial = common::serial();
-    let _g = serial();
     let f = Faults::default();
     let mut l = Luo::new(Limits::default());
     let h = l
@@ -1131,7 +1093,6 @@ fn a_failed_flb_preserve_leaves_nothing_behind() {
 #[test]
 fn partial_handover_shares_one_flb_lifecycle() {
     let _serial = common::serial();
-    let _g = serial();
     let f = Faults::default();
     let (mut l, id) = flb_luo(&f);
     let (a, b) = two_sessions(&mut l);
@@ -1155,7 +1116,6 @@ fn partial_handover_shares_one_flb_lifecycle() {
 #[test]
 fn a_shared_flb_lifecycle_ends_exactly_once() {
     let _serial = common::serial();
-    let _g = serial();
     // The side that crossed finishes before the rest crosses: the FLB is not
     // finished while an outgoing file still depends on it.
     let f = Faults::default();
@@ -1194,7 +1154,6 @@ fn a_shared_flb_lifecycle_ends_exactly_once() {
 #[test]
 fn quotas_refuse_with_edquot_and_free_up_when_files_leave() {
     let _serial = common::serial();
-    let _s = serial();
     let mut l = luo();
     l.set_quota(Quota {
         sessions: 2,
@@ -1263,7 +1222,6 @@ fn quotas_refuse_with_edquot_and_free_up_when_files_leave() {
 #[test]
 fn open_outgoing_names_a_session_of_one_owner() {
     let _serial = common::serial();
-    let _s = serial();
     let mut l = luo();
     let s = l.create_session(1000, b"db").unwrap();
     l.preserve(s, memfd(b"x"), 1).unwrap();

@@ -7,7 +7,7 @@
 
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use luo_core::handler::{FileHandler, FileInfo, FileOpArgs, UserspaceHandler, UserspaceKind};
 use luo_core::{Errno, FileOrder, Limits, Luo, SessionHandle};
@@ -15,13 +15,6 @@ use luo_core::{Errno, FileOrder, Limits, Luo, SessionHandle};
 mod common;
 
 use common::open_fds;
-
-/// Tests count the process's descriptors and one lowers its limit: one at
-/// a time (nextest runs each in its own process anyway).
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn errno<T: std::fmt::Debug>(r: luo_core::Result<T>) -> Errno {
     r.unwrap_err().errno
@@ -185,7 +178,6 @@ fn kernel_has_ids() -> bool {
 #[test]
 fn two_thousand_eventfds_keyed_by_id_are_never_compared() {
     let _serial = common::serial();
-    let _g = serial();
     let _ = luo_sys::raise_nofile_limit();
     if !kernel_has_ids() {
         return;
@@ -209,7 +201,6 @@ fn two_thousand_eventfds_keyed_by_id_are_never_compared() {
 #[test]
 fn without_eventfd_ids_eventfds_are_compared_with_the_same_answers() {
     let _serial = common::serial();
-    let _g = serial();
     let _ = luo_sys::raise_nofile_limit();
     let order = Watched::default();
     let mut l = model(order.clone(), false);
@@ -225,7 +216,6 @@ fn without_eventfd_ids_eventfds_are_compared_with_the_same_answers() {
 #[test]
 fn eventfds_keyed_by_id_stay_managed_in_a_restored_model() {
     let _serial = common::serial();
-    let _g = serial();
     if !kernel_has_ids() {
         return;
     }
@@ -281,7 +271,6 @@ fn out_of_descriptors<T>(f: impl FnOnce() -> T) -> T {
 #[test]
 fn an_eventfd_whose_id_cannot_be_read_is_refused_with_that_errno() {
     let _serial = common::serial();
-    let _g = serial();
     if !kernel_has_ids() {
         return;
     }
@@ -348,7 +337,6 @@ impl FileHandler for WholeInode {
 #[test]
 fn an_inode_identity_on_the_eventfds_inode_still_holds_every_eventfd() {
     let _serial = common::serial();
-    let _g = serial();
     if !kernel_has_ids() {
         return;
     }
