@@ -498,8 +498,8 @@ mod tests {
             r#"{"v":1,"fds":0,"op":"status"}"#.into(),
             r#"{"v":1,"fds":0,"op":1}"#.into(),
             r#"{"v":1,"fds":0,"op" : [1]}"#.into(),
-            r#"{"v":1,"fds":0,"op":1}"#.into(),
-            r#"{"v":1,"name":""op"","x":{"op":1}}"#.into(),
+            r#"{"v":1,"fds":0,"\u006fp":1}"#.into(),
+            r#"{"v":1,"name":"\"op\"","x":{"op":1}}"#.into(),
             r#"{"a":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}"#.into(),
             deep(MAX_DEPTH),
             deep(MAX_DEPTH + 1),
@@ -526,6 +526,9 @@ mod tests {
         );
         assert!(scan(deep(MAX_DEPTH + 1).as_bytes()).is_err());
         assert!(scan(br#"{"v":1,"fds":0,"op":1}"#).is_err());
+        // An escaped "op" is the same key; one inside a string or deeper is not.
+        assert!(scan(br#"{"v":1,"fds":0,"\u006fp":1}"#).is_err());
+        assert!(scan(br#"{"v":1,"name":"\"op\"","x":{"op":1}}"#).is_ok());
     }
 
     fn pair() -> (OwnedFd, OwnedFd) {
