@@ -178,12 +178,12 @@ fn emulate(sock: BorrowedFd<'_>, ino: u64, cmd: u32, arg: Addr) -> Result<i32, F
         )),
         _ => None,
     };
-    let reply = match user_fd.map(|ufd| with_unchecked_fd(ufd, |f| wire::call(sock, &body, &[f]))) {
-        Some(Ok(Err(Failure::Unsent(e)))) if e.errno == Errno::EBADF => {
-            wire::call(sock, &body, &[])
-        }
-        Some(Ok(r)) => r,
-        Some(Err(_)) | None => wire::call(sock, &body, &[]),
+    let with_fd =
+        user_fd.and_then(|ufd| with_unchecked_fd(ufd, |f| wire::call(sock, &body, &[f])).ok());
+    let reply = match with_fd {
+        Some(Err(Failure::Unsent(e))) if e.errno == Errno::EBADF => wire::call(sock, &body, &[]),
+        Some(r) => r,
+        None => wire::call(sock, &body, &[]),
     };
     let (reply, mut fds) = reply.map_err(|f: Failure| (f.errno(), f.message()))?;
 
