@@ -41,8 +41,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Most over-quota connections kept at once to tell them why; past that
 /// they are closed at once.
 const MAX_REFUSED: usize = 64;
-/// Most events taken from one `epoll_wait`.
-const MAX_EVENTS: usize = 256;
+/// Most events taken from one `epoll_wait`: as many as it reports.
+const MAX_EVENTS: usize = Epoll::MAX_EVENTS;
 
 /// What a connection is.
 #[derive(Debug, Clone)]
