@@ -723,6 +723,48 @@ fn close_then_ask_again_by_name_at_once() {
     }
 }
 
+/// A native `preserve` of a file whose session was closed just before
+/// succeeds, as after the kernel's synchronous close, even when luod reads
+/// the preserve before the hang-up: here the other handle's connection is
+/// reported by epoll for a 253-file preserve luod is still working on when
+/// the first handle closes, and the pipelined preserve stands before the
+/// hang-up. (The `PRESERVE_FD` ioctl's twin is in uapi.rs.) When exactly
+/// the close lands is up to the scheduler, so the exchange is repeated.
+#[test]
+fn a_closed_sessions_file_can_be_preserved_natively_in_another_at_once() {
+    use common::wire::{ok, recv, request, send, With};
+    let agent = Agent::start();
+    let c = agent.client();
+    let f = memfd("busy");
+    let busy: Vec<OwnedFd> = (0..luo_proto::MAX_FDS).map(|_| memfd("b")).collect();
+    let busy_fds: Vec<_> = busy.iter().map(|b| b.as_fd()).collect();
+    let tokens: Vec<u64> = (100..100 + busy.len() as u64).collect();
+    for round in 0..40u64 {
+        let a = c.create_session("closing").unwrap();
+        a.preserve(1, &f).unwrap();
+        let b = c.create_session("next").unwrap();
+        let work = request("preserve").with("tokens", tokens.clone());
+        send(b.as_fd(), &work, &busy_fds).unwrap();
+        std::thread::sleep(Duration::from_micros(50 + 10 * round));
+        drop(a);
+        send(
+            b.as_fd(),
+            &request("preserve").with("tokens", vec![1]),
+            &[f.as_fd()],
+        )
+        .unwrap();
+        let b_fd = b.as_fd().try_clone_to_owned().unwrap();
+        ok(&recv(&b_fd));
+        let m = recv(&b_fd);
+        assert!(m.body["ok"] == true, "round {round}: {}", m.body);
+        let sessions = c.sessions().unwrap();
+        assert_eq!(sessions.len(), 1, "{sessions:?}");
+        assert_eq!(sessions[0].file_count, busy.len() + 1);
+        // Closing b aborts it; the next round's create_session sees that.
+        drop((b, b_fd));
+    }
+}
+
 /// A preserved eventfd (managed by its kernel id where the kernel shows
 /// one) stays managed through an in-place upgrade and a restart from the
 /// keeper: each time, a copy of it is refused with `EBUSY` in another

@@ -155,7 +155,7 @@ impl Agent {
                 reply::<ops::Name>(SessionName { name }, vec![])
             }
             HandleRequest::Info(r) => self.info(h, r),
-            HandleRequest::Preserve(r) => self.preserve(h, r, fds),
+            HandleRequest::Preserve(r) => self.preserve(key, h, r, fds),
             HandleRequest::Retrieve(r) => self.retrieve(h, r),
             HandleRequest::Unpreserve(r) => self.unpreserve(h, r),
             HandleRequest::Fetch(r) => self.fetch(h, r),
@@ -357,6 +357,7 @@ impl Agent {
 
     fn preserve(
         &mut self,
+        key: u64,
         h: SessionHandle,
         r: Preserve,
         fds: Vec<OwnedFd>,
@@ -373,7 +374,7 @@ impl Agent {
         // Dropping the iterator at an error closes the descriptors from the
         // refused one on.
         for (token, fd) in r.tokens.iter().copied().zip(fds) {
-            if let Err(e) = self.luo.preserve(h, fd, token) {
+            if let Err(e) = self.preserve_seeing_closes(key, h, fd, token) {
                 let mut e = e;
                 if done > 0 {
                     e.message = format!(

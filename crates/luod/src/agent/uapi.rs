@@ -139,6 +139,29 @@ impl Agent {
         settled
     }
 
+    /// [`Luo::preserve`](luo_core::Luo::preserve) for connection `key`,
+    /// as after the closes its client made just before, as the kernel's
+    /// close is synchronous: a refusal that one could change (`EBUSY`, the
+    /// file held by a session since closed; `EDQUOT`, its quota) sees the
+    /// hang-ups epoll already has and, if there were any, tries again. The
+    /// common case costs no system call for it.
+    pub(super) fn preserve_seeing_closes(
+        &mut self,
+        key: u64,
+        h: SessionHandle,
+        fd: OwnedFd,
+        token: u64,
+    ) -> Result<(), Error> {
+        match self.luo.preserve_or_return(h, fd, token) {
+            Err((e, fd))
+                if matches!(e.errno, Errno::EBUSY | Errno::EDQUOT) && self.settle_hangups(key) =>
+            {
+                self.luo.preserve(h, fd, token)
+            }
+            done => done.map_err(|(e, _)| e),
+        }
+    }
+
     /// Forgets the device claim of a connection that closed.
     pub(super) fn device_closed(&mut self, key: u64) {
         if let Some(d) = self.devices.by_conn.remove(&key) {
@@ -363,18 +386,7 @@ impl Agent {
                         Err(_) => return Err(bad_fd()),
                     },
                 };
-                let done = match self.luo.preserve_or_return(h, fd, token) {
-                    // Refused for something another session may have let
-                    // go of, with its close not seen yet: see it, retry.
-                    Err((e, fd))
-                        if matches!(e.errno, Errno::EBUSY | Errno::EDQUOT)
-                            && self.settle_hangups(key) =>
-                    {
-                        self.luo.preserve(h, fd, token)
-                    }
-                    done => done.map_err(|(e, _)| e),
-                };
-                match done {
+                match self.preserve_seeing_closes(key, h, fd, token) {
                     Ok(()) => reply::<Ioctl>(IoctlReply::default(), vec![]),
                     Err(e) if bad && e.errno == Errno::EBADF => Err(bad_fd()),
                     Err(e) => Err(e),
