@@ -192,7 +192,6 @@ impl Conn {
     /// What the send `r` of a reply on this connection (epoll key `key`)
     /// means for it.
     fn sent(&mut self, key: u64, r: luo_proto::Result<()>) -> Sent {
-        let c = self;
         let e = match r {
             Ok(()) => return Sent::Done,
             Err(e) => e,
@@ -202,8 +201,8 @@ impl Conn {
             // Short of memory for a moment: the reply stays queued and is
             // sent when epoll reports the socket writable again, a few
             // times at most (a busy loop otherwise).
-            Errno::ENOMEM | Errno::ENOBUFS if c.send_retries < SEND_RETRIES => {
-                c.send_retries += 1;
+            Errno::ENOMEM | Errno::ENOBUFS if self.send_retries < SEND_RETRIES => {
+                self.send_retries += 1;
                 debug!(
                     "connection {key}: {}; the reply will be sent again",
                     e.errno
@@ -212,13 +211,13 @@ impl Conn {
             }
             _ => {
                 debug!("connection {key}: {}; dropping its replies", e.errno);
-                c.outbox.clear();
-                c.dead = true;
+                self.outbox.clear();
+                self.dead = true;
                 // A peer that is still there (the send failed for another
                 // reason than its hang-up) must not wait for a reply that
                 // will never come: it reads end-of-file. Requests it
                 // already sent are still carried out.
-                let _ = luo_sys::shutdown_write(c.fd.as_fd());
+                let _ = luo_sys::shutdown_write(self.fd.as_fd());
                 Sent::Failed
             }
         }
