@@ -510,7 +510,7 @@ pub fn main(mut o: Options) -> Result<(), Failure> {
     print_table(&o, &machine, &rows, floors, rounds);
     if let Some(path) = &o.json {
         let base = &rows[0];
-        let checked = &rows[1];
+        let checked = rows.iter().find(|r| r.way == CHECKED).expect("always run");
         let v = RequestsReport {
             machine: machine.describe(),
             files: o.files,
@@ -586,7 +586,7 @@ fn print_table(o: &Options, machine: &Machine, rows: &[Row], floors: usize, roun
     }
     println!();
     let last = o.at.len() - 1;
-    let checked = &rows[1];
+    let checked = rows.iter().find(|r| r.way == CHECKED).expect("always run");
     let worst = (0..checked.at.len())
         .map(|i| checked.median(i) / base.median(i))
         .fold(0.0, f64::max);

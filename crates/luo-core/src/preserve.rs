@@ -48,39 +48,10 @@ impl Luo {
         fd: OwnedFd,
         token: u64,
     ) -> std::result::Result<(), (Error, OwnedFd)> {
-        let key = match self.live(h) {
+        let key = match self.session_checks(h, token) {
             Ok(key) => key,
             Err(e) => return Err((e, fd)),
         };
-        let s = &self.sessions[&key];
-        if s.side != Side::Outgoing {
-            let e = Error::new(
-                Errno::EINVAL,
-                "files can be preserved only in an outgoing session",
-            );
-            return Err((e, fd));
-        }
-        if s.tokens.contains_key(&token) {
-            let e = Error::new(
-                Errno::EEXIST,
-                format!(
-                    "token {token} is already used in session '{}'",
-                    show(&s.name)
-                ),
-            );
-            return Err((e, fd));
-        }
-        if s.files.len() >= self.limits.max_files_per_session {
-            let e = Error::new(
-                Errno::ENOSPC,
-                format!(
-                    "session '{}' holds {} files (the limit)",
-                    show(&s.name),
-                    s.files.len()
-                ),
-            );
-            return Err((e, fd));
-        }
         let mut undo = Undo::default();
         let mut slot = Some(fd);
         match self.preserve_steps(key, &mut slot, token, &mut undo) {
@@ -106,6 +77,39 @@ impl Luo {
                 Err((e, slot.expect("kept until the file is preserved")))
             }
         }
+    }
+
+    /// The session's own checks, in the kernel's order (`EINVAL`,
+    /// `EEXIST`, `ENOSPC`): the key of the session behind `h`.
+    fn session_checks(&self, h: SessionHandle, token: u64) -> Result<u64> {
+        let key = self.live(h)?;
+        let s = &self.sessions[&key];
+        if s.side != Side::Outgoing {
+            return err(
+                Errno::EINVAL,
+                "files can be preserved only in an outgoing session",
+            );
+        }
+        if s.tokens.contains_key(&token) {
+            return err(
+                Errno::EEXIST,
+                format!(
+                    "token {token} is already used in session '{}'",
+                    show(&s.name)
+                ),
+            );
+        }
+        if s.files.len() >= self.limits.max_files_per_session {
+            return err(
+                Errno::ENOSPC,
+                format!(
+                    "session '{}' holds {} files (the limit)",
+                    show(&s.name),
+                    s.files.len()
+                ),
+            );
+        }
+        Ok(key)
     }
 
     /// The steps past the session's own checks. `slot` holds the file

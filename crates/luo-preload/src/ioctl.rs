@@ -178,9 +178,9 @@ fn emulate(sock: BorrowedFd<'_>, ino: u64, cmd: u32, arg: Addr) -> Result<i32, F
         )),
         _ => None,
     };
-    let with_fd =
+    let sent =
         user_fd.and_then(|ufd| with_unchecked_fd(ufd, |f| wire::call(sock, &body, &[f])).ok());
-    let reply = match with_fd {
+    let reply = match sent {
         Some(Err(Failure::Unsent(e))) if e.errno == Errno::EBADF => wire::call(sock, &body, &[]),
         Some(r) => r,
         None => wire::call(sock, &body, &[]),
